@@ -1,0 +1,170 @@
+//! A plain, obviously-correct float64 implementation of SPEC.md, for tests and for checking the fused kernel.
+//!
+//! It materialises every target row and log-probability, exactly as the definition reads; it is slow and
+//! allocates `[N, K]` buffers. Inputs are validated like the fused loss's.
+
+use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
+use crate::error::{LossError, Result};
+use crate::loss::{check_labels, check_soft_targets};
+
+/// Targets in f64.
+#[derive(Debug, Clone, Copy)]
+pub enum RefTargets<'a> {
+    /// Hard labels `[N]`.
+    Labels(&'a [i64]),
+    /// Soft targets `[N, K]`.
+    Soft(&'a [f64]),
+}
+
+/// Loss and gradient computed by [`loss_and_grad`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefOutput {
+    /// The per-row losses for reduction `none`; otherwise one value.
+    pub loss: Vec<f64>,
+    /// `dLoss/dlogits`, `[N, K]`.
+    pub grad: Vec<f64>,
+}
+
+/// The loss and gradient of SPEC.md in float64.
+///
+/// `config` as for the fused loss; `k` classes; `logits` `[N, K]`; `grad_output` `None` (1) or `[N]` values
+/// (reduction `none`) or one value.
+pub fn loss_and_grad(
+    config: &LabelSmoothingConfig,
+    k: usize,
+    logits: &[f64],
+    targets: RefTargets<'_>,
+    grad_output: Option<&[f64]>,
+) -> Result<RefOutput> {
+    // Validates K, eps, alpha and the weights.
+    config.clone().init(k)?;
+    if logits.len() % k != 0 {
+        return Err(LossError::Length {
+            what: "logits",
+            expected: format!("a multiple of K = {k}"),
+            got: logits.len(),
+        });
+    }
+    let n = logits.len() / k;
+    let w: Vec<f64> = match &config.weights {
+        Some(w) => w.iter().map(|&x| x as f64).collect(),
+        None => vec![1.0; k],
+    };
+    match targets {
+        RefTargets::Labels(y) => {
+            if y.len() != n {
+                return Err(LossError::Length {
+                    what: "labels",
+                    expected: n.to_string(),
+                    got: y.len(),
+                });
+            }
+            check_labels(y, k, config.ignore_index)?;
+        }
+        RefTargets::Soft(t) => {
+            if matches!(config.smoothing, Smoothing::Adaptive { .. }) {
+                return Err(LossError::AdaptiveWithSoftTargets);
+            }
+            if t.len() != n * k {
+                return Err(LossError::Length {
+                    what: "soft targets",
+                    expected: (n * k).to_string(),
+                    got: t.len(),
+                });
+            }
+            check_soft_targets(t.iter().copied(), k)?;
+        }
+    }
+
+    let mut losses = vec![0.0; n];
+    let mut probs = vec![0.0; n * k];
+    let mut q = vec![0.0; n * k];
+    let mut kept = vec![false; n];
+    let kf = k as f64;
+    for i in 0..n {
+        let z = &logits[i * k..(i + 1) * k];
+        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
+        let logp: Vec<f64> = z.iter().map(|&v| v - lse).collect();
+        let qi = &mut q[i * k..(i + 1) * k];
+        match targets {
+            RefTargets::Labels(y) => {
+                if Some(y[i]) == config.ignore_index {
+                    continue;
+                }
+                let y = y[i] as usize;
+                let e = match config.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { alpha } => alpha as f64 * logp[y].exp(),
+                };
+                for (c, qc) in qi.iter_mut().enumerate() {
+                    let one_hot = if c == y { 1.0 } else { 0.0 };
+                    *qc = match config.spread {
+                        crate::Spread::Others => {
+                            if c == y {
+                                1.0 - e
+                            } else {
+                                e / (kf - 1.0)
+                            }
+                        }
+                        crate::Spread::Uniform => (1.0 - e) * one_hot + e / kf,
+                    };
+                }
+            }
+            RefTargets::Soft(t) => {
+                let e = match config.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { .. } => unreachable!("rejected above"),
+                };
+                for (c, qc) in qi.iter_mut().enumerate() {
+                    let tc = t[i * k + c];
+                    *qc = match config.spread {
+                        crate::Spread::Others => (1.0 - e) * tc + e * (1.0 - tc) / (kf - 1.0),
+                        crate::Spread::Uniform => (1.0 - e) * tc + e / kf,
+                    };
+                }
+            }
+        }
+        kept[i] = true;
+        // A term with no target mass contributes nothing, even where log p = -inf.
+        losses[i] = -(0..k)
+            .filter(|&c| w[c] * qi[c] != 0.0)
+            .map(|c| w[c] * qi[c] * logp[c])
+            .sum::<f64>();
+        for c in 0..k {
+            probs[i * k + c] = logp[c].exp();
+        }
+    }
+
+    let denominator = match config.reduction {
+        Reduction::None | Reduction::Sum => 1.0,
+        Reduction::Mean => match targets {
+            RefTargets::Soft(_) => n as f64,
+            RefTargets::Labels(y) => (0..n).filter(|&i| kept[i]).map(|i| w[y[i] as usize]).sum(),
+        },
+        Reduction::MeanNonZero => losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64,
+    };
+    let g = |i: usize| -> f64 {
+        match grad_output {
+            None => 1.0,
+            Some(g) if g.len() == 1 => g[0],
+            Some(g) => g[i],
+        }
+    };
+    let mut grad = vec![0.0; n * k];
+    if denominator != 0.0 {
+        for i in (0..n).filter(|&i| kept[i]) {
+            let qi = &q[i * k..(i + 1) * k];
+            let wq: f64 = (0..k).map(|c| w[c] * qi[c]).sum();
+            for c in 0..k {
+                grad[i * k + c] = g(i) / denominator * (wq * probs[i * k + c] - w[c] * qi[c]);
+            }
+        }
+    }
+    let loss = match config.reduction {
+        Reduction::None => losses,
+        _ if denominator == 0.0 => vec![0.0],
+        _ => vec![losses.iter().sum::<f64>() / denominator],
+    };
+    Ok(RefOutput { loss, grad })
+}
