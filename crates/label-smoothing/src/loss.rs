@@ -407,7 +407,10 @@ impl Plan<'_> {
         let w_y = if W { w[y] as f64 } else { 1.0 };
         let w_all = self.weight_total;
         let spread_term = if off != 0.0 { off * (w_all * ln_s - st.shifted) } else { 0.0 };
-        let loss = spread_term + (on - off) * w_y * (ln_s - d_y);
+        // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of `lse` has
+        // a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`'s count.
+        let nll_y = (st.max as f64 + ln_s) - zy as f64;
+        let loss = spread_term + (on - off) * w_y * nll_y;
         let grad = GradRow {
             max: st.max,
             inv_sum: (1.0 / st.sum_exp) as f32,
