@@ -145,7 +145,9 @@ impl FromStr for Reduction {
             "sum" => Ok(Reduction::Sum),
             "mean" => Ok(Reduction::Mean),
             "mean-nonzero" | "mean_nonzero" => Ok(Reduction::MeanNonZero),
-            _ => Err(format!("unknown reduction `{s}`; expected `none`, `sum`, `mean` or `mean-nonzero`")),
+            _ => Err(format!(
+                "unknown reduction `{s}`; expected `none`, `sum`, `mean` or `mean-nonzero`"
+            )),
         }
     }
 }
@@ -286,7 +288,10 @@ impl LabelSmoothingConfig {
                 });
             }
             if let Some((class, &value)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
-                return Err(LossError::InvalidWeight { class, value: value as f64 });
+                return Err(LossError::InvalidWeight {
+                    class,
+                    value: value as f64,
+                });
             }
         }
         Ok(LabelSmoothingLoss::from_validated(self, num_classes))

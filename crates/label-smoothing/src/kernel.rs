@@ -80,8 +80,16 @@ impl RowStats {
             } else {
                 // m > s.max; m - s.max may be +inf when the slice is entirely -inf.
                 let gap = m as f64 - s.max as f64;
-                let e = if s.sum_exp == 0.0 { 0.0 } else { s.sum_exp * (-gap).exp() };
-                let sh = if s.mass == 0.0 { s.shifted } else { s.shifted - s.mass * gap };
+                let e = if s.sum_exp == 0.0 {
+                    0.0
+                } else {
+                    s.sum_exp * (-gap).exp()
+                };
+                let sh = if s.mass == 0.0 {
+                    s.shifted
+                } else {
+                    s.shifted - s.mass * gap
+                };
                 let tsh = if s.target_mass == 0.0 {
                     s.target_shifted
                 } else {
@@ -193,7 +201,11 @@ fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f3
 /// A chunk whose logits are all `-inf`: no exponential mass, and `-inf` shifted sums where mass sits on it.
 #[cold]
 fn all_masked_chunk<const W: bool, const T: bool>(z: &[f32], w: &[f32], t: &[f32]) -> RowStats {
-    let mass: f64 = if W { w.iter().map(|&u| u as f64).sum() } else { z.len() as f64 };
+    let mass: f64 = if W {
+        w.iter().map(|&u| u as f64).sum()
+    } else {
+        z.len() as f64
+    };
     let target_mass: f64 = if T {
         (0..z.len())
             .map(|c| if W { (w[c] * t[c]) as f64 } else { t[c] as f64 })

@@ -134,7 +134,11 @@ impl LabelSmoothingLoss {
             Some(w) => w.iter().map(|&x| x as f64).sum(),
             None => k as f64,
         };
-        Self { config, k, weight_total }
+        Self {
+            config,
+            k,
+            weight_total,
+        }
     }
 
     /// The number of classes `K`.
@@ -202,14 +206,18 @@ impl LabelSmoothingLoss {
         let n = logits_len / k;
         match targets {
             Targets::Labels(labels) => {
-                check_len("labels", labels.len(), n, || format!("{n} (one per row of [{n}, {k}] logits)"))?;
+                check_len("labels", labels.len(), n, || {
+                    format!("{n} (one per row of [{n}, {k}] logits)")
+                })?;
                 check_labels(labels, k, self.config.ignore_index)?;
             }
             Targets::Soft(t) => {
                 if matches!(self.config.smoothing, Smoothing::Adaptive { .. }) {
                     return Err(LossError::AdaptiveWithSoftTargets);
                 }
-                check_len("soft targets", t.len(), n * k, || format!("{} ([{n}, {k}] like the logits)", n * k))?;
+                check_len("soft targets", t.len(), n * k, || {
+                    format!("{} ([{n}, {k}] like the logits)", n * k)
+                })?;
                 check_soft_targets(t.iter().map(|&x| x as f64), k)?;
             }
         }
@@ -406,7 +414,11 @@ impl Plan<'_> {
         let (off, on) = self.spread.hard_target(e, self.k);
         let w_y = if W { w[y] as f64 } else { 1.0 };
         let w_all = self.weight_total;
-        let spread_term = if off != 0.0 { off * (w_all * ln_s - st.shifted) } else { 0.0 };
+        let spread_term = if off != 0.0 {
+            off * (w_all * ln_s - st.shifted)
+        } else {
+            0.0
+        };
         // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of `lse` has
         // a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`'s count.
         let nll_y = (st.max as f64 + ln_s) - zy as f64;
@@ -415,7 +427,11 @@ impl Plan<'_> {
             max: st.max,
             inv_sum: (1.0 / st.sum_exp) as f32,
             coef: self.row_coef(i) as f32,
-            q_scale: if W { (off * w_all + (on - off) * w_y) as f32 } else { 1.0 },
+            q_scale: if W {
+                (off * w_all + (on - off) * w_y) as f32
+            } else {
+                1.0
+            },
             t_scale: 0.0,
             off: off as f32,
             label: Some((y, zy, on as f32)),

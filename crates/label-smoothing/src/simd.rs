@@ -25,13 +25,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const HI: f32 = 88.376_26;
     // 1.5 * 2^23: adding it rounds to the nearest integer and leaves that integer in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
-    let xc = if x < LO {
-        LO
-    } else if x > HI {
-        HI
-    } else {
-        x
-    };
+    // clamp keeps NaN as NaN.
+    let xc = x.clamp(LO, HI);
     let t = xc * LOG2E + MAGIC;
     let n = t - MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
@@ -41,7 +36,7 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 8.333_452e-3;
     y = y * r + 4.166_579_6e-2;
     y = y * r + 1.666_666_5e-1;
-    y = y * r + 5.000_000_1e-1;
+    y = y * r + 0.5;
     y = y * r * r + r + 1.0;
     // 2^n split in two factors so that n = 128 (x near HI) does not overflow the exponent field.
     let half = ni >> 1;

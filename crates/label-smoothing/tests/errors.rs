@@ -38,41 +38,84 @@ fn alpha_outside_unit_interval() {
 
 #[test]
 fn label_out_of_range_names_row_and_value() {
-    let loss = LabelSmoothingConfig::new().with_ignore_index(Some(-100)).init(3).unwrap();
+    let loss = LabelSmoothingConfig::new()
+        .with_ignore_index(Some(-100))
+        .init(3)
+        .unwrap();
     let logits = [0.0f32; 12];
-    for (labels, row, label) in [([0i64, 1, 3, 0], 2, 3), ([0, -1, 2, 0], 1, -1), ([0, 1, 2, -99], 3, -99)] {
+    for (labels, row, label) in [
+        ([0i64, 1, 3, 0], 2, 3),
+        ([0, -1, 2, 0], 1, -1),
+        ([0, 1, 2, -99], 3, -99),
+    ] {
         let e = loss.loss(&logits, Targets::Labels(&labels)).unwrap_err();
-        assert_eq!(e, LossError::LabelOutOfRange { row, label, k: 3, ignore_index: Some(-100) });
+        assert_eq!(
+            e,
+            LossError::LabelOutOfRange {
+                row,
+                label,
+                k: 3,
+                ignore_index: Some(-100)
+            }
+        );
         let m = msg(&e);
-        assert!(m.contains(&format!("label {label}")) && m.contains(&format!("row {row}")), "{m}");
+        assert!(
+            m.contains(&format!("label {label}")) && m.contains(&format!("row {row}")),
+            "{m}"
+        );
         assert!(m.contains("ignore index -100"), "{m}");
     }
     // The ignore index itself is fine; without one configured, -100 is out of range.
     assert!(loss.loss(&logits, Targets::Labels(&[0, -100, 2, 1])).is_ok());
     let strict = LabelSmoothingConfig::new().init(3).unwrap();
     let e = strict.loss(&logits, Targets::Labels(&[0, -100, 2, 1])).unwrap_err();
-    assert!(matches!(e, LossError::LabelOutOfRange { row: 1, label: -100, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            LossError::LabelOutOfRange {
+                row: 1,
+                label: -100,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn mismatched_lengths_name_the_buffer() {
-    let loss = LabelSmoothingConfig::new().with_reduction(Reduction::None).init(4).unwrap();
+    let loss = LabelSmoothingConfig::new()
+        .with_reduction(Reduction::None)
+        .init(4)
+        .unwrap();
     let logits = [0.0f32; 8];
     let cases: Vec<(LossError, &str)> = vec![
         (loss.loss(&[0.0; 7], Targets::Labels(&[0, 1])).unwrap_err(), "logits"),
         (loss.loss(&logits, Targets::Labels(&[0, 1, 2])).unwrap_err(), "labels"),
-        (loss.loss(&logits, Targets::Soft(&[0.25; 4])).unwrap_err(), "soft targets"),
         (
-            loss.loss_and_grad(&logits, Targets::Labels(&[0, 1]), GradOutput::PerRow(&[1.0]), &mut [0.0; 8])
-                .unwrap_err(),
+            loss.loss(&logits, Targets::Soft(&[0.25; 4])).unwrap_err(),
+            "soft targets",
+        ),
+        (
+            loss.loss_and_grad(
+                &logits,
+                Targets::Labels(&[0, 1]),
+                GradOutput::PerRow(&[1.0]),
+                &mut [0.0; 8],
+            )
+            .unwrap_err(),
             "grad_output",
         ),
         (
-            loss.loss_and_grad(&logits, Targets::Labels(&[0, 1]), GradOutput::ONE, &mut [0.0; 9]).unwrap_err(),
+            loss.loss_and_grad(&logits, Targets::Labels(&[0, 1]), GradOutput::ONE, &mut [0.0; 9])
+                .unwrap_err(),
             "grad",
         ),
         (
-            LabelSmoothingConfig::new().with_weights(Some(vec![1.0; 3])).init(4).unwrap_err(),
+            LabelSmoothingConfig::new()
+                .with_weights(Some(vec![1.0; 3]))
+                .init(4)
+                .unwrap_err(),
             "weights",
         ),
     ];
@@ -87,32 +130,63 @@ fn mismatched_lengths_name_the_buffer() {
 
 #[test]
 fn bad_class_weights() {
-    for (w, class) in [(vec![1.0, -0.5, 1.0], 1), (vec![f32::NAN, 1.0, 1.0], 0), (vec![1.0, 1.0, f32::INFINITY], 2)] {
-        let e = LabelSmoothingConfig::new().with_weights(Some(w.clone())).init(3).unwrap_err();
-        assert!(matches!(e, LossError::InvalidWeight { class: c, .. } if c == class), "{e:?}");
+    for (w, class) in [
+        (vec![1.0, -0.5, 1.0], 1),
+        (vec![f32::NAN, 1.0, 1.0], 0),
+        (vec![1.0, 1.0, f32::INFINITY], 2),
+    ] {
+        let e = LabelSmoothingConfig::new()
+            .with_weights(Some(w.clone()))
+            .init(3)
+            .unwrap_err();
+        assert!(
+            matches!(e, LossError::InvalidWeight { class: c, .. } if c == class),
+            "{e:?}"
+        );
         assert!(msg(&e).contains(&format!("class {class}")), "{e}");
     }
     // Zero weights are allowed.
-    assert!(LabelSmoothingConfig::new().with_weights(Some(vec![0.0, 1.0, 2.0])).init(3).is_ok());
+    assert!(LabelSmoothingConfig::new()
+        .with_weights(Some(vec![0.0, 1.0, 2.0]))
+        .init(3)
+        .is_ok());
 }
 
 #[test]
 fn soft_targets_must_be_distributions() {
     let loss = LabelSmoothingConfig::new().init(3).unwrap();
     let logits = [0.0f32; 6];
-    let e = loss.loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, 1.2, -0.2, 0.0])).unwrap_err();
-    assert_eq!(e, LossError::SoftTargetEntry { row: 1, class: 1, value: -0.2f32 as f64 });
+    let e = loss
+        .loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, 1.2, -0.2, 0.0]))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        LossError::SoftTargetEntry {
+            row: 1,
+            class: 1,
+            value: -0.2f32 as f64
+        }
+    );
     assert!(msg(&e).contains("row 1") && msg(&e).contains("class 1"), "{e}");
 
-    let e = loss.loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, 0.3, 0.3, 0.3])).unwrap_err();
+    let e = loss
+        .loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, 0.3, 0.3, 0.3]))
+        .unwrap_err();
     assert!(matches!(e, LossError::SoftTargetSum { row: 1, .. }), "{e:?}");
     assert!(msg(&e).contains("row 1") && msg(&e).contains("0.9"), "{e}");
 
-    let e = loss.loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, f32::NAN, 0.5, 0.5])).unwrap_err();
-    assert!(matches!(e, LossError::SoftTargetEntry { row: 1, class: 0, .. }), "{e:?}");
+    let e = loss
+        .loss(&logits, Targets::Soft(&[0.5, 0.5, 0.0, f32::NAN, 0.5, 0.5]))
+        .unwrap_err();
+    assert!(
+        matches!(e, LossError::SoftTargetEntry { row: 1, class: 0, .. }),
+        "{e:?}"
+    );
 
     // Within 1e-4 of 1 is accepted.
-    assert!(loss.loss(&logits, Targets::Soft(&[0.5, 0.5, 0.00005, 0.2, 0.3, 0.5])).is_ok());
+    assert!(loss
+        .loss(&logits, Targets::Soft(&[0.5, 0.5, 0.00005, 0.2, 0.3, 0.5]))
+        .is_ok());
 }
 
 #[test]
@@ -125,11 +199,25 @@ fn adaptive_smoothing_with_soft_targets() {
 
 #[test]
 fn per_row_upstream_gradient_needs_reduction_none() {
-    let loss = LabelSmoothingConfig::new().with_reduction(Reduction::Mean).init(2).unwrap();
+    let loss = LabelSmoothingConfig::new()
+        .with_reduction(Reduction::Mean)
+        .init(2)
+        .unwrap();
     let e = loss
-        .loss_and_grad(&[0.0, 1.0], Targets::Labels(&[1]), GradOutput::PerRow(&[2.0]), &mut [0.0; 2])
+        .loss_and_grad(
+            &[0.0, 1.0],
+            Targets::Labels(&[1]),
+            GradOutput::PerRow(&[2.0]),
+            &mut [0.0; 2],
+        )
         .unwrap_err();
-    assert_eq!(e, LossError::GradOutputShape { reduction: "mean", got: 1 });
+    assert_eq!(
+        e,
+        LossError::GradOutputShape {
+            reduction: "mean",
+            got: 1
+        }
+    );
     assert!(msg(&e).contains("none"), "{e}");
 }
 

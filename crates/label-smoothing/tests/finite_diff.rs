@@ -30,7 +30,9 @@ fn check(draw: &Draw) {
         None => GradOutput::Scalar(0.75),
     };
     let mut grad = vec![0.0f32; n * k];
-    let loss = loss_fn.loss_and_grad(&inp.logits, targets, grad_output, &mut grad).unwrap();
+    let loss = loss_fn
+        .loss_and_grad(&inp.logits, targets, grad_output, &mut grad)
+        .unwrap();
 
     // Frozen quantities: per-row smoothing, targets, upstream gradient, denominator.
     let z: Vec<f64> = inp.logits.iter().map(|&x| x as f64).collect();
@@ -91,7 +93,11 @@ fn check(draw: &Draw) {
         zp[idx] = orig;
         let fd = (up - down) / (2.0 * h);
         let err = (grad[idx] as f64 - fd).abs();
-        assert!(err <= 2e-6, "{draw:?}: grad[{idx}] = {}, finite difference {fd} (error {err:e})", grad[idx]);
+        assert!(
+            err <= 2e-6,
+            "{draw:?}: grad[{idx}] = {}, finite difference {fd} (error {err:e})",
+            grad[idx]
+        );
     }
 }
 
@@ -100,7 +106,11 @@ fn gradient_matches_central_differences_for_every_option() {
     let mut rng = Rng(7);
     let mut count = 0;
     for spread in [Spread::Others, Spread::Uniform] {
-        for smoothing in [Smoothing::Fixed(0.0), Smoothing::Fixed(0.15), Smoothing::Adaptive { alpha: 0.3 }] {
+        for smoothing in [
+            Smoothing::Fixed(0.0),
+            Smoothing::Fixed(0.15),
+            Smoothing::Adaptive { alpha: 0.3 },
+        ] {
             for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean, Reduction::MeanNonZero] {
                 for weighted in [false, true] {
                     for soft in [false, true] {

@@ -16,7 +16,10 @@ fn golden_cases_fused_and_reference() {
         let cfg = case.config();
         let loss_fn = cfg.clone().init(case.k).unwrap_or_else(|e| panic!("{name}: init: {e}"));
         let logits: Vec<f32> = case.logits.iter().map(|&x| x as f32).collect();
-        let soft: Option<Vec<f32>> = case.soft_targets.as_ref().map(|t| t.iter().map(|&x| x as f32).collect());
+        let soft: Option<Vec<f32>> = case
+            .soft_targets
+            .as_ref()
+            .map(|t| t.iter().map(|&x| x as f32).collect());
         let targets = match (&case.targets, &soft) {
             (Some(y), None) => Targets::Labels(y),
             (None, Some(t)) => Targets::Soft(t),
@@ -38,7 +41,9 @@ fn golden_cases_fused_and_reference() {
         assert_grad_close(&format!("{name} (loss_and_grad)"), &grad, &case.expected_grad);
 
         let mut inplace = logits.clone();
-        let l3 = loss_fn.loss_and_grad_in_place(&mut inplace, targets, grad_output).unwrap();
+        let l3 = loss_fn
+            .loss_and_grad_in_place(&mut inplace, targets, grad_output)
+            .unwrap();
         assert_eq!(l3, l2, "{name}: in place and buffer give the same loss");
         assert_eq!(
             inplace.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -54,7 +59,10 @@ fn golden_cases_fused_and_reference() {
         // The reference takes the config's f32 eps and weights, hence a tolerance above f64 round-off.
         let r = reference::loss_and_grad(&cfg, case.k, &case.logits, reft, case.grad_output.as_deref()).unwrap();
         for (i, (&g, &w)) in r.loss.iter().zip(&want_loss).enumerate() {
-            assert!((g - w).abs() <= 1e-7 * w.abs().max(1.0), "{name}: reference loss[{i}] = {g}, want {w}");
+            assert!(
+                (g - w).abs() <= 1e-7 * w.abs().max(1.0),
+                "{name}: reference loss[{i}] = {g}, want {w}"
+            );
         }
         for (i, (&g, &w)) in r.grad.iter().zip(&case.expected_grad).enumerate() {
             assert!((g - w).abs() <= 1e-7, "{name}: reference grad[{i}] = {g}, want {w}");

@@ -65,14 +65,20 @@ prop_compose! {
 fn run_fused(d: &Draw, threads: usize) -> (Loss, Vec<f32>) {
     let inp = d.inputs();
     let loss_fn = d.config.clone().init(d.k).unwrap();
-    let targets = if d.soft { Targets::Soft(&inp.soft) } else { Targets::Labels(&inp.labels) };
+    let targets = if d.soft {
+        Targets::Soft(&inp.soft)
+    } else {
+        Targets::Labels(&inp.labels)
+    };
     let go = match &inp.grad_output {
         Some(g) => GradOutput::PerRow(g),
         None => GradOutput::ONE,
     };
     let mut grad = vec![0.0; d.n * d.k];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let loss = pool.install(|| loss_fn.loss_and_grad(&inp.logits, targets, go, &mut grad)).unwrap();
+    let loss = pool
+        .install(|| loss_fn.loss_and_grad(&inp.logits, targets, go, &mut grad))
+        .unwrap();
     (loss, grad)
 }
 

@@ -91,7 +91,10 @@ pub fn assert_grad_close(what: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: grad length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
-        assert!(err <= 1e-6 * w.abs().max(1.0), "{what}: grad[{i}] = {g}, expected {w} (error {err:e})");
+        assert!(
+            err <= 1e-6 * w.abs().max(1.0),
+            "{what}: grad[{i}] = {g}, expected {w} (error {err:e})"
+        );
     }
 }
 
@@ -147,7 +150,9 @@ impl std::fmt::Debug for Draw {
             c.smoothing,
             c.reduction,
             c.ignore_index,
-            c.weights.as_ref().map_or("none".to_string(), |w| format!("{} values", w.len())),
+            c.weights
+                .as_ref()
+                .map_or("none".to_string(), |w| format!("{} values", w.len())),
             self.soft,
             self.per_row_grad,
             self.seed
@@ -184,15 +189,20 @@ impl Draw {
                     .collect();
                 let total: f64 = raw.iter().sum::<f64>() + 1.0;
                 let hot = rng.below(k);
-                soft.extend(raw.iter().enumerate().map(|(c, &v)| {
-                    ((v + if c == hot { 1.0 } else { 0.0 }) / total) as f32
-                }));
+                soft.extend(
+                    raw.iter()
+                        .enumerate()
+                        .map(|(c, &v)| ((v + if c == hot { 1.0 } else { 0.0 }) / total) as f32),
+                );
             }
         }
-        let grad_output = self
-            .per_row_grad
-            .then(|| (0..n).map(|_| rng.normal() as f32).collect());
-        Inputs { logits, labels, soft, grad_output }
+        let grad_output = self.per_row_grad.then(|| (0..n).map(|_| rng.normal() as f32).collect());
+        Inputs {
+            logits,
+            labels,
+            soft,
+            grad_output,
+        }
     }
 }
 

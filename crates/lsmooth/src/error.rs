@@ -1,0 +1,37 @@
+//! The command-line tool's error: one line, naming the file, the option or the row at fault.
+
+use crate::npy::NpyError;
+use label_smoothing::LossError;
+use std::path::PathBuf;
+
+/// Everything that makes an `lsmooth` command fail. Every one exits with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A `.npy` file could not be read or written, or is malformed.
+    #[error(transparent)]
+    Npy(#[from] NpyError),
+    /// An input file's content does not fit the others (shape mismatch, bad label, bad weight...).
+    #[error("{}: {message}", path.display())]
+    Input {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An invalid option value.
+    #[error("{0}")]
+    Usage(String),
+    /// The loss rejected its configuration.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+}
+
+impl CliError {
+    /// An error about an input file.
+    pub fn input(path: &std::path::Path, message: impl Into<String>) -> Self {
+        CliError::Input {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}

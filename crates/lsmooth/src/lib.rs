@@ -1,0 +1,21 @@
+//! The `lsmooth` command-line tool, as a library so that its pieces can be tested and reused.
+//!
+//! - [`npy`]: `.npy` reading and atomic writing;
+//! - [`commands`]: one module per subcommand;
+//! - [`cli`]: the argument definitions.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod npy;
+
+pub use error::CliError;
+
+/// Runs a parsed command line, writing its report to `out`.
+pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    match cli.command {
+        cli::Command::Loss(args) => commands::loss::run(&args, out),
+        cli::Command::Targets(args) => commands::targets::run(&args, out),
+    }
+}

@@ -1,0 +1,403 @@
+//! `lsmooth` end to end: golden cases through `lsmooth loss`, the seed's targets, and every kind of bad input
+//! (exit status 2, a one-line message naming the file or option, no partial output left behind).
+
+use lsmooth::npy;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lsmooth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lsmooth"))
+        .args(args)
+        .output()
+        .expect("run lsmooth")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_f64(path: &Path, shape: &[usize], v: &[f64]) {
+    let shape_text = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!("({}, {})", shape[0], shape[1]),
+    };
+    let bytes = npy::encode(
+        &format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape_text}, }}"),
+        |o| v.iter().for_each(|x| o.extend_from_slice(&x.to_le_bytes())),
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn write_i32(path: &Path, v: &[i64]) {
+    let bytes = npy::encode(
+        &format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}", v.len()),
+        |o| v.iter().for_each(|&x| o.extend_from_slice(&(x as i32).to_le_bytes())),
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::read(path).unwrap();
+    (a.shape.clone(), a.to_f32("test").unwrap())
+}
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Dir(tempfile::tempdir().unwrap())
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.p(name).display().to_string()
+    }
+}
+
+#[test]
+fn golden_cases_end_to_end() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../label-smoothing/testdata/cross_entropy_cases.json"
+    ))
+    .unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    let mut ran = 0;
+    for (idx, case) in cases.iter().enumerate() {
+        // The first seven (the hand-written edge cases) and a spread sample of the rest.
+        if idx >= 7 && idx % 6 != 0 {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let (n, k) = (
+            case["n"].as_u64().unwrap() as usize,
+            case["k"].as_u64().unwrap() as usize,
+        );
+        let f64s = |v: &Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect::<Vec<f64>>()
+        };
+        let d = Dir::new();
+        write_f64(&d.p("logits.npy"), &[n, k], &f64s(&case["logits"]));
+        let mut args: Vec<String> = vec!["loss".into(), "--logits".into(), d.s("logits.npy")];
+        if case["targets"].is_array() {
+            let y: Vec<i64> = case["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect();
+            write_i32(&d.p("labels.npy"), &y);
+            args.extend(["--targets".into(), d.s("labels.npy")]);
+        } else {
+            write_f64(&d.p("soft.npy"), &[n, k], &f64s(&case["soft_targets"]));
+            args.extend(["--soft-targets".into(), d.s("soft.npy")]);
+        }
+        let o = &case["options"];
+        match o["alpha"].as_f64() {
+            Some(a) => args.extend(["--adaptive".into(), a.to_string()]),
+            None => args.extend(["--smoothing".into(), o["eps"].as_f64().unwrap().to_string()]),
+        }
+        args.extend(["--spread".into(), o["spread"].as_str().unwrap().into()]);
+        args.extend(["--reduction".into(), o["reduction"].as_str().unwrap().into()]);
+        if let Some(ig) = o["ignore_index"].as_i64() {
+            args.extend(["--ignore-index".into(), ig.to_string()]);
+        }
+        if o["weights"].is_array() {
+            write_f64(&d.p("w.npy"), &[k], &f64s(&o["weights"]));
+            args.extend(["--weights".into(), d.s("w.npy")]);
+        }
+        if case["grad_output"].is_array() {
+            write_f64(&d.p("go.npy"), &[n], &f64s(&case["grad_output"]));
+            args.extend(["--grad-output".into(), d.s("go.npy")]);
+        }
+        args.extend([
+            "--grad-out".into(),
+            d.s("grad.npy"),
+            "--loss-out".into(),
+            d.s("loss.npy"),
+        ]);
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = lsmooth(&argv);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["n"], n);
+        assert_eq!(report["k"], k);
+
+        let want_loss: Vec<f64> = match &case["expected_loss"] {
+            Value::Array(_) => f64s(&case["expected_loss"]),
+            v => vec![v.as_f64().unwrap()],
+        };
+        let got_json: Vec<f64> = match &report["loss"] {
+            Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+            v => vec![v.as_f64().unwrap()],
+        };
+        let (loss_shape, got_file) = read_f32(&d.p("loss.npy"));
+        assert_eq!(
+            loss_shape,
+            if want_loss.len() > 1 || o["reduction"] == "none" {
+                vec![n]
+            } else {
+                vec![]
+            }
+        );
+        for ((&g, &f), &w) in got_json.iter().zip(&got_file).zip(&want_loss) {
+            assert!(
+                (g - w).abs() <= 1e-6_f64.max(1e-5 * w.abs()),
+                "{name}: loss {g} want {w}"
+            );
+            assert_eq!(g as f32, f, "{name}: JSON and .npy loss agree");
+        }
+        let (gshape, grad) = read_f32(&d.p("grad.npy"));
+        assert_eq!(gshape, vec![n, k]);
+        for (i, (&g, &w)) in grad.iter().zip(&f64s(&case["expected_grad"])).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-6, "{name}: grad[{i}] {g} want {w}");
+        }
+        ran += 1;
+    }
+    assert!(ran >= 25, "ran {ran} golden cases");
+}
+
+#[test]
+fn targets_prints_the_seed_example() {
+    let out = lsmooth(&["targets", "--classes", "6", "--smoothing", "0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[0.9, 0.02, 0.02, 0.02, 0.02, 0.02]\n"
+    );
+    // PyTorch's convention: 1 - e + e/K on the label, e/K elsewhere.
+    let out = lsmooth(&[
+        "targets",
+        "--classes",
+        "4",
+        "--smoothing",
+        "0.2",
+        "--spread",
+        "uniform",
+        "--label",
+        "2",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[0.05, 0.05, 0.8500000000000001, 0.05]\n"
+    );
+    for (args, needle) in [
+        (
+            vec!["targets", "--classes", "6", "--smoothing", "1.5"],
+            "--smoothing 1.5",
+        ),
+        (
+            vec!["targets", "--classes", "6", "--smoothing", "0.1", "--label", "6"],
+            "--label 6",
+        ),
+        (vec!["targets", "--classes", "1", "--smoothing", "0.1"], "--classes"),
+    ] {
+        let out = lsmooth(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// A valid 3x4 problem in `d`: logits.npy, labels.npy.
+fn valid(d: &Dir) {
+    npy::write_f32(
+        &d.p("logits.npy"),
+        &[3, 4],
+        &[0.1, 0.2, 0.3, 0.4, 1.0, -1.0, 0.0, 2.0, 0.5, 0.5, 0.5, 0.5],
+    )
+    .unwrap();
+    write_i32(&d.p("labels.npy"), &[0, 3, 1]);
+}
+
+#[test]
+fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
+    let d = Dir::new();
+    valid(&d);
+    std::fs::write(d.p("grad.npy"), b"precious").unwrap();
+    let good = std::fs::read(d.p("logits.npy")).unwrap();
+    std::fs::write(d.p("truncated.npy"), &good[..good.len() - 5]).unwrap();
+    std::fs::write(d.p("garbage.npy"), b"this is not numpy at all").unwrap();
+    npy::write_f32(&d.p("float_labels.npy"), &[3], &[0.0, 1.0, 2.0]).unwrap();
+    write_i32(&d.p("short_labels.npy"), &[0, 1]);
+    write_i32(&d.p("bad_label.npy"), &[0, 4, 1]);
+    npy::write_f32(&d.p("w3.npy"), &[3], &[1.0, 1.0, 1.0]).unwrap();
+    npy::write_f32(&d.p("wneg.npy"), &[4], &[1.0, -1.0, 1.0, 1.0]).unwrap();
+    npy::write_f32(&d.p("soft_bad.npy"), &[3, 4], &[0.25; 12].map(|x| x * 1.1)).unwrap();
+    npy::write_f32(&d.p("go2.npy"), &[2], &[1.0, 1.0]).unwrap();
+
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "loss".to_string(),
+            "--logits".into(),
+            d.s("logits.npy"),
+            "--targets".into(),
+            d.s("labels.npy"),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--grad-out".into(),
+            d.s("grad.npy"),
+            "--loss-out".into(),
+            d.s("loss.npy"),
+        ]);
+        v
+    };
+    let with_logits = |p: &str| -> Vec<String> {
+        vec![
+            "loss".into(),
+            "--logits".into(),
+            d.s(p),
+            "--targets".into(),
+            d.s("labels.npy"),
+            "--grad-out".into(),
+            d.s("grad.npy"),
+        ]
+    };
+    let with_targets = |p: &str, extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "loss".into(),
+            "--logits".into(),
+            d.s("logits.npy"),
+            "--targets".into(),
+            d.s(p),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--grad-out".into(),
+            d.s("grad.npy"),
+            "--loss-out".into(),
+            d.s("loss.npy"),
+        ]);
+        v
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (with_logits("missing.npy"), vec!["missing.npy", "No such file"]),
+        (
+            with_logits("truncated.npy"),
+            vec!["truncated.npy", "truncated", "offset"],
+        ),
+        (
+            with_logits("garbage.npy"),
+            vec!["garbage.npy", "not a .npy file", "offset 0"],
+        ),
+        (with_logits("labels.npy"), vec!["labels.npy", "[N, K]", "[3]"]),
+        (
+            with_targets("float_labels.npy", &[]),
+            vec!["float_labels.npy", "integer dtype", "float32"],
+        ),
+        (
+            with_targets("short_labels.npy", &[]),
+            vec!["short_labels.npy", "expected 3 labels", "[2]"],
+        ),
+        (
+            with_targets("bad_label.npy", &[]),
+            vec!["bad_label.npy", "label 4 at row 1", "[0, 4)"],
+        ),
+        (base(&["--smoothing", "1.5"]), vec!["--smoothing 1.5", "--adaptive"]),
+        (base(&["--smoothing", "-0.1"]), vec!["--smoothing -0.1", "--adaptive"]),
+        (base(&["--adaptive", "2"]), vec!["--adaptive 2"]),
+        (
+            base(&["--weights", &d.s("w3.npy")]),
+            vec!["w3.npy", "expected 4 weights"],
+        ),
+        (
+            base(&["--weights", &d.s("wneg.npy")]),
+            vec!["wneg.npy", "class 1", "-1"],
+        ),
+        (base(&["--spread", "sideways"]), vec!["sideways", "others"]),
+        (base(&["--reduction", "median"]), vec!["median", "mean-nonzero"]),
+        (base(&["--grad-output", &d.s("go2.npy")]), vec!["go2.npy", "scalar"]),
+        (
+            vec![
+                "loss".into(),
+                "--logits".into(),
+                d.s("logits.npy"),
+                "--soft-targets".into(),
+                d.s("soft_bad.npy"),
+                "--grad-out".into(),
+                d.s("grad.npy"),
+            ],
+            vec!["soft_bad.npy", "row 0", "sums to 1.1"],
+        ),
+        (
+            vec![
+                "loss".into(),
+                "--logits".into(),
+                d.s("logits.npy"),
+                "--soft-targets".into(),
+                d.s("logits.npy"),
+                "--adaptive".into(),
+                "0.2".into(),
+            ],
+            vec!["--adaptive needs hard labels"],
+        ),
+        (
+            vec!["loss".into(), "--logits".into(), d.s("logits.npy")],
+            vec!["--targets"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = lsmooth(&argv);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(out.stdout.is_empty(), "{argv:?}");
+        for needle in needles {
+            assert!(err.contains(needle), "{argv:?}: message {err:?} lacks {needle:?}");
+        }
+        assert_eq!(err.trim_end().lines().count(), 1, "{argv:?}: one line: {err:?}");
+        assert_eq!(
+            std::fs::read(d.p("grad.npy")).unwrap(),
+            b"precious",
+            "{argv:?}: earlier output kept"
+        );
+        assert!(!d.p("loss.npy").exists(), "{argv:?}: no partial loss file");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(d.0.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn per_row_loss_scalar_output_and_help() {
+    let d = Dir::new();
+    valid(&d);
+    let out = lsmooth(&[
+        "loss",
+        "--logits",
+        &d.s("logits.npy"),
+        "--targets",
+        &d.s("labels.npy"),
+        "--reduction",
+        "none",
+        "--loss-out",
+        &d.s("l.npy"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_row: Vec<f64> = report["loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // Row 2 has equal logits: -log(1/4).
+    assert!((per_row[2] - 4f64.ln()).abs() < 1e-6, "{per_row:?}");
+    assert_eq!(read_f32(&d.p("l.npy")).0, vec![3]);
+    for cmd in ["loss", "targets"] {
+        let out = lsmooth(&[cmd, "--help"]);
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "{cmd} --help: {help}");
+    }
+}
