@@ -1,1 +1,148 @@
-fn main() {}
+//! The fused forward+backward against a naive composition and against a plain copy, side by side.
+//!
+//! Run with `cargo bench -p label-smoothing --bench fused`. Every benchmark counts `8 * N * K` bytes (read the
+//! logits, write the gradient; for the copy: read the source, write the destination), so divan's throughput
+//! columns compare directly; forward-only counts the `4 * N * K` bytes it reads.
+//! Uses rayon's global pool (2 threads on the reference machine; set `RAYON_NUM_THREADS` to change it).
+
+use divan::counter::BytesCount;
+use divan::Bencher;
+use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
+use rayon::prelude::*;
+
+const SHAPES: &[(usize, usize)] = &[(4096, 10), (64, 751), (8192, 1000), (2048, 32000), (512, 128000)];
+const EPS: f32 = 0.1;
+
+fn main() {
+    divan::main();
+}
+
+struct Problem {
+    n: usize,
+    k: usize,
+    logits: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+fn problem(n: usize, k: usize) -> Problem {
+    // SplitMix64-driven logits in [-4, 4) and labels in [0, K).
+    let mut s = 0x1234_5678_9abc_def0u64 ^ (n as u64 * 31 + k as u64);
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let logits = (0..n * k)
+        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
+        .collect();
+    let labels = (0..n).map(|_| (next() % k as u64) as i64).collect();
+    Problem { n, k, logits, labels }
+}
+
+fn rows_per_task(k: usize) -> usize {
+    ((1 << 15) / k).max(1)
+}
+
+/// The naive composition, as PyTorch's CPU path computes `F.cross_entropy(x, y, label_smoothing=e)` forward and
+/// backward: materialise `log_softmax`, reduce it to the loss, then materialise `softmax - target` as the gradient.
+/// Each stage is parallel over rows, but each is its own pass over memory.
+fn naive(p: &Problem, logp: &mut [f32], grad: &mut [f32]) -> f32 {
+    let (n, k) = (p.n, p.k);
+    let rpt = rows_per_task(k);
+    // 1. log_softmax into a buffer.
+    logp.par_chunks_mut(rpt * k)
+        .zip(p.logits.par_chunks(rpt * k))
+        .for_each(|(lc, zc)| {
+            for (l, z) in lc.chunks_exact_mut(k).zip(zc.chunks_exact(k)) {
+                let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
+                let lse = m + s.ln();
+                for (o, &v) in l.iter_mut().zip(z) {
+                    *o = v - lse;
+                }
+            }
+        });
+    // 2. the loss: (1-e) * nll + e/K * sum(-logp) (uniform spread), mean over rows.
+    let total: f64 = logp
+        .par_chunks(k)
+        .zip(p.labels.par_iter())
+        .map(|(l, &y)| {
+            let smooth: f32 = -l.iter().sum::<f32>();
+            ((1.0 - EPS) * -l[y as usize] + EPS / k as f32 * smooth) as f64
+        })
+        .sum();
+    // 3. the gradient: (exp(logp) - q) / N.
+    let inv_n = 1.0 / n as f32;
+    grad.par_chunks_mut(rpt * k)
+        .zip(logp.par_chunks(rpt * k))
+        .zip(p.labels.par_chunks(rpt))
+        .for_each(|((gc, lc), yc)| {
+            for ((g, l), &y) in gc.chunks_exact_mut(k).zip(lc.chunks_exact(k)).zip(yc) {
+                for (o, &v) in g.iter_mut().zip(l) {
+                    *o = (v.exp() - EPS / k as f32) * inv_n;
+                }
+                g[y as usize] -= (1.0 - EPS) * inv_n;
+            }
+        });
+    (total / n as f64) as f32
+}
+
+fn bytes(n: usize, k: usize, per_elem: usize) -> BytesCount {
+    BytesCount::new(per_elem * n * k)
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn fused_fwd_bwd(b: Bencher, &(n, k): &(usize, usize)) {
+    let p = problem(n, k);
+    let loss_fn = LabelSmoothingConfig::pytorch(EPS).init(k).unwrap();
+    let mut grad = vec![0.0f32; n * k];
+    b.counter(bytes(n, k, 8)).bench_local(|| {
+        loss_fn
+            .loss_and_grad(&p.logits, Targets::Labels(&p.labels), GradOutput::ONE, &mut grad)
+            .unwrap()
+    });
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn fused_in_place(b: Bencher, &(n, k): &(usize, usize)) {
+    let p = problem(n, k);
+    let loss_fn = LabelSmoothingConfig::pytorch(EPS).init(k).unwrap();
+    let mut buf = p.logits.clone();
+    b.counter(bytes(n, k, 8)).bench_local(|| {
+        // Overwrites the buffer with the gradient; the values change, the work per call does not.
+        loss_fn
+            .loss_and_grad_in_place(&mut buf, Targets::Labels(&p.labels), GradOutput::ONE)
+            .unwrap()
+    });
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn forward_only(b: Bencher, &(n, k): &(usize, usize)) {
+    let p = problem(n, k);
+    let loss_fn = LabelSmoothingConfig::pytorch(EPS).init(k).unwrap();
+    b.counter(bytes(n, k, 4))
+        .bench_local(|| loss_fn.loss(&p.logits, Targets::Labels(&p.labels)).unwrap());
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn naive_composition(b: Bencher, &(n, k): &(usize, usize)) {
+    let p = problem(n, k);
+    let mut logp = vec![0.0f32; n * k];
+    let mut grad = vec![0.0f32; n * k];
+    b.counter(bytes(n, k, 8))
+        .bench_local(|| naive(&p, &mut logp, &mut grad));
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn copy(b: Bencher, &(n, k): &(usize, usize)) {
+    let src = vec![1.0f32; n * k];
+    let mut dst = vec![0.0f32; n * k];
+    let chunk = rows_per_task(k) * k;
+    b.counter(bytes(n, k, 8)).bench_local(|| {
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    });
+}

@@ -7,7 +7,7 @@
 //!
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
-use crate::simd::{exp_f32, hmax, hsum, Lanes, LANES};
+use crate::simd::{exp_f32, hmax, hsum, Kernel, Lanes, LANES};
 
 /// Classes per chunk: 8 KiB of logits, which stays in L1 between the max pass and the accumulation pass.
 pub(crate) const CHUNK: usize = 2048;
@@ -112,7 +112,15 @@ impl RowStats {
 
     /// Statistics of an unweighted slice of logits with no soft target (`u = 1`, `v = 0`).
     pub fn of_slice(z: &[f32]) -> RowStats {
-        crate::simd::dispatch(|| row_stats::<false, false, true>(z, &[], &[]))
+        struct Stats<'a>(&'a [f32]);
+        impl Kernel for Stats<'_> {
+            type Output = RowStats;
+            #[inline(always)]
+            fn run(self) -> RowStats {
+                row_stats::<false, false, true>(self.0, &[], &[])
+            }
+        }
+        crate::simd::dispatch(Stats(z))
     }
 }
 
@@ -173,9 +181,9 @@ fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f3
         max: m,
         sum_exp: hsum(se),
         mass: if W { hsum(ms) } else { body as f64 },
-        shifted: hsum(sh),
-        target_mass: hsum(tm),
-        target_shifted: hsum(tsh),
+        shifted: if LIN { hsum(sh) } else { 0.0 },
+        target_mass: if T { hsum(tm) } else { 0.0 },
+        target_shifted: if T { hsum(tsh) } else { 0.0 },
     };
     for c in body..n {
         let d = z[c] - m;

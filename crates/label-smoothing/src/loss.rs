@@ -283,44 +283,43 @@ impl LabelSmoothingLoss {
         let mut losses = vec![0.0f64; n];
         let rows_per_task = (TASK_ELEMS / k).max(1);
         match &mut out {
-            Out::None(z) => {
-                z.par_chunks(rows_per_task * k)
-                    .zip(losses.par_chunks_mut(rows_per_task))
-                    .enumerate()
-                    .for_each(|(task, (zc, lc))| {
-                        crate::simd::dispatch(|| {
-                            for (r, (z, l)) in zc.chunks_exact(k).zip(lc.iter_mut()).enumerate() {
-                                *l = plan.row(task * rows_per_task + r, RowBuf::Read(z));
-                            }
-                        })
-                    });
-            }
-            Out::Buffer(z, g) => {
-                z.par_chunks(rows_per_task * k)
-                    .zip(g.par_chunks_mut(rows_per_task * k))
-                    .zip(losses.par_chunks_mut(rows_per_task))
-                    .enumerate()
-                    .for_each(|(task, ((zc, gc), lc))| {
-                        crate::simd::dispatch(|| {
-                            let rows = zc.chunks_exact(k).zip(gc.chunks_exact_mut(k)).zip(lc.iter_mut());
-                            for (r, ((z, g), l)) in rows.enumerate() {
-                                *l = plan.row(task * rows_per_task + r, RowBuf::Write(z, g));
-                            }
-                        })
-                    });
-            }
-            Out::InPlace(z) => {
-                z.par_chunks_mut(rows_per_task * k)
-                    .zip(losses.par_chunks_mut(rows_per_task))
-                    .enumerate()
-                    .for_each(|(task, (zc, lc))| {
-                        crate::simd::dispatch(|| {
-                            for (r, (z, l)) in zc.chunks_exact_mut(k).zip(lc.iter_mut()).enumerate() {
-                                *l = plan.row(task * rows_per_task + r, RowBuf::InPlace(z));
-                            }
-                        })
-                    });
-            }
+            Out::None(z) => z
+                .par_chunks(rows_per_task * k)
+                .zip(losses.par_chunks_mut(rows_per_task))
+                .enumerate()
+                .for_each(|(task, (zc, lc))| {
+                    crate::simd::dispatch(RowTask {
+                        plan: &plan,
+                        first_row: task * rows_per_task,
+                        bufs: TaskBufs::Read(zc),
+                        losses: lc,
+                    })
+                }),
+            Out::Buffer(z, g) => z
+                .par_chunks(rows_per_task * k)
+                .zip(g.par_chunks_mut(rows_per_task * k))
+                .zip(losses.par_chunks_mut(rows_per_task))
+                .enumerate()
+                .for_each(|(task, ((zc, gc), lc))| {
+                    crate::simd::dispatch(RowTask {
+                        plan: &plan,
+                        first_row: task * rows_per_task,
+                        bufs: TaskBufs::Write(zc, gc),
+                        losses: lc,
+                    })
+                }),
+            Out::InPlace(z) => z
+                .par_chunks_mut(rows_per_task * k)
+                .zip(losses.par_chunks_mut(rows_per_task))
+                .enumerate()
+                .for_each(|(task, (zc, lc))| {
+                    crate::simd::dispatch(RowTask {
+                        plan: &plan,
+                        first_row: task * rows_per_task,
+                        bufs: TaskBufs::InPlace(zc),
+                        losses: lc,
+                    })
+                }),
         }
 
         // Reductions add the per-row f64 losses in row order: the same bits for any number of threads.
@@ -345,6 +344,50 @@ impl LabelSmoothingLoss {
             }
         };
         Ok(loss)
+    }
+}
+
+/// A parallel task's rows: logits, and where their gradients go.
+enum TaskBufs<'a> {
+    Read(&'a [f32]),
+    Write(&'a [f32], &'a mut [f32]),
+    InPlace(&'a mut [f32]),
+}
+
+/// The rows of one parallel task, run under [`crate::simd::dispatch`].
+struct RowTask<'a, 'p> {
+    plan: &'a Plan<'p>,
+    first_row: usize,
+    bufs: TaskBufs<'a>,
+    losses: &'a mut [f64],
+}
+
+impl crate::simd::Kernel for RowTask<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let (k, first, plan) = (self.plan.k, self.first_row, self.plan);
+        match self.bufs {
+            TaskBufs::Read(zc) => {
+                for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
+                    *l = plan.row(first + r, RowBuf::Read(z));
+                }
+            }
+            TaskBufs::Write(zc, gc) => {
+                let rows = zc
+                    .chunks_exact(k)
+                    .zip(gc.chunks_exact_mut(k))
+                    .zip(self.losses.iter_mut());
+                for (r, ((z, g), l)) in rows.enumerate() {
+                    *l = plan.row(first + r, RowBuf::Write(z, g));
+                }
+            }
+            TaskBufs::InPlace(zc) => {
+                for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
+                    *l = plan.row(first + r, RowBuf::InPlace(z));
+                }
+            }
+        }
     }
 }
 

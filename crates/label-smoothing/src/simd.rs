@@ -52,22 +52,31 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// Runs `f` compiled for the best instruction set this CPU supports. The result does not depend on which one
+/// A piece of work to compile once per instruction set. Implementations mark [`Kernel::run`]
+/// `#[inline(always)]` so that it, and everything it inlines, is compiled into the feature-enabled wrappers below.
+/// (A closure would not do: LLVM does not reliably inline a large closure body into its caller.)
+pub(crate) trait Kernel {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `k` compiled for the best instruction set this CPU supports. The result does not depend on which one
 /// runs: the kernels use no fused multiply-add and a fixed lane width.
 #[inline(always)]
-pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked on the line above, which is all `run_avx512` requires.
-            return unsafe { run_avx512(f) };
+            // SAFETY: the CPU supports AVX-512F (and so AVX2 and FMA), checked on the line above, which is all
+            // `run_avx512` requires.
+            return unsafe { run_avx512(k) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA, checked on the line above.
-            return unsafe { run_avx2(f) };
+            return unsafe { run_avx2(k) };
         }
     }
-    f()
+    k.run()
 }
 
 /// The name of the instruction set [`dispatch`] uses on this CPU (for benchmark reports).
@@ -86,14 +95,14 @@ pub fn instruction_set() -> &'static str {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
+    k.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
+    k.run()
 }
 
 /// Horizontal max of a lane array (a pairwise tree, fixed order).
@@ -149,11 +158,21 @@ mod tests {
         assert!(exp_f32(88.0).is_finite());
     }
 
+    struct ExpAll<'a>(&'a [f32]);
+
+    impl Kernel for ExpAll<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn run(self) -> Vec<f32> {
+            self.0.iter().map(|&x| exp_f32(x)).collect()
+        }
+    }
+
     #[test]
     fn dispatch_gives_the_portable_bits() {
         let xs: Vec<f32> = (0..4099).map(|i| -80.0 + i as f32 * 0.0391).collect();
-        let portable: Vec<f32> = xs.iter().map(|&x| exp_f32(x)).collect();
-        let dispatched: Vec<f32> = dispatch(|| xs.iter().map(|&x| exp_f32(x)).collect());
+        let portable: Vec<f32> = ExpAll(&xs).run();
+        let dispatched: Vec<f32> = dispatch(ExpAll(&xs));
         assert_eq!(portable, dispatched);
         assert_eq!(hmax([3.0; LANES]), 3.0);
     }
