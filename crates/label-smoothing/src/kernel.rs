@@ -1,15 +1,17 @@
 //! The fused row kernel: one statistics pass and one gradient pass per row.
 //!
 //! A row is cut into fixed chunks of [`CHUNK`] classes. For each chunk, a max pass and an accumulation pass run
-//! while the chunk sits in L1, giving its [`RowStats`]; the chunks' statistics are combined left to right with
-//! [`RowStats::combine`]. The loss of the row follows from the statistics in f64; the gradient pass then reads
-//! the row again (from L1/L2) and writes `coef * (Q p_c - w_c q_c)`.
+//! while the chunk sits in L1, giving its [`RowStats`]; when a gradient is wanted, the accumulation pass also
+//! stores `e_c = exp(z_c - chunk max)` in the output (f32 logits only). Chunks combine left to right with
+//! [`RowStats::combine`]. The loss of the row follows from the statistics in f64; the gradient pass then turns the
+//! stored `e_c` into `coef * (Q p_c - w_c q_c)` with `p_c = e_c * exp(chunk max - max) / sum` while the row is still
+//! in L2, so every element costs one `exp`.
 //!
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
-use crate::simd::{exp_f32, hmax, hsum, Kernel, Lanes, LANES};
+use crate::simd::{exp_nonpos, hmax, hsum, Isa, Kernel, Lanes, LANES};
 
-/// Classes per chunk: 8 KiB of logits, which stays in L1 between the max pass and the accumulation pass.
+/// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
 pub(crate) const CHUNK: usize = 2048;
 
 /// Softmax statistics of a slice of one row of logits, relative to the slice's maximum.
@@ -62,7 +64,7 @@ impl RowStats {
     }
 
     /// Statistics of the union of two disjoint slices. Deterministic: the same inputs give the same bits, so
-    /// combining a fixed partition in a fixed order is reproducible whatever ran each part.
+    /// combining a fixed partition in a fixed order is reproducible whatever computed each part.
     ///
     /// ```
     /// use label_smoothing::RowStats;
@@ -110,43 +112,258 @@ impl RowStats {
         }
     }
 
-    /// Statistics of an unweighted slice of logits with no soft target (`u = 1`, `v = 0`).
+    /// Statistics of an unweighted slice of logits with no soft target (`u = 1`, `v = 0`), computed by the same
+    /// kernel (and so with the same chunking) as the loss.
     pub fn of_slice(z: &[f32]) -> RowStats {
         struct Stats<'a>(&'a [f32]);
         impl Kernel for Stats<'_> {
             type Output = RowStats;
             #[inline(always)]
-            fn run(self) -> RowStats {
-                row_stats::<false, false, true>(self.0, &[], &[])
+            fn run<S: Isa>(self) -> RowStats {
+                let mut maxima = Vec::new();
+                row_stats::<S, f32, _, false, false, true, false>(&mut ReadOnly(self.0), &[], &[], &mut maxima)
             }
         }
         crate::simd::dispatch(Stats(z))
     }
 }
 
-/// Statistics of one chunk (`z.len() <= CHUNK`); `w` and `t` have `z`'s length when `W` / `T` are set.
-///
-/// `W`: class weights present. `T`: soft targets present. `LIN`: the `shifted` sums are needed (they are skipped
-/// when the loss does not use them, which also keeps `0 * -inf` out of rows with masked classes).
-#[inline(always)]
-fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f32], t: &[f32]) -> RowStats {
-    let n = z.len();
-    let w = if W { &w[..n] } else { w };
-    let t = if T { &t[..n] } else { t };
-    let body = n - n % LANES;
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+}
 
-    let mut mx: Lanes = [f32::NEG_INFINITY; LANES];
-    for zc in z[..body].chunks_exact(LANES) {
-        for j in 0..LANES {
-            mx[j] = if zc[j] > mx[j] { zc[j] } else { mx[j] };
-        }
+/// A logit type the kernel reads and writes: `f32`, or `bf16` / `f16` (from the `half` crate), which are
+/// widened to f32 for every computation and whose gradient is written back in their own type.
+pub trait Element: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The name used in reports: `f32`, `bf16`, `f16`.
+    const NAME: &'static str;
+    /// Whether the kernel keeps `exp(z - chunk max)` in the output between its passes. Only for f32: a 16-bit
+    /// copy of a probability would cost the gradient its accuracy where `p` is close to `q`.
+    const STORES_EXP: bool;
+    /// Widens to f32 (exact).
+    fn to_f32(self) -> f32;
+    /// Rounds an f32 to this type (to nearest even).
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+    const STORES_EXP: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
     }
-    let mut m = hmax(mx);
-    for &v in &z[body..] {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Element for half::bf16 {
+    const NAME: &'static str = "bf16";
+    const STORES_EXP: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        // bf16 is the top half of an f32: widening is a shift.
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+impl Element for half::f16 {
+    const NAME: &'static str = "f16";
+    const STORES_EXP: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+/// Where a row's logits come from and where its output goes: read only, into a second buffer, or in place.
+/// Indices are class indices within the row.
+pub(crate) trait RowIo<E: Element> {
+    /// Whether this holds an output (a gradient is wanted).
+    const WRITES: bool;
+    fn len(&self) -> usize;
+    /// The logit (or, after the statistics pass stored it, the stored value) at `c`.
+    fn load(&self, c: usize) -> f32;
+    fn load_lanes(&self, c: usize) -> Lanes;
+    /// Writes the output at `c` (no-op when read only).
+    fn store(&mut self, c: usize, v: f32);
+    fn store_lanes(&mut self, c: usize, v: Lanes);
+    /// The output's value at `c` (what `store` wrote there).
+    fn load_out(&self, c: usize) -> f32;
+    fn load_out_lanes(&self, c: usize) -> Lanes;
+}
+
+#[inline(always)]
+fn lanes_of<E: Element>(s: &[E], c: usize) -> Lanes {
+    let s = &s[c..c + LANES];
+    let mut v = [0.0; LANES];
+    for j in 0..LANES {
+        v[j] = s[j].to_f32();
+    }
+    v
+}
+
+#[inline(always)]
+fn put_lanes<E: Element>(d: &mut [E], c: usize, v: Lanes) {
+    let d = &mut d[c..c + LANES];
+    for j in 0..LANES {
+        d[j] = E::from_f32(v[j]);
+    }
+}
+
+/// Logits only (the loss alone).
+pub(crate) struct ReadOnly<'a, E>(pub &'a [E]);
+/// Logits and a separate output buffer of the same length.
+pub(crate) struct Separate<'a, E>(pub &'a [E], pub &'a mut [E]);
+/// One buffer: logits in, gradient out.
+pub(crate) struct InPlace<'a, E>(pub &'a mut [E]);
+
+impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
+    const WRITES: bool = false;
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn load(&self, c: usize) -> f32 {
+        self.0[c].to_f32()
+    }
+    #[inline(always)]
+    fn load_lanes(&self, c: usize) -> Lanes {
+        lanes_of(self.0, c)
+    }
+    #[inline(always)]
+    fn store(&mut self, _: usize, _: f32) {}
+    #[inline(always)]
+    fn store_lanes(&mut self, _: usize, _: Lanes) {}
+    #[inline(always)]
+    fn load_out(&self, c: usize) -> f32 {
+        self.load(c)
+    }
+    #[inline(always)]
+    fn load_out_lanes(&self, c: usize) -> Lanes {
+        self.load_lanes(c)
+    }
+}
+
+impl<E: Element> RowIo<E> for Separate<'_, E> {
+    const WRITES: bool = true;
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn load(&self, c: usize) -> f32 {
+        self.0[c].to_f32()
+    }
+    #[inline(always)]
+    fn load_lanes(&self, c: usize) -> Lanes {
+        lanes_of(self.0, c)
+    }
+    #[inline(always)]
+    fn store(&mut self, c: usize, v: f32) {
+        self.1[c] = E::from_f32(v);
+    }
+    #[inline(always)]
+    fn store_lanes(&mut self, c: usize, v: Lanes) {
+        put_lanes(self.1, c, v)
+    }
+    #[inline(always)]
+    fn load_out(&self, c: usize) -> f32 {
+        self.1[c].to_f32()
+    }
+    #[inline(always)]
+    fn load_out_lanes(&self, c: usize) -> Lanes {
+        lanes_of(self.1, c)
+    }
+}
+
+impl<E: Element> RowIo<E> for InPlace<'_, E> {
+    const WRITES: bool = true;
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn load(&self, c: usize) -> f32 {
+        self.0[c].to_f32()
+    }
+    #[inline(always)]
+    fn load_lanes(&self, c: usize) -> Lanes {
+        lanes_of(self.0, c)
+    }
+    #[inline(always)]
+    fn store(&mut self, c: usize, v: f32) {
+        self.0[c] = E::from_f32(v);
+    }
+    #[inline(always)]
+    fn store_lanes(&mut self, c: usize, v: Lanes) {
+        put_lanes(self.0, c, v)
+    }
+    #[inline(always)]
+    fn load_out(&self, c: usize) -> f32 {
+        self.load(c)
+    }
+    #[inline(always)]
+    fn load_out_lanes(&self, c: usize) -> Lanes {
+        self.load_lanes(c)
+    }
+}
+
+/// Statistics of the classes `[start, end)` of a row (`end - start <= CHUNK`); `w` and `t` are the row's weights
+/// and soft targets (indexed by class) when `W` / `T` are set.
+///
+/// `LIN`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
+/// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output.
+#[inline(always)]
+fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    let body_end = end - (end - start) % LANES;
+
+    // Max pass: four independent accumulators (max is exact, so the grouping cannot change the result).
+    let mut mx: [Lanes; 4] = [[f32::NEG_INFINITY; LANES]; 4];
+    let mut c = start;
+    while c + 4 * LANES <= body_end {
+        for (a, acc) in mx.iter_mut().enumerate() {
+            let v = io.load_lanes(c + a * LANES);
+            for j in 0..LANES {
+                acc[j] = if v[j] > acc[j] { v[j] } else { acc[j] };
+            }
+        }
+        c += 4 * LANES;
+    }
+    while c < body_end {
+        let v = io.load_lanes(c);
+        for j in 0..LANES {
+            mx[0][j] = if v[j] > mx[0][j] { v[j] } else { mx[0][j] };
+        }
+        c += LANES;
+    }
+    let mut m = hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3])));
+    for c in body_end..end {
+        let v = io.load(c);
         m = if v > m { v } else { m };
     }
     if m == f32::NEG_INFINITY {
-        return all_masked_chunk::<W, T>(z, w, t);
+        return all_masked_chunk::<E, IO, W, T, STORE>(io, start, end, w, t);
     }
 
     let mut se: Lanes = [0.0; LANES];
@@ -154,15 +371,17 @@ fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f3
     let mut sh: Lanes = [0.0; LANES];
     let mut tm: Lanes = [0.0; LANES];
     let mut tsh: Lanes = [0.0; LANES];
-    let mut i = 0;
-    while i < body {
-        let zc = &z[i..i + LANES];
+    let mut c = start;
+    while c < body_end {
+        let z = io.load_lanes(c);
+        let mut e: Lanes = [0.0; LANES];
         for j in 0..LANES {
-            let d = zc[j] - m;
-            se[j] += exp_f32(d);
+            let d = z[j] - m;
+            e[j] = exp_nonpos::<S>(d);
+            se[j] += e[j];
             if LIN {
                 if W {
-                    let u = w[i + j];
+                    let u = w[c + j];
                     ms[j] += u;
                     sh[j] += if u == 0.0 { 0.0 } else { u * d };
                 } else {
@@ -170,27 +389,34 @@ fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f3
                 }
             }
             if T {
-                let v = if W { w[i + j] * t[i + j] } else { t[i + j] };
+                let v = if W { w[c + j] * t[c + j] } else { t[c + j] };
                 tm[j] += v;
                 tsh[j] += if v == 0.0 { 0.0 } else { v * d };
             }
         }
-        i += LANES;
+        if STORE {
+            io.store_lanes(c, e);
+        }
+        c += LANES;
     }
     let mut s = RowStats {
         max: m,
         sum_exp: hsum(se),
-        mass: if W { hsum(ms) } else { body as f64 },
+        mass: if W { hsum(ms) } else { (body_end - start) as f64 },
         shifted: if LIN { hsum(sh) } else { 0.0 },
         target_mass: if T { hsum(tm) } else { 0.0 },
         target_shifted: if T { hsum(tsh) } else { 0.0 },
     };
-    for c in body..n {
-        let d = z[c] - m;
-        s.sum_exp += exp_f32(d) as f64;
+    for c in body_end..end {
+        let d = io.load(c) - m;
+        let e = exp_nonpos::<S>(d);
+        s.sum_exp += e as f64;
+        if STORE {
+            io.store(c, e);
+        }
         if LIN {
             let u = if W { w[c] } else { 1.0 };
-            s.mass += if W { u as f64 } else { 1.0 };
+            s.mass += u as f64;
             s.shifted += if u == 0.0 { 0.0 } else { (u * d) as f64 };
         }
         if T {
@@ -208,14 +434,25 @@ fn chunk_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f3
 
 /// A chunk whose logits are all `-inf`: no exponential mass, and `-inf` shifted sums where mass sits on it.
 #[cold]
-fn all_masked_chunk<const W: bool, const T: bool>(z: &[f32], w: &[f32], t: &[f32]) -> RowStats {
+fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    if STORE {
+        for c in start..end {
+            io.store(c, 0.0);
+        }
+    }
     let mass: f64 = if W {
-        w.iter().map(|&u| u as f64).sum()
+        w[start..end].iter().map(|&u| u as f64).sum()
     } else {
-        z.len() as f64
+        (end - start) as f64
     };
     let target_mass: f64 = if T {
-        (0..z.len())
+        (start..end)
             .map(|c| if W { (w[c] * t[c]) as f64 } else { t[c] as f64 })
             .sum()
     } else {
@@ -232,82 +469,180 @@ fn all_masked_chunk<const W: bool, const T: bool>(z: &[f32], w: &[f32], t: &[f32
     }
 }
 
-/// Statistics of a whole row: chunk by chunk, combined left to right.
+/// Statistics of a whole row: chunk by chunk, combined left to right. Each chunk's max is pushed to `maxima`
+/// (cleared first) when the row has more than one chunk and `STORE` is set: the gradient pass needs them.
 #[inline(always)]
-pub(crate) fn row_stats<const W: bool, const T: bool, const LIN: bool>(z: &[f32], w: &[f32], t: &[f32]) -> RowStats {
-    let k = z.len();
+pub(crate) fn row_stats<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+>(
+    io: &mut IO,
+    w: &[f32],
+    t: &[f32],
+    maxima: &mut Vec<f32>,
+) -> RowStats {
+    let k = io.len();
     if k <= CHUNK {
-        return chunk_stats::<W, T, LIN>(z, w, t);
+        return chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, 0, k, w, t);
     }
+    maxima.clear();
     let mut acc = RowStats::EMPTY;
     let mut start = 0;
     while start < k {
         let end = (start + CHUNK).min(k);
-        let ws = if W { &w[start..end] } else { w };
-        let ts = if T { &t[start..end] } else { t };
-        acc = acc.combine(&chunk_stats::<W, T, LIN>(&z[start..end], ws, ts));
+        let st = chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
+        if STORE {
+            maxima.push(st.max);
+        }
+        acc = acc.combine(&st);
         start = end;
     }
     acc
 }
 
-/// What the gradient pass writes, per class `c`: `coef * (q_scale * p_c - w_c * (t_scale * t_c + off))`, with
-/// `p_c = exp(z_c - max) * inv_sum`, and then, for a hard label, the label's entry
-/// `coef * (q_scale * p_y - w_y * on)`.
+/// Statistics of classes `[start, end)` of a row, one chunk (for callers that split a row across threads).
+#[inline(always)]
+pub(crate) fn slice_stats<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t)
+}
+
+/// What the gradient pass writes, per class `c`: `coef * (q_scale * p_c - w_c * (t_scale * t_c + off))`, and then,
+/// for a hard label, the label's entry `coef * (q_scale * p_y - w_y * on)`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GradRow {
     pub max: f32,
-    pub inv_sum: f32,
+    pub sum_exp: f64,
     pub coef: f32,
     pub q_scale: f32,
     pub t_scale: f32,
     pub off: f32,
-    /// `(label, logit of the label, on-label target mass)` for hard labels.
+    /// `(label, its logit, on-label target mass)` for hard labels.
     pub label: Option<(usize, f32, f32)>,
 }
 
+impl GradRow {
+    /// The factor that turns a stored `exp(z - chunk max)` into a probability.
+    #[inline(always)]
+    fn prob_factor(&self, chunk_max: f32) -> f32 {
+        if chunk_max == self.max {
+            (1.0 / self.sum_exp) as f32
+        } else {
+            ((chunk_max as f64 - self.max as f64).exp() / self.sum_exp) as f32
+        }
+    }
+}
+
 #[inline(always)]
-fn grad_elem<const W: bool, const T: bool>(g: &GradRow, z: f32, w: f32, t: f32) -> f32 {
-    let p = exp_f32(z - g.max) * g.inv_sum;
-    let q = if T { g.t_scale * t + g.off } else { g.off };
+fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f32, w: f32, t: f32) -> f32 {
+    let q = if T { S::fma(g.t_scale, t, g.off) } else { g.off };
     let wq = if W { w * q } else { q };
-    g.coef * (g.q_scale * p - wq)
+    g.coef * S::fma(g.q_scale, p, -wq)
 }
 
+/// The gradient of classes `[start, end)` of a row. With `STORE` the output holds `exp(z - chunk_max)` from the
+/// statistics pass; without, the probabilities are recomputed from the logits.
 #[inline(always)]
-fn fix_label<const W: bool>(g: &GradRow, w: &[f32], out: &mut [f32]) {
-    if let Some((y, zy, on)) = g.label {
-        let p = exp_f32(zy - g.max) * g.inv_sum;
+pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    g: &GradRow,
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    chunk_max: f32,
+    w: &[f32],
+    t: &[f32],
+) {
+    let body_end = end - (end - start) % LANES;
+    let factor = g.prob_factor(chunk_max);
+    let inv_sum = (1.0 / g.sum_exp) as f32;
+    let prob = |x: f32| {
+        if STORE {
+            x * factor
+        } else {
+            exp_nonpos::<S>(x - g.max) * inv_sum
+        }
+    };
+    let mut c = start;
+    while c < body_end {
+        let x = if STORE { io.load_out_lanes(c) } else { io.load_lanes(c) };
+        let mut out: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            let wc = if W { w[c + j] } else { 1.0 };
+            let tc = if T { t[c + j] } else { 0.0 };
+            out[j] = grad_value::<S, W, T>(g, prob(x[j]), wc, tc);
+        }
+        io.store_lanes(c, out);
+        c += LANES;
+    }
+    for c in body_end..end {
+        let x = if STORE { io.load_out(c) } else { io.load(c) };
+        let wc = if W { w[c] } else { 1.0 };
+        let tc = if T { t[c] } else { 0.0 };
+        io.store(c, grad_value::<S, W, T>(g, prob(x), wc, tc));
+    }
+}
+
+/// The label's gradient entry, from its probability `p_y`.
+#[inline(always)]
+pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: f32, w: &[f32]) -> Option<(usize, f32)> {
+    g.label.map(|(y, _, on)| {
         let wy = if W { w[y] } else { 1.0 };
-        out[y] = g.coef * (g.q_scale * p - wy * on);
+        (y, g.coef * S::fma(g.q_scale, p_y, -(wy * on)))
+    })
+}
+
+/// `p_y` as the gradient pass computes it: from the stored `exp(z_y - chunk max)` when given, else from `z_y`.
+#[inline(always)]
+pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_label: f32) -> f32 {
+    match (stored, g.label) {
+        (Some(e), _) => e * g.prob_factor(chunk_max_of_label),
+        (None, Some((_, zy, _))) => exp_nonpos::<S>(zy - g.max) * (1.0 / g.sum_exp) as f32,
+        (None, None) => 0.0,
     }
 }
 
-/// Writes the gradient of one row into `out` (`out.len() == z.len()`).
+/// Writes the gradient of a whole row (after [`row_stats`] with the same `STORE`), chunk maxima in `maxima`.
 #[inline(always)]
-pub(crate) fn grad_row<const W: bool, const T: bool>(g: &GradRow, z: &[f32], w: &[f32], t: &[f32], out: &mut [f32]) {
-    let k = z.len();
-    let out = &mut out[..k];
-    let w = if W { &w[..k] } else { w };
-    let t = if T { &t[..k] } else { t };
-    for c in 0..k {
-        let wc = if W { w[c] } else { 1.0 };
-        let tc = if T { t[c] } else { 0.0 };
-        out[c] = grad_elem::<W, T>(g, z[c], wc, tc);
+pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    g: &GradRow,
+    io: &mut IO,
+    maxima: &[f32],
+    w: &[f32],
+    t: &[f32],
+) {
+    let k = io.len();
+    let chunk_max = |ci: usize| if k <= CHUNK { g.max } else { maxima[ci] };
+    let p_y = g.label.map(|(y, _, _)| {
+        let stored = if STORE { Some(io.load_out(y)) } else { None };
+        label_prob::<S>(g, stored, chunk_max(y / CHUNK))
+    });
+    let mut start = 0;
+    let mut ci = 0;
+    while start < k {
+        let end = (start + CHUNK).min(k);
+        grad_range::<S, E, IO, W, T, STORE>(g, io, start, end, chunk_max(ci), w, t);
+        start = end;
+        ci += 1;
     }
-    fix_label::<W>(g, w, out);
-}
-
-/// Overwrites one row of logits with its gradient.
-#[inline(always)]
-pub(crate) fn grad_row_in_place<const W: bool, const T: bool>(g: &GradRow, zg: &mut [f32], w: &[f32], t: &[f32]) {
-    let k = zg.len();
-    let w = if W { &w[..k] } else { w };
-    let t = if T { &t[..k] } else { t };
-    for c in 0..k {
-        let wc = if W { w[c] } else { 1.0 };
-        let tc = if T { t[c] } else { 0.0 };
-        zg[c] = grad_elem::<W, T>(g, zg[c], wc, tc);
+    if let Some((y, v)) = p_y.and_then(|p| label_grad::<S, W>(g, p, w)) {
+        io.store(y, v);
     }
-    fix_label::<W>(g, w, zg);
 }

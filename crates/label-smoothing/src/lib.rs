@@ -36,7 +36,8 @@ mod simd;
 
 pub use config::{target_distribution, LabelSmoothingConfig, Reduction, Smoothing, Spread};
 pub use error::{LossError, Result};
-pub use kernel::RowStats;
+pub use half::{bf16, f16};
+pub use kernel::{Element, RowStats};
 pub use loss::{GradOutput, LabelSmoothingLoss, Loss, Targets};
 pub use simd::{exp_f32, instruction_set};
 

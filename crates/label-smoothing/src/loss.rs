@@ -4,7 +4,11 @@
 
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use crate::error::{LossError, Result};
-use crate::kernel::{grad_row, grad_row_in_place, row_stats, GradRow};
+use crate::kernel::{
+    grad_range, grad_row, label_grad, label_prob, row_stats, slice_stats, Element, GradRow, InPlace, ReadOnly, RowIo,
+    RowStats, Separate, CHUNK,
+};
+use crate::simd::{dispatch, Isa, Kernel};
 use rayon::prelude::*;
 
 /// The targets of a batch of `N` rows.
@@ -78,8 +82,10 @@ impl Loss {
 
 /// A validated label-smoothed cross-entropy for `K` classes; build it with [`LabelSmoothingConfig::init`].
 ///
-/// Logits are `[N, K]` row-major f32; `N` is `logits.len() / K`. Rows run in parallel on rayon's pool, and the
-/// results are bit-identical for any number of threads.
+/// Logits are `[N, K]` row-major, `f32` or (see [`Element`]) `bf16` / `f16`, always computed in f32 with f64
+/// accumulation of the row statistics; `N` is `logits.len() / K`. Rows run in parallel on rayon's pool (a row
+/// with many classes is itself split across threads when there are fewer rows than threads), and the results
+/// are bit-identical for any number of threads.
 ///
 /// fast-reid's `cross_entropy_loss(pred, gt, eps, alpha)`, forward and backward:
 /// ```
@@ -100,14 +106,21 @@ pub struct LabelSmoothingLoss {
     weight_total: f64,
 }
 
-/// Rows per parallel task: enough classes that a task outweighs rayon's scheduling cost. Depends only on `K`.
+/// Classes per parallel task: enough that a task outweighs rayon's scheduling cost. Rows per task depend only
+/// on `K`.
 const TASK_ELEMS: usize = 1 << 15;
 
+/// Problems smaller than this many logits run on the calling thread: waking the pool costs more than the work.
+const SERIAL_ELEMS: usize = 1 << 15;
+
+/// A row is split across threads when there are fewer rows than threads and it has at least this many chunks.
+const WIDE_MIN_CHUNKS: usize = 4;
+
 /// How the gradient is delivered for one call.
-enum Out<'a> {
-    None(&'a [f32]),
-    Buffer(&'a [f32], &'a mut [f32]),
-    InPlace(&'a mut [f32]),
+enum Out<'a, E> {
+    None(&'a [E]),
+    Buffer(&'a [E], &'a mut [E]),
+    InPlace(&'a mut [E]),
 }
 
 /// Per-call constants of the row computation.
@@ -119,13 +132,11 @@ struct Plan<'a> {
     weights: Option<&'a [f32]>,
     weight_total: f64,
     targets: Targets<'a>,
-    /// Per-row upstream gradient divided by the mean's denominator: row `i` gets `scale * g_i`.
     grad_output: GradOutput<'a>,
+    /// Row `i`'s gradient is scaled by `scale * g_i` (`scale` is `1 / D` for the means).
     scale: f64,
-    /// The `shifted` sums are needed for hard labels (smoothing can be non-zero).
-    hard_lin: bool,
-    /// The base `shifted` sums are needed for soft targets (eps > 0).
-    soft_lin: bool,
+    /// The `shifted` sums are needed (the smoothing can be non-zero).
+    lin: bool,
 }
 
 impl LabelSmoothingLoss {
@@ -155,20 +166,21 @@ impl LabelSmoothingLoss {
     ///
     /// `logits`: `[N, K]` row-major. `targets`: labels `[N]` or soft targets `[N, K]`.
     /// Returns a scalar, or `[N]` values for reduction `none`.
-    pub fn loss(&self, logits: &[f32], targets: Targets<'_>) -> Result<Loss> {
+    pub fn loss<E: Element>(&self, logits: &[E], targets: Targets<'_>) -> Result<Loss> {
         let n = self.check(logits.len(), targets, GradOutput::ONE, None)?;
         self.run(n, targets, GradOutput::ONE, Out::None(logits))
     }
 
-    /// The loss and its gradient with respect to the logits, written into `grad` (`[N, K]`, fully overwritten).
+    /// The loss and its gradient with respect to the logits, written into `grad` (`[N, K]`, fully overwritten,
+    /// in the logits' type).
     ///
     /// `grad_output` is the upstream gradient ([`GradOutput::ONE`] when this loss is the objective).
-    pub fn loss_and_grad(
+    pub fn loss_and_grad<E: Element>(
         &self,
-        logits: &[f32],
+        logits: &[E],
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
-        grad: &mut [f32],
+        grad: &mut [E],
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, Some(grad.len()))?;
         self.run(n, targets, grad_output, Out::Buffer(logits, grad))
@@ -177,9 +189,9 @@ impl LabelSmoothingLoss {
     /// The loss, with the gradient written over the logits (no second `[N, K]` buffer).
     ///
     /// Everything is validated before the first write: on an error the logits are untouched.
-    pub fn loss_and_grad_in_place(
+    pub fn loss_and_grad_in_place<E: Element>(
         &self,
-        logits: &mut [f32],
+        logits: &mut [E],
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
     ) -> Result<Loss> {
@@ -250,7 +262,13 @@ impl LabelSmoothingLoss {
         }
     }
 
-    fn run(&self, n: usize, targets: Targets<'_>, grad_output: GradOutput<'_>, mut out: Out<'_>) -> Result<Loss> {
+    fn run<E: Element>(
+        &self,
+        n: usize,
+        targets: Targets<'_>,
+        grad_output: GradOutput<'_>,
+        mut out: Out<'_, E>,
+    ) -> Result<Loss> {
         let k = self.k;
         let reduction = self.config.reduction;
         let kept_rows = match targets {
@@ -265,7 +283,6 @@ impl LabelSmoothingLoss {
             Reduction::MeanNonZero => kept_rows.max(1) as f64,
         };
         let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
-        let eps_nonzero = !matches!(self.config.smoothing, Smoothing::Fixed(e) if e == 0.0);
         let plan = Plan {
             k,
             spread: self.config.spread,
@@ -276,50 +293,58 @@ impl LabelSmoothingLoss {
             targets,
             grad_output,
             scale,
-            hard_lin: eps_nonzero,
-            soft_lin: eps_nonzero,
+            lin: !matches!(self.config.smoothing, Smoothing::Fixed(e) if e == 0.0),
         };
 
         let mut losses = vec![0.0f64; n];
-        let rows_per_task = (TASK_ELEMS / k).max(1);
-        match &mut out {
-            Out::None(z) => z
-                .par_chunks(rows_per_task * k)
-                .zip(losses.par_chunks_mut(rows_per_task))
-                .enumerate()
-                .for_each(|(task, (zc, lc))| {
-                    crate::simd::dispatch(RowTask {
-                        plan: &plan,
-                        first_row: task * rows_per_task,
-                        bufs: TaskBufs::Read(zc),
-                        losses: lc,
-                    })
-                }),
-            Out::Buffer(z, g) => z
-                .par_chunks(rows_per_task * k)
-                .zip(g.par_chunks_mut(rows_per_task * k))
-                .zip(losses.par_chunks_mut(rows_per_task))
-                .enumerate()
-                .for_each(|(task, ((zc, gc), lc))| {
-                    crate::simd::dispatch(RowTask {
-                        plan: &plan,
-                        first_row: task * rows_per_task,
-                        bufs: TaskBufs::Write(zc, gc),
-                        losses: lc,
-                    })
-                }),
-            Out::InPlace(z) => z
-                .par_chunks_mut(rows_per_task * k)
-                .zip(losses.par_chunks_mut(rows_per_task))
-                .enumerate()
-                .for_each(|(task, (zc, lc))| {
-                    crate::simd::dispatch(RowTask {
-                        plan: &plan,
-                        first_row: task * rows_per_task,
-                        bufs: TaskBufs::InPlace(zc),
-                        losses: lc,
-                    })
-                }),
+        let threads = rayon::current_num_threads();
+        if n < threads && k >= WIDE_MIN_CHUNKS * CHUNK {
+            // Few, long rows: each row is split across threads (same chunks, same combine order, same bits).
+            for (i, l) in losses.iter_mut().enumerate() {
+                let rows = i * k..(i + 1) * k;
+                *l = match &mut out {
+                    Out::None(z) => plan.wide_row(i, WideBufs::Read(&z[rows])),
+                    Out::Buffer(z, g) => plan.wide_row(i, WideBufs::Write(&z[rows.clone()], &mut g[rows])),
+                    Out::InPlace(z) => plan.wide_row(i, WideBufs::InPlace(&mut z[rows])),
+                };
+            }
+        } else {
+            let rows_per_task = (TASK_ELEMS / k).max(1);
+            let task = |first_row: usize, bufs: TaskBufs<'_, E>, losses: &mut [f64]| {
+                dispatch(RowTask {
+                    plan: &plan,
+                    first_row,
+                    bufs,
+                    losses,
+                })
+            };
+            if n * k < SERIAL_ELEMS {
+                match &mut out {
+                    Out::None(z) => task(0, TaskBufs::Read(z), &mut losses),
+                    Out::Buffer(z, g) => task(0, TaskBufs::Write(z, g), &mut losses),
+                    Out::InPlace(z) => task(0, TaskBufs::InPlace(z), &mut losses),
+                }
+            } else {
+                let rt = rows_per_task;
+                match &mut out {
+                    Out::None(z) => z
+                        .par_chunks(rt * k)
+                        .zip(losses.par_chunks_mut(rt))
+                        .enumerate()
+                        .for_each(|(ti, (zc, lc))| task(ti * rt, TaskBufs::Read(zc), lc)),
+                    Out::Buffer(z, g) => z
+                        .par_chunks(rt * k)
+                        .zip(g.par_chunks_mut(rt * k))
+                        .zip(losses.par_chunks_mut(rt))
+                        .enumerate()
+                        .for_each(|(ti, ((zc, gc), lc))| task(ti * rt, TaskBufs::Write(zc, gc), lc)),
+                    Out::InPlace(z) => z
+                        .par_chunks_mut(rt * k)
+                        .zip(losses.par_chunks_mut(rt))
+                        .enumerate()
+                        .for_each(|(ti, (zc, lc))| task(ti * rt, TaskBufs::InPlace(zc), lc)),
+                }
+            }
         }
 
         // Reductions add the per-row f64 losses in row order: the same bits for any number of threads.
@@ -332,13 +357,15 @@ impl LabelSmoothingLoss {
                 if nonzero as f64 != denominator {
                     // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
                     let ratio = denominator / nonzero as f64;
-                    let grad: &mut [f32] = match out {
+                    let grad: &mut [E] = match out {
                         Out::None(_) => &mut [],
                         Out::Buffer(_, g) => g,
                         Out::InPlace(z) => z,
                     };
-                    grad.par_chunks_mut(TASK_ELEMS)
-                        .for_each(|c| c.iter_mut().for_each(|v| *v = (*v as f64 * ratio) as f32));
+                    grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
+                        c.iter_mut()
+                            .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))
+                    });
                 }
                 Loss::Scalar((losses.iter().sum::<f64>() / nonzero as f64) as f32)
             }
@@ -348,29 +375,31 @@ impl LabelSmoothingLoss {
 }
 
 /// A parallel task's rows: logits, and where their gradients go.
-enum TaskBufs<'a> {
-    Read(&'a [f32]),
-    Write(&'a [f32], &'a mut [f32]),
-    InPlace(&'a mut [f32]),
+enum TaskBufs<'a, E> {
+    Read(&'a [E]),
+    Write(&'a [E], &'a mut [E]),
+    InPlace(&'a mut [E]),
 }
 
-/// The rows of one parallel task, run under [`crate::simd::dispatch`].
-struct RowTask<'a, 'p> {
+/// The rows of one parallel task, run under [`dispatch`].
+struct RowTask<'a, 'p, E> {
     plan: &'a Plan<'p>,
     first_row: usize,
-    bufs: TaskBufs<'a>,
+    bufs: TaskBufs<'a, E>,
     losses: &'a mut [f64],
 }
 
-impl crate::simd::Kernel for RowTask<'_, '_> {
+impl<E: Element> Kernel for RowTask<'_, '_, E> {
     type Output = ();
     #[inline(always)]
-    fn run(self) {
+    fn run<S: Isa>(self) {
         let (k, first, plan) = (self.plan.k, self.first_row, self.plan);
+        // Chunk maxima of the current row (rows longer than one chunk only).
+        let mut maxima = Vec::new();
         match self.bufs {
             TaskBufs::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row(first + r, RowBuf::Read(z));
+                    *l = plan.row::<S, E, _>(first + r, &mut ReadOnly(z), &mut maxima);
                 }
             }
             TaskBufs::Write(zc, gc) => {
@@ -379,46 +408,101 @@ impl crate::simd::Kernel for RowTask<'_, '_> {
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    *l = plan.row(first + r, RowBuf::Write(z, g));
+                    *l = plan.row::<S, E, _>(first + r, &mut Separate(z, g), &mut maxima);
                 }
             }
             TaskBufs::InPlace(zc) => {
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row(first + r, RowBuf::InPlace(z));
+                    *l = plan.row::<S, E, _>(first + r, &mut InPlace(z), &mut maxima);
                 }
             }
         }
     }
 }
 
-/// One row's logits and where its gradient goes.
-enum RowBuf<'a> {
-    Read(&'a [f32]),
-    Write(&'a [f32], &'a mut [f32]),
-    InPlace(&'a mut [f32]),
+/// One long row split across threads.
+enum WideBufs<'a, E> {
+    Read(&'a [E]),
+    Write(&'a [E], &'a mut [E]),
+    InPlace(&'a mut [E]),
+}
+
+/// What a part of a long row computes.
+#[derive(Clone, Copy)]
+enum PartOp<'a> {
+    /// Statistics of each chunk of the part (and, when storing, `exp(z - chunk max)` into the output).
+    Stats,
+    /// The gradient, given the row's finished `GradRow` and every chunk's max.
+    Grad(&'a GradRow, &'a [f32]),
+}
+
+/// A run of whole chunks of one long row, run under [`dispatch`] on some thread.
+struct PartTask<'a, 'p, E> {
+    plan: &'a Plan<'p>,
+    row: usize,
+    /// Class index of the part's first element.
+    offset: usize,
+    bufs: WideBufs<'a, E>,
+    op: PartOp<'a>,
+}
+
+impl<E: Element> Kernel for PartTask<'_, '_, E> {
+    type Output = Vec<RowStats>;
+    #[inline(always)]
+    fn run<S: Isa>(self) -> Vec<RowStats> {
+        match self.bufs {
+            WideBufs::Read(z) => self
+                .plan
+                .part::<S, E, _>(self.row, self.offset, &mut ReadOnly(z), self.op),
+            WideBufs::Write(z, g) => self
+                .plan
+                .part::<S, E, _>(self.row, self.offset, &mut Separate(z, g), self.op),
+            WideBufs::InPlace(z) => self
+                .plan
+                .part::<S, E, _>(self.row, self.offset, &mut InPlace(z), self.op),
+        }
+    }
+}
+
+/// The label's gradient entry of a wide row, computed with the same instructions as a narrow row's.
+struct LabelFix<'a> {
+    g: &'a GradRow,
+    stored: Option<f32>,
+    chunk_max: f32,
+    weights: Option<&'a [f32]>,
+}
+
+impl Kernel for LabelFix<'_> {
+    type Output = Option<(usize, f32)>;
+    #[inline(always)]
+    fn run<S: Isa>(self) -> Option<(usize, f32)> {
+        let p = label_prob::<S>(self.g, self.stored, self.chunk_max);
+        match self.weights {
+            Some(w) => label_grad::<S, true>(self.g, p, w),
+            None => label_grad::<S, false>(self.g, p, &[]),
+        }
+    }
+}
+
+/// The per-row quantities that the loss and the gradient need besides the statistics.
+enum RowKind<'a> {
+    Ignored,
+    Hard { y: usize, zy: f32 },
+    Soft(&'a [f32]),
 }
 
 impl Plan<'_> {
-    /// Loss of row `i` (f64); writes its gradient when the buffer asks for it.
-    #[inline(always)]
-    fn row(&self, i: usize, buf: RowBuf<'_>) -> f64 {
-        let has_w = self.weights.is_some();
+    fn row_kind<E: Element, IO: RowIo<E>>(&self, i: usize, io: &IO) -> RowKind<'_> {
         match self.targets {
-            Targets::Labels(labels) => match (has_w, self.hard_lin) {
-                (false, false) => self.hard_row::<false, false>(i, labels[i], buf),
-                (false, true) => self.hard_row::<false, true>(i, labels[i], buf),
-                (true, false) => self.hard_row::<true, false>(i, labels[i], buf),
-                (true, true) => self.hard_row::<true, true>(i, labels[i], buf),
-            },
-            Targets::Soft(t) => {
-                let t = &t[i * self.k..(i + 1) * self.k];
-                match (has_w, self.soft_lin) {
-                    (false, false) => self.soft_row::<false, false>(i, t, buf),
-                    (false, true) => self.soft_row::<false, true>(i, t, buf),
-                    (true, false) => self.soft_row::<true, false>(i, t, buf),
-                    (true, true) => self.soft_row::<true, true>(i, t, buf),
+            Targets::Labels(labels) => {
+                if Some(labels[i]) == self.ignore {
+                    RowKind::Ignored
+                } else {
+                    let y = labels[i] as usize;
+                    RowKind::Hard { y, zy: io.load(y) }
                 }
             }
+            Targets::Soft(t) => RowKind::Soft(&t[i * self.k..(i + 1) * self.k]),
         }
     }
 
@@ -430,102 +514,306 @@ impl Plan<'_> {
         g * self.scale
     }
 
-    #[inline(always)]
-    fn hard_row<const W: bool, const LIN: bool>(&self, i: usize, y: i64, buf: RowBuf<'_>) -> f64 {
-        if Some(y) == self.ignore {
-            match buf {
-                RowBuf::Read(_) => {}
-                RowBuf::Write(_, g) => g.fill(0.0),
-                RowBuf::InPlace(z) => z.fill(0.0),
-            }
-            return 0.0;
-        }
-        let y = y as usize;
-        let w: &[f32] = self.weights.unwrap_or(&[]);
-        let z: &[f32] = match &buf {
-            RowBuf::Read(z) | RowBuf::Write(z, _) => z,
-            RowBuf::InPlace(z) => z,
-        };
-        let st = row_stats::<W, false, LIN>(z, w, &[]);
+    /// The loss of a row and what its gradient pass needs, from its statistics.
+    fn finish(&self, i: usize, kind: &RowKind<'_>, st: &RowStats) -> (f64, GradRow) {
         let ln_s = st.sum_exp.ln();
-        let zy = z[y];
-        let d_y = zy as f64 - st.max as f64;
-        let e = match self.smoothing {
-            Smoothing::Fixed(e) => e as f64,
-            Smoothing::Adaptive { alpha } => alpha as f64 * (d_y.exp() / st.sum_exp),
-        };
-        let (off, on) = self.spread.hard_target(e, self.k);
-        let w_y = if W { w[y] as f64 } else { 1.0 };
-        let w_all = self.weight_total;
-        let spread_term = if off != 0.0 {
-            off * (w_all * ln_s - st.shifted)
-        } else {
-            0.0
-        };
-        // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of `lse` has
-        // a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`'s count.
-        let nll_y = (st.max as f64 + ln_s) - zy as f64;
-        let loss = spread_term + (on - off) * w_y * nll_y;
-        let grad = GradRow {
+        let mut g = GradRow {
             max: st.max,
-            inv_sum: (1.0 / st.sum_exp) as f32,
+            sum_exp: st.sum_exp,
             coef: self.row_coef(i) as f32,
-            q_scale: if W {
-                (off * w_all + (on - off) * w_y) as f32
-            } else {
-                1.0
-            },
+            q_scale: 1.0,
             t_scale: 0.0,
-            off: off as f32,
-            label: Some((y, zy, on as f32)),
+            off: 0.0,
+            label: None,
         };
-        match buf {
-            RowBuf::Read(_) => {}
-            RowBuf::Write(z, g) => grad_row::<W, false>(&grad, z, w, &[], g),
-            RowBuf::InPlace(z) => grad_row_in_place::<W, false>(&grad, z, w, &[]),
+        let w_all = self.weight_total;
+        let loss = match *kind {
+            RowKind::Ignored => 0.0,
+            RowKind::Hard { y, zy } => {
+                let d_y = zy as f64 - st.max as f64;
+                let e = match self.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { alpha } => alpha as f64 * (d_y.exp() / st.sum_exp),
+                };
+                let (off, on) = self.spread.hard_target(e, self.k);
+                let w_y = self.weights.map_or(1.0, |w| w[y] as f64);
+                if self.weights.is_some() {
+                    g.q_scale = (off * w_all + (on - off) * w_y) as f32;
+                }
+                g.off = off as f32;
+                g.label = Some((y, zy, on as f32));
+                let spread_term = if off != 0.0 {
+                    off * (w_all * ln_s - st.shifted)
+                } else {
+                    0.0
+                };
+                // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of
+                // `lse` has a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`.
+                let nll_y = (st.max as f64 + ln_s) - zy as f64;
+                spread_term + (on - off) * w_y * nll_y
+            }
+            RowKind::Soft(_) => {
+                let e = match self.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { .. } => 0.0, // rejected by `check`
+                };
+                let (t_scale, off) = self.spread.soft_target(e, self.k);
+                g.q_scale = (t_scale * st.target_mass + off * w_all) as f32;
+                g.t_scale = t_scale as f32;
+                g.off = off as f32;
+                let target_term = if t_scale != 0.0 {
+                    t_scale * (st.target_mass * ln_s - st.target_shifted)
+                } else {
+                    0.0
+                };
+                let spread_term = if off != 0.0 {
+                    off * (w_all * ln_s - st.shifted)
+                } else {
+                    0.0
+                };
+                target_term + spread_term
+            }
+        };
+        (loss, g)
+    }
+
+    /// Loss of row `i` (f64); writes its gradient when `io` has an output.
+    #[inline(always)]
+    fn row<S: Isa, E: Element, IO: RowIo<E>>(&self, i: usize, io: &mut IO, maxima: &mut Vec<f32>) -> f64 {
+        if IO::WRITES && E::STORES_EXP {
+            self.row_with::<S, E, IO, true>(i, io, maxima)
+        } else {
+            self.row_with::<S, E, IO, false>(i, io, maxima)
+        }
+    }
+
+    #[inline(always)]
+    fn row_with<S: Isa, E: Element, IO: RowIo<E>, const STORE: bool>(
+        &self,
+        i: usize,
+        io: &mut IO,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        let kind = self.row_kind::<E, IO>(i, io);
+        match (&kind, self.weights.is_some(), self.lin) {
+            (RowKind::Ignored, ..) => {
+                if IO::WRITES {
+                    for c in 0..self.k {
+                        io.store(c, 0.0);
+                    }
+                }
+                0.0
+            }
+            (RowKind::Hard { .. }, false, false) => {
+                self.row_impl::<S, E, IO, false, false, false, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Hard { .. }, false, true) => {
+                self.row_impl::<S, E, IO, false, false, true, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Hard { .. }, true, false) => {
+                self.row_impl::<S, E, IO, true, false, false, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Hard { .. }, true, true) => {
+                self.row_impl::<S, E, IO, true, false, true, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Soft(_), false, false) => {
+                self.row_impl::<S, E, IO, false, true, false, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Soft(_), false, true) => {
+                self.row_impl::<S, E, IO, false, true, true, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Soft(_), true, false) => {
+                self.row_impl::<S, E, IO, true, true, false, STORE>(i, &kind, io, maxima)
+            }
+            (RowKind::Soft(_), true, true) => self.row_impl::<S, E, IO, true, true, true, STORE>(i, &kind, io, maxima),
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn row_impl<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool>(
+        &self,
+        i: usize,
+        kind: &RowKind<'_>,
+        io: &mut IO,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        let w: &[f32] = self.weights.unwrap_or(&[]);
+        let t: &[f32] = match kind {
+            RowKind::Soft(t) => t,
+            _ => &[],
+        };
+        let st = row_stats::<S, E, IO, W, T, LIN, STORE>(io, w, t, maxima);
+        let (loss, g) = self.finish(i, kind, &st);
+        if IO::WRITES {
+            grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t);
         }
         loss
     }
 
-    #[inline(always)]
-    fn soft_row<const W: bool, const LIN: bool>(&self, i: usize, t: &[f32], buf: RowBuf<'_>) -> f64 {
-        let w: &[f32] = self.weights.unwrap_or(&[]);
-        let z: &[f32] = match &buf {
-            RowBuf::Read(z) | RowBuf::Write(z, _) => z,
-            RowBuf::InPlace(z) => z,
+    /// Loss of row `i` with its chunks spread over rayon's threads (rows with many classes, few rows).
+    fn wide_row<E: Element>(&self, i: usize, mut bufs: WideBufs<'_, E>) -> f64 {
+        let k = self.k;
+        let n_chunks = k.div_ceil(CHUNK);
+        // Parts of whole chunks; how many does not change the result, only the balance.
+        let chunks_per_part = n_chunks.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let part_len = chunks_per_part * CHUNK;
+        let kind = match &bufs {
+            WideBufs::Read(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
+            WideBufs::Write(z, _) => self.row_kind::<E, _>(i, &ReadOnly(z)),
+            WideBufs::InPlace(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
         };
-        let st = row_stats::<W, true, LIN>(z, w, t);
-        let ln_s = st.sum_exp.ln();
-        let e = match self.smoothing {
-            Smoothing::Fixed(e) => e as f64,
-            Smoothing::Adaptive { .. } => 0.0, // rejected by `check`
+        let run_parts = |bufs: &mut WideBufs<'_, E>, op: PartOp<'_>| -> Vec<RowStats> {
+            let task = |ci: usize, b: WideBufs<'_, E>| {
+                dispatch(PartTask {
+                    plan: self,
+                    row: i,
+                    offset: ci * part_len,
+                    bufs: b,
+                    op,
+                })
+            };
+            let parts: Vec<Vec<RowStats>> = match bufs {
+                WideBufs::Read(z) => z
+                    .par_chunks(part_len)
+                    .enumerate()
+                    .map(|(ci, zc)| task(ci, WideBufs::Read(zc)))
+                    .collect(),
+                WideBufs::Write(z, g) => z
+                    .par_chunks(part_len)
+                    .zip(g.par_chunks_mut(part_len))
+                    .enumerate()
+                    .map(|(ci, (zc, gc))| task(ci, WideBufs::Write(zc, gc)))
+                    .collect(),
+                WideBufs::InPlace(z) => z
+                    .par_chunks_mut(part_len)
+                    .enumerate()
+                    .map(|(ci, zc)| task(ci, WideBufs::InPlace(zc)))
+                    .collect(),
+            };
+            parts.into_iter().flatten().collect()
         };
-        let (t_scale, off) = self.spread.soft_target(e, self.k);
-        let target_term = if t_scale != 0.0 {
-            t_scale * (st.target_mass * ln_s - st.target_shifted)
-        } else {
-            0.0
-        };
-        let spread_term = if off != 0.0 {
-            off * (self.weight_total * ln_s - st.shifted)
-        } else {
-            0.0
-        };
-        let grad = GradRow {
-            max: st.max,
-            inv_sum: (1.0 / st.sum_exp) as f32,
-            coef: self.row_coef(i) as f32,
-            q_scale: (t_scale * st.target_mass + off * self.weight_total) as f32,
-            t_scale: t_scale as f32,
-            off: off as f32,
-            label: None,
-        };
-        match buf {
-            RowBuf::Read(_) => {}
-            RowBuf::Write(z, g) => grad_row::<W, true>(&grad, z, w, t, g),
-            RowBuf::InPlace(z) => grad_row_in_place::<W, true>(&grad, z, w, t),
+
+        if matches!(kind, RowKind::Ignored) {
+            match &mut bufs {
+                WideBufs::Read(_) => {}
+                WideBufs::Write(_, g) => g.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
+                WideBufs::InPlace(z) => z.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
+            }
+            return 0.0;
         }
-        target_term + spread_term
+        let chunk_stats = run_parts(&mut bufs, PartOp::Stats);
+        let st = chunk_stats.iter().fold(RowStats::EMPTY, |acc, c| acc.combine(c));
+        let (loss, g) = self.finish(i, &kind, &st);
+        if matches!(bufs, WideBufs::Read(_)) {
+            return loss;
+        }
+        let maxima: Vec<f32> = chunk_stats.iter().map(|c| c.max).collect();
+        // The label's entry needs p_y, read before the gradient pass overwrites what it is computed from.
+        let label_fix = g.label.map(|(y, _, _)| {
+            let stored = match &bufs {
+                WideBufs::Write(_, o) if E::STORES_EXP => Some(o[y].to_f32()),
+                WideBufs::InPlace(z) if E::STORES_EXP => Some(z[y].to_f32()),
+                _ => None,
+            };
+            LabelFix {
+                g: &g,
+                stored,
+                chunk_max: maxima[y / CHUNK],
+                weights: self.weights,
+            }
+        });
+        run_parts(&mut bufs, PartOp::Grad(&g, &maxima));
+        if let Some((y, v)) = label_fix.and_then(dispatch) {
+            match &mut bufs {
+                WideBufs::Write(_, o) => o[y] = E::from_f32(v),
+                WideBufs::InPlace(z) => z[y] = E::from_f32(v),
+                WideBufs::Read(_) => {}
+            }
+        }
+        loss
+    }
+
+    /// One part of a wide row: chunk statistics, or the gradient.
+    #[inline(always)]
+    fn part<S: Isa, E: Element, IO: RowIo<E>>(
+        &self,
+        i: usize,
+        offset: usize,
+        io: &mut IO,
+        op: PartOp<'_>,
+    ) -> Vec<RowStats> {
+        if IO::WRITES && E::STORES_EXP {
+            self.part_with::<S, E, IO, true>(i, offset, io, op)
+        } else {
+            self.part_with::<S, E, IO, false>(i, offset, io, op)
+        }
+    }
+
+    #[inline(always)]
+    fn part_with<S: Isa, E: Element, IO: RowIo<E>, const STORE: bool>(
+        &self,
+        i: usize,
+        offset: usize,
+        io: &mut IO,
+        op: PartOp<'_>,
+    ) -> Vec<RowStats> {
+        let len = io.len();
+        let w_all: &[f32] = self.weights.map_or(&[][..], |w| &w[offset..offset + len]);
+        let t_all: &[f32] = match self.targets {
+            Targets::Soft(t) => &t[i * self.k + offset..i * self.k + offset + len],
+            Targets::Labels(_) => &[],
+        };
+        let (has_w, has_t) = (self.weights.is_some(), !t_all.is_empty());
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let end = (start + CHUNK).min(len);
+            match op {
+                PartOp::Stats => {
+                    let st = match (has_w, has_t, self.lin) {
+                        (false, false, false) => {
+                            slice_stats::<S, E, IO, false, false, false, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (false, false, true) => {
+                            slice_stats::<S, E, IO, false, false, true, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (true, false, false) => {
+                            slice_stats::<S, E, IO, true, false, false, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (true, false, true) => {
+                            slice_stats::<S, E, IO, true, false, true, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (false, true, false) => {
+                            slice_stats::<S, E, IO, false, true, false, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (false, true, true) => {
+                            slice_stats::<S, E, IO, false, true, true, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (true, true, false) => {
+                            slice_stats::<S, E, IO, true, true, false, STORE>(io, start, end, w_all, t_all)
+                        }
+                        (true, true, true) => {
+                            slice_stats::<S, E, IO, true, true, true, STORE>(io, start, end, w_all, t_all)
+                        }
+                    };
+                    out.push(st);
+                }
+                PartOp::Grad(g, maxima) => {
+                    let m = maxima[(offset + start) / CHUNK];
+                    match (has_w, has_t) {
+                        (false, false) => {
+                            grad_range::<S, E, IO, false, false, STORE>(g, io, start, end, m, w_all, t_all)
+                        }
+                        (true, false) => grad_range::<S, E, IO, true, false, STORE>(g, io, start, end, m, w_all, t_all),
+                        (false, true) => grad_range::<S, E, IO, false, true, STORE>(g, io, start, end, m, w_all, t_all),
+                        (true, true) => grad_range::<S, E, IO, true, true, STORE>(g, io, start, end, m, w_all, t_all),
+                    }
+                }
+            }
+            start = end;
+        }
+        out
     }
 }
 
