@@ -7,10 +7,17 @@
 
 use divan::counter::BytesCount;
 use divan::Bencher;
-use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
+use label_smoothing::{bf16, GradOutput, LabelSmoothingConfig, Targets};
 use rayon::prelude::*;
 
-const SHAPES: &[(usize, usize)] = &[(4096, 10), (64, 751), (8192, 1000), (2048, 32000), (512, 128000)];
+const SHAPES: &[(usize, usize)] = &[
+    (4096, 10),
+    (64, 751),
+    (8192, 1000),
+    (2048, 32000),
+    (512, 128000),
+    (1, 1048576),
+];
 const EPS: f32 = 0.1;
 
 fn main() {
@@ -144,5 +151,19 @@ fn copy(b: Bencher, &(n, k): &(usize, usize)) {
         dst.par_chunks_mut(chunk)
             .zip(src.par_chunks(chunk))
             .for_each(|(d, s)| d.copy_from_slice(s));
+    });
+}
+
+#[divan::bench(args = SHAPES, max_time = 3)]
+fn fused_fwd_bwd_bf16(b: Bencher, &(n, k): &(usize, usize)) {
+    let p = problem(n, k);
+    let logits: Vec<bf16> = p.logits.iter().map(|&x| bf16::from_f32(x)).collect();
+    let loss_fn = LabelSmoothingConfig::pytorch(EPS).init(k).unwrap();
+    let mut grad = vec![bf16::ZERO; n * k];
+    // bf16: 2 bytes read and 2 written per element.
+    b.counter(bytes(n, k, 4)).bench_local(|| {
+        loss_fn
+            .loss_and_grad(&logits, Targets::Labels(&p.labels), GradOutput::ONE, &mut grad)
+            .unwrap()
     });
 }

@@ -204,6 +204,11 @@ pub(crate) trait RowIo<E: Element> {
     /// The output's value at `c` (what `store` wrote there).
     fn load_out(&self, c: usize) -> f32;
     fn load_out_lanes(&self, c: usize) -> Lanes;
+    /// Prefetches the logits at class `c`, which may lie past the row (the next row, or past the buffer).
+    #[inline(always)]
+    fn prefetch(&self, c: usize) {
+        let _ = c;
+    }
 }
 
 #[inline(always)]
@@ -232,6 +237,10 @@ pub(crate) struct Separate<'a, E>(pub &'a [E], pub &'a mut [E]);
 pub(crate) struct InPlace<'a, E>(pub &'a mut [E]);
 
 impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
+    #[inline(always)]
+    fn prefetch(&self, c: usize) {
+        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
+    }
     const WRITES: bool = false;
     #[inline(always)]
     fn len(&self) -> usize {
@@ -260,6 +269,10 @@ impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
 }
 
 impl<E: Element> RowIo<E> for Separate<'_, E> {
+    #[inline(always)]
+    fn prefetch(&self, c: usize) {
+        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
+    }
     const WRITES: bool = true;
     #[inline(always)]
     fn len(&self) -> usize {
@@ -292,6 +305,10 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
 }
 
 impl<E: Element> RowIo<E> for InPlace<'_, E> {
+    #[inline(always)]
+    fn prefetch(&self, c: usize) {
+        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
+    }
     const WRITES: bool = true;
     #[inline(always)]
     fn len(&self) -> usize {
@@ -357,7 +374,11 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         }
         c += LANES;
     }
-    let mut m = hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3])));
+    let mut m = if body_end > start {
+        hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3])))
+    } else {
+        f32::NEG_INFINITY
+    };
     for c in body_end..end {
         let v = io.load(c);
         m = if v > m { v } else { m };
@@ -371,8 +392,12 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     let mut sh: Lanes = [0.0; LANES];
     let mut tm: Lanes = [0.0; LANES];
     let mut tsh: Lanes = [0.0; LANES];
+    // While this chunk is in L1, bring the next one (the next chunk of the row, or the next row) in from memory,
+    // so that the next max pass does not wait on it: one prefetch per 64-byte line.
+    let ahead = end - start;
     let mut c = start;
     while c < body_end {
+        io.prefetch(c + ahead);
         let z = io.load_lanes(c);
         let mut e: Lanes = [0.0; LANES];
         for j in 0..LANES {
@@ -399,13 +424,15 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         }
         c += LANES;
     }
+    let has_body = body_end > start;
+    let sum_lanes = |v: Lanes| if has_body { hsum(v) } else { 0.0 };
     let mut s = RowStats {
         max: m,
-        sum_exp: hsum(se),
-        mass: if W { hsum(ms) } else { (body_end - start) as f64 },
-        shifted: if LIN { hsum(sh) } else { 0.0 },
-        target_mass: if T { hsum(tm) } else { 0.0 },
-        target_shifted: if T { hsum(tsh) } else { 0.0 },
+        sum_exp: sum_lanes(se),
+        mass: if W { sum_lanes(ms) } else { (body_end - start) as f64 },
+        shifted: if LIN { sum_lanes(sh) } else { 0.0 },
+        target_mass: if T { sum_lanes(tm) } else { 0.0 },
+        target_shifted: if T { sum_lanes(tsh) } else { 0.0 },
     };
     for c in body_end..end {
         let d = io.load(c) - m;
@@ -629,7 +656,7 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     t: &[f32],
 ) {
     let k = io.len();
-    let chunk_max = |ci: usize| if k <= CHUNK { g.max } else { maxima[ci] };
+    let chunk_max = |ci: usize| if k <= CHUNK || !STORE { g.max } else { maxima[ci] };
     let p_y = g.label.map(|(y, _, _)| {
         let stored = if STORE { Some(io.load_out(y)) } else { None };
         label_prob::<S>(g, stored, chunk_max(y / CHUNK))

@@ -165,6 +165,20 @@ unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
     k.run::<WithFma>()
 }
 
+/// Asks the CPU to bring the cache line holding `p` into L1. A hint only: any address is allowed, including
+/// one past the end of a buffer, and nothing is read into the program.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` never faults and has no architectural effect, whatever the address; SSE is part of
+    // the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Horizontal max of a lane array (a pairwise tree, fixed order).
 #[inline(always)]
 pub(crate) fn hmax(v: Lanes) -> f32 {

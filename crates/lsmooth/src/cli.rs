@@ -22,6 +22,62 @@ pub enum Command {
     Loss(LossArgs),
     /// Print the smoothed target distribution of one label.
     Targets(TargetsArgs),
+    /// Time the fused kernel on seeded random logits, next to the machine's copy bandwidth.
+    Bench(BenchArgs),
+}
+
+/// Logit types for `lsmooth bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+/// Arguments of `lsmooth bench`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Counts 8*N*K bytes per call for f32 forward+backward (read logits, write gradient), \
+4*N*K forward only, half that for bf16/f16; the copy moves the logits' bytes into another buffer (read + write).\n\
+Example:\n  lsmooth bench --shape 2048x32000 --threads 2 --json"
+)]
+pub struct BenchArgs {
+    /// Problem size, rows x classes.
+    #[arg(long, value_name = "NxK")]
+    pub shape: String,
+    /// Threads (default: all cores).
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+    /// others or uniform.
+    #[arg(long, default_value = "others", value_parser = parse_spread)]
+    pub spread: Spread,
+    /// Fixed smoothing (default 0.1).
+    #[arg(long, value_name = "EPS", conflicts_with = "adaptive")]
+    pub smoothing: Option<f32>,
+    /// Adaptive smoothing alpha * p(label).
+    #[arg(long, value_name = "ALPHA")]
+    pub adaptive: Option<f32>,
+    /// Time the loss alone (evaluation).
+    #[arg(long)]
+    pub forward_only: bool,
+    /// Write the gradient over the logits instead of into a second buffer.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Logit type.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DType,
+    /// Timed calls per measurement (default: about one second's worth, 5 to 500).
+    #[arg(long, value_name = "R")]
+    pub repeat: Option<usize>,
+    /// Seed of the random logits and labels.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_spread(s: &str) -> Result<Spread, String> {

@@ -17,5 +17,6 @@ pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> 
     match cli.command {
         cli::Command::Loss(args) => commands::loss::run(&args, out),
         cli::Command::Targets(args) => commands::targets::run(&args, out),
+        cli::Command::Bench(args) => commands::bench::run(&args, out),
     }
 }

@@ -401,3 +401,45 @@ fn per_row_loss_scalar_output_and_help() {
         assert!(help.contains("Example"), "{cmd} --help: {help}");
     }
 }
+
+#[test]
+fn bench_reports_json_with_the_copy_bandwidth() {
+    for extra in [
+        &[][..],
+        &["--forward-only"][..],
+        &["--in-place", "--dtype", "bf16"][..],
+        &["--adaptive", "0.2"][..],
+    ] {
+        let mut args = vec![
+            "bench",
+            "--shape",
+            "3x5000",
+            "--threads",
+            "2",
+            "--repeat",
+            "3",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = lsmooth(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for key in ["median_s", "gbps", "copy_gbps", "read_median_s", "ns_per_row"] {
+            assert!(r[key].as_f64().unwrap() > 0.0, "{args:?}: {key} in {r}");
+        }
+        assert_eq!(
+            (r["n"].as_u64(), r["k"].as_u64(), r["threads"].as_u64()),
+            (Some(3), Some(5000), Some(2))
+        );
+        let elem = if extra.contains(&"bf16") { 2 } else { 4 };
+        let per = if extra.contains(&"--forward-only") { 1 } else { 2 };
+        assert_eq!(r["bytes"].as_u64(), Some(per * elem * 3 * 5000));
+    }
+    let human = lsmooth(&["bench", "--shape", "64x751", "--repeat", "2"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("GB/s"));
+    for bad in ["64", "0x10", "10x1", "axb"] {
+        let out = lsmooth(&["bench", "--shape", bad]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(&format!("--shape {bad}")), "{}", stderr(&out));
+    }
+}
