@@ -40,8 +40,3 @@ pub use half::{bf16, f16};
 pub use kernel::{Element, RowStats};
 pub use loss::{GradOutput, LabelSmoothingLoss, Loss, Targets};
 pub use simd::{exp_f32, instruction_set};
-
-/// The README's Rust example, compiled and run as a doc test.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

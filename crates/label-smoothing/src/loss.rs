@@ -208,7 +208,7 @@ impl LabelSmoothingLoss {
         grad_len: Option<usize>,
     ) -> Result<usize> {
         let k = self.k;
-        if logits_len % k != 0 {
+        if !logits_len.is_multiple_of(k) {
             return Err(LossError::Length {
                 what: "logits",
                 expected: format!("a multiple of K = {k} ([N, K] row-major)"),

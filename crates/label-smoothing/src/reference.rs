@@ -38,7 +38,7 @@ pub fn loss_and_grad(
 ) -> Result<RefOutput> {
     // Validates K, eps, alpha and the weights.
     config.clone().init(k)?;
-    if logits.len() % k != 0 {
+    if !logits.len().is_multiple_of(k) {
         return Err(LossError::Length {
             what: "logits",
             expected: format!("a multiple of K = {k}"),

@@ -1,0 +1,306 @@
+//! Label-smoothed cross-entropy for [burn](https://burn.dev), the whole family of the `label-smoothing` crate:
+//! both spreads (`others`: `e/(K-1)`, fast-reid; `uniform`: `e/K`, PyTorch), fixed or adaptive smoothing (the
+//! adaptive term detached from the graph), class weights with PyTorch's mean, an ignore index whose rows are left
+//! out of the mean's denominator, soft targets, and the reductions `none`, `sum`, `mean`, `mean-nonzero`.
+//!
+//! The loss is a composition of burn tensor operations, so it runs on any backend and backpropagates through
+//! burn's autodiff. Configuration mistakes and bad inputs (a label out of range, mismatched shapes) are a
+//! [`LossError`], never a panic.
+//!
+//! ```
+//! use burn::tensor::{Device, Int, Tensor};
+//! use label_smoothing_burn::LabelSmoothingCrossEntropyConfig;
+//!
+//! let device = Device::default();
+//! let logits = Tensor::<2>::from_floats([[2.0, 0.5, -1.0, 0.0, 1.0, -0.5]], &device);
+//! let labels = Tensor::<1, Int>::from_ints([0], &device);
+//!
+//! // fast-reid's cross_entropy_loss(pred, gt, eps=0.1, alpha=0.2)
+//! let loss_fn = LabelSmoothingCrossEntropyConfig::fast_reid(0.1, 0.2).init(6, &device)?;
+//! let loss: f32 = loss_fn.forward(logits, labels)?.into_scalar();
+//! assert!((loss - 0.8196174).abs() < 1e-5);
+//! # Ok::<(), label_smoothing_burn::LossError>(())
+//! ```
+#![warn(missing_docs)]
+
+/// The README's Rust examples (the core crate's and burn's), compiled and run as doc tests here, where both
+/// crates are in scope.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+pub use label_smoothing::{LabelSmoothingConfig, LossError, Reduction, Smoothing, Spread};
+
+/// Configuration of [`LabelSmoothingCrossEntropy`]; [`init`](Self::init) validates it and returns the loss.
+///
+/// The default is cross-entropy with no smoothing, spread `others`, reduction `mean`, no weights, no ignore index.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabelSmoothingCrossEntropyConfig {
+    /// How the smoothing mass is spread: [`Spread::Others`] (`e/(K-1)`, default) or [`Spread::Uniform`] (`e/K`).
+    pub spread: Spread,
+    /// Fixed `eps` in `[0, 1]` (default 0), or adaptive `alpha * p(label)`, detached from the graph.
+    pub smoothing: Smoothing,
+    /// How per-row losses are combined (default [`Reduction::Mean`]).
+    pub reduction: Reduction,
+    /// Rows whose label equals this are ignored: loss 0, no gradient, and not counted by the mean (unlike burn's
+    /// own `CrossEntropyLoss`, which zeroes padded rows but still divides by the whole batch).
+    pub ignore_index: Option<i64>,
+    /// Per-class weights, `K` finite non-negative values.
+    pub weights: Option<Vec<f32>>,
+}
+
+impl LabelSmoothingCrossEntropyConfig {
+    /// The default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// fast-reid's `cross_entropy_loss(pred, gt, eps, alpha)`: spread `others`, fixed `eps` when `eps >= 0`,
+    /// adaptive `alpha * p(label)` when `eps < 0`, reduction `mean-nonzero`.
+    pub fn fast_reid(eps: f32, alpha: f32) -> Self {
+        Self::from(LabelSmoothingConfig::fast_reid(eps, alpha))
+    }
+
+    /// PyTorch's `F.cross_entropy(..., label_smoothing=eps)`: spread `uniform`, ignore index `-100`, mean.
+    pub fn pytorch(label_smoothing: f32) -> Self {
+        Self::from(LabelSmoothingConfig::pytorch(label_smoothing))
+    }
+
+    /// Sets the spread.
+    pub fn with_spread(mut self, spread: Spread) -> Self {
+        self.spread = spread;
+        self
+    }
+
+    /// Sets a fixed smoothing `eps` (`0 <= eps <= 1`, checked by [`init`](Self::init)).
+    pub fn with_smoothing(mut self, eps: f32) -> Self {
+        self.smoothing = Smoothing::Fixed(eps);
+        self
+    }
+
+    /// Sets adaptive smoothing `alpha * p(label)` (`0 <= alpha <= 1`, checked by [`init`](Self::init)).
+    pub fn with_adaptive(mut self, alpha: f32) -> Self {
+        self.smoothing = Smoothing::Adaptive { alpha };
+        self
+    }
+
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// Sets (or clears) the ignore index.
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+
+    /// Sets (or clears) the class weights.
+    pub fn with_weights(mut self, weights: Option<Vec<f32>>) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Validates the configuration for `num_classes` classes (the same checks as the core crate's
+    /// [`LabelSmoothingConfig::init`]) and builds the loss on `device`.
+    pub fn init(&self, num_classes: usize, device: &Device) -> Result<LabelSmoothingCrossEntropy, LossError> {
+        let core = LabelSmoothingConfig {
+            spread: self.spread,
+            smoothing: self.smoothing,
+            reduction: self.reduction,
+            ignore_index: self.ignore_index,
+            weights: self.weights.clone(),
+        };
+        core.init(num_classes)?;
+        Ok(LabelSmoothingCrossEntropy {
+            config: self.clone(),
+            k: num_classes,
+            weights: self
+                .weights
+                .as_ref()
+                .map(|w| Tensor::<1>::from_floats(w.as_slice(), device).reshape([1, num_classes])),
+        })
+    }
+}
+
+impl From<LabelSmoothingConfig> for LabelSmoothingCrossEntropyConfig {
+    fn from(c: LabelSmoothingConfig) -> Self {
+        Self {
+            spread: c.spread,
+            smoothing: c.smoothing,
+            reduction: c.reduction,
+            ignore_index: c.ignore_index,
+            weights: c.weights,
+        }
+    }
+}
+
+/// The label-smoothed cross-entropy on burn tensors; build it with [`LabelSmoothingCrossEntropyConfig::init`].
+#[derive(Debug, Clone)]
+pub struct LabelSmoothingCrossEntropy {
+    config: LabelSmoothingCrossEntropyConfig,
+    k: usize,
+    /// The class weights as a `[1, K]` row.
+    weights: Option<Tensor<2>>,
+}
+
+/// Per-row target mass off the label and on it, for smoothing `e` (a scalar or a `[N, 1]` column).
+fn hard_target_masses(spread: Spread, e: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2>) {
+    let kf = k as f32;
+    match spread {
+        Spread::Others => (e.clone().div_scalar(kf - 1.0), e.neg().add_scalar(1.0)),
+        Spread::Uniform => (
+            e.clone().div_scalar(kf),
+            e.clone().neg().add_scalar(1.0) + e.div_scalar(kf),
+        ),
+    }
+}
+
+impl LabelSmoothingCrossEntropy {
+    /// The number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.k
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LabelSmoothingCrossEntropyConfig {
+        &self.config
+    }
+
+    fn check_logits(&self, logits: &Tensor<2>) -> Result<usize, LossError> {
+        let [n, k] = logits.dims();
+        if k != self.k {
+            return Err(LossError::Length {
+                what: "logits",
+                expected: format!("[N, {}] (K = {} classes)", self.k, self.k),
+                got: k,
+            });
+        }
+        Ok(n)
+    }
+
+    /// The loss for hard labels.
+    ///
+    /// - `logits`: `[N, K]` float;
+    /// - `targets`: `[N]` int, each in `[0, K)` or the ignore index (read back to check: a device sync on GPUs).
+    ///
+    /// Returns `[1]` for `sum`, `mean`, `mean-nonzero`, and `[N]` for `none`.
+    pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Result<Tensor<1>, LossError> {
+        let n = self.check_logits(&logits)?;
+        let [tn] = targets.dims();
+        if tn != n {
+            return Err(LossError::Length {
+                what: "labels",
+                expected: format!("{n} (one per row of [{n}, {}] logits)", self.k),
+                got: tn,
+            });
+        }
+        let ignore = self.config.ignore_index;
+        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
+        if let Some((row, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &y)| Some(y) != ignore && !(0..self.k as i64).contains(&y))
+        {
+            return Err(LossError::LabelOutOfRange {
+                row,
+                label,
+                k: self.k,
+                ignore_index: ignore,
+            });
+        }
+        let device = logits.device();
+        let kept: Vec<f32> = labels
+            .iter()
+            .map(|&y| if Some(y) == ignore { 0.0 } else { 1.0 })
+            .collect();
+        let safe: Vec<i64> = labels.iter().map(|&y| if Some(y) == ignore { 0 } else { y }).collect();
+        let kept = Tensor::<1>::from_floats(kept.as_slice(), &device).reshape([n, 1]);
+        let safe = Tensor::<1, Int>::from_ints(safe.as_slice(), &device);
+        let one_hot: Tensor<2> = safe.clone().one_hot::<2>(self.k).float();
+
+        let log_p = log_softmax(logits, 1);
+        let e: Tensor<2> = match self.config.smoothing {
+            Smoothing::Fixed(eps) => Tensor::<2>::ones([n, 1], &device).mul_scalar(eps),
+            Smoothing::Adaptive { alpha } => {
+                // alpha * p(label), held constant: no gradient flows through the smoothing.
+                let p_y = log_p.clone().detach().gather(1, safe.clone().reshape([n, 1])).exp();
+                p_y.mul_scalar(alpha)
+            }
+        };
+        let (off, on) = hard_target_masses(self.config.spread, e, self.k);
+        let q = one_hot.clone() * (on - off.clone()) + off;
+        let weighted = match &self.weights {
+            Some(w) => q * w.clone(),
+            None => q,
+        };
+        // Ignored rows: zero target, so zero loss and zero gradient.
+        let per_row: Tensor<2> = (weighted * log_p).sum_dim(1).neg() * kept.clone();
+        let per_row: Tensor<1> = per_row.reshape([n]);
+
+        let denominator = || -> Tensor<1> {
+            match &self.weights {
+                // PyTorch's rule: the sum of the label weights over the rows not ignored.
+                Some(w) => (one_hot.clone() * w.clone() * kept.clone()).sum(),
+                None => kept.clone().sum(),
+            }
+        };
+        Ok(self.reduce(per_row, denominator))
+    }
+
+    /// The loss for soft targets `[N, K]` (probability rows), smoothed with the configured spread.
+    /// Adaptive smoothing is an error here, as in the core crate.
+    pub fn forward_soft(&self, logits: Tensor<2>, soft_targets: Tensor<2>) -> Result<Tensor<1>, LossError> {
+        let n = self.check_logits(&logits)?;
+        if soft_targets.dims() != [n, self.k] {
+            return Err(LossError::Length {
+                what: "soft targets",
+                expected: format!("[{n}, {}] like the logits", self.k),
+                got: soft_targets.dims().iter().product(),
+            });
+        }
+        let eps = match self.config.smoothing {
+            Smoothing::Fixed(e) => e,
+            Smoothing::Adaptive { .. } => return Err(LossError::AdaptiveWithSoftTargets),
+        };
+        let kf = self.k as f32;
+        let q = match self.config.spread {
+            // (1-e) t + e (1-t)/(K-1)
+            Spread::Others => soft_targets
+                .clone()
+                .mul_scalar(1.0 - eps)
+                .add(soft_targets.neg().add_scalar(1.0).mul_scalar(eps / (kf - 1.0))),
+            Spread::Uniform => soft_targets.mul_scalar(1.0 - eps).add_scalar(eps / kf),
+        };
+        let q = match &self.weights {
+            Some(w) => q * w.clone(),
+            None => q,
+        };
+        let per_row: Tensor<1> = (q * log_softmax(logits.clone(), 1)).sum_dim(1).neg().reshape([n]);
+        let device = logits.device();
+        Ok(self.reduce(per_row, || Tensor::<1>::from_floats([n as f32], &device)))
+    }
+
+    fn reduce(&self, per_row: Tensor<1>, denominator: impl FnOnce() -> Tensor<1>) -> Tensor<1> {
+        match self.config.reduction {
+            Reduction::None => per_row,
+            Reduction::Sum => per_row.sum(),
+            // A mean over nothing is 0 (PyTorch gives NaN): the numerator is 0 then, and the clamp keeps 0/0 away.
+            Reduction::Mean => per_row.sum() / denominator().detach().clamp_min(f32::MIN_POSITIVE),
+            Reduction::MeanNonZero => {
+                // fast-reid: the count of non-zero rows is a constant for the gradient, at least 1.
+                let count = per_row
+                    .clone()
+                    .detach()
+                    .not_equal_elem(0.0)
+                    .float()
+                    .sum()
+                    .clamp_min(1.0);
+                per_row.sum() / count
+            }
+        }
+    }
+}
