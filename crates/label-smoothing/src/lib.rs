@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod calibration;
 mod config;
 mod error;
 mod kernel;

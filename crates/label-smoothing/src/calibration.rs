@@ -1,0 +1,347 @@
+//! Calibration metrics (SPEC.md, "Calibration"): accuracy, top-k accuracy, NLL, Brier, ECE and MCE with
+//! equal-width bins, adaptive ECE with equal-mass bins, classwise ECE, the data of a reliability diagram, and
+//! temperature scaling. Everything accumulates in f64.
+//!
+//! Bins: with `M` equal-width bins, a confidence `c` falls in bin `floor(c * M)`, so bin `m` holds `[m/M, (m+1)/M)`
+//! and a confidence of exactly 1 falls in the last bin.
+//!
+//! ```
+//! use label_smoothing::calibration::{calibration, softmax_rows};
+//! let logits = [2.0f32, 0.0, 0.0, /* row 2 */ 0.0, 3.0, 0.0];
+//! let probs = softmax_rows(&logits, 3, 1.0)?;
+//! let report = calibration(&probs, &[0, 2], 3, 15)?;
+//! assert_eq!(report.accuracy, 0.5);
+//! assert!(report.ece > 0.0);
+//! # Ok::<(), label_smoothing::calibration::CalibrationError>(())
+//! ```
+
+use thiserror::Error;
+
+/// Why a calibration metric could not be computed.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum CalibrationError {
+    /// No rows.
+    #[error("no rows: calibration needs at least one example")]
+    Empty,
+    /// Fewer than two classes, or a buffer whose length does not fit `[N, K]`.
+    #[error("{what}: expected {expected}, got {got}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// What it must be.
+        expected: String,
+        /// What it is.
+        got: usize,
+    },
+    /// A label outside `[0, K)`.
+    #[error("label {label} at row {row} is out of range [0, {k})")]
+    LabelOutOfRange {
+        /// The row.
+        row: usize,
+        /// Its label.
+        label: i64,
+        /// The number of classes.
+        k: usize,
+    },
+    /// A probability row that is not a distribution (negative or non-finite entries, or a sum away from 1 by more
+    /// than `1e-3`).
+    #[error("probability row {row} is not a distribution: {why}")]
+    NotADistribution {
+        /// The row.
+        row: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// Zero bins.
+    #[error("the number of bins must be at least 1")]
+    ZeroBins,
+    /// A temperature that is not a finite positive number.
+    #[error("temperature must be finite and positive, got {0}")]
+    BadTemperature(f64),
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bin {
+    /// Lower edge of the bin.
+    pub lower: f64,
+    /// Upper edge of the bin.
+    pub upper: f64,
+    /// Examples whose top-label confidence falls in the bin.
+    pub count: usize,
+    /// Their mean confidence (0 for an empty bin).
+    pub confidence: f64,
+    /// Their accuracy (0 for an empty bin).
+    pub accuracy: f64,
+}
+
+/// Every metric of SPEC.md's calibration section for one set of predictions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationReport {
+    /// Rows.
+    pub n: usize,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Top-5 accuracy (top-`K` when `K < 5`).
+    pub top5_accuracy: f64,
+    /// Mean `-ln p[label]`.
+    pub nll: f64,
+    /// `1/N sum_i sum_k (p_ik - [k = y_i])^2`.
+    pub brier: f64,
+    /// Expected calibration error, equal-width bins.
+    pub ece: f64,
+    /// Maximum calibration error over non-empty equal-width bins.
+    pub mce: f64,
+    /// ECE with equal-mass bins.
+    pub adaptive_ece: f64,
+    /// Mean over classes of the per-class binned ECE (Kull et al. 2019).
+    pub classwise_ece: f64,
+    /// The equal-width bins: the data of a reliability diagram.
+    pub bins: Vec<Bin>,
+}
+
+fn check_shape(len: usize, k: usize, what: &'static str) -> Result<usize, CalibrationError> {
+    if k < 2 {
+        return Err(CalibrationError::Shape {
+            what: "classes",
+            expected: "at least 2".into(),
+            got: k,
+        });
+    }
+    if !len.is_multiple_of(k) {
+        return Err(CalibrationError::Shape {
+            what,
+            expected: format!("a multiple of K = {k} ([N, K] row-major)"),
+            got: len,
+        });
+    }
+    Ok(len / k)
+}
+
+/// `softmax(z / temperature)` of every row of `[N, K]` logits, in f64.
+pub fn softmax_rows(logits: &[f32], k: usize, temperature: f64) -> Result<Vec<f64>, CalibrationError> {
+    check_shape(logits.len(), k, "logits")?;
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(CalibrationError::BadTemperature(temperature));
+    }
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(k) {
+        let m = row
+            .iter()
+            .map(|&v| v as f64 / temperature)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|&v| (v as f64 / temperature - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        out.extend(e.iter().map(|v| v / s));
+    }
+    Ok(out)
+}
+
+/// Mean negative log-likelihood of `softmax(z / temperature)`, computed stably from the logits.
+pub fn nll_of_logits(logits: &[f32], labels: &[i64], k: usize, temperature: f64) -> Result<f64, CalibrationError> {
+    let n = check_inputs(logits.len(), labels, k, "logits")?;
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(CalibrationError::BadTemperature(temperature));
+    }
+    let total: f64 = logits
+        .chunks_exact(k)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let m = row
+                .iter()
+                .map(|&v| v as f64 / temperature)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + row
+                .iter()
+                .map(|&v| (v as f64 / temperature - m).exp())
+                .sum::<f64>()
+                .ln();
+            lse - row[y as usize] as f64 / temperature
+        })
+        .sum();
+    Ok(total / n as f64)
+}
+
+fn check_inputs(len: usize, labels: &[i64], k: usize, what: &'static str) -> Result<usize, CalibrationError> {
+    let n = check_shape(len, k, what)?;
+    if n == 0 {
+        return Err(CalibrationError::Empty);
+    }
+    if labels.len() != n {
+        return Err(CalibrationError::Shape {
+            what: "labels",
+            expected: format!("{n} (one per row)"),
+            got: labels.len(),
+        });
+    }
+    if let Some((row, &label)) = labels.iter().enumerate().find(|(_, &y)| !(0..k as i64).contains(&y)) {
+        return Err(CalibrationError::LabelOutOfRange { row, label, k });
+    }
+    Ok(n)
+}
+
+/// Fits the temperature `T > 0` that minimises the NLL of `softmax(z / T)` on held-out logits.
+///
+/// A golden-section search on `ln T` over `[ln 0.01, ln 100]`: the NLL is convex in `1/T`, so it is unimodal in
+/// `ln T` and the search cannot diverge; 80 iterations narrow the bracket to about `1e-15` in `ln T`. Scaling by
+/// `T` never changes the argmax.
+pub fn fit_temperature(logits: &[f32], labels: &[i64], k: usize) -> Result<f64, CalibrationError> {
+    check_inputs(logits.len(), labels, k, "logits")?;
+    let f = |t: f64| nll_of_logits(logits, labels, k, t.exp()).unwrap_or(f64::INFINITY);
+    let (mut a, mut b) = (0.01f64.ln(), 100f64.ln());
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+    let (mut fc, mut fd) = (f(c), f(d));
+    for _ in 0..80 {
+        if fc <= fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - g * (b - a);
+            fc = f(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + g * (b - a);
+            fd = f(d);
+        }
+    }
+    Ok(((a + b) / 2.0).exp())
+}
+
+fn bin_of(c: f64, m: usize) -> usize {
+    ((c * m as f64).floor() as usize).min(m - 1)
+}
+
+/// Every calibration metric from probabilities `[N, K]` (rows must be distributions within `1e-3`), labels `[N]`
+/// in `[0, K)`, and `bins` equal-width (and equal-mass) bins.
+pub fn calibration(
+    probs: &[f64],
+    labels: &[i64],
+    k: usize,
+    bins: usize,
+) -> Result<CalibrationReport, CalibrationError> {
+    if bins == 0 {
+        return Err(CalibrationError::ZeroBins);
+    }
+    let n = check_inputs(probs.len(), labels, k, "probabilities")?;
+    for (row, p) in probs.chunks_exact(k).enumerate() {
+        if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(CalibrationError::NotADistribution {
+                row,
+                why: format!("entry {v}"),
+            });
+        }
+        let s: f64 = p.iter().sum();
+        if (s - 1.0).abs() > 1e-3 {
+            return Err(CalibrationError::NotADistribution {
+                row,
+                why: format!("sums to {s}"),
+            });
+        }
+    }
+    let nf = n as f64;
+    // Top-label confidence and correctness per row (ties: the first maximal class, like argmax).
+    let mut top: Vec<(f64, bool)> = Vec::with_capacity(n);
+    let (mut correct, mut top5, mut nll, mut brier) = (0usize, 0usize, 0.0f64, 0.0f64);
+    for (p, &y) in probs.chunks_exact(k).zip(labels) {
+        let y = y as usize;
+        let (arg, &conf) = p
+            .iter()
+            .enumerate()
+            .fold((0, &p[0]), |best, (c, v)| if *v > *best.1 { (c, v) } else { best });
+        top.push((conf, arg == y));
+        correct += (arg == y) as usize;
+        let better = p.iter().filter(|&&v| v > p[y]).count();
+        top5 += (better < 5.min(k)) as usize;
+        nll -= p[y].ln();
+        brier += p
+            .iter()
+            .enumerate()
+            .map(|(c, &v)| {
+                let t = if c == y { 1.0 } else { 0.0 };
+                (v - t) * (v - t)
+            })
+            .sum::<f64>();
+    }
+
+    // Equal-width bins.
+    let mut count = vec![0usize; bins];
+    let mut conf_sum = vec![0.0f64; bins];
+    let mut acc_sum = vec![0.0f64; bins];
+    for &(c, ok) in &top {
+        let b = bin_of(c, bins);
+        count[b] += 1;
+        conf_sum[b] += c;
+        acc_sum[b] += ok as u8 as f64;
+    }
+    let mut ece = 0.0;
+    let mut mce = 0.0f64;
+    let mut bin_list = Vec::with_capacity(bins);
+    for b in 0..bins {
+        let (confidence, accuracy) = if count[b] > 0 {
+            (conf_sum[b] / count[b] as f64, acc_sum[b] / count[b] as f64)
+        } else {
+            (0.0, 0.0)
+        };
+        if count[b] > 0 {
+            let gap = (accuracy - confidence).abs();
+            ece += count[b] as f64 / nf * gap;
+            mce = mce.max(gap);
+        }
+        bin_list.push(Bin {
+            lower: b as f64 / bins as f64,
+            upper: (b + 1) as f64 / bins as f64,
+            count: count[b],
+            confidence,
+            accuracy,
+        });
+    }
+
+    // Equal-mass bins: sorted by confidence (ties by row), sizes differing by at most one.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| top[a].0.total_cmp(&top[b].0).then(a.cmp(&b)));
+    let mut adaptive_ece = 0.0;
+    let mut start = 0;
+    for b in 0..bins.min(n) {
+        let size = n / bins.min(n) + usize::from(b < n % bins.min(n));
+        let members = &order[start..start + size];
+        let conf: f64 = members.iter().map(|&i| top[i].0).sum::<f64>() / size as f64;
+        let acc: f64 = members.iter().map(|&i| top[i].1 as u8 as f64).sum::<f64>() / size as f64;
+        adaptive_ece += size as f64 / nf * (acc - conf).abs();
+        start += size;
+    }
+
+    // Classwise: per class, the binned gap between p_ik and the frequency of y = k.
+    let mut classwise = 0.0;
+    for class in 0..k {
+        let mut cnt = vec![0usize; bins];
+        let mut cs = vec![0.0f64; bins];
+        let mut hit = vec![0.0f64; bins];
+        for (p, &y) in probs.chunks_exact(k).zip(labels) {
+            let b = bin_of(p[class], bins);
+            cnt[b] += 1;
+            cs[b] += p[class];
+            hit[b] += (y as usize == class) as u8 as f64;
+        }
+        classwise += (0..bins)
+            .filter(|&b| cnt[b] > 0)
+            .map(|b| cnt[b] as f64 / nf * (hit[b] / cnt[b] as f64 - cs[b] / cnt[b] as f64).abs())
+            .sum::<f64>();
+    }
+
+    Ok(CalibrationReport {
+        n,
+        accuracy: correct as f64 / nf,
+        top5_accuracy: top5 as f64 / nf,
+        nll: nll / nf,
+        brier: brier / nf,
+        ece,
+        mce,
+        adaptive_ece,
+        classwise_ece: classwise / k as f64,
+        bins: bin_list,
+    })
+}
