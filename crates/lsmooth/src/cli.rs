@@ -24,6 +24,40 @@ pub enum Command {
     Targets(TargetsArgs),
     /// Time the fused kernel on seeded random logits, next to the machine's copy bandwidth.
     Bench(BenchArgs),
+    /// Calibration metrics of saved logits or probabilities, temperature scaling, a reliability diagram.
+    Calibrate(CalibrateArgs),
+}
+
+/// Arguments of `lsmooth calibrate`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["logits", "probs"])))]
+#[command(
+    after_help = "ECE bins are equal-width: confidence c falls in bin floor(c * bins), 1.0 in the last.\n\
+Example:\n  lsmooth calibrate --logits test_logits.npy --labels test_labels.npy \\\n      \
+--fit-temperature val_logits.npy val_labels.npy --plot reliability.svg"
+)]
+pub struct CalibrateArgs {
+    /// Logits, [N, K], float32 or float64 (for example saved from PyTorch with numpy.save).
+    #[arg(long, value_name = "L.npy")]
+    pub logits: Option<PathBuf>,
+    /// Probabilities, [N, K], rows summing to 1.
+    #[arg(long, value_name = "P.npy")]
+    pub probs: Option<PathBuf>,
+    /// Labels, [N], any integer dtype.
+    #[arg(long, value_name = "Y.npy")]
+    pub labels: PathBuf,
+    /// Number of bins for ECE, MCE, adaptive and classwise ECE.
+    #[arg(long, default_value_t = 15)]
+    pub bins: usize,
+    /// Fit a temperature on held-out logits and labels, and report the metrics after scaling too.
+    #[arg(long, num_args = 2, value_names = ["VAL_LOGITS.npy", "VAL_LABELS.npy"])]
+    pub fit_temperature: Option<Vec<PathBuf>>,
+    /// Write a reliability diagram (SVG).
+    #[arg(long, value_name = "OUT.svg")]
+    pub plot: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Logit types for `lsmooth bench`.

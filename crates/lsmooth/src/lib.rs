@@ -2,6 +2,7 @@
 //!
 //! - [`npy`]: `.npy` reading and atomic writing;
 //! - [`commands`]: one module per subcommand;
+//! - [`report`]: charts (SVG);
 //! - [`cli`]: the argument definitions.
 #![warn(missing_docs)]
 
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod npy;
+pub mod report;
 
 pub use error::CliError;
 
@@ -18,5 +20,6 @@ pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> 
         cli::Command::Loss(args) => commands::loss::run(&args, out),
         cli::Command::Targets(args) => commands::targets::run(&args, out),
         cli::Command::Bench(args) => commands::bench::run(&args, out),
+        cli::Command::Calibrate(args) => commands::calibrate::run(&args, out),
     }
 }

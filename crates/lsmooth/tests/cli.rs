@@ -443,3 +443,165 @@ fn bench_reports_json_with_the_copy_bandwidth() {
         assert!(stderr(&out).contains(&format!("--shape {bad}")), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
+    let d = Dir::new();
+    let (n, k) = (400, 5);
+    let mut s = 11u64;
+    let mut u = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Over-confident logits: labels follow softmax(base), the file holds 3 * base.
+    let mut logits = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..2 * n {
+        let base: Vec<f64> = (0..k).map(|_| u() * 4.0 - 2.0).collect();
+        let e: Vec<f64> = base.iter().map(|b| b.exp()).collect();
+        let total: f64 = e.iter().sum();
+        let mut r = u() * total;
+        let mut y = k - 1;
+        for (c, v) in e.iter().enumerate() {
+            if r < *v {
+                y = c;
+                break;
+            }
+            r -= v;
+        }
+        labels.push(y as i64);
+        logits.extend(base.iter().map(|b| (3.0 * b) as f32));
+    }
+    npy::write_f32(&d.p("test.npy"), &[n, k], &logits[..n * k]).unwrap();
+    write_i32(&d.p("test_y.npy"), &labels[..n]);
+    npy::write_f32(&d.p("val.npy"), &[n, k], &logits[n * k..]).unwrap();
+    write_i32(&d.p("val_y.npy"), &labels[n..]);
+
+    let out = lsmooth(&[
+        "calibrate",
+        "--logits",
+        &d.s("test.npy"),
+        "--labels",
+        &d.s("test_y.npy"),
+        "--fit-temperature",
+        &d.s("val.npy"),
+        &d.s("val_y.npy"),
+        "--plot",
+        &d.s("rel.svg"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Accuracy by argmax, computed here.
+    let correct = (0..n)
+        .filter(|&i| {
+            let row = &logits[i * k..(i + 1) * k];
+            let arg = (0..k).fold(0, |a, c| if row[c] > row[a] { c } else { a });
+            arg as i64 == labels[i]
+        })
+        .count();
+    assert!(
+        (r["accuracy"].as_f64().unwrap() - correct as f64 / n as f64).abs() < 1e-12,
+        "{r}"
+    );
+    for key in ["nll", "brier", "ece", "mce", "adaptive_ece", "classwise_ece"] {
+        assert!(r[key].as_f64().unwrap() >= 0.0, "{key}: {r}");
+    }
+    let t = r["temperature"].as_f64().unwrap();
+    assert!(t > 1.5 && t < 6.0, "temperature {t} should undo the factor 3");
+    let cal = &r["calibrated"];
+    assert!(cal["nll"].as_f64().unwrap() < r["nll"].as_f64().unwrap(), "{r}");
+    assert!(cal["ece"].as_f64().unwrap() < r["ece"].as_f64().unwrap(), "{r}");
+    assert_eq!(cal["accuracy"], r["accuracy"], "temperature keeps the argmax");
+
+    let svg = std::fs::read_to_string(d.p("rel.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("class=\"hist-bar\"").count(), 15);
+    // One accuracy bar per non-empty bin of the temperature-scaled confidences: at least a few.
+    let bars = svg.matches("class=\"acc-bar\"").count();
+    assert!((3..=15).contains(&bars), "{bars} bars");
+    assert_eq!(bars, svg.matches("class=\"gap\"").count());
+
+    let plain = lsmooth(&[
+        "calibrate",
+        "--logits",
+        &d.s("test.npy"),
+        "--labels",
+        &d.s("test_y.npy"),
+    ]);
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("ECE") && text.contains("Brier"), "{text}");
+
+    write_i32(
+        &d.p("bad_y.npy"),
+        &(0..n as i64).map(|i| if i == 7 { 9 } else { 0 }).collect::<Vec<_>>(),
+    );
+    write_i32(&d.p("short_y.npy"), &[0, 1]);
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            vec![
+                "calibrate".into(),
+                "--logits".into(),
+                d.s("test.npy"),
+                "--labels".into(),
+                d.s("bad_y.npy"),
+            ],
+            vec!["bad_y.npy", "label 9 at row 7"],
+        ),
+        (
+            vec![
+                "calibrate".into(),
+                "--logits".into(),
+                d.s("test.npy"),
+                "--labels".into(),
+                d.s("short_y.npy"),
+            ],
+            vec!["short_y.npy", "expected 400 labels"],
+        ),
+        (
+            vec![
+                "calibrate".into(),
+                "--probs".into(),
+                d.s("test.npy"),
+                "--labels".into(),
+                d.s("test_y.npy"),
+                "--fit-temperature".into(),
+                d.s("val.npy"),
+                d.s("val_y.npy"),
+            ],
+            vec!["--fit-temperature needs --logits"],
+        ),
+        (
+            vec![
+                "calibrate".into(),
+                "--probs".into(),
+                d.s("test.npy"),
+                "--labels".into(),
+                d.s("test_y.npy"),
+            ],
+            vec!["test.npy", "not a distribution"],
+        ),
+        (
+            vec![
+                "calibrate".into(),
+                "--logits".into(),
+                d.s("test.npy"),
+                "--labels".into(),
+                d.s("test_y.npy"),
+                "--plot".into(),
+                d.s("rel.png"),
+            ],
+            vec!["rel.png", ".svg"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = lsmooth(&argv);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{argv:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod calibrate;
 pub mod loss;
 pub mod targets;

@@ -1,0 +1,3 @@
+//! Charts as self-contained SVG (no scripts, fonts or styles from elsewhere).
+
+pub mod reliability;

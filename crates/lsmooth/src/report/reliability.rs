@@ -1,0 +1,147 @@
+//! A reliability diagram in the style of Guo et al. (2017): accuracy per confidence bin as bars, the gap to the
+//! diagonal shaded, and the confidence histogram below.
+
+use label_smoothing::calibration::CalibrationReport;
+use std::fmt::Write;
+
+const W: f64 = 420.0;
+const LEFT: f64 = 56.0;
+const TOP: f64 = 36.0;
+const PLOT: f64 = 320.0;
+const HIST_TOP: f64 = TOP + PLOT + 46.0;
+const HIST_H: f64 = 90.0;
+const H: f64 = HIST_TOP + HIST_H + 44.0;
+
+fn x(v: f64) -> f64 {
+    LEFT + v * PLOT
+}
+
+fn y(v: f64) -> f64 {
+    TOP + (1.0 - v) * PLOT
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The SVG text of a reliability diagram for `report`, titled `title`.
+///
+/// Each non-empty bin gets one bar (`class="acc-bar"`, height = accuracy) and one gap rectangle
+/// (`class="gap"`, from the accuracy to the bin's mean confidence); each bin one histogram bar
+/// (`class="hist-bar"`, height proportional to its share of the examples).
+pub fn svg(report: &CalibrationReport, title: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="#ffffff"/>
+<text x="{tx}" y="22" text-anchor="middle" font-size="14" font-weight="bold">{title}</text>
+"##,
+        tx = W / 2.0,
+        title = esc(title)
+    );
+    // Grid and axes.
+    for i in 0..=5 {
+        let v = i as f64 / 5.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{x0}" y1="{yv}" x2="{x1}" y2="{yv}" stroke="#e5e5e5"/><text x="{tx}" y="{ty}" text-anchor="end">{v:.1}</text>
+<line x1="{xv}" y1="{y0}" x2="{xv}" y2="{y1}" stroke="#e5e5e5"/><text x="{xv}" y="{txy}" text-anchor="middle">{v:.1}</text>
+"##,
+            x0 = x(0.0),
+            x1 = x(1.0),
+            yv = y(v),
+            tx = LEFT - 6.0,
+            ty = y(v) + 4.0,
+            xv = x(v),
+            y0 = y(0.0),
+            y1 = y(1.0),
+            txy = HIST_TOP + HIST_H + 16.0,
+        );
+    }
+    let nb = report.bins.len().max(1) as f64;
+    let bw = PLOT / nb;
+    for b in report.bins.iter().filter(|b| b.count > 0) {
+        let bx = x(b.lower) + 0.5;
+        let (acc_top, conf_top) = (y(b.accuracy), y(b.confidence));
+        let _ = write!(
+            s,
+            r##"<rect class="acc-bar" x="{bx:.2}" y="{acc_top:.2}" width="{w:.2}" height="{h:.2}" fill="#3b6fb6" stroke="#1f3f73"><title>confidence {lo:.3}-{hi:.3}: accuracy {acc:.3}, mean confidence {conf:.3}, {n} examples</title></rect>
+<rect class="gap" x="{bx:.2}" y="{gy:.2}" width="{w:.2}" height="{gh:.2}" fill="#e34a33" fill-opacity="0.35" stroke="#e34a33" stroke-opacity="0.8"/>
+"##,
+            w = bw - 1.0,
+            h = (y(0.0) - acc_top).max(0.0),
+            lo = b.lower,
+            hi = b.upper,
+            acc = b.accuracy,
+            conf = b.confidence,
+            n = b.count,
+            gy = acc_top.min(conf_top),
+            gh = (acc_top - conf_top).abs(),
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#555" stroke-dasharray="5,4"/>
+<rect x="{x0}" y="{y1}" width="{PLOT}" height="{PLOT}" fill="none" stroke="#333"/>
+<text x="{lx}" y="{ly}" text-anchor="middle" transform="rotate(-90 {lx} {ly})">accuracy</text>
+<text x="{tx}" y="{ty}" font-size="12">ECE {ece:.4} · MCE {mce:.4} · accuracy {acc:.4} · n {n}</text>
+<rect x="{kx}" y="{ky}" width="12" height="10" fill="#3b6fb6"/><text x="{kx2}" y="{ky2}">accuracy</text>
+<rect x="{kx3}" y="{ky}" width="12" height="10" fill="#e34a33" fill-opacity="0.35" stroke="#e34a33"/><text x="{kx4}" y="{ky2}">gap to the diagonal</text>
+"##,
+        x0 = x(0.0),
+        y0 = y(0.0),
+        x1 = x(1.0),
+        y1 = y(1.0),
+        lx = LEFT - 38.0,
+        ly = TOP + PLOT / 2.0,
+        tx = LEFT + 6.0,
+        ty = TOP + 16.0,
+        ece = report.ece,
+        mce = report.mce,
+        acc = report.accuracy,
+        n = report.n,
+        kx = LEFT + 8.0,
+        ky = TOP + 26.0,
+        kx2 = LEFT + 24.0,
+        ky2 = TOP + 35.0,
+        kx3 = LEFT + 96.0,
+        kx4 = LEFT + 112.0,
+    );
+    // Confidence histogram.
+    let max_share = report
+        .bins
+        .iter()
+        .map(|b| b.count as f64 / report.n.max(1) as f64)
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    for b in &report.bins {
+        let share = b.count as f64 / report.n.max(1) as f64;
+        let h = share / max_share * HIST_H;
+        let _ = write!(
+            s,
+            r##"<rect class="hist-bar" x="{bx:.2}" y="{by:.2}" width="{w:.2}" height="{h:.2}" fill="#7f7f7f"><title>{n} examples ({pct:.1}%)</title></rect>
+"##,
+            bx = x(b.lower) + 0.5,
+            by = HIST_TOP + HIST_H - h,
+            w = bw - 1.0,
+            n = b.count,
+            pct = 100.0 * share,
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<rect x="{x0}" y="{ht}" width="{PLOT}" height="{HIST_H}" fill="none" stroke="#333"/>
+<text x="{lx}" y="{ly}" text-anchor="middle" transform="rotate(-90 {lx} {ly})">share</text>
+<text x="{cx}" y="{cy}" text-anchor="middle">confidence (top-label probability)</text>
+</svg>
+"##,
+        x0 = x(0.0),
+        ht = HIST_TOP,
+        lx = LEFT - 38.0,
+        ly = HIST_TOP + HIST_H / 2.0,
+        cx = LEFT + PLOT / 2.0,
+        cy = HIST_TOP + HIST_H + 34.0,
+    );
+    s
+}
