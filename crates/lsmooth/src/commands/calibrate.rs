@@ -90,6 +90,9 @@ fn read_labels(path: &Path, n: usize) -> Result<Vec<i64>, CliError> {
     Ok(y)
 }
 
+/// A row of the printed table: the metric's name and how to read it.
+type MetricRow = (&'static str, fn(&Metrics) -> f64);
+
 /// Runs the command.
 pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
     if args.bins == 0 {
@@ -183,7 +186,7 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
         )
         .map_err(w)?;
     } else {
-        let rows: [(&str, fn(&Metrics) -> f64); 8] = [
+        let rows: [MetricRow; 8] = [
             ("accuracy", |m| m.accuracy),
             ("top-5 accuracy", |m| m.top5_accuracy),
             ("NLL", |m| m.nll),

@@ -118,10 +118,9 @@ pub fn svg(report: &CalibrationReport, title: &str) -> String {
     for b in &report.bins {
         let share = b.count as f64 / report.n.max(1) as f64;
         let h = share / max_share * HIST_H;
-        let _ = write!(
+        let _ = writeln!(
             s,
-            r##"<rect class="hist-bar" x="{bx:.2}" y="{by:.2}" width="{w:.2}" height="{h:.2}" fill="#7f7f7f"><title>{n} examples ({pct:.1}%)</title></rect>
-"##,
+            r##"<rect class="hist-bar" x="{bx:.2}" y="{by:.2}" width="{w:.2}" height="{h:.2}" fill="#7f7f7f"><title>{n} examples ({pct:.1}%)</title></rect>"##,
             bx = x(b.lower) + 0.5,
             by = HIST_TOP + HIST_H - h,
             w = bw - 1.0,
