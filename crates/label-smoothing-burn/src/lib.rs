@@ -29,6 +29,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 pub use label_smoothing::{LabelSmoothingConfig, LossError, Reduction, Smoothing, Spread};
@@ -139,9 +140,14 @@ impl From<LabelSmoothingConfig> for LabelSmoothingCrossEntropyConfig {
 }
 
 /// The label-smoothed cross-entropy on burn tensors; build it with [`LabelSmoothingCrossEntropyConfig::init`].
-#[derive(Debug, Clone)]
+///
+/// A burn [`Module`](burn::module::Module), like burn's own losses, so a model can hold it as a field; its
+/// configuration is skipped (not a parameter), the class weights are a constant tensor.
+#[derive(Module, Debug)]
 pub struct LabelSmoothingCrossEntropy {
+    #[module(skip)]
     config: LabelSmoothingCrossEntropyConfig,
+    #[module(skip)]
     k: usize,
     /// The class weights as a `[1, K]` row.
     weights: Option<Tensor<2>>,

@@ -288,3 +288,33 @@ fn bad_input_is_an_error_not_a_panic() {
     assert_eq!(loss.into_scalar::<f32>(), 0.0);
     assert!(x.grad(&grads).unwrap().to_data().iter::<f32>().all(|g| g == 0.0));
 }
+
+/// The loss is a burn `Module`: a model can hold it as a field, and it adds no parameters.
+#[derive(burn::module::Module, Debug)]
+struct Classifier {
+    linear: burn::nn::Linear,
+    loss: label_smoothing_burn::LabelSmoothingCrossEntropy,
+}
+
+#[test]
+fn a_model_can_own_the_loss() {
+    use burn::module::Module;
+    let dev = device();
+    let model = Classifier {
+        linear: burn::nn::LinearConfig::new(4, 3).init(&dev),
+        loss: LabelSmoothingCrossEntropyConfig::new()
+            .with_smoothing(0.1)
+            .with_weights(Some(vec![1.0, 2.0, 0.5]))
+            .init(3, &dev)
+            .unwrap(),
+    };
+    assert_eq!(model.num_params(), 4 * 3 + 3, "only the linear layer's parameters");
+    let x = Tensor::<2>::ones([2, 4], &dev);
+    let logits = model.linear.forward(x);
+    let loss = model
+        .loss
+        .forward(logits, Tensor::<1, Int>::from_ints([0, 2], &dev))
+        .unwrap();
+    let grads = loss.backward();
+    assert!(model.linear.weight.val().grad(&grads).is_some());
+}
