@@ -116,10 +116,13 @@ const SERIAL_ELEMS: usize = 1 << 15;
 /// A row is split across threads when there are fewer rows than threads and it has at least this many chunks.
 const WIDE_MIN_CHUNKS: usize = 4;
 
-/// How the gradient is delivered for one call.
-enum Out<'a, E> {
-    None(&'a [E]),
-    Buffer(&'a [E], &'a mut [E]),
+/// Logits and where their gradient goes: the whole call, a parallel task's rows, or one long row.
+enum Bufs<'a, E> {
+    /// Logits only (the loss alone).
+    Read(&'a [E]),
+    /// Logits and a separate gradient buffer.
+    Write(&'a [E], &'a mut [E]),
+    /// One buffer: logits in, gradient out.
     InPlace(&'a mut [E]),
 }
 
@@ -168,7 +171,7 @@ impl LabelSmoothingLoss {
     /// Returns a scalar, or `[N]` values for reduction `none`.
     pub fn loss<E: Element>(&self, logits: &[E], targets: Targets<'_>) -> Result<Loss> {
         let n = self.check(logits.len(), targets, GradOutput::ONE, None)?;
-        self.run(n, targets, GradOutput::ONE, Out::None(logits))
+        self.run(n, targets, GradOutput::ONE, Bufs::Read(logits))
     }
 
     /// The loss and its gradient with respect to the logits, written into `grad` (`[N, K]`, fully overwritten,
@@ -183,7 +186,7 @@ impl LabelSmoothingLoss {
         grad: &mut [E],
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, Some(grad.len()))?;
-        self.run(n, targets, grad_output, Out::Buffer(logits, grad))
+        self.run(n, targets, grad_output, Bufs::Write(logits, grad))
     }
 
     /// The loss, with the gradient written over the logits (no second `[N, K]` buffer).
@@ -196,7 +199,7 @@ impl LabelSmoothingLoss {
         grad_output: GradOutput<'_>,
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, None)?;
-        self.run(n, targets, grad_output, Out::InPlace(logits))
+        self.run(n, targets, grad_output, Bufs::InPlace(logits))
     }
 
     /// Validates every input against the configuration; returns `N`.
@@ -267,7 +270,7 @@ impl LabelSmoothingLoss {
         n: usize,
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
-        mut out: Out<'_, E>,
+        mut out: Bufs<'_, E>,
     ) -> Result<Loss> {
         let k = self.k;
         let reduction = self.config.reduction;
@@ -303,14 +306,14 @@ impl LabelSmoothingLoss {
             for (i, l) in losses.iter_mut().enumerate() {
                 let rows = i * k..(i + 1) * k;
                 *l = match &mut out {
-                    Out::None(z) => plan.wide_row(i, WideBufs::Read(&z[rows])),
-                    Out::Buffer(z, g) => plan.wide_row(i, WideBufs::Write(&z[rows.clone()], &mut g[rows])),
-                    Out::InPlace(z) => plan.wide_row(i, WideBufs::InPlace(&mut z[rows])),
+                    Bufs::Read(z) => plan.wide_row(i, Bufs::Read(&z[rows])),
+                    Bufs::Write(z, g) => plan.wide_row(i, Bufs::Write(&z[rows.clone()], &mut g[rows])),
+                    Bufs::InPlace(z) => plan.wide_row(i, Bufs::InPlace(&mut z[rows])),
                 };
             }
         } else {
             let rows_per_task = (TASK_ELEMS / k).max(1);
-            let task = |first_row: usize, bufs: TaskBufs<'_, E>, losses: &mut [f64]| {
+            let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| {
                 dispatch(RowTask {
                     plan: &plan,
                     first_row,
@@ -320,29 +323,29 @@ impl LabelSmoothingLoss {
             };
             if n * k < SERIAL_ELEMS {
                 match &mut out {
-                    Out::None(z) => task(0, TaskBufs::Read(z), &mut losses),
-                    Out::Buffer(z, g) => task(0, TaskBufs::Write(z, g), &mut losses),
-                    Out::InPlace(z) => task(0, TaskBufs::InPlace(z), &mut losses),
+                    Bufs::Read(z) => task(0, Bufs::Read(z), &mut losses),
+                    Bufs::Write(z, g) => task(0, Bufs::Write(z, g), &mut losses),
+                    Bufs::InPlace(z) => task(0, Bufs::InPlace(z), &mut losses),
                 }
             } else {
                 let rt = rows_per_task;
                 match &mut out {
-                    Out::None(z) => z
+                    Bufs::Read(z) => z
                         .par_chunks(rt * k)
                         .zip(losses.par_chunks_mut(rt))
                         .enumerate()
-                        .for_each(|(ti, (zc, lc))| task(ti * rt, TaskBufs::Read(zc), lc)),
-                    Out::Buffer(z, g) => z
+                        .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::Read(zc), lc)),
+                    Bufs::Write(z, g) => z
                         .par_chunks(rt * k)
                         .zip(g.par_chunks_mut(rt * k))
                         .zip(losses.par_chunks_mut(rt))
                         .enumerate()
-                        .for_each(|(ti, ((zc, gc), lc))| task(ti * rt, TaskBufs::Write(zc, gc), lc)),
-                    Out::InPlace(z) => z
+                        .for_each(|(ti, ((zc, gc), lc))| task(ti * rt, Bufs::Write(zc, gc), lc)),
+                    Bufs::InPlace(z) => z
                         .par_chunks_mut(rt * k)
                         .zip(losses.par_chunks_mut(rt))
                         .enumerate()
-                        .for_each(|(ti, (zc, lc))| task(ti * rt, TaskBufs::InPlace(zc), lc)),
+                        .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::InPlace(zc), lc)),
                 }
             }
         }
@@ -358,9 +361,9 @@ impl LabelSmoothingLoss {
                     // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
                     let ratio = denominator / nonzero as f64;
                     let grad: &mut [E] = match out {
-                        Out::None(_) => &mut [],
-                        Out::Buffer(_, g) => g,
-                        Out::InPlace(z) => z,
+                        Bufs::Read(_) => &mut [],
+                        Bufs::Write(_, g) => g,
+                        Bufs::InPlace(z) => z,
                     };
                     grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
                         c.iter_mut()
@@ -374,18 +377,11 @@ impl LabelSmoothingLoss {
     }
 }
 
-/// A parallel task's rows: logits, and where their gradients go.
-enum TaskBufs<'a, E> {
-    Read(&'a [E]),
-    Write(&'a [E], &'a mut [E]),
-    InPlace(&'a mut [E]),
-}
-
 /// The rows of one parallel task, run under [`dispatch`].
 struct RowTask<'a, 'p, E> {
     plan: &'a Plan<'p>,
     first_row: usize,
-    bufs: TaskBufs<'a, E>,
+    bufs: Bufs<'a, E>,
     losses: &'a mut [f64],
 }
 
@@ -397,12 +393,12 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
         // Chunk maxima of the current row (rows longer than one chunk only).
         let mut maxima = Vec::new();
         match self.bufs {
-            TaskBufs::Read(zc) => {
+            Bufs::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
                     *l = plan.row::<S, E, _>(first + r, &mut ReadOnly(z), &mut maxima);
                 }
             }
-            TaskBufs::Write(zc, gc) => {
+            Bufs::Write(zc, gc) => {
                 let rows = zc
                     .chunks_exact(k)
                     .zip(gc.chunks_exact_mut(k))
@@ -411,20 +407,13 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
                     *l = plan.row::<S, E, _>(first + r, &mut Separate(z, g), &mut maxima);
                 }
             }
-            TaskBufs::InPlace(zc) => {
+            Bufs::InPlace(zc) => {
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
                     *l = plan.row::<S, E, _>(first + r, &mut InPlace(z), &mut maxima);
                 }
             }
         }
     }
-}
-
-/// One long row split across threads.
-enum WideBufs<'a, E> {
-    Read(&'a [E]),
-    Write(&'a [E], &'a mut [E]),
-    InPlace(&'a mut [E]),
 }
 
 /// What a part of a long row computes.
@@ -442,7 +431,7 @@ struct PartTask<'a, 'p, E> {
     row: usize,
     /// Class index of the part's first element.
     offset: usize,
-    bufs: WideBufs<'a, E>,
+    bufs: Bufs<'a, E>,
     op: PartOp<'a>,
 }
 
@@ -451,13 +440,13 @@ impl<E: Element> Kernel for PartTask<'_, '_, E> {
     #[inline(always)]
     fn run<S: Isa>(self) -> Vec<RowStats> {
         match self.bufs {
-            WideBufs::Read(z) => self
+            Bufs::Read(z) => self
                 .plan
                 .part::<S, E, _>(self.row, self.offset, &mut ReadOnly(z), self.op),
-            WideBufs::Write(z, g) => self
+            Bufs::Write(z, g) => self
                 .plan
                 .part::<S, E, _>(self.row, self.offset, &mut Separate(z, g), self.op),
-            WideBufs::InPlace(z) => self
+            Bufs::InPlace(z) => self
                 .plan
                 .part::<S, E, _>(self.row, self.offset, &mut InPlace(z), self.op),
         }
@@ -652,19 +641,19 @@ impl Plan<'_> {
     }
 
     /// Loss of row `i` with its chunks spread over rayon's threads (rows with many classes, few rows).
-    fn wide_row<E: Element>(&self, i: usize, mut bufs: WideBufs<'_, E>) -> f64 {
+    fn wide_row<E: Element>(&self, i: usize, mut bufs: Bufs<'_, E>) -> f64 {
         let k = self.k;
         let n_chunks = k.div_ceil(CHUNK);
         // Parts of whole chunks; how many does not change the result, only the balance.
         let chunks_per_part = n_chunks.div_ceil(4 * rayon::current_num_threads()).max(1);
         let part_len = chunks_per_part * CHUNK;
         let kind = match &bufs {
-            WideBufs::Read(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
-            WideBufs::Write(z, _) => self.row_kind::<E, _>(i, &ReadOnly(z)),
-            WideBufs::InPlace(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
+            Bufs::Read(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
+            Bufs::Write(z, _) => self.row_kind::<E, _>(i, &ReadOnly(z)),
+            Bufs::InPlace(z) => self.row_kind::<E, _>(i, &ReadOnly(z)),
         };
-        let run_parts = |bufs: &mut WideBufs<'_, E>, op: PartOp<'_>| -> Vec<RowStats> {
-            let task = |ci: usize, b: WideBufs<'_, E>| {
+        let run_parts = |bufs: &mut Bufs<'_, E>, op: PartOp<'_>| -> Vec<RowStats> {
+            let task = |ci: usize, b: Bufs<'_, E>| {
                 dispatch(PartTask {
                     plan: self,
                     row: i,
@@ -674,21 +663,21 @@ impl Plan<'_> {
                 })
             };
             let parts: Vec<Vec<RowStats>> = match bufs {
-                WideBufs::Read(z) => z
+                Bufs::Read(z) => z
                     .par_chunks(part_len)
                     .enumerate()
-                    .map(|(ci, zc)| task(ci, WideBufs::Read(zc)))
+                    .map(|(ci, zc)| task(ci, Bufs::Read(zc)))
                     .collect(),
-                WideBufs::Write(z, g) => z
+                Bufs::Write(z, g) => z
                     .par_chunks(part_len)
                     .zip(g.par_chunks_mut(part_len))
                     .enumerate()
-                    .map(|(ci, (zc, gc))| task(ci, WideBufs::Write(zc, gc)))
+                    .map(|(ci, (zc, gc))| task(ci, Bufs::Write(zc, gc)))
                     .collect(),
-                WideBufs::InPlace(z) => z
+                Bufs::InPlace(z) => z
                     .par_chunks_mut(part_len)
                     .enumerate()
-                    .map(|(ci, zc)| task(ci, WideBufs::InPlace(zc)))
+                    .map(|(ci, zc)| task(ci, Bufs::InPlace(zc)))
                     .collect(),
             };
             parts.into_iter().flatten().collect()
@@ -696,24 +685,24 @@ impl Plan<'_> {
 
         if matches!(kind, RowKind::Ignored) {
             match &mut bufs {
-                WideBufs::Read(_) => {}
-                WideBufs::Write(_, g) => g.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
-                WideBufs::InPlace(z) => z.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
+                Bufs::Read(_) => {}
+                Bufs::Write(_, g) => g.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
+                Bufs::InPlace(z) => z.iter_mut().for_each(|v| *v = E::from_f32(0.0)),
             }
             return 0.0;
         }
         let chunk_stats = run_parts(&mut bufs, PartOp::Stats);
         let st = chunk_stats.iter().fold(RowStats::EMPTY, |acc, c| acc.combine(c));
         let (loss, g) = self.finish(i, &kind, &st);
-        if matches!(bufs, WideBufs::Read(_)) {
+        if matches!(bufs, Bufs::Read(_)) {
             return loss;
         }
         let maxima: Vec<f32> = chunk_stats.iter().map(|c| c.max).collect();
         // The label's entry needs p_y, read before the gradient pass overwrites what it is computed from.
         let label_fix = g.label.map(|(y, _, _)| {
             let stored = match &bufs {
-                WideBufs::Write(_, o) if E::STORES_EXP => Some(o[y].to_f32()),
-                WideBufs::InPlace(z) if E::STORES_EXP => Some(z[y].to_f32()),
+                Bufs::Write(_, o) if E::STORES_EXP => Some(o[y].to_f32()),
+                Bufs::InPlace(z) if E::STORES_EXP => Some(z[y].to_f32()),
                 _ => None,
             };
             LabelFix {
@@ -726,9 +715,9 @@ impl Plan<'_> {
         run_parts(&mut bufs, PartOp::Grad(&g, &maxima));
         if let Some((y, v)) = label_fix.and_then(dispatch) {
             match &mut bufs {
-                WideBufs::Write(_, o) => o[y] = E::from_f32(v),
-                WideBufs::InPlace(z) => z[y] = E::from_f32(v),
-                WideBufs::Read(_) => {}
+                Bufs::Write(_, o) => o[y] = E::from_f32(v),
+                Bufs::InPlace(z) => z[y] = E::from_f32(v),
+                Bufs::Read(_) => {}
             }
         }
         loss
