@@ -202,6 +202,13 @@ impl LabelSmoothingLoss {
         self.run(n, targets, grad_output, Bufs::InPlace(logits))
     }
 
+    /// Checks logits of `logits_len` elements and `targets` against the configuration without computing
+    /// anything; returns `N`. The same checks run inside every loss call; adapters whose tensors live on
+    /// other devices use this to report a typed error before composing the loss themselves.
+    pub fn validate(&self, logits_len: usize, targets: Targets<'_>) -> Result<usize> {
+        self.check(logits_len, targets, GradOutput::ONE, None)
+    }
+
     /// Validates every input against the configuration; returns `N`.
     fn check(
         &self,

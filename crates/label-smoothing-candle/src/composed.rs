@@ -1,0 +1,107 @@
+//! The portable path: SPEC.md's definition composed from candle ops, for devices without the fused kernel.
+//!
+//! It materialises the target distribution and the log-probabilities (`[N, K]` each), so it costs several passes
+//! and that much memory; candle's autograd differentiates it. Computed in f32 whatever the logits' dtype.
+
+use candle_core::{DType, Tensor, D};
+use label_smoothing::{LabelSmoothingLoss, Reduction, Smoothing, Spread, Targets};
+
+use crate::{labels_to_host, Result, TargetKind};
+
+pub(crate) fn forward(
+    loss: &LabelSmoothingLoss,
+    logits: &Tensor,
+    targets: &Tensor,
+    kind: TargetKind,
+) -> Result<Tensor> {
+    let config = loss.config();
+    let k = loss.num_classes();
+    let kf = k as f64;
+    let device = logits.device();
+    let dtype = logits.dtype();
+    let (n, _) = logits.dims2()?;
+    let x = logits.to_dtype(DType::F32)?;
+    // log_softmax with the row maximum held constant (its gradient cancels exactly).
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let log_p = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?;
+    let weights = match &config.weights {
+        Some(w) => Some(Tensor::from_slice(w, (1, k), device)?),
+        None => None,
+    };
+
+    let (q, kept, denominator) = match kind {
+        TargetKind::Labels => {
+            let labels = labels_to_host(targets)?;
+            loss.validate(n * k, Targets::Labels(&labels))?;
+            let ignored = |y: i64| Some(y) == config.ignore_index;
+            let kept: Vec<f32> = labels.iter().map(|&y| if ignored(y) { 0.0 } else { 1.0 }).collect();
+            let safe: Vec<u32> = labels.iter().map(|&y| if ignored(y) { 0 } else { y as u32 }).collect();
+            // PyTorch's mean: the summed label weights of the rows not ignored.
+            let denominator: f64 = labels
+                .iter()
+                .filter(|&&y| !ignored(y))
+                .map(|&y| config.weights.as_ref().map_or(1.0, |w| w[y as usize] as f64))
+                .sum();
+            let safe = Tensor::from_vec(safe, (n, 1), device)?;
+            let one_hot = Tensor::arange(0u32, k as u32, device)?
+                .unsqueeze(0)?
+                .broadcast_eq(&safe)?
+                .to_dtype(DType::F32)?;
+            // Per-row smoothing e: a constant, or alpha * p(label) held constant for the gradient.
+            let e = match config.smoothing {
+                Smoothing::Fixed(eps) => Tensor::full(eps, (n, 1), device)?,
+                Smoothing::Adaptive { alpha } => (log_p.detach().gather(&safe, 1)?.exp()? * alpha as f64)?,
+            };
+            let (off, on) = match config.spread {
+                Spread::Others => ((&e / (kf - 1.0))?, e.affine(-1.0, 1.0)?),
+                Spread::Uniform => ((&e / kf)?, (e.affine(-1.0, 1.0)? + (&e / kf)?)?),
+            };
+            let q = one_hot.broadcast_mul(&(on - &off)?)?.broadcast_add(&off)?;
+            (q, Some(Tensor::from_vec(kept, n, device)?), denominator)
+        }
+        TargetKind::Soft => {
+            let soft = targets.to_dtype(DType::F32)?;
+            let host = soft.flatten_all()?.to_vec1::<f32>()?;
+            loss.validate(n * k, Targets::Soft(&host))?;
+            let eps = match config.smoothing {
+                Smoothing::Fixed(e) => e as f64,
+                // validate() has rejected adaptive smoothing with soft targets.
+                Smoothing::Adaptive { .. } => unreachable!("rejected by validate"),
+            };
+            let q = match config.spread {
+                // (1-e) t + e (1-t)/(K-1)
+                Spread::Others => soft.affine((1.0 - eps) - eps / (kf - 1.0), eps / (kf - 1.0))?,
+                Spread::Uniform => soft.affine(1.0 - eps, eps / kf)?,
+            };
+            (q, None, n as f64)
+        }
+    };
+    let q = match &weights {
+        Some(w) => q.broadcast_mul(w)?,
+        None => q,
+    };
+    // A term with no target mass contributes nothing, even where log p = -inf (a masked class).
+    let terms = (&q * &log_p)?;
+    let terms = q.ne(0.0)?.where_cond(&terms, &terms.zeros_like()?)?;
+    let mut per_row = terms.sum(D::Minus1)?.neg()?;
+    if let Some(kept) = kept {
+        per_row = (per_row * kept)?;
+    }
+    let out = match config.reduction {
+        Reduction::None => per_row,
+        Reduction::Sum => per_row.sum_all()?,
+        // A mean over nothing is 0 (the numerator is 0 too).
+        Reduction::Mean => (per_row.sum_all()? / denominator.max(f32::MIN_POSITIVE as f64))?,
+        Reduction::MeanNonZero => {
+            // fast-reid: divided by the number of rows with a non-zero loss (at least 1), a constant.
+            let count = per_row
+                .detach()
+                .ne(0.0)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .maximum(1.0)?;
+            per_row.sum_all()?.broadcast_div(&count)?
+        }
+    };
+    Ok(out.to_dtype(dtype)?)
+}
