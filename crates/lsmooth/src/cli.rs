@@ -26,6 +26,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Calibration metrics of saved logits or probabilities, temperature scaling, a reliability diagram.
     Calibrate(CalibrateArgs),
+    /// Train a classifier (candle, CPU) with label smoothing and evaluate it every epoch.
+    Train(TrainArgs),
+    /// Train several settings over several seeds and write a report (table, curves, reliability diagrams).
+    Compare(CompareArgs),
 }
 
 /// Arguments of `lsmooth calibrate`.
@@ -194,4 +198,156 @@ pub fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Which embedded dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddedDataset {
+    /// 10,000 real MNIST digits (28x28).
+    Mnist,
+    /// 1,797 UCI optical-recognition digits (8x8).
+    Digits,
+}
+
+/// Network architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelChoice {
+    /// Fully connected, widths from --hidden.
+    Mlp,
+    /// Two 3x3 convolutions with max-pooling, a 128-unit layer.
+    Cnn,
+}
+
+/// Optimisers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerChoice {
+    /// AdamW, betas (0.9, 0.999), decoupled weight decay.
+    Adamw,
+    /// SGD with momentum (--momentum).
+    Sgd,
+}
+
+/// Loss presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// fast-reid's cross_entropy_loss with eps 0.1: spread others, mean over non-zero rows.
+    FastReid,
+    /// fast-reid's adaptive smoothing, alpha 0.2 (eps < 0): spread others, mean over non-zero rows.
+    FastReidAdaptive,
+    /// PyTorch's CrossEntropyLoss(label_smoothing=0.1): spread uniform, mean.
+    Pytorch,
+}
+
+/// Data, model and optimiser flags shared by `lsmooth train` and `lsmooth compare`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainFlags {
+    /// A directory of MNIST-format IDX files (train-images-idx3-ubyte etc., plain or .gz), e.g. MNIST or
+    /// Fashion-MNIST. Default: the embedded data.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Which embedded dataset, without --data.
+    #[arg(long, value_enum, default_value = "mnist", conflicts_with = "data")]
+    pub dataset: EmbeddedDataset,
+    /// Flip this fraction of the training labels to other classes (seeded).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub label_noise: f64,
+    /// Use only the first N training examples.
+    #[arg(long, value_name = "N")]
+    pub train_size: Option<usize>,
+    /// Network.
+    #[arg(long, value_enum, default_value = "mlp")]
+    pub model: ModelChoice,
+    /// Hidden widths of the MLP, comma-separated.
+    #[arg(long, value_name = "W,W,...", default_value = "256,256", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimizerChoice,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Examples per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Epochs (default 20; with --resume, extends the run to this many).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+}
+
+/// Loss flags of `lsmooth train`, as in `lsmooth loss`.
+#[derive(Debug, Clone, Args)]
+pub struct LossFlags {
+    /// Fixed smoothing eps in [0, 1] (default 0: plain cross-entropy).
+    #[arg(long, value_name = "EPS", conflicts_with_all = ["adaptive", "preset"])]
+    pub smoothing: Option<f32>,
+    /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0).
+    #[arg(long, value_name = "ALPHA", conflicts_with = "preset")]
+    pub adaptive: Option<f32>,
+    /// others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
+    #[arg(long, default_value = "others", value_parser = parse_spread)]
+    pub spread: Spread,
+    /// sum, mean or mean-nonzero.
+    #[arg(long, default_value = "mean", value_parser = parse_reduction)]
+    pub reduction: Reduction,
+    /// A named configuration (overrides --spread and --reduction).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+}
+
+/// Arguments of `lsmooth train`.
+#[derive(Debug, Args)]
+#[command(after_help = "Writes OUT/metrics.json, epochs.csv, model.safetensors (and checkpoint.safetensors, \
+state.json, run.json for --resume).\nExample:\n  lsmooth train --preset fast-reid --epochs 10 --out runs/fast-reid")]
+pub struct TrainArgs {
+    /// Data, model and optimiser.
+    #[command(flatten)]
+    pub flags: TrainFlags,
+    /// The loss.
+    #[command(flatten)]
+    pub loss: LossFlags,
+    /// Seed of initialisation, label noise and batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (default runs/<loss>-seed<seed>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in DIR with its saved configuration (only --epochs may change it).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// No per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `lsmooth compare`.
+#[derive(Debug, Args)]
+#[command(after_help = "Settings: plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid (others 0.1, \
+mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.1).\n\
+Writes OUT/summary.json, report.md, report.html (self-contained) and one run directory per setting and seed.\n\
+Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2")]
+pub struct CompareArgs {
+    /// Data, model and optimiser (as in `lsmooth train`).
+    #[command(flatten)]
+    pub flags: TrainFlags,
+    /// The settings to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "plain,others:0.1,adaptive:0.2,uniform:0.1")]
+    pub settings: Vec<String>,
+    /// Seeds, comma-separated: each setting is trained once per seed.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "runs/compare")]
+    pub out: PathBuf,
+    /// The three classes of the penultimate-layer projection plots.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', default_value = "3,5,8")]
+    pub project_classes: Vec<usize>,
+    /// No line per finished run.
+    #[arg(long)]
+    pub quiet: bool,
 }

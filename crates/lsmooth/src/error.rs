@@ -21,6 +21,12 @@ pub enum CliError {
     /// An invalid option value.
     #[error("{0}")]
     Usage(String),
+    /// A dataset file is missing or malformed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Training failed (a non-finite loss, a tensor error).
+    #[error("{0}")]
+    Train(String),
     /// The loss rejected its configuration.
     #[error(transparent)]
     Loss(#[from] LossError),

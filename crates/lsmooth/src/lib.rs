@@ -1,6 +1,9 @@
 //! The `lsmooth` command-line tool, as a library so that its pieces can be tested and reused.
 //!
 //! - [`npy`]: `.npy` reading and atomic writing;
+//! - [`data`]: MNIST-format datasets, splits and label noise;
+//! - [`train`]: training with candle and the label-smoothed loss;
+//! - [`rng`]: the seeded generator;
 //! - [`commands`]: one module per subcommand;
 //! - [`report`]: charts (SVG);
 //! - [`cli`]: the argument definitions.
@@ -8,9 +11,12 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod error;
 pub mod npy;
 pub mod report;
+pub mod rng;
+pub mod train;
 
 pub use error::CliError;
 
@@ -21,5 +27,7 @@ pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> 
         cli::Command::Targets(args) => commands::targets::run(&args, out),
         cli::Command::Bench(args) => commands::bench::run(&args, out),
         cli::Command::Calibrate(args) => commands::calibrate::run(&args, out),
+        cli::Command::Train(args) => commands::train::run(&args, out),
+        cli::Command::Compare(args) => commands::compare::run(&args, out),
     }
 }

@@ -410,11 +410,12 @@ impl PendingFile {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".lsmooth-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".lsmooth-").suffix(".tmp");
+        // A temporary file is private (0600) by default; the result is an ordinary output file.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let mut tmp = builder.tempfile_in(dir).map_err(io)?;
         tmp.write_all(bytes).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         Ok(Self {

@@ -2,5 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod compare;
 pub mod loss;
 pub mod targets;
+pub mod train;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 const W: f64 = 420.0;
 const LEFT: f64 = 56.0;
-const TOP: f64 = 36.0;
+const TOP: f64 = 72.0;
 const PLOT: f64 = 320.0;
 const HIST_TOP: f64 = TOP + PLOT + 46.0;
 const HIST_H: f64 = 90.0;
@@ -95,18 +95,18 @@ pub fn svg(report: &CalibrationReport, title: &str) -> String {
         y1 = y(1.0),
         lx = LEFT - 38.0,
         ly = TOP + PLOT / 2.0,
-        tx = LEFT + 6.0,
-        ty = TOP + 16.0,
+        tx = LEFT,
+        ty = 42.0,
         ece = report.ece,
         mce = report.mce,
         acc = report.accuracy,
         n = report.n,
-        kx = LEFT + 8.0,
-        ky = TOP + 26.0,
-        kx2 = LEFT + 24.0,
-        ky2 = TOP + 35.0,
-        kx3 = LEFT + 96.0,
-        kx4 = LEFT + 112.0,
+        kx = LEFT,
+        ky = 51.0,
+        kx2 = LEFT + 16.0,
+        ky2 = 60.0,
+        kx3 = LEFT + 88.0,
+        kx4 = LEFT + 104.0,
     );
     // Confidence histogram.
     let max_share = report

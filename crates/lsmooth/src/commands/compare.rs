@@ -1,0 +1,428 @@
+//! `lsmooth compare`: a sweep of loss settings over seeds, and its report (`summary.json`, `report.md`, and a
+//! self-contained `report.html` with the table, learning curves, reliability diagrams and projection plots).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use label_smoothing::calibration::{Bin, CalibrationReport};
+use serde::Serialize;
+
+use crate::cli::CompareArgs;
+use crate::commands::train::{config, parse_setting};
+use crate::npy::PendingFile;
+use crate::report::{html, lines, projection, reliability};
+use crate::train::{self, features_of, LossSpec, RunMetrics, TrainConfig, Verbosity};
+use crate::CliError;
+
+/// Mean and sample standard deviation over seeds, with the values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one seed).
+    pub sd: f64,
+    /// One value per seed, in seed order.
+    pub values: Vec<f64>,
+}
+
+impl Stat {
+    /// The statistics of `values`.
+    pub fn of(values: Vec<f64>) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n.max(1.0);
+        let sd = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Stat { mean, sd, values }
+    }
+}
+
+/// One setting's results in `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingSummary {
+    /// The setting as given (`plain`, `others:0.1`, ...).
+    pub name: String,
+    /// Its loss.
+    pub loss: LossSpec,
+    /// The seeds it was trained with.
+    pub seeds: Vec<u64>,
+    /// Final test accuracy.
+    pub test_accuracy: Stat,
+    /// Final test NLL.
+    pub test_nll: Stat,
+    /// Final test ECE (15 bins).
+    pub test_ece: Stat,
+    /// Final test Brier score.
+    pub test_brier: Stat,
+    /// Training minus test accuracy.
+    pub train_test_gap: Stat,
+    /// First epoch within 0.5 points of the run's best test accuracy.
+    pub convergence_epoch: Stat,
+    /// Temperature fitted on the validation split.
+    pub temperature: Stat,
+    /// Test ECE after temperature scaling.
+    pub test_ece_scaled: Stat,
+    /// Test NLL after temperature scaling.
+    pub test_nll_scaled: Stat,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// One entry per setting, in the order given.
+    pub settings: Vec<SettingSummary>,
+    /// The configuration shared by every run (loss and seed vary).
+    pub base: TrainConfig,
+    /// Model description.
+    pub model: String,
+    /// Wall-clock seconds of the whole sweep.
+    pub seconds: f64,
+}
+
+/// What the report draws of one setting.
+struct SettingRuns {
+    name: String,
+    runs: Vec<RunMetrics>,
+    reports: Vec<CalibrationReport>,
+    projection: Option<projection::Projection>,
+}
+
+/// Pools reliability bins over seeds (counts add; confidence and accuracy are count-weighted).
+fn pooled(reports: &[CalibrationReport]) -> CalibrationReport {
+    let mut out = reports[0].clone();
+    let n: usize = reports.iter().map(|r| r.n).sum();
+    let mean = |f: fn(&CalibrationReport) -> f64| reports.iter().map(f).sum::<f64>() / reports.len() as f64;
+    out.n = n;
+    out.accuracy = mean(|r| r.accuracy);
+    out.ece = mean(|r| r.ece);
+    out.nll = mean(|r| r.nll);
+    out.brier = mean(|r| r.brier);
+    out.bins = (0..out.bins.len())
+        .map(|b| {
+            let count: usize = reports.iter().map(|r| r.bins[b].count).sum();
+            let weighted = |f: fn(&Bin) -> f64| {
+                if count == 0 {
+                    0.0
+                } else {
+                    reports.iter().map(|r| f(&r.bins[b]) * r.bins[b].count as f64).sum::<f64>() / count as f64
+                }
+            };
+            Bin {
+                lower: reports[0].bins[b].lower,
+                upper: reports[0].bins[b].upper,
+                count,
+                confidence: weighted(|x| x.confidence),
+                accuracy: weighted(|x| x.accuracy),
+            }
+        })
+        .collect();
+    out
+}
+
+fn summarise(s: &SettingRuns, loss: LossSpec, seeds: &[u64]) -> SettingSummary {
+    let stat = |f: fn(&RunMetrics) -> f64| Stat::of(s.runs.iter().map(f).collect());
+    SettingSummary {
+        name: s.name.clone(),
+        loss,
+        seeds: seeds.to_vec(),
+        test_accuracy: stat(|m| m.test_accuracy),
+        test_nll: stat(|m| m.test_nll),
+        test_ece: stat(|m| m.test_ece),
+        test_brier: stat(|m| m.test_brier),
+        train_test_gap: stat(|m| m.train_test_gap),
+        convergence_epoch: stat(|m| m.convergence_epoch as f64),
+        temperature: stat(|m| m.temperature),
+        test_ece_scaled: stat(|m| m.test_ece_scaled),
+        test_nll_scaled: stat(|m| m.test_nll_scaled),
+    }
+}
+
+/// A table column: header, how to read the statistic, scale (100 for percentages), decimals.
+type Column = (&'static str, fn(&SettingSummary) -> &Stat, f64, usize);
+
+/// A column of the HTML table: its header and how to format a setting's cell.
+pub type HtmlColumn = (&'static str, Box<dyn Fn(&SettingSummary) -> String>);
+
+const COLUMNS: [Column; 9] = [
+    ("test accuracy %", |s| &s.test_accuracy, 100.0, 2),
+    ("NLL", |s| &s.test_nll, 1.0, 4),
+    ("ECE %", |s| &s.test_ece, 100.0, 2),
+    ("Brier", |s| &s.test_brier, 1.0, 4),
+    ("train-test gap (points)", |s| &s.train_test_gap, 100.0, 2),
+    ("converged by epoch", |s| &s.convergence_epoch, 1.0, 1),
+    ("T (fitted)", |s| &s.temperature, 1.0, 3),
+    ("ECE % after T", |s| &s.test_ece_scaled, 100.0, 2),
+    ("NLL after T", |s| &s.test_nll_scaled, 1.0, 4),
+];
+
+fn cell(stat: &Stat, scale: f64, decimals: usize) -> String {
+    format!("{:.*} ± {:.*}", decimals, stat.mean * scale, decimals, stat.sd * scale)
+}
+
+/// The table as plain text (aligned columns).
+pub fn text_table(summary: &Summary) -> String {
+    let mut rows: Vec<Vec<String>> = vec![std::iter::once("setting".to_string())
+        .chain(COLUMNS.iter().map(|c| c.0.to_string()))
+        .collect()];
+    for s in &summary.settings {
+        rows.push(
+            std::iter::once(s.name.clone())
+                .chain(COLUMNS.iter().map(|c| cell(c.1(s), c.2, c.3)))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{c:>w$}", w = widths[j]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn markdown(summary: &Summary, seeds: &[u64]) -> String {
+    let mut s = format!(
+        "# lsmooth compare\n\n{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all.\n\n\
+         Mean ± standard deviation over seeds. ECE: 15 equal-width bins. T: the temperature fitted on the \
+         validation split; \"after T\": the test metrics of the temperature-scaled model. Convergence: the first \
+         epoch whose test accuracy is within 0.5 points of that run's best.\n\n",
+        summary.model,
+        data_name(&summary.base),
+        summary.base.epochs,
+        seeds,
+        summary.base.label_noise,
+        summary.seconds
+    );
+    s.push_str("| setting |");
+    for c in COLUMNS {
+        s.push_str(&format!(" {} |", c.0));
+    }
+    s.push_str("\n|---|");
+    for _ in COLUMNS {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for st in &summary.settings {
+        s.push_str(&format!("| {} |", st.name));
+        for c in COLUMNS {
+            s.push_str(&format!(" {} |", cell(c.1(st), c.2, c.3)));
+        }
+        s.push('\n');
+    }
+    s.push_str("\nCharts (learning curves, reliability diagrams, projections) are in `report.html`.\n");
+    s
+}
+
+fn data_name(c: &TrainConfig) -> String {
+    match &c.data {
+        crate::data::Source::EmbeddedMnist => "embedded MNIST (7,000 / 1,000 / 2,000)".into(),
+        crate::data::Source::Digits => "embedded UCI digits".into(),
+        crate::data::Source::Dir(d) => d.display().to_string(),
+    }
+}
+
+/// Mean curve over seeds with its min-max band.
+fn curve(runs: &[RunMetrics], f: fn(&train::EpochMetrics) -> f64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let epochs = runs.iter().map(|r| r.history.len()).min().unwrap_or(0);
+    let mut points = Vec::new();
+    let mut band = Vec::new();
+    for e in 0..epochs {
+        let v: Vec<f64> = runs.iter().map(|r| f(&r.history[e])).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        points.push(((e + 1) as f64, mean));
+        band.push((lo, hi));
+    }
+    (points, band)
+}
+
+fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
+    let series = |f: fn(&train::EpochMetrics) -> f64| -> Vec<lines::Series> {
+        settings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (points, band) = curve(&s.runs, f);
+                lines::Series {
+                    name: s.name.clone(),
+                    color: lines::PALETTE[i % lines::PALETTE.len()].into(),
+                    points,
+                    band: Some(band),
+                }
+            })
+            .collect()
+    };
+    let curves = vec![
+        lines::svg(
+            "Test accuracy (mean, band = range over seeds)",
+            "epoch",
+            "test accuracy",
+            &series(|h| h.test_accuracy),
+        ),
+        lines::svg(
+            "Test NLL (mean, band = range over seeds)",
+            "epoch",
+            "test negative log-likelihood",
+            &series(|h| h.test_nll),
+        ),
+        lines::svg("Training loss (the smoothed objective)", "epoch", "training loss", &series(|h| h.train_loss)),
+        lines::svg("Test ECE (15 bins)", "epoch", "test ECE", &series(|h| h.test_ece)),
+    ];
+    let reliability: Vec<String> = settings
+        .iter()
+        .zip(&summary.settings)
+        .map(|(s, st)| {
+            let p = pooled(&s.reports);
+            reliability::svg(
+                &p,
+                &format!("{}: ECE {:.2}% (after T: {:.2}%)", s.name, 100.0 * st.test_ece.mean, 100.0 * st.test_ece_scaled.mean),
+            )
+        })
+        .collect();
+    let projections: Vec<String> = settings
+        .iter()
+        .filter_map(|s| {
+            s.projection.as_ref().map(|p| {
+                let names = p.classes.map(|c| format!("class {c}"));
+                projection::svg(p, &format!("{}: penultimate layer", s.name), [&names[0], &names[1], &names[2]])
+            })
+        })
+        .collect();
+    html::Sections {
+        curves,
+        reliability,
+        projections,
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    PendingFile::new(path, text.as_bytes())?.commit()?;
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if args.settings.is_empty() || args.seeds.is_empty() {
+        return Err(CliError::Usage("--settings and --seeds need at least one value each".into()));
+    }
+    let specs: Vec<(String, LossSpec)> = args
+        .settings
+        .iter()
+        .map(|s| parse_setting(s).map(|l| (s.clone(), l)))
+        .collect::<Result<_, _>>()?;
+    let classes = parse_classes(&args.project_classes)?;
+    let started = Instant::now();
+    let mut settings = Vec::new();
+    let say = |out: &mut dyn Write, line: String| {
+        if !args.quiet {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    for (name, spec) in &specs {
+        let mut s = SettingRuns {
+            name: name.clone(),
+            runs: Vec::new(),
+            reports: Vec::new(),
+            projection: None,
+        };
+        for &seed in &args.seeds {
+            let cfg = config(&args.flags, spec.clone(), seed);
+            let dir = args.out.join("runs").join(format!("{}-seed{seed}", name.replace(':', "-")));
+            let t = Instant::now();
+            let outcome = train::train(&cfg, &dir, false, Verbosity::Quiet, &mut std::io::sink())?;
+            let m = &outcome.metrics;
+            say(
+                out,
+                format!(
+                    "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
+                    100.0 * m.test_accuracy,
+                    m.test_nll,
+                    100.0 * m.test_ece,
+                    100.0 * m.train_test_gap,
+                    t.elapsed().as_secs_f64()
+                ),
+            );
+            if s.projection.is_none() {
+                let data = &outcome.dataset;
+                let (features, d) = features_of(&outcome.model, &data.test, data.rows * data.cols)?;
+                let labels: Vec<i64> = data.test.labels.iter().map(|&y| y as i64).collect();
+                let w = outcome
+                    .model
+                    .head_weights()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| CliError::Train(e.to_string()))?;
+                let p = projection::project(&features, d, &labels, &w, data.classes, classes)
+                    .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
+                s.projection = Some(p);
+            }
+            s.runs.push(outcome.metrics);
+            s.reports.push(outcome.test_report);
+        }
+        settings.push(s);
+    }
+    let base = config(&args.flags, specs[0].1.clone(), args.seeds[0]);
+    let summary = Summary {
+        settings: settings
+            .iter()
+            .zip(&specs)
+            .map(|(s, (_, spec))| summarise(s, spec.clone(), &args.seeds))
+            .collect(),
+        model: settings[0].runs[0].model.clone(),
+        base,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let table = text_table(&summary);
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::input(&args.out, e.to_string()))?;
+    write(
+        &args.out.join("summary.json"),
+        &serde_json::to_string_pretty(&summary).expect("serialisable"),
+    )?;
+    write(&args.out.join("report.md"), &markdown(&summary, &args.seeds))?;
+    let sections = charts(&settings, &summary);
+    write(
+        &args.out.join("report.html"),
+        &html::page(&summary, &args.seeds, &html_columns(), &sections),
+    )?;
+    writeln!(
+        out,
+        "\n{}\n{} settings x {} seeds in {:.0} s; report: {}",
+        table,
+        specs.len(),
+        args.seeds.len(),
+        summary.seconds,
+        args.out.join("report.html").display()
+    )
+    .map_err(|e| CliError::Train(format!("writing the report: {e}")))
+}
+
+/// The table's columns for the HTML page: header and formatted cells per setting.
+fn html_columns() -> Vec<HtmlColumn> {
+    COLUMNS
+        .iter()
+        .map(|&(h, f, scale, dec)| {
+            let g: Box<dyn Fn(&SettingSummary) -> String> = Box::new(move |s| cell(f(s), scale, dec));
+            (h, g)
+        })
+        .collect()
+}
+
+/// Parses `a,b,c`.
+pub fn parse_classes(v: &[usize]) -> Result<[usize; 3], CliError> {
+    match v {
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(CliError::Usage(format!("--project-classes needs three classes, got {}", v.len()))),
+    }
+}

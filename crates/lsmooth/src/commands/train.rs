@@ -1,0 +1,148 @@
+//! `lsmooth train`: one training run.
+
+use std::path::PathBuf;
+
+use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainArgs, TrainFlags};
+use crate::data::Source;
+use crate::train::{self, LossSpec, ModelKind, OptimizerKind, TrainConfig, Verbosity};
+use crate::CliError;
+
+/// The epochs of a run when `--epochs` is not given.
+pub const DEFAULT_EPOCHS: usize = 20;
+
+/// The loss of a preset.
+pub fn preset(p: Preset) -> LossSpec {
+    match p {
+        Preset::FastReid => LossSpec {
+            smoothing: 0.1,
+            adaptive: None,
+            spread: "others".into(),
+            reduction: "mean-nonzero".into(),
+        },
+        Preset::FastReidAdaptive => LossSpec {
+            smoothing: 0.0,
+            adaptive: Some(0.2),
+            spread: "others".into(),
+            reduction: "mean-nonzero".into(),
+        },
+        Preset::Pytorch => LossSpec {
+            smoothing: 0.1,
+            adaptive: None,
+            spread: "uniform".into(),
+            reduction: "mean".into(),
+        },
+    }
+}
+
+/// The loss given by the loss flags.
+pub fn loss_spec(flags: &LossFlags) -> LossSpec {
+    match flags.preset {
+        Some(p) => preset(p),
+        None => LossSpec {
+            smoothing: flags.smoothing.unwrap_or(0.0),
+            adaptive: flags.adaptive,
+            spread: flags.spread.name().into(),
+            reduction: flags.reduction.name().into(),
+        },
+    }
+}
+
+/// Parses a `lsmooth compare` setting: `plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, or a preset name.
+pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "setting {s:?}: expected plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid, fast-reid-adaptive \
+             or pytorch"
+        ))
+    };
+    let number = |v: &str| v.parse::<f32>().map_err(|_| bad());
+    let base = |spread: &str, smoothing: f32, adaptive: Option<f32>| LossSpec {
+        smoothing,
+        adaptive,
+        spread: spread.into(),
+        reduction: "mean".into(),
+    };
+    Ok(match s.split_once(':') {
+        None => match s {
+            "plain" => base("others", 0.0, None),
+            "fast-reid" => preset(Preset::FastReid),
+            "fast-reid-adaptive" => preset(Preset::FastReidAdaptive),
+            "pytorch" => preset(Preset::Pytorch),
+            _ => return Err(bad()),
+        },
+        Some(("others", v)) => base("others", number(v)?, None),
+        Some(("uniform", v)) => base("uniform", number(v)?, None),
+        Some(("adaptive", v)) => base("others", 0.0, Some(number(v)?)),
+        Some(_) => return Err(bad()),
+    })
+}
+
+/// The run configuration of the shared training flags, a loss and a seed.
+pub fn config(flags: &TrainFlags, loss: LossSpec, seed: u64) -> TrainConfig {
+    TrainConfig {
+        data: match (&flags.data, flags.dataset) {
+            (Some(dir), _) => Source::Dir(dir.clone()),
+            (None, EmbeddedDataset::Mnist) => Source::EmbeddedMnist,
+            (None, EmbeddedDataset::Digits) => Source::Digits,
+        },
+        train_size: flags.train_size,
+        label_noise: flags.label_noise,
+        model: match flags.model {
+            ModelChoice::Mlp => ModelKind::Mlp {
+                hidden: flags.hidden.clone(),
+            },
+            ModelChoice::Cnn => ModelKind::Cnn,
+        },
+        optimizer: match flags.optimizer {
+            OptimizerChoice::Adamw => OptimizerKind::AdamW,
+            OptimizerChoice::Sgd => OptimizerKind::Sgd {
+                momentum: flags.momentum,
+            },
+        },
+        lr: flags.lr,
+        weight_decay: flags.weight_decay,
+        batch_size: flags.batch_size,
+        epochs: flags.epochs.unwrap_or(DEFAULT_EPOCHS),
+        seed,
+        loss,
+    }
+}
+
+/// Runs the command.
+pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Epochs };
+    let (config, dir, resume) = match &args.resume {
+        Some(dir) => {
+            let mut config = train::read_config(dir)?;
+            if let Some(e) = args.flags.epochs {
+                config.epochs = e;
+            }
+            (config, dir.clone(), true)
+        }
+        None => {
+            let config = config(&args.flags, loss_spec(&args.loss), args.seed);
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", config.loss.describe(), args.seed)));
+            (config, dir, false)
+        }
+    };
+    let outcome = train::train(&config, &dir, resume, verbosity, out)?;
+    let m = &outcome.metrics;
+    writeln!(
+        out,
+        "{}: test accuracy {:.2}%, NLL {:.4}, ECE {:.4} ({:.4} at T = {:.3}), Brier {:.4}, train-test gap {:.2} points; \
+         written to {}",
+        config.loss.describe(),
+        100.0 * m.test_accuracy,
+        m.test_nll,
+        m.test_ece,
+        m.test_ece_scaled,
+        m.temperature,
+        m.test_brier,
+        100.0 * m.train_test_gap,
+        dir.display()
+    )
+    .map_err(|e| CliError::Train(format!("writing the report: {e}")))
+}

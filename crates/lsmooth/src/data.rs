@@ -1,0 +1,365 @@
+//! Datasets for `lsmooth train`: IDX files (MNIST's format, plain or gzipped), the embedded MNIST subset and UCI
+//! digits, seeded splits and label noise.
+//!
+//! An IDX file is a big-endian header (two zero bytes, a type byte `0x08` for u8, the number of dimensions, then
+//! each dimension as a u32) followed by the data. Errors name the file and the byte offset at fault.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::rng::SplitMix64;
+
+static MNIST_IMAGES: &[u8] = include_bytes!("../../../data/mnist10k-images-idx3-ubyte.gz");
+static MNIST_LABELS: &[u8] = include_bytes!("../../../data/mnist10k-labels-idx1-ubyte.gz");
+static DIGITS_IMAGES: &[u8] = include_bytes!("../../../data/digits-images-idx3-ubyte.gz");
+static DIGITS_LABELS: &[u8] = include_bytes!("../../../data/digits-labels-idx1-ubyte.gz");
+
+/// A data file that cannot be read or is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The content is not what the format says.
+    #[error("{}: at byte {offset}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset (in the decompressed stream for `.gz` files) where the problem is.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A directory without the expected files, or files that disagree with each other.
+    #[error("{}: {message}", path.display())]
+    Dataset {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is missing or inconsistent.
+        message: String,
+    },
+}
+
+fn format_error(path: &Path, offset: u64, message: impl Into<String>) -> DataError {
+    DataError::Format {
+        path: path.to_path_buf(),
+        offset,
+        message: message.into(),
+    }
+}
+
+/// An IDX array of bytes: its dimensions and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idx {
+    /// The dimensions from the header.
+    pub dims: Vec<usize>,
+    /// The data, `product(dims)` bytes.
+    pub data: Vec<u8>,
+}
+
+/// Decompresses `bytes` if they start with gzip's magic number.
+fn maybe_gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
+    }
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(bytes);
+    let mut buf = [0u8; 1 << 16];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                return Err(format_error(
+                    path,
+                    out.len() as u64,
+                    format!("corrupt gzip data after {} decompressed bytes: {e}", out.len()),
+                ))
+            }
+        }
+    }
+}
+
+/// Parses an IDX file (`bytes`, plain or gzipped) whose number of dimensions must be `ndim`.
+pub fn parse_idx(path: &Path, bytes: &[u8], ndim: usize) -> Result<Idx, DataError> {
+    let raw = maybe_gunzip(path, bytes)?;
+    if raw.len() < 4 {
+        return Err(format_error(
+            path,
+            raw.len() as u64,
+            format!("file ends after {} bytes, inside the 4-byte IDX magic number", raw.len()),
+        ));
+    }
+    if raw[0] != 0 || raw[1] != 0 {
+        return Err(format_error(
+            path,
+            0,
+            format!("not an IDX file: magic number starts {:#04x} {:#04x}, expected 0x00 0x00", raw[0], raw[1]),
+        ));
+    }
+    if raw[2] != 0x08 {
+        return Err(format_error(
+            path,
+            2,
+            format!("IDX element type {:#04x}, expected 0x08 (unsigned byte)", raw[2]),
+        ));
+    }
+    if raw[3] as usize != ndim {
+        return Err(format_error(
+            path,
+            3,
+            format!("{} dimensions, expected {ndim}", raw[3]),
+        ));
+    }
+    let header = 4 + 4 * ndim;
+    if raw.len() < header {
+        return Err(format_error(
+            path,
+            raw.len() as u64,
+            format!("file ends after {} bytes, inside the {header}-byte header", raw.len()),
+        ));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|d| u32::from_be_bytes(raw[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let Some(len) = len else {
+        return Err(format_error(path, 4, format!("dimensions {dims:?} overflow")));
+    };
+    let got = raw.len() - header;
+    if got != len {
+        let what = if got < len { "truncated" } else { "trailing bytes" };
+        return Err(format_error(
+            path,
+            raw.len().min(header + len) as u64,
+            format!("{what}: the header {dims:?} says {len} data bytes, the file has {got}"),
+        ));
+    }
+    Ok(Idx {
+        dims,
+        data: raw[header..].to_vec(),
+    })
+}
+
+/// Reads an IDX file from disk.
+pub fn read_idx(path: &Path, ndim: usize) -> Result<Idx, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_idx(path, &bytes, ndim)
+}
+
+/// Images with their labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// `[n, rows * cols]` pixels scaled to `[0, 1]`.
+    pub images: Vec<f32>,
+    /// `[n]` class labels.
+    pub labels: Vec<u32>,
+}
+
+impl Split {
+    /// The number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn select(&self, indices: &[usize], pixels: usize) -> Split {
+        let mut images = Vec::with_capacity(indices.len() * pixels);
+        for &i in indices {
+            images.extend_from_slice(&self.images[i * pixels..(i + 1) * pixels]);
+        }
+        Split {
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+}
+
+/// A dataset split three ways.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// A name for reports (`mnist-embedded`, `digits`, or the directory).
+    pub name: String,
+    /// Image height.
+    pub rows: usize,
+    /// Image width.
+    pub cols: usize,
+    /// The number of classes (labels are `0..classes`).
+    pub classes: usize,
+    /// Training examples (labels possibly noisy, see [`Dataset::add_label_noise`]).
+    pub train: Split,
+    /// Held out for temperature scaling.
+    pub validation: Split,
+    /// Held out for the reported metrics.
+    pub test: Split,
+}
+
+/// Which data to train on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The embedded 10,000 MNIST digits: train 7,000 / validation 1,000 / test 2,000.
+    EmbeddedMnist,
+    /// The embedded 1,797 UCI 8x8 digits: 70% / 10% / 20%.
+    Digits,
+    /// A directory of MNIST-format files (MNIST, Fashion-MNIST): `train-*` split 90% / 10% into train and
+    /// validation, `t10k-*` is the test set.
+    Dir(PathBuf),
+}
+
+fn images_and_labels(
+    images_path: &Path,
+    images: Idx,
+    labels_path: &Path,
+    labels: Idx,
+) -> Result<(usize, usize, Split), DataError> {
+    let (n, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
+    if labels.dims[0] != n {
+        return Err(DataError::Dataset {
+            path: labels_path.to_path_buf(),
+            message: format!("{} labels for the {n} images of {}", labels.dims[0], images_path.display()),
+        });
+    }
+    if let Some((i, &y)) = labels.data.iter().enumerate().find(|&(_, &y)| y > 9) {
+        // Labels start after the 8-byte header.
+        return Err(format_error(labels_path, 8 + i as u64, format!("label {y} of image {i} is not a class 0..9")));
+    }
+    let max = images.data.iter().copied().max().unwrap_or(0).max(1) as f32;
+    Ok((
+        rows,
+        cols,
+        Split {
+            images: images.data.iter().map(|&p| p as f32 / max).collect(),
+            labels: labels.data.iter().map(|&y| y as u32).collect(),
+        },
+    ))
+}
+
+/// Splits `all` with a seeded shuffle into train / validation / test of the given sizes.
+fn split3(all: &Split, pixels: usize, sizes: [usize; 3], seed: u64) -> [Split; 3] {
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    SplitMix64::new(seed).shuffle(&mut order);
+    let (a, rest) = order.split_at(sizes[0]);
+    let (b, c) = rest.split_at(sizes[1]);
+    [all.select(a, pixels), all.select(b, pixels), all.select(&c[..sizes[2]], pixels)]
+}
+
+/// The seed of the data split: fixed, so every run (whatever its training seed) sees the same split.
+const SPLIT_SEED: u64 = 0x0d15_ea5e;
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
+    for name in [stem.to_string(), format!("{stem}.gz")] {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(DataError::Dataset {
+        path: dir.to_path_buf(),
+        message: format!("no {stem} or {stem}.gz here (expected the MNIST file layout)"),
+    })
+}
+
+impl Dataset {
+    /// Loads and splits a dataset. The split is fixed (it does not depend on the training seed).
+    pub fn load(source: &Source) -> Result<Dataset, DataError> {
+        match source {
+            Source::EmbeddedMnist | Source::Digits => {
+                let (name, img, lab, ip, lp) = if *source == Source::EmbeddedMnist {
+                    ("mnist-embedded", MNIST_IMAGES, MNIST_LABELS, "mnist10k-images-idx3-ubyte.gz", "mnist10k-labels-idx1-ubyte.gz")
+                } else {
+                    ("digits", DIGITS_IMAGES, DIGITS_LABELS, "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte.gz")
+                };
+                let (ip, lp) = (Path::new(ip), Path::new(lp));
+                let (rows, cols, all) = images_and_labels(ip, parse_idx(ip, img, 3)?, lp, parse_idx(lp, lab, 1)?)?;
+                let n = all.len();
+                let sizes = if n == 10_000 {
+                    [7_000, 1_000, 2_000]
+                } else {
+                    let train = n * 7 / 10;
+                    let val = n / 10;
+                    [train, val, n - train - val]
+                };
+                let [train, validation, test] = split3(&all, rows * cols, sizes, SPLIT_SEED);
+                Ok(Dataset {
+                    name: name.into(),
+                    rows,
+                    cols,
+                    classes: 10,
+                    train,
+                    validation,
+                    test,
+                })
+            }
+            Source::Dir(dir) => {
+                if !dir.is_dir() {
+                    return Err(DataError::Dataset {
+                        path: dir.clone(),
+                        message: "not a directory".into(),
+                    });
+                }
+                let load = |img: &str, lab: &str| -> Result<(usize, usize, Split), DataError> {
+                    let (ip, lp) = (find(dir, img)?, find(dir, lab)?);
+                    images_and_labels(&ip, read_idx(&ip, 3)?, &lp, read_idx(&lp, 1)?)
+                };
+                let (rows, cols, train_all) = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+                let (trows, tcols, test) = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+                if (rows, cols) != (trows, tcols) {
+                    return Err(DataError::Dataset {
+                        path: dir.clone(),
+                        message: format!("training images are {rows}x{cols}, test images {trows}x{tcols}"),
+                    });
+                }
+                let n = train_all.len();
+                let val = n / 10;
+                let [train, validation, _] = split3(&train_all, rows * cols, [n - val, val, 0], SPLIT_SEED);
+                Ok(Dataset {
+                    name: dir.display().to_string(),
+                    rows,
+                    cols,
+                    classes: 10,
+                    train,
+                    validation,
+                    test,
+                })
+            }
+        }
+    }
+
+    /// Keeps the first `n` training examples (the split is already shuffled), `n` at most the training size.
+    pub fn truncate_train(&mut self, n: usize) {
+        let pixels = self.rows * self.cols;
+        let n = n.min(self.train.len());
+        self.train.labels.truncate(n);
+        self.train.images.truncate(n * pixels);
+    }
+
+    /// Flips a seeded fraction `p` of the training labels, each to a different class drawn uniformly; returns
+    /// how many were flipped (`round(p * n)`).
+    pub fn add_label_noise(&mut self, p: f64, seed: u64) -> usize {
+        let n = self.train.len();
+        let flips = ((p * n as f64).round() as usize).min(n);
+        let mut rng = SplitMix64::new(seed ^ 0x6e6f_6973_6521);
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        let k = self.classes as u64;
+        for &i in &order[..flips] {
+            let y = self.train.labels[i] as u64;
+            let other = (y + 1 + rng.below(k - 1)) % k;
+            self.train.labels[i] = other as u32;
+        }
+        flips
+    }
+}
