@@ -249,7 +249,7 @@ pub struct TrainFlags {
     #[arg(long, value_enum, default_value = "mnist", conflicts_with = "data")]
     pub dataset: EmbeddedDataset,
     /// Flip this fraction of the training labels to other classes (seeded).
-    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
     pub label_noise: f64,
     /// Use only the first N training examples.
     #[arg(long, value_name = "N")]
@@ -264,13 +264,13 @@ pub struct TrainFlags {
     #[arg(long, value_enum, default_value = "adamw")]
     pub optimizer: OptimizerChoice,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f64,
     /// Weight decay.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub momentum: f64,
     /// Examples per step.
     #[arg(long, default_value_t = 128)]
@@ -302,8 +302,10 @@ pub struct LossFlags {
 
 /// Arguments of `lsmooth train`.
 #[derive(Debug, Args)]
-#[command(after_help = "Writes OUT/metrics.json, epochs.csv, model.safetensors (and checkpoint.safetensors, \
-state.json, run.json for --resume).\nExample:\n  lsmooth train --preset fast-reid --epochs 10 --out runs/fast-reid")]
+#[command(
+    after_help = "Writes OUT/metrics.json, epochs.csv, model.safetensors (and checkpoint.safetensors, \
+state.json, run.json for --resume).\nExample:\n  lsmooth train --preset fast-reid --epochs 10 --out runs/fast-reid"
+)]
 pub struct TrainArgs {
     /// Data, model and optimiser.
     #[command(flatten)]
@@ -327,16 +329,22 @@ pub struct TrainArgs {
 
 /// Arguments of `lsmooth compare`.
 #[derive(Debug, Args)]
-#[command(after_help = "Settings: plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid (others 0.1, \
+#[command(
+    after_help = "Settings: plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid (others 0.1, \
 mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.1).\n\
 Writes OUT/summary.json, report.md, report.html (self-contained) and one run directory per setting and seed.\n\
-Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2")]
+Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2"
+)]
 pub struct CompareArgs {
     /// Data, model and optimiser (as in `lsmooth train`).
     #[command(flatten)]
     pub flags: TrainFlags,
     /// The settings to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "plain,others:0.1,adaptive:0.2,uniform:0.1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "plain,others:0.1,adaptive:0.2,uniform:0.1"
+    )]
     pub settings: Vec<String>,
     /// Seeds, comma-separated: each setting is trained once per seed.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]

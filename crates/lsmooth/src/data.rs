@@ -92,14 +92,20 @@ pub fn parse_idx(path: &Path, bytes: &[u8], ndim: usize) -> Result<Idx, DataErro
         return Err(format_error(
             path,
             raw.len() as u64,
-            format!("file ends after {} bytes, inside the 4-byte IDX magic number", raw.len()),
+            format!(
+                "file ends after {} bytes, inside the 4-byte IDX magic number",
+                raw.len()
+            ),
         ));
     }
     if raw[0] != 0 || raw[1] != 0 {
         return Err(format_error(
             path,
             0,
-            format!("not an IDX file: magic number starts {:#04x} {:#04x}, expected 0x00 0x00", raw[0], raw[1]),
+            format!(
+                "not an IDX file: magic number starts {:#04x} {:#04x}, expected 0x00 0x00",
+                raw[0], raw[1]
+            ),
         ));
     }
     if raw[2] != 0x08 {
@@ -110,11 +116,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8], ndim: usize) -> Result<Idx, DataErro
         ));
     }
     if raw[3] as usize != ndim {
-        return Err(format_error(
-            path,
-            3,
-            format!("{} dimensions, expected {ndim}", raw[3]),
-        ));
+        return Err(format_error(path, 3, format!("{} dimensions, expected {ndim}", raw[3])));
     }
     let header = 4 + 4 * ndim;
     if raw.len() < header {
@@ -229,12 +231,20 @@ fn images_and_labels(
     if labels.dims[0] != n {
         return Err(DataError::Dataset {
             path: labels_path.to_path_buf(),
-            message: format!("{} labels for the {n} images of {}", labels.dims[0], images_path.display()),
+            message: format!(
+                "{} labels for the {n} images of {}",
+                labels.dims[0],
+                images_path.display()
+            ),
         });
     }
     if let Some((i, &y)) = labels.data.iter().enumerate().find(|&(_, &y)| y > 9) {
         // Labels start after the 8-byte header.
-        return Err(format_error(labels_path, 8 + i as u64, format!("label {y} of image {i} is not a class 0..9")));
+        return Err(format_error(
+            labels_path,
+            8 + i as u64,
+            format!("label {y} of image {i} is not a class 0..9"),
+        ));
     }
     let max = images.data.iter().copied().max().unwrap_or(0).max(1) as f32;
     Ok((
@@ -253,7 +263,11 @@ fn split3(all: &Split, pixels: usize, sizes: [usize; 3], seed: u64) -> [Split; 3
     SplitMix64::new(seed).shuffle(&mut order);
     let (a, rest) = order.split_at(sizes[0]);
     let (b, c) = rest.split_at(sizes[1]);
-    [all.select(a, pixels), all.select(b, pixels), all.select(&c[..sizes[2]], pixels)]
+    [
+        all.select(a, pixels),
+        all.select(b, pixels),
+        all.select(&c[..sizes[2]], pixels),
+    ]
 }
 
 /// The seed of the data split: fixed, so every run (whatever its training seed) sees the same split.
@@ -278,9 +292,21 @@ impl Dataset {
         match source {
             Source::EmbeddedMnist | Source::Digits => {
                 let (name, img, lab, ip, lp) = if *source == Source::EmbeddedMnist {
-                    ("mnist-embedded", MNIST_IMAGES, MNIST_LABELS, "mnist10k-images-idx3-ubyte.gz", "mnist10k-labels-idx1-ubyte.gz")
+                    (
+                        "mnist-embedded",
+                        MNIST_IMAGES,
+                        MNIST_LABELS,
+                        "mnist10k-images-idx3-ubyte.gz",
+                        "mnist10k-labels-idx1-ubyte.gz",
+                    )
                 } else {
-                    ("digits", DIGITS_IMAGES, DIGITS_LABELS, "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte.gz")
+                    (
+                        "digits",
+                        DIGITS_IMAGES,
+                        DIGITS_LABELS,
+                        "digits-images-idx3-ubyte.gz",
+                        "digits-labels-idx1-ubyte.gz",
+                    )
                 };
                 let (ip, lp) = (Path::new(ip), Path::new(lp));
                 let (rows, cols, all) = images_and_labels(ip, parse_idx(ip, img, 3)?, lp, parse_idx(lp, lab, 1)?)?;

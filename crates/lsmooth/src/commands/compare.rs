@@ -107,7 +107,11 @@ fn pooled(reports: &[CalibrationReport]) -> CalibrationReport {
                 if count == 0 {
                     0.0
                 } else {
-                    reports.iter().map(|r| f(&r.bins[b]) * r.bins[b].count as f64).sum::<f64>() / count as f64
+                    reports
+                        .iter()
+                        .map(|r| f(&r.bins[b]) * r.bins[b].count as f64)
+                        .sum::<f64>()
+                        / count as f64
                 }
             };
             Bin {
@@ -231,8 +235,11 @@ fn data_name(c: &TrainConfig) -> String {
     }
 }
 
+/// Points `(x, y)`, or bands `(low, high)`.
+type Pairs = Vec<(f64, f64)>;
+
 /// Mean curve over seeds with its min-max band.
-fn curve(runs: &[RunMetrics], f: fn(&train::EpochMetrics) -> f64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+fn curve(runs: &[RunMetrics], f: fn(&train::EpochMetrics) -> f64) -> (Pairs, Pairs) {
     let epochs = runs.iter().map(|r| r.history.len()).min().unwrap_or(0);
     let mut points = Vec::new();
     let mut band = Vec::new();
@@ -276,7 +283,12 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
             "test negative log-likelihood",
             &series(|h| h.test_nll),
         ),
-        lines::svg("Training loss (the smoothed objective)", "epoch", "training loss", &series(|h| h.train_loss)),
+        lines::svg(
+            "Training loss (the smoothed objective)",
+            "epoch",
+            "training loss",
+            &series(|h| h.train_loss),
+        ),
         lines::svg("Test ECE (15 bins)", "epoch", "test ECE", &series(|h| h.test_ece)),
     ];
     let reliability: Vec<String> = settings
@@ -286,7 +298,12 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
             let p = pooled(&s.reports);
             reliability::svg(
                 &p,
-                &format!("{}: ECE {:.2}% (after T: {:.2}%)", s.name, 100.0 * st.test_ece.mean, 100.0 * st.test_ece_scaled.mean),
+                &format!(
+                    "{}: ECE {:.2}% (after T: {:.2}%)",
+                    s.name,
+                    100.0 * st.test_ece.mean,
+                    100.0 * st.test_ece_scaled.mean
+                ),
             )
         })
         .collect();
@@ -295,7 +312,11 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
         .filter_map(|s| {
             s.projection.as_ref().map(|p| {
                 let names = p.classes.map(|c| format!("class {c}"));
-                projection::svg(p, &format!("{}: penultimate layer", s.name), [&names[0], &names[1], &names[2]])
+                projection::svg(
+                    p,
+                    &format!("{}: penultimate layer", s.name),
+                    [&names[0], &names[1], &names[2]],
+                )
             })
         })
         .collect();
@@ -314,7 +335,9 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 /// Runs the command.
 pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if args.settings.is_empty() || args.seeds.is_empty() {
-        return Err(CliError::Usage("--settings and --seeds need at least one value each".into()));
+        return Err(CliError::Usage(
+            "--settings and --seeds need at least one value each".into(),
+        ));
     }
     let specs: Vec<(String, LossSpec)> = args
         .settings
@@ -339,7 +362,10 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         };
         for &seed in &args.seeds {
             let cfg = config(&args.flags, spec.clone(), seed);
-            let dir = args.out.join("runs").join(format!("{}-seed{seed}", name.replace(':', "-")));
+            let dir = args
+                .out
+                .join("runs")
+                .join(format!("{}-seed{seed}", name.replace(':', "-")));
             let t = Instant::now();
             let outcome = train::train(&cfg, &dir, false, Verbosity::Quiet, &mut std::io::sink())?;
             let m = &outcome.metrics;
@@ -423,6 +449,9 @@ fn html_columns() -> Vec<HtmlColumn> {
 pub fn parse_classes(v: &[usize]) -> Result<[usize; 3], CliError> {
     match v {
         [a, b, c] => Ok([*a, *b, *c]),
-        _ => Err(CliError::Usage(format!("--project-classes needs three classes, got {}", v.len()))),
+        _ => Err(CliError::Usage(format!(
+            "--project-classes needs three classes, got {}",
+            v.len()
+        ))),
     }
 }

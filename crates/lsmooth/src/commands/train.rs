@@ -110,7 +110,11 @@ pub fn config(flags: &TrainFlags, loss: LossSpec, seed: u64) -> TrainConfig {
 
 /// Runs the command.
 pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
-    let verbosity = if args.quiet { Verbosity::Quiet } else { Verbosity::Epochs };
+    let verbosity = if args.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Epochs
+    };
     let (config, dir, resume) = match &args.resume {
         Some(dir) => {
             let mut config = train::read_config(dir)?;

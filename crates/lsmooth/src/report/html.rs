@@ -15,7 +15,10 @@ pub struct Sections {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Strips an SVG document's XML prolog, if any, for inlining.
@@ -62,10 +65,12 @@ pub fn page(summary: &Summary, seeds: &[u64], columns: &[HtmlColumn], sections: 
         summary.base.label_noise,
         summary.seconds
     ));
-    s.push_str("<h2>Results</h2>\n<p class=\"note\">Mean &plusmn; standard deviation over seeds, on the test split. \
+    s.push_str(
+        "<h2>Results</h2>\n<p class=\"note\">Mean &plusmn; standard deviation over seeds, on the test split. \
 ECE uses 15 equal-width bins. T is the temperature fitted on the validation split; &ldquo;after T&rdquo; are the \
 test metrics once the logits are divided by it. A setting that calibrates as well as temperature scaling has a \
-small ECE already and T near 1; T below 1 means the model is under-confident (over-smoothed).</p>\n");
+small ECE already and T near 1; T below 1 means the model is under-confident (over-smoothed).</p>\n",
+    );
     s.push_str("<div class=\"table-wrap\"><table id=\"results\">\n<thead><tr><th>setting</th>");
     for (h, _) in columns {
         s.push_str(&format!("<th>{}</th>", esc(h)));
@@ -80,7 +85,11 @@ small ECE already and T near 1; T below 1 means the model is under-confident (ov
     }
     s.push_str("</tbody>\n</table></div>\n");
     let section = |s: &mut String, title: &str, note: &str, charts: &[String]| {
-        s.push_str(&format!("<h2>{}</h2>\n<p class=\"note\">{}</p>\n<div class=\"grid\">\n", esc(title), note));
+        s.push_str(&format!(
+            "<h2>{}</h2>\n<p class=\"note\">{}</p>\n<div class=\"grid\">\n",
+            esc(title),
+            note
+        ));
         for c in charts {
             s.push_str("<figure class=\"chart\">");
             s.push_str(inline(c));

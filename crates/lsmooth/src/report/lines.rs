@@ -71,7 +71,11 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
     let (ylo, yhi) = (ylo - pad, yhi + pad);
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (xlo, xhi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-    let (xlo, xhi) = if xlo.is_finite() && xhi > xlo { (xlo, xhi) } else { (0.0, 1.0) };
+    let (xlo, xhi) = if xlo.is_finite() && xhi > xlo {
+        (xlo, xhi)
+    } else {
+        (0.0, 1.0)
+    };
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let sx = |v: f64| LEFT + (v - xlo) / (xhi - xlo) * pw;

@@ -1,6 +1,6 @@
 //! Charts as self-contained SVG (no scripts, fonts or styles from elsewhere).
 
-pub mod reliability;
+pub mod html;
 pub mod lines;
 pub mod projection;
-pub mod html;
+pub mod reliability;

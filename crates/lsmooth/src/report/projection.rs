@@ -43,7 +43,10 @@ pub fn project(
         ));
     }
     if weights.len() != k * d {
-        return Err(format!("weights hold {} values, expected [K = {k}, D = {d}]", weights.len()));
+        return Err(format!(
+            "weights hold {} values, expected [K = {k}, D = {d}]",
+            weights.len()
+        ));
     }
     for &c in &classes {
         if c >= k {
@@ -58,7 +61,10 @@ pub fn project(
     let e1: Vec<f64> = wb.iter().zip(&wa).map(|(b, a)| b - a).collect();
     let n1 = dot(&e1, &e1).sqrt();
     if n1 == 0.0 {
-        return Err(format!("templates of classes {} and {} coincide", classes[0], classes[1]));
+        return Err(format!(
+            "templates of classes {} and {} coincide",
+            classes[0], classes[1]
+        ));
     }
     let u1: Vec<f64> = e1.iter().map(|x| x / n1).collect();
     let e2: Vec<f64> = wc.iter().zip(&wa).map(|(c, a)| c - a).collect();
@@ -66,7 +72,9 @@ pub fn project(
     let r: Vec<f64> = e2.iter().zip(&u1).map(|(e, u)| e - along * u).collect();
     let n2 = dot(&r, &r).sqrt();
     if n2 <= 1e-9 * n1.max(1.0) {
-        return Err(format!("the templates of classes {classes:?} lie on one line: no plane through them"));
+        return Err(format!(
+            "the templates of classes {classes:?} lie on one line: no plane through them"
+        ));
     }
     let u2: Vec<f64> = r.iter().map(|x| x / n2).collect();
     let at = |x: &[f64]| (dot(x, &u1), dot(x, &u2));
@@ -201,7 +209,11 @@ mod tests {
         let w = [0.0f32, 0.0, 1.0, 1.0, 2.0, 2.0];
         assert!(project(&[], 2, &[], &w, 3, [0, 1, 2]).unwrap_err().contains("one line"));
         assert!(project(&[], 2, &[], &w, 3, [0, 1, 1]).unwrap_err().contains("differ"));
-        assert!(project(&[], 2, &[], &w, 3, [0, 1, 5]).unwrap_err().contains("out of range"));
-        assert!(project(&[1.0], 2, &[0], &w, 3, [0, 1, 2]).unwrap_err().contains("features"));
+        assert!(project(&[], 2, &[], &w, 3, [0, 1, 5])
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(project(&[1.0], 2, &[0], &w, 3, [0, 1, 2])
+            .unwrap_err()
+            .contains("features"));
     }
 }

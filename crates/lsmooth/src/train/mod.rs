@@ -52,7 +52,9 @@ impl LossSpec {
                 "--reduction none gives a loss per row; training needs sum, mean or mean-nonzero".into(),
             ));
         }
-        let c = LabelSmoothingConfig::new().with_spread(spread).with_reduction(reduction);
+        let c = LabelSmoothingConfig::new()
+            .with_spread(spread)
+            .with_reduction(reduction);
         Ok(match self.adaptive {
             Some(alpha) => c.with_adaptive(alpha),
             None => c.with_smoothing(self.smoothing),
@@ -213,7 +215,10 @@ pub fn load_data(config: &TrainConfig) -> Result<Dataset, CliError> {
         data.truncate_train(n);
     }
     if !(0.0..=1.0).contains(&config.label_noise) {
-        return Err(CliError::Usage(format!("--label-noise {} is not in [0, 1]", config.label_noise)));
+        return Err(CliError::Usage(format!(
+            "--label-noise {} is not in [0, 1]",
+            config.label_noise
+        )));
     }
     data.add_label_noise(config.label_noise, config.seed);
     Ok(data)
@@ -333,11 +338,31 @@ impl Run {
         if !(config.lr > 0.0 && config.lr.is_finite()) {
             return Err(CliError::Usage(format!("--lr {} must be positive", config.lr)));
         }
+        if !(config.weight_decay >= 0.0 && config.weight_decay.is_finite()) {
+            return Err(CliError::Usage(format!(
+                "--weight-decay {} must be 0 or positive",
+                config.weight_decay
+            )));
+        }
+        if let OptimizerKind::Sgd { momentum } = config.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(CliError::Usage(format!("--momentum {momentum} is not in [0, 1)")));
+            }
+        }
         let data = load_data(config)?;
-        let loss = LabelSmoothingCrossEntropy::new(config.loss.config()?, data.classes).map_err(|e| CliError::Train(e.to_string()))?;
-        let model = Model::new(&config.model, data.rows, data.cols, data.classes, config.seed, &Device::Cpu)
-            .map_err(candle_err)?;
-        let optimizer = Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
+        let loss = LabelSmoothingCrossEntropy::new(config.loss.config()?, data.classes)
+            .map_err(|e| CliError::Train(e.to_string()))?;
+        let model = Model::new(
+            &config.model,
+            data.rows,
+            data.cols,
+            data.classes,
+            config.seed,
+            &Device::Cpu,
+        )
+        .map_err(candle_err)?;
+        let optimizer =
+            Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
         Ok(Self {
             config: config.clone(),
             data,
@@ -361,7 +386,10 @@ impl Run {
         for (b, indices) in order.chunks(self.config.batch_size).enumerate() {
             let (x, y) = batch(&self.data.train, indices, pixels, &Device::Cpu).map_err(candle_err)?;
             let logits = self.model.forward(&x).map_err(candle_err)?;
-            let loss = self.loss.forward(&logits, &y).map_err(|e| CliError::Train(e.to_string()))?;
+            let loss = self
+                .loss
+                .forward(&logits, &y)
+                .map_err(|e| CliError::Train(e.to_string()))?;
             let value = loss.to_scalar::<f32>().map_err(candle_err)?;
             if !value.is_finite() {
                 return Err(CliError::Train(format!(
@@ -418,7 +446,10 @@ impl Run {
             step: self.optimizer.step,
             history: self.history.clone(),
         };
-        write_atomic(&dir.join("state.json"), serde_json::to_string_pretty(&state).expect("serialisable").as_bytes())?;
+        write_atomic(
+            &dir.join("state.json"),
+            serde_json::to_string_pretty(&state).expect("serialisable").as_bytes(),
+        )?;
         write_atomic(&dir.join("epochs.csv"), epochs_csv(&self.history).as_bytes())
     }
 
@@ -435,18 +466,31 @@ impl Run {
         if saved_epochs != Some(state.epochs_done as u32) {
             return Err(io_err(
                 &ckpt,
-                format!("holds epoch {saved_epochs:?}, state.json says {}: inconsistent checkpoint", state.epochs_done),
+                format!(
+                    "holds epoch {saved_epochs:?}, state.json says {}: inconsistent checkpoint",
+                    state.epochs_done
+                ),
             ));
         }
         self.model
             .load(|name| tensors.remove(&format!("param.{name}")))
             .map_err(|e| io_err(&ckpt, e))?;
-        let names: Vec<Vec<String>> = self.model.params().iter().map(|(n, _)| self.optimizer.state_names(n)).collect();
+        let names: Vec<Vec<String>> = self
+            .model
+            .params()
+            .iter()
+            .map(|(n, _)| self.optimizer.state_names(n))
+            .collect();
         for (snames, state_tensors) in names.into_iter().zip(&mut self.optimizer.state) {
             for (sname, slot) in snames.into_iter().zip(state_tensors.iter_mut()) {
-                let t = tensors.remove(&sname).ok_or_else(|| io_err(&ckpt, format!("no tensor {sname}")))?;
+                let t = tensors
+                    .remove(&sname)
+                    .ok_or_else(|| io_err(&ckpt, format!("no tensor {sname}")))?;
                 if t.dims() != slot.dims() {
-                    return Err(io_err(&ckpt, format!("{sname}: shape {:?}, expected {:?}", t.dims(), slot.dims())));
+                    return Err(io_err(
+                        &ckpt,
+                        format!("{sname}: shape {:?}, expected {:?}", t.dims(), slot.dims()),
+                    ));
                 }
                 *slot = t;
             }
@@ -499,7 +543,10 @@ pub fn train(
         Ok(())
     };
     if resume {
-        say(out, format!("resuming {} after epoch {}", out_dir.display(), run.history.len()))?;
+        say(
+            out,
+            format!("resuming {} after epoch {}", out_dir.display(), run.history.len()),
+        )?;
     }
     for epoch in run.history.len() + 1..=config.epochs {
         let start = Instant::now();

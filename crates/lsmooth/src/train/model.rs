@@ -58,7 +58,10 @@ impl Model {
         let mut params = Vec::new();
         let mut dense = |name: &str, inputs: usize, outputs: usize, params: &mut Vec<(String, Var)>| -> Result<()> {
             let bound = 1.0 / (inputs as f64).sqrt();
-            params.push((format!("{name}.weight"), uniform(&mut rng, &[outputs, inputs], bound, device)?));
+            params.push((
+                format!("{name}.weight"),
+                uniform(&mut rng, &[outputs, inputs], bound, device)?,
+            ));
             params.push((format!("{name}.bias"), uniform(&mut rng, &[outputs], bound, device)?));
             Ok(())
         };
@@ -76,7 +79,10 @@ impl Model {
                     let fan_in = cin * 9;
                     let bound = 1.0 / (fan_in as f64).sqrt();
                     let mut r = SplitMix64::new(seed ^ 0x636f_6e76 ^ cout as u64);
-                    params.push((format!("{name}.weight"), uniform(&mut r, &[cout, cin, 3, 3], bound, device)?));
+                    params.push((
+                        format!("{name}.weight"),
+                        uniform(&mut r, &[cout, cin, 3, 3], bound, device)?,
+                    ));
                     params.push((format!("{name}.bias"), uniform(&mut r, &[cout], bound, device)?));
                 }
                 dense("fc1", 32 * (rows / 4) * (cols / 4), 128, &mut params)?;
