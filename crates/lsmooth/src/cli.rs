@@ -30,6 +30,38 @@ pub enum Command {
     Train(TrainArgs),
     /// Train several settings over several seeds and write a report (table, curves, reliability diagrams).
     Compare(CompareArgs),
+    /// Project penultimate-layer features of three classes onto the plane of their templates (Müller et al.).
+    Project(ProjectArgs),
+}
+
+/// Arguments of `lsmooth project`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The plane is spanned by the three classes' rows of the final-layer weight matrix (their \
+templates); each example of those classes is drawn at its coordinates in it. Spread is the RMS distance of a \
+class's examples to their centroid.\nExample:\n  lsmooth train --save-features --out runs/ls\n  \
+lsmooth project --features runs/ls/test_features.npy --labels runs/ls/test_labels.npy \\\n      \
+--weights runs/ls/head_weight.npy --classes 3,5,8 --plot projection.png"
+)]
+pub struct ProjectArgs {
+    /// Penultimate-layer activations, [N, D], float32 or float64.
+    #[arg(long, value_name = "F.npy")]
+    pub features: PathBuf,
+    /// Labels, [N], any integer dtype.
+    #[arg(long, value_name = "Y.npy")]
+    pub labels: PathBuf,
+    /// The final layer's weight matrix, [K, D] (PyTorch's nn.Linear.weight layout).
+    #[arg(long, value_name = "W.npy")]
+    pub weights: PathBuf,
+    /// The three classes.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', required = true)]
+    pub classes: Vec<usize>,
+    /// Write the scatter plot: SVG or PNG by the file's extension.
+    #[arg(long, value_name = "OUT.svg|OUT.png")]
+    pub plot: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `lsmooth calibrate`.
@@ -56,8 +88,8 @@ pub struct CalibrateArgs {
     /// Fit a temperature on held-out logits and labels, and report the metrics after scaling too.
     #[arg(long, num_args = 2, value_names = ["VAL_LOGITS.npy", "VAL_LABELS.npy"])]
     pub fit_temperature: Option<Vec<PathBuf>>,
-    /// Write a reliability diagram (SVG).
-    #[arg(long, value_name = "OUT.svg")]
+    /// Write a reliability diagram: SVG or PNG by the file's extension.
+    #[arg(long, value_name = "OUT.svg|OUT.png")]
     pub plot: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
@@ -325,6 +357,11 @@ pub struct TrainArgs {
     /// No per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the test split's penultimate activations, labels and the head's weights as .npy (for
+    /// `lsmooth project` and `lsmooth calibrate`: test_features.npy, test_labels.npy, head_weight.npy,
+    /// test_logits.npy, and validation_logits.npy / validation_labels.npy).
+    #[arg(long)]
+    pub save_features: bool,
 }
 
 /// Arguments of `lsmooth compare`.

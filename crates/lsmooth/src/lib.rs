@@ -29,5 +29,6 @@ pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> 
         cli::Command::Calibrate(args) => commands::calibrate::run(&args, out),
         cli::Command::Train(args) => commands::train::run(&args, out),
         cli::Command::Compare(args) => commands::compare::run(&args, out),
+        cli::Command::Project(args) => commands::project::run(&args, out),
     }
 }

@@ -522,6 +522,30 @@ fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
     assert!((3..=15).contains(&bars), "{bars} bars");
     assert_eq!(bars, svg.matches("class=\"gap\"").count());
 
+    // The same diagram as PNG: it decodes, at twice the SVG's size, and shows the bars' blue and the text's black.
+    let out = lsmooth(&[
+        "calibrate",
+        "--logits",
+        &d.s("test.npy"),
+        "--labels",
+        &d.s("test_y.npy"),
+        "--plot",
+        &d.s("rel.png"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = resvg::tiny_skia::Pixmap::load_png(d.p("rel.png")).expect("the PNG decodes");
+    let size = |attr: &str| -> u32 {
+        let at = svg.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+        svg[at..].split('"').next().unwrap().parse::<f64>().unwrap() as u32
+    };
+    assert_eq!((png.width(), png.height()), (2 * size("width"), 2 * size("height")));
+    let pixels = png.pixels();
+    let count = |f: &dyn Fn(u8, u8, u8) -> bool| pixels.iter().filter(|p| f(p.red(), p.green(), p.blue())).count();
+    let blue = count(&|r, g, b| r < 80 && (90..140).contains(&g) && b > 160);
+    let dark = count(&|r, g, b| r < 40 && g < 40 && b < 40);
+    assert!(blue > 1000, "{blue} bar pixels");
+    assert!(dark > 500, "{dark} text and axis pixels");
+
     let plain = lsmooth(&[
         "calibrate",
         "--logits",
@@ -589,9 +613,9 @@ fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
                 "--labels".into(),
                 d.s("test_y.npy"),
                 "--plot".into(),
-                d.s("rel.png"),
+                d.s("rel.jpg"),
             ],
-            vec!["rel.png", ".svg"],
+            vec!["rel.jpg", ".svg or .png"],
         ),
     ];
     for (args, needles) in cases {

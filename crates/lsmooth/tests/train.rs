@@ -389,3 +389,141 @@ fn label_noise_flips_the_requested_fraction_to_other_classes() {
     assert!(noisy.train.labels.iter().all(|&y| y < 10));
     assert_eq!(clean.test.labels, noisy.test.labels);
 }
+
+#[test]
+fn saved_features_feed_project_and_calibrate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    ok(&lsmooth(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-size",
+        "1000",
+        "--smoothing",
+        "0.1",
+        "--quiet",
+        "--save-features",
+        "--out",
+        o,
+    ]));
+    let metrics = json(&out.join("metrics.json"));
+    let f = |name: &str| out.join(name).to_str().unwrap().to_string();
+
+    // calibrate on the saved test logits reproduces the run's own test metrics.
+    let c: Value = serde_json::from_str(&ok(&lsmooth(&[
+        "calibrate",
+        "--logits",
+        &f("test_logits.npy"),
+        "--labels",
+        &f("test_labels.npy"),
+        "--fit-temperature",
+        &f("validation_logits.npy"),
+        &f("validation_labels.npy"),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(c["accuracy"], metrics["test_accuracy"]);
+    for (key, theirs) in [("nll", "test_nll"), ("ece", "test_ece"), ("brier", "test_brier")] {
+        let (a, b) = (c[key].as_f64().unwrap(), metrics[theirs].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{key}: {a} vs {b}");
+    }
+    assert!((c["temperature"].as_f64().unwrap() - metrics["temperature"].as_f64().unwrap()).abs() < 1e-9);
+
+    // project: one cluster per class, with every test example of that class.
+    let labels = lsmooth::npy::read(&out.join("test_labels.npy"))
+        .unwrap()
+        .to_i64("labels")
+        .unwrap();
+    let p: Value = serde_json::from_str(&ok(&lsmooth(&[
+        "project",
+        "--features",
+        &f("test_features.npy"),
+        "--labels",
+        &f("test_labels.npy"),
+        "--weights",
+        &f("head_weight.npy"),
+        "--classes",
+        "3,5,8",
+        "--plot",
+        &f("proj.svg"),
+        "--json",
+    ])))
+    .unwrap();
+    let clusters = p["clusters"].as_array().unwrap();
+    for (cluster, class) in clusters.iter().zip([3i64, 5, 8]) {
+        assert_eq!(cluster["class"], class);
+        assert_eq!(
+            cluster["count"].as_u64().unwrap() as usize,
+            labels.iter().filter(|&&y| y == class).count()
+        );
+        assert!(cluster["spread"].as_f64().unwrap() > 0.0);
+    }
+    let total: usize = labels.iter().filter(|&&y| [3, 5, 8].contains(&y)).count();
+    let svg = std::fs::read_to_string(out.join("proj.svg")).unwrap();
+    assert_eq!(svg.matches(r#"class="point""#).count(), total);
+    assert_eq!(svg.matches(r#"class="template""#).count(), 3);
+    ok(&lsmooth(&[
+        "project",
+        "--features",
+        &f("test_features.npy"),
+        "--labels",
+        &f("test_labels.npy"),
+        "--weights",
+        &f("head_weight.npy"),
+        "--classes",
+        "0,1,2",
+        "--plot",
+        &f("proj.png"),
+    ]));
+    let png = resvg::tiny_skia::Pixmap::load_png(out.join("proj.png")).expect("the PNG decodes");
+    assert!(png.width() > 500 && png.height() > 500);
+
+    // Bad input: features and weights of different widths, a class out of range, two classes, wrong lengths.
+    for (args, needle) in [
+        (
+            vec!["--weights", "test_logits.npy", "--classes", "3,5,8"],
+            "head_weight.npy",
+        ),
+        (
+            vec!["--weights", "head_weight.npy", "--classes", "3,5,10"],
+            "class 10 is out of range",
+        ),
+        (
+            vec!["--weights", "head_weight.npy", "--classes", "3,5"],
+            "three classes",
+        ),
+    ] {
+        let mut argv = vec![
+            "project".to_string(),
+            "--features".into(),
+            f("test_features.npy"),
+            "--labels".into(),
+            f("test_labels.npy"),
+        ];
+        for a in args {
+            argv.push(if a.ends_with(".npy") { f(a) } else { a.to_string() });
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let e = fails(&lsmooth(&argv));
+        let needle = if needle == "head_weight.npy" {
+            "test_logits.npy"
+        } else {
+            needle
+        };
+        assert!(e.contains(needle), "{argv:?}: {e}");
+    }
+    let e = fails(&lsmooth(&[
+        "project",
+        "--features",
+        &f("test_features.npy"),
+        "--labels",
+        &f("validation_labels.npy"),
+        "--weights",
+        &f("head_weight.npy"),
+        "--classes",
+        "3,5,8",
+    ]));
+    assert!(e.contains("labels for the 2000 rows"), "{e}");
+}

@@ -3,6 +3,7 @@
 
 use crate::cli::CalibrateArgs;
 use crate::npy::{self, PendingFile};
+use crate::report::png::{check_extension, encode_for};
 use crate::CliError;
 use label_smoothing::calibration::{
     calibration, fit_temperature, nll_of_logits, softmax_rows, CalibrationError, CalibrationReport,
@@ -98,6 +99,9 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
     if args.bins == 0 {
         return Err(CliError::Usage("--bins must be at least 1".into()));
     }
+    if let Some(plot) = &args.plot {
+        check_extension(plot).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
+    }
     let (input, (n, k, values)) = match (&args.logits, &args.probs) {
         (Some(l), None) => (l, read_logits(l, "logits")?),
         (None, Some(p)) => (p, read_logits(p, "probabilities")?),
@@ -150,24 +154,14 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
     }
 
     if let Some(plot) = &args.plot {
-        let ext = plot
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if ext != "svg" {
-            return Err(CliError::Usage(format!(
-                "--plot {}: only .svg is written so far (PNG output is planned)",
-                plot.display()
-            )));
-        }
         let shown = calibrated.as_ref().unwrap_or(&report);
         let title = match temperature {
             Some(t) => format!("Reliability after temperature scaling (T = {t:.3})"),
             None => "Reliability diagram".to_string(),
         };
         let svg = crate::report::reliability::svg(shown, &title);
-        PendingFile::new(plot, svg.as_bytes())?.commit()?;
+        let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
+        PendingFile::new(plot, &bytes)?.commit()?;
     }
 
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));

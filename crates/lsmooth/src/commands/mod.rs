@@ -4,5 +4,6 @@ pub mod bench;
 pub mod calibrate;
 pub mod compare;
 pub mod loss;
+pub mod project;
 pub mod targets;
 pub mod train;

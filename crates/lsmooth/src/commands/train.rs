@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainArgs, TrainFlags};
 use crate::data::Source;
+use crate::npy;
 use crate::train::{self, LossSpec, ModelKind, OptimizerKind, TrainConfig, Verbosity};
 use crate::CliError;
 
@@ -133,6 +134,9 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         }
     };
     let outcome = train::train(&config, &dir, resume, verbosity, out)?;
+    if args.save_features {
+        save_features(&outcome, &dir)?;
+    }
     let m = &outcome.metrics;
     writeln!(
         out,
@@ -149,4 +153,43 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         dir.display()
     )
     .map_err(|e| CliError::Train(format!("writing the report: {e}")))
+}
+
+fn write_labels(path: &std::path::Path, labels: &[u32]) -> Result<(), CliError> {
+    let bytes = npy::encode(
+        &format!(
+            "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+            labels.len()
+        ),
+        |o| {
+            labels
+                .iter()
+                .for_each(|&y| o.extend_from_slice(&(y as i64).to_le_bytes()))
+        },
+    );
+    npy::PendingFile::new(path, &bytes)?.commit()?;
+    Ok(())
+}
+
+/// Writes the test split's penultimate activations, logits and labels, the validation logits and labels, and the
+/// head's weight matrix as `.npy` files.
+fn save_features(outcome: &train::Outcome, dir: &std::path::Path) -> Result<(), CliError> {
+    let data = &outcome.dataset;
+    let (pixels, k) = (data.rows * data.cols, data.classes);
+    let (features, d) = train::features_of(&outcome.model, &data.test, pixels)?;
+    npy::write_f32(&dir.join("test_features.npy"), &[data.test.len(), d], &features)?;
+    let logits = train::logits_of(&outcome.model, &data.test, pixels)?;
+    npy::write_f32(&dir.join("test_logits.npy"), &[data.test.len(), k], &logits)?;
+    write_labels(&dir.join("test_labels.npy"), &data.test.labels)?;
+    let logits = train::logits_of(&outcome.model, &data.validation, pixels)?;
+    npy::write_f32(&dir.join("validation_logits.npy"), &[data.validation.len(), k], &logits)?;
+    write_labels(&dir.join("validation_labels.npy"), &data.validation.labels)?;
+    let w = outcome
+        .model
+        .head_weights()
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| CliError::Train(e.to_string()))?;
+    npy::write_f32(&dir.join("head_weight.npy"), &[k, d], &w)?;
+    Ok(())
 }

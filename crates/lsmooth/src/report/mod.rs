@@ -2,5 +2,6 @@
 
 pub mod html;
 pub mod lines;
+pub mod png;
 pub mod projection;
 pub mod reliability;
