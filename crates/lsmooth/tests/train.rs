@@ -527,3 +527,20 @@ fn saved_features_feed_project_and_calibrate() {
     ]));
     assert!(e.contains("labels for the 2000 rows"), "{e}");
 }
+
+#[test]
+fn the_cnn_learns_the_embedded_uci_digits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cnn");
+    ok(&lsmooth(&[
+        "train", "--model", "cnn", "--dataset", "digits", "--epochs", "5", "--quiet", "--out", out.to_str().unwrap(),
+    ]));
+    let m = json(&out.join("metrics.json"));
+    assert_eq!(m["model"], "cnn conv16-conv32-fc128");
+    // Ten classes: chance is 10%; five epochs of 10 batches reach well above it.
+    let acc = m["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "test accuracy {acc}");
+    let tensors = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(tensors["conv1.weight"].dims(), &[16, 1, 3, 3]);
+    assert_eq!(tensors["fc1.weight"].dims(), &[128, 32 * 2 * 2]);
+}
