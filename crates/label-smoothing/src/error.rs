@@ -9,6 +9,24 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum LossError {
+    /// A parameter of one of the related losses (mixup, distillation, penalties) out of its range.
+    #[error("{name} = {value} is outside {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// A configuration option a related loss does not support (for instance class weights with mixup).
+    #[error("{loss} does not support {option}")]
+    Unsupported {
+        /// The loss.
+        loss: &'static str,
+        /// The option.
+        option: &'static str,
+    },
     /// Fewer than two classes: smoothing needs somewhere to put the mass.
     #[error("num_classes must be at least 2, got {k}")]
     TooFewClasses {

@@ -28,11 +28,18 @@
 #![warn(missing_docs)]
 
 pub mod calibration;
+pub mod confidence_penalty;
 mod config;
+pub mod distillation;
 mod error;
 mod kernel;
+pub mod label_relaxation;
 mod loss;
+pub mod mixup;
+pub mod online;
 pub mod reference;
+pub mod rng;
+mod rowmath;
 mod simd;
 
 pub use config::{target_distribution, LabelSmoothingConfig, Reduction, Smoothing, Spread};

@@ -533,7 +533,16 @@ fn the_cnn_learns_the_embedded_uci_digits() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cnn");
     ok(&lsmooth(&[
-        "train", "--model", "cnn", "--dataset", "digits", "--epochs", "5", "--quiet", "--out", out.to_str().unwrap(),
+        "train",
+        "--model",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "5",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]));
     let m = json(&out.join("metrics.json"));
     assert_eq!(m["model"], "cnn conv16-conv32-fc128");
