@@ -195,7 +195,7 @@ fn mixup_mixes_rows_with_a_seeded_beta_lambda() {
     // lambda ~ Beta(a, a): mean 1/2 over many draws.
     let mut r = SplitMix64::new(5);
     let mean = (0..4000)
-        .map(|_| mixup(&mut vec![0.0; 2], 2, &[0, 1], 1.0, &mut r).unwrap().lambda as f64)
+        .map(|_| mixup(&mut [0.0; 2], 2, &[0, 1], 1.0, &mut r).unwrap().lambda as f64)
         .sum::<f64>()
         / 4000.0;
     assert!((mean - 0.5).abs() < 0.02, "{mean}");
@@ -375,8 +375,8 @@ fn online_label_smoothing_learns_its_matrix_from_correct_predictions() {
     let (p0, p1) = (sm(&z[0..3]), sm(&z[3..6]));
     let sum: Vec<f64> = p0.iter().zip(&p1).map(|(a, b)| a + b).collect();
     let total: f64 = sum.iter().sum();
-    for c in 0..k {
-        assert!((ols.soft_target(0)[c] - sum[c] / total).abs() < 1e-12);
+    for (got, s) in ols.soft_target(0).iter().zip(&sum) {
+        assert!((got - s / total).abs() < 1e-12);
     }
     assert_eq!(ols.soft_target(1), &[1.0 / 3.0; 3], "no correct prediction: uniform");
     assert_eq!(ols.soft_target(2), &[1.0 / 3.0; 3]);
