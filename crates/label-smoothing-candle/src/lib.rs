@@ -29,6 +29,7 @@
 
 mod composed;
 mod fused;
+pub mod related;
 
 use candle_core::{DType, Tensor};
 pub use label_smoothing::{LabelSmoothingConfig, LabelSmoothingLoss, LossError, Reduction, Smoothing, Spread};

@@ -330,6 +330,30 @@ pub struct LossFlags {
     /// A named configuration (overrides --spread and --reduction).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
+    /// mixup with lambda ~ Beta(A, A); the mixed targets are smoothed by the loss flags.
+    #[arg(long, value_name = "A", group = "regularizer")]
+    pub mixup: Option<f64>,
+    /// CutMix with lambda ~ Beta(A, A).
+    #[arg(long, value_name = "A", group = "regularizer")]
+    pub cutmix: Option<f64>,
+    /// Online label smoothing (Zhang et al. 2021): 0.5 CE + 0.5 CE against learnt soft labels.
+    #[arg(long, group = "regularizer")]
+    pub ols: bool,
+    /// The confidence penalty CE - B * H(p) (Pereyra et al. 2017).
+    #[arg(long, value_name = "B", group = "regularizer")]
+    pub confidence_penalty: Option<f32>,
+    /// Label relaxation with parameter A (Lienen and Hüllermeier 2021), instead of the cross-entropy.
+    #[arg(long, value_name = "A", group = "regularizer")]
+    pub label_relaxation: Option<f32>,
+    /// Distil from the model of a finished run in RUN_DIR (its run.json and model.safetensors).
+    #[arg(long, value_name = "RUN_DIR", group = "regularizer")]
+    pub distill_from: Option<PathBuf>,
+    /// Distillation temperature T.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight of the distillation term.
+    #[arg(long, default_value_t = 0.5)]
+    pub beta: f32,
 }
 
 /// Arguments of `lsmooth train`.
@@ -368,7 +392,10 @@ pub struct TrainArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Settings: plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid (others 0.1, \
-mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.1).\n\
+mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.1), optionally followed by \
++mixup:A, +cutmix:A, +ols, +confidence-penalty:B, +label-relaxation:A (alone, they mean plain+...), or \
+distill:SETTING (a plain student distilled, with --temperature and --beta, from the same seed's run of an \
+earlier SETTING).\n\
 Writes OUT/summary.json, report.md, report.html (self-contained) and one run directory per setting and seed.\n\
 Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2"
 )]
@@ -389,6 +416,12 @@ pub struct CompareArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "runs/compare")]
     pub out: PathBuf,
+    /// Distillation temperature of distill: settings.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight of the distillation term of distill: settings.
+    #[arg(long, default_value_t = 0.5)]
+    pub beta: f32,
     /// The three classes of the penultimate-layer projection plots.
     #[arg(long, value_name = "A,B,C", value_delimiter = ',', default_value = "3,5,8")]
     pub project_classes: Vec<usize>,

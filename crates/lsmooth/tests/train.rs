@@ -553,3 +553,133 @@ fn the_cnn_learns_the_embedded_uci_digits() {
     assert_eq!(tensors["conv1.weight"].dims(), &[16, 1, 3, 3]);
     assert_eq!(tensors["fc1.weight"].dims(), &[128, 32 * 2 * 2]);
 }
+
+#[test]
+fn every_regulariser_trains_and_resumes_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = tmp.path().join("teacher");
+    ok(&lsmooth(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-size",
+        "1000",
+        "--quiet",
+        "--out",
+        teacher.to_str().unwrap(),
+    ]));
+    let regularisers: [(&[&str], &str); 6] = [
+        (&["--mixup", "0.2"], "mixup"),
+        (&["--cutmix", "1.0"], "cutmix"),
+        (&["--ols"], "ols"),
+        (&["--confidence-penalty", "0.1"], "confidence-penalty"),
+        (&["--label-relaxation", "0.1"], "label-relaxation"),
+        (
+            &[
+                "--distill-from",
+                teacher.to_str().unwrap(),
+                "--temperature",
+                "2",
+                "--beta",
+                "0.7",
+            ],
+            "distill",
+        ),
+    ];
+    for (flags, kind) in regularisers {
+        let run = |name: &str, epochs: &str| {
+            let out = tmp.path().join(format!("{kind}-{name}"));
+            let mut args = vec![
+                "train",
+                "--epochs",
+                epochs,
+                "--train-size",
+                "1000",
+                "--smoothing",
+                "0.1",
+                "--quiet",
+            ];
+            args.extend(flags);
+            args.extend(["--out", out.to_str().unwrap()]);
+            ok(&lsmooth(&args));
+            out
+        };
+        let whole = run("whole", "2");
+        let m = json(&whole.join("metrics.json"));
+        assert_eq!(m["config"]["regularizer"]["kind"], kind);
+        let acc = m["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.5, "{kind}: test accuracy {acc} after 2 epochs of 1000 examples");
+        // Interrupted after one epoch and resumed: the same numbers (mixup/CutMix draws and the OLS matrix are
+        // part of the state).
+        let part = run("part", "1");
+        ok(&lsmooth(&[
+            "train",
+            "--resume",
+            part.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--quiet",
+        ]));
+        let mut a = without_times(json(&whole.join("metrics.json")));
+        let mut b = without_times(json(&part.join("metrics.json")));
+        for v in [&mut a, &mut b] {
+            v["config"].as_object_mut().unwrap().remove("epochs");
+        }
+        assert_eq!(a, b, "{kind}: resumed run differs");
+    }
+    let e = fails(&lsmooth(&[
+        "train",
+        "--distill-from",
+        "/nonexistent/teacher",
+        "--epochs",
+        "1",
+    ]));
+    assert!(e.contains("/nonexistent/teacher/run.json"), "{e}");
+}
+
+#[test]
+fn compare_accepts_regularisers_and_distillation_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let stdout = ok(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain,others:0.1+mixup:0.2,ols,distill:plain",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--train-size",
+        "800",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("distill:plain"), "{stdout}");
+    let summary = json(&out.join("summary.json"));
+    let s = summary["settings"].as_array().unwrap();
+    assert_eq!(s[1]["regularizer"]["kind"], "mixup");
+    assert_eq!(s[2]["regularizer"]["kind"], "ols");
+    assert_eq!(s[3]["teacher"], "plain");
+    let student = json(&out.join("runs/distill-plain-seed0/metrics.json"));
+    let teacher = student["config"]["regularizer"]["teacher"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(teacher.ends_with("runs/plain-seed0"), "{teacher}");
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--settings",
+        "distill:plain,plain",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(e.contains("must be an earlier setting"), "{e}");
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain+mixup:0.2+ols",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(e.contains("at most one regulariser"), "{e}");
+}

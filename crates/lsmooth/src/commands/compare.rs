@@ -9,10 +9,10 @@ use label_smoothing::calibration::{Bin, CalibrationReport};
 use serde::Serialize;
 
 use crate::cli::CompareArgs;
-use crate::commands::train::{config, parse_setting};
+use crate::commands::train::{config, parse_full_setting, Setting};
 use crate::npy::PendingFile;
 use crate::report::{html, lines, projection, reliability};
-use crate::train::{self, features_of, LossSpec, RunMetrics, TrainConfig, Verbosity};
+use crate::train::{self, features_of, LossSpec, Regularizer, RunMetrics, TrainConfig, Verbosity};
 use crate::CliError;
 
 /// Mean and sample standard deviation over seeds, with the values.
@@ -47,6 +47,10 @@ pub struct SettingSummary {
     pub name: String,
     /// Its loss.
     pub loss: LossSpec,
+    /// Its regulariser (mixup, CutMix, OLS, a penalty, relaxation), if any.
+    pub regularizer: Option<Regularizer>,
+    /// For `distill:SETTING`, the teacher setting (each seed distils from the same seed's teacher).
+    pub teacher: Option<String>,
     /// The seeds it was trained with.
     pub seeds: Vec<u64>,
     /// Final test accuracy.
@@ -126,11 +130,13 @@ fn pooled(reports: &[CalibrationReport]) -> CalibrationReport {
     out
 }
 
-fn summarise(s: &SettingRuns, loss: LossSpec, seeds: &[u64]) -> SettingSummary {
+fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummary {
     let stat = |f: fn(&RunMetrics) -> f64| Stat::of(s.runs.iter().map(f).collect());
     SettingSummary {
         name: s.name.clone(),
-        loss,
+        loss: setting.loss.clone(),
+        regularizer: setting.regularizer.clone(),
+        teacher: setting.teacher.clone(),
         seeds: seeds.to_vec(),
         test_accuracy: stat(|m| m.test_accuracy),
         test_nll: stat(|m| m.test_nll),
@@ -339,11 +345,20 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             "--settings and --seeds need at least one value each".into(),
         ));
     }
-    let specs: Vec<(String, LossSpec)> = args
+    let specs: Vec<(String, Setting)> = args
         .settings
         .iter()
-        .map(|s| parse_setting(s).map(|l| (s.clone(), l)))
+        .map(|s| parse_full_setting(s).map(|l| (s.clone(), l)))
         .collect::<Result<_, _>>()?;
+    for (i, (name, spec)) in specs.iter().enumerate() {
+        if let Some(t) = &spec.teacher {
+            if !specs[..i].iter().any(|(n, _)| n == t) {
+                return Err(CliError::Usage(format!(
+                    "setting {name:?}: the teacher {t:?} must be an earlier setting of --settings"
+                )));
+            }
+        }
+    }
     let classes = parse_classes(&args.project_classes)?;
     let started = Instant::now();
     let mut settings = Vec::new();
@@ -361,11 +376,17 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             projection: None,
         };
         for &seed in &args.seeds {
-            let cfg = config(&args.flags, spec.clone(), seed);
-            let dir = args
-                .out
-                .join("runs")
-                .join(format!("{}-seed{seed}", name.replace(':', "-")));
+            let run_dir = |name: &str| args.out.join("runs").join(format!("{}-seed{seed}", dir_name(name)));
+            let regularizer = match &spec.teacher {
+                Some(t) => Some(Regularizer::Distill {
+                    teacher: run_dir(t),
+                    temperature: args.temperature,
+                    beta: args.beta,
+                }),
+                None => spec.regularizer.clone(),
+            };
+            let cfg = config(&args.flags, spec.loss.clone(), regularizer, seed);
+            let dir = run_dir(name);
             let t = Instant::now();
             let outcome = train::train(&cfg, &dir, false, Verbosity::Quiet, &mut std::io::sink())?;
             let m = &outcome.metrics;
@@ -399,12 +420,12 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         settings.push(s);
     }
-    let base = config(&args.flags, specs[0].1.clone(), args.seeds[0]);
+    let base = config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]);
     let summary = Summary {
         settings: settings
             .iter()
             .zip(&specs)
-            .map(|(s, (_, spec))| summarise(s, spec.clone(), &args.seeds))
+            .map(|(s, (_, spec))| summarise(s, spec, &args.seeds))
             .collect(),
         model: settings[0].runs[0].model.clone(),
         base,
@@ -443,6 +464,11 @@ fn html_columns() -> Vec<HtmlColumn> {
             (h, g)
         })
         .collect()
+}
+
+/// A setting's directory name: `others:0.1+mixup:0.2` becomes `others-0.1+mixup-0.2`.
+pub fn dir_name(setting: &str) -> String {
+    setting.replace(':', "-")
 }
 
 /// Parses `a,b,c`.

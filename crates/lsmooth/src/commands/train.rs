@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainArgs, TrainFlags};
 use crate::data::Source;
 use crate::npy;
-use crate::train::{self, LossSpec, ModelKind, OptimizerKind, TrainConfig, Verbosity};
+use crate::train::{self, LossSpec, ModelKind, OptimizerKind, Regularizer, TrainConfig, Verbosity};
 use crate::CliError;
 
 /// The epochs of a run when `--epochs` is not given.
@@ -48,7 +48,88 @@ pub fn loss_spec(flags: &LossFlags) -> LossSpec {
     }
 }
 
-/// Parses a `lsmooth compare` setting: `plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, or a preset name.
+/// The regulariser given by the loss flags.
+pub fn regularizer(flags: &LossFlags) -> Option<Regularizer> {
+    if let Some(alpha) = flags.mixup {
+        Some(Regularizer::Mixup { alpha })
+    } else if let Some(alpha) = flags.cutmix {
+        Some(Regularizer::Cutmix { alpha })
+    } else if flags.ols {
+        Some(Regularizer::Ols)
+    } else if let Some(beta) = flags.confidence_penalty {
+        Some(Regularizer::ConfidencePenalty { beta })
+    } else if let Some(alpha) = flags.label_relaxation {
+        Some(Regularizer::LabelRelaxation { alpha })
+    } else {
+        flags.distill_from.as_ref().map(|dir| Regularizer::Distill {
+            teacher: dir.clone(),
+            temperature: flags.temperature,
+            beta: flags.beta,
+        })
+    }
+}
+
+/// A `lsmooth compare` setting: its loss, its regulariser, and for `distill:SETTING` the teacher setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// The loss.
+    pub loss: LossSpec,
+    /// The regulariser, if any (for distillation, filled in per seed).
+    pub regularizer: Option<Regularizer>,
+    /// The teacher setting of `distill:SETTING`.
+    pub teacher: Option<String>,
+}
+
+/// Parses a `lsmooth compare` setting: a loss (`plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, a preset),
+/// optionally `+` a regulariser (`mixup:A`, `cutmix:A`, `ols`, `confidence-penalty:B`, `label-relaxation:A`), or
+/// `distill:SETTING`.
+pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
+    if let Some(teacher) = s.strip_prefix("distill:") {
+        return Ok(Setting {
+            loss: parse_setting("plain")?,
+            regularizer: None,
+            teacher: Some(teacher.to_string()),
+        });
+    }
+    let bad = |part: &str| CliError::Usage(format!("setting {s:?}: {part:?} is not a loss or a regulariser"));
+    let number = |part: &str, v: &str| v.parse::<f64>().map_err(|_| bad(part));
+    let mut loss = None;
+    let mut regularizer = None;
+    for part in s.split('+') {
+        let reg = match part.split_once(':') {
+            Some(("mixup", v)) => Some(Regularizer::Mixup {
+                alpha: number(part, v)?,
+            }),
+            Some(("cutmix", v)) => Some(Regularizer::Cutmix {
+                alpha: number(part, v)?,
+            }),
+            Some(("confidence-penalty", v)) => Some(Regularizer::ConfidencePenalty {
+                beta: number(part, v)? as f32,
+            }),
+            Some(("label-relaxation", v)) => Some(Regularizer::LabelRelaxation {
+                alpha: number(part, v)? as f32,
+            }),
+            None if part == "ols" => Some(Regularizer::Ols),
+            _ => None,
+        };
+        match reg {
+            Some(r) if regularizer.is_none() => regularizer = Some(r),
+            Some(_) => return Err(CliError::Usage(format!("setting {s:?}: at most one regulariser"))),
+            None if loss.is_none() => loss = Some(parse_setting(part)?),
+            None => return Err(bad(part)),
+        }
+    }
+    Ok(Setting {
+        loss: match loss {
+            Some(l) => l,
+            None => parse_setting("plain")?,
+        },
+        regularizer,
+        teacher: None,
+    })
+}
+
+/// Parses a loss setting: `plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, or a preset name.
 pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
     let bad = || {
         CliError::Usage(format!(
@@ -79,7 +160,7 @@ pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
 }
 
 /// The run configuration of the shared training flags, a loss and a seed.
-pub fn config(flags: &TrainFlags, loss: LossSpec, seed: u64) -> TrainConfig {
+pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Regularizer>, seed: u64) -> TrainConfig {
     TrainConfig {
         data: match (&flags.data, flags.dataset) {
             (Some(dir), _) => Source::Dir(dir.clone()),
@@ -106,6 +187,7 @@ pub fn config(flags: &TrainFlags, loss: LossSpec, seed: u64) -> TrainConfig {
         epochs: flags.epochs.unwrap_or(DEFAULT_EPOCHS),
         seed,
         loss,
+        regularizer,
     }
 }
 
@@ -125,11 +207,11 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
             (config, dir.clone(), true)
         }
         None => {
-            let config = config(&args.flags, loss_spec(&args.loss), args.seed);
+            let config = config(&args.flags, loss_spec(&args.loss), regularizer(&args.loss), args.seed);
             let dir = args
                 .out
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", config.loss.describe(), args.seed)));
+                .unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", config.describe(), args.seed)));
             (config, dir, false)
         }
     };
@@ -142,7 +224,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         out,
         "{}: test accuracy {:.2}%, NLL {:.4}, ECE {:.4} ({:.4} at T = {:.3}), Brier {:.4}, train-test gap {:.2} points; \
          written to {}",
-        config.loss.describe(),
+        config.describe(),
         100.0 * m.test_accuracy,
         m.test_nll,
         m.test_ece,

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use label_smoothing::calibration::{calibration, fit_temperature, softmax_rows, CalibrationReport};
+use label_smoothing::online::OnlineLabelSmoothing;
 use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
 use label_smoothing_candle::LabelSmoothingCrossEntropy;
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,57 @@ impl LossSpec {
     }
 }
 
+/// A training objective beyond plain (smoothed) cross-entropy, from the core crate's related losses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Regularizer {
+    /// mixup: inputs mixed with `lambda ~ Beta(alpha, alpha)`, targets mixed alike (smoothed by the loss).
+    Mixup {
+        /// Beta's parameter.
+        alpha: f64,
+    },
+    /// CutMix: a box pasted from another image, `lambda` from its area.
+    Cutmix {
+        /// Beta's parameter.
+        alpha: f64,
+    },
+    /// Online label smoothing (0.5 hard CE + 0.5 CE against the learnt soft labels).
+    Ols,
+    /// The confidence penalty `CE - beta * H(p)`.
+    ConfidencePenalty {
+        /// Weight of the entropy.
+        beta: f32,
+    },
+    /// Label relaxation with parameter `alpha` (replaces the cross-entropy).
+    LabelRelaxation {
+        /// The accepted probability mass off the label.
+        alpha: f32,
+    },
+    /// Knowledge distillation from a trained run's model.
+    Distill {
+        /// The teacher's run directory (`run.json`, `model.safetensors`).
+        teacher: PathBuf,
+        /// Softmax temperature.
+        temperature: f32,
+        /// Weight of the distillation term.
+        beta: f32,
+    },
+}
+
+impl Regularizer {
+    /// A short name: `mixup-0.2`, `ols`, `distill`...
+    pub fn describe(&self) -> String {
+        match self {
+            Regularizer::Mixup { alpha } => format!("mixup-{alpha}"),
+            Regularizer::Cutmix { alpha } => format!("cutmix-{alpha}"),
+            Regularizer::Ols => "ols".into(),
+            Regularizer::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
+            Regularizer::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
+            Regularizer::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
+        }
+    }
+}
+
 /// Everything that determines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -96,6 +148,21 @@ pub struct TrainConfig {
     pub seed: u64,
     /// The loss.
     pub loss: LossSpec,
+    /// mixup, CutMix, online label smoothing, a penalty, relaxation or distillation, if any.
+    #[serde(default)]
+    pub regularizer: Option<Regularizer>,
+}
+
+impl TrainConfig {
+    /// A short name of the objective: the loss, and the regulariser if any.
+    pub fn describe(&self) -> String {
+        match &self.regularizer {
+            // These replace the cross-entropy: the smoothing flags do not apply.
+            Some(r @ (Regularizer::Ols | Regularizer::LabelRelaxation { .. })) => r.describe(),
+            Some(r) => format!("{}+{}", self.loss.describe(), r.describe()),
+            None => self.loss.describe(),
+        }
+    }
 }
 
 /// What one epoch measured.
@@ -328,6 +395,10 @@ struct Run {
     optimizer: Optimizer,
     loss: LabelSmoothingCrossEntropy,
     history: Vec<EpochMetrics>,
+    /// Online label smoothing's state, with `Regularizer::Ols`.
+    ols: Option<OnlineLabelSmoothing>,
+    /// The teacher network, with `Regularizer::Distill`.
+    teacher: Option<Model>,
 }
 
 impl Run {
@@ -363,6 +434,27 @@ impl Run {
         .map_err(candle_err)?;
         let optimizer =
             Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
+        let ols = match config.regularizer {
+            Some(Regularizer::Ols) => {
+                Some(OnlineLabelSmoothing::new(data.classes).map_err(|e| CliError::Train(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let teacher = match &config.regularizer {
+            Some(Regularizer::Distill {
+                teacher,
+                temperature,
+                beta,
+            }) => {
+                if !(*temperature > 0.0 && temperature.is_finite() && (0.0..=1.0).contains(beta)) {
+                    return Err(CliError::Usage(format!(
+                        "--temperature {temperature} must be positive and --beta {beta} in [0, 1]"
+                    )));
+                }
+                Some(load_teacher(teacher, &data)?)
+            }
+            _ => None,
+        };
         Ok(Self {
             config: config.clone(),
             data,
@@ -370,6 +462,8 @@ impl Run {
             optimizer,
             loss,
             history: Vec::new(),
+            ols,
+            teacher,
         })
     }
 
@@ -385,11 +479,7 @@ impl Run {
         let (mut total, mut count) = (0.0f64, 0usize);
         for (b, indices) in order.chunks(self.config.batch_size).enumerate() {
             let (x, y) = batch(&self.data.train, indices, pixels, &Device::Cpu).map_err(candle_err)?;
-            let logits = self.model.forward(&x).map_err(candle_err)?;
-            let loss = self
-                .loss
-                .forward(&logits, &y)
-                .map_err(|e| CliError::Train(e.to_string()))?;
+            let loss = self.batch_loss(x, &y, indices, epoch, b)?;
             let value = loss.to_scalar::<f32>().map_err(candle_err)?;
             if !value.is_finite() {
                 return Err(CliError::Train(format!(
@@ -403,7 +493,86 @@ impl Run {
             count += indices.len();
             bar.inc(1);
         }
+        if let Some(ols) = &mut self.ols {
+            ols.finish_epoch();
+        }
         Ok(total / count.max(1) as f64)
+    }
+
+    /// The objective of one batch (images `x`, labels `y` of the training rows `indices`).
+    fn batch_loss(
+        &mut self,
+        x: Tensor,
+        y: &Tensor,
+        indices: &[usize],
+        epoch: usize,
+        b: usize,
+    ) -> Result<Tensor, CliError> {
+        let loss_err = |e: label_smoothing_candle::Error| CliError::Train(e.to_string());
+        let core = self.loss.loss().clone();
+        // mixup and CutMix draw from (seed, epoch, batch), so a resumed run mixes identically.
+        let mut rng = SplitMix64::new(
+            self.config.seed
+                ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+                ^ (b as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25),
+        );
+        let labels: Vec<i64> = indices.iter().map(|&i| self.data.train.labels[i] as i64).collect();
+        let mixed = |x: Vec<f32>, mix: label_smoothing::mixup::Mix, model: &Model| -> Result<Tensor, CliError> {
+            let n = indices.len();
+            let x = Tensor::from_vec(x, (n, self.pixels()), &Device::Cpu).map_err(candle_err)?;
+            let logits = model.forward(&x).map_err(candle_err)?;
+            let a = Tensor::from_vec(mix.labels_a.clone(), n, &Device::Cpu).map_err(candle_err)?;
+            let bl = Tensor::from_vec(mix.labels_b.clone(), n, &Device::Cpu).map_err(candle_err)?;
+            label_smoothing_candle::related::mixed_cross_entropy(&logits, &a, &bl, mix.lambda, &core).map_err(loss_err)
+        };
+        match &self.config.regularizer {
+            None => {
+                let logits = self.model.forward(&x).map_err(candle_err)?;
+                self.loss.forward(&logits, y).map_err(loss_err)
+            }
+            Some(Regularizer::Mixup { alpha }) => {
+                let mut host = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?;
+                let mix = label_smoothing::mixup::mixup(&mut host, indices.len(), &labels, *alpha, &mut rng)
+                    .map_err(|e| CliError::Usage(format!("--mixup: {e}")))?;
+                mixed(host, mix, &self.model)
+            }
+            Some(Regularizer::Cutmix { alpha }) => {
+                let mut host = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?;
+                let shape = [indices.len(), 1, self.data.rows, self.data.cols];
+                let (mix, _) = label_smoothing::mixup::cutmix(&mut host, shape, &labels, *alpha, &mut rng)
+                    .map_err(|e| CliError::Usage(format!("--cutmix: {e}")))?;
+                mixed(host, mix, &self.model)
+            }
+            Some(Regularizer::Ols) => {
+                let logits = self.model.forward(&x).map_err(candle_err)?;
+                let ols = self.ols.as_mut().expect("created with the run");
+                let loss =
+                    label_smoothing_candle::related::online_label_smoothing(&logits, y, ols).map_err(loss_err)?;
+                let values = logits
+                    .detach()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(candle_err)?;
+                ols.observe(&values, &labels)
+                    .map_err(|e| CliError::Train(e.to_string()))?;
+                Ok(loss)
+            }
+            Some(Regularizer::ConfidencePenalty { beta }) => {
+                let logits = self.model.forward(&x).map_err(candle_err)?;
+                label_smoothing_candle::related::confidence_penalty(&logits, y, &core, *beta).map_err(loss_err)
+            }
+            Some(Regularizer::LabelRelaxation { alpha }) => {
+                let logits = self.model.forward(&x).map_err(candle_err)?;
+                label_smoothing_candle::related::label_relaxation(&logits, y, *alpha).map_err(loss_err)
+            }
+            Some(Regularizer::Distill { temperature, beta, .. }) => {
+                let logits = self.model.forward(&x).map_err(candle_err)?;
+                let teacher = self.teacher.as_ref().expect("loaded with the run");
+                let t = teacher.forward(&x).map_err(candle_err)?.detach();
+                let cfg = label_smoothing::distillation::DistillationConfig::new(*beta, *temperature);
+                label_smoothing_candle::related::distillation(&logits, &t, y, &core, cfg).map_err(loss_err)
+            }
+        }
     }
 
     fn evaluate(&self, epoch: usize, train_loss: f64, seconds: f64) -> Result<EpochMetrics, CliError> {
@@ -440,6 +609,21 @@ impl Run {
         let mut tensors = self.tensors();
         let epochs = Tensor::new(&[self.history.len() as u32], &Device::Cpu).map_err(candle_err)?;
         tensors.insert("meta.epochs_done".into(), epochs);
+        if let Some(ols) = &self.ols {
+            let st = ols.state();
+            let k = st.k;
+            let counts: Vec<f64> = st.counts.iter().map(|&c| c as f64).collect();
+            for (name, data, shape) in [
+                ("ols.matrix", st.matrix.clone(), vec![k, k]),
+                ("ols.sums", st.sums.clone(), vec![k, k]),
+                ("ols.counts", counts, vec![k]),
+            ] {
+                tensors.insert(
+                    name.into(),
+                    Tensor::from_vec(data, shape, &Device::Cpu).map_err(candle_err)?,
+                );
+            }
+        }
         save_tensors(&dir.join("checkpoint.safetensors"), &tensors)?;
         let state = State {
             epochs_done: self.history.len(),
@@ -494,6 +678,20 @@ impl Run {
                 }
                 *slot = t;
             }
+        }
+        if let Some(ols) = &mut self.ols {
+            let mut get = |name: &str| -> Result<Vec<f64>, CliError> {
+                tensors
+                    .remove(name)
+                    .and_then(|t| t.flatten_all().ok())
+                    .and_then(|t| t.to_vec1::<f64>().ok())
+                    .ok_or_else(|| io_err(&ckpt, format!("no f64 tensor {name} (online label smoothing state)")))
+            };
+            let mut st = ols.state().clone();
+            st.matrix = get("ols.matrix")?;
+            st.sums = get("ols.sums")?;
+            st.counts = get("ols.counts")?.iter().map(|&c| c as u64).collect();
+            *ols = OnlineLabelSmoothing::from_state(st).map_err(|e| io_err(&ckpt, e.to_string()))?;
         }
         self.optimizer.step = state.step;
         self.history = state.history;
@@ -637,6 +835,26 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
         model: run.model,
         dataset: run.data,
     })
+}
+
+/// Loads a trained run's network (its `run.json` and `model.safetensors`) as a teacher for `data`.
+fn load_teacher(dir: &Path, data: &Dataset) -> Result<Model, CliError> {
+    let config = read_config(dir)?;
+    let model = Model::new(
+        &config.model,
+        data.rows,
+        data.cols,
+        data.classes,
+        config.seed,
+        &Device::Cpu,
+    )
+    .map_err(candle_err)?;
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| io_err(&path, e))?;
+    model
+        .load(|name| tensors.remove(name))
+        .map_err(|e| io_err(&path, format!("not a teacher for this data: {e}")))?;
+    Ok(model)
 }
 
 /// Reads the configuration of an existing run directory (`run.json`).
