@@ -11,8 +11,12 @@
 //!
 //! The kernel is fused: per row, one pass gathers the softmax statistics ([`RowStats`]) and a second writes the
 //! gradient while the row is still in cache. Rows run in parallel with rayon, and the results are
-//! bit-identical for any number of threads. [`reference`] holds a plain float64 implementation of the same
+//! bit-identical for any number of threads. [`reference`](mod@reference) holds a plain float64 implementation of the same
 //! definition.
+//!
+//! Its relatives, each with its gradient: [`mixup`] (mixup and CutMix targets, without materialising them),
+//! [`distillation`] (knowledge distillation), [`confidence_penalty`], [`label_relaxation`] and [`online`] (online
+//! label smoothing); [`calibration`] measures what smoothing does to confidence.
 //!
 //! ```
 //! use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};

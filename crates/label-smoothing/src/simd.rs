@@ -139,7 +139,7 @@ pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Output {
     k.run::<Portable>()
 }
 
-/// The name of the instruction set [`dispatch`] uses on this CPU (for benchmark reports).
+/// The name of the instruction set the kernels use on this CPU (for benchmark reports).
 pub fn instruction_set() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
