@@ -202,17 +202,19 @@ pub fn label_smoothing_cross_entropy(
     targets: &Tensor,
     config: &LabelSmoothingConfig,
 ) -> Result<Tensor> {
-    let k = match *logits.dims() {
-        [_, k] => k,
-        _ => {
-            return Err(Error::Shape {
-                what: "logits",
-                expected: "[N, K]".into(),
-                got: logits.dims().to_vec(),
-            })
-        }
-    };
-    LabelSmoothingCrossEntropy::new(config.clone(), k)?.forward(logits, targets)
+    LabelSmoothingCrossEntropy::new(config.clone(), classes_of(logits)?)?.forward(logits, targets)
+}
+
+/// `K` of `[N, K]` logits.
+pub(crate) fn classes_of(logits: &Tensor) -> Result<usize> {
+    match *logits.dims() {
+        [_, k] => Ok(k),
+        _ => Err(Error::Shape {
+            what: "logits",
+            expected: "[N, K]".into(),
+            got: logits.dims().to_vec(),
+        }),
+    }
 }
 
 /// Integer labels of any supported dtype as `i64` on the host.

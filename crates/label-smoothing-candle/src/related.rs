@@ -15,7 +15,7 @@ use label_smoothing::mixup::{mixed_loss, MixedLabels};
 use label_smoothing::online::OnlineLabelSmoothing;
 use label_smoothing::{LabelSmoothingLoss, Loss, LossError, Reduction};
 
-use crate::{labels_to_host, Error, Result};
+use crate::{classes_of, labels_to_host, Error, Result};
 
 /// A scalar loss on `[N, K]` f32 logits: its value, and its gradient into `grad` when given.
 type SliceLoss = dyn Fn(&[f32], Option<&mut [f32]>) -> std::result::Result<f32, LossError> + Send + Sync;
@@ -165,16 +165,7 @@ pub fn confidence_penalty(logits: &Tensor, labels: &Tensor, ce: &LabelSmoothingL
 /// Label relaxation with parameter `alpha`, mean over rows.
 pub fn label_relaxation(logits: &Tensor, labels: &Tensor, alpha: f32) -> Result<Tensor> {
     let labels = labels_to_host(labels)?;
-    let k = match *logits.dims() {
-        [_, k] => k,
-        _ => {
-            return Err(Error::Shape {
-                what: "logits",
-                expected: "[N, K]".into(),
-                got: logits.dims().to_vec(),
-            })
-        }
-    };
+    let k = classes_of(logits)?;
     let f = move |z: &[f32], g: Option<&mut [f32]>| {
         label_relaxation_loss(alpha, Reduction::Mean, k, z, &labels, g).map(scalar)
     };

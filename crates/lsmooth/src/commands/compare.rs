@@ -407,9 +407,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 let labels: Vec<i64> = data.test.labels.iter().map(|&y| y as i64).collect();
                 let w = outcome
                     .model
-                    .head_weights()
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
+                    .head_weight_values()
                     .map_err(|e| CliError::Train(e.to_string()))?;
                 let p = projection::project(&features, d, &labels, &w, data.classes, classes)
                     .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;

@@ -268,9 +268,7 @@ fn save_features(outcome: &train::Outcome, dir: &std::path::Path) -> Result<(), 
     write_labels(&dir.join("validation_labels.npy"), &data.validation.labels)?;
     let w = outcome
         .model
-        .head_weights()
-        .flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
+        .head_weight_values()
         .map_err(|e| CliError::Train(e.to_string()))?;
     npy::write_f32(&dir.join("head_weight.npy"), &[k, d], &w)?;
     Ok(())

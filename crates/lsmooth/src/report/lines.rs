@@ -20,9 +20,11 @@ pub const PALETTE: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
 ];
 
-const W: f64 = 560.0;
+/// Width of the plot area.
+const PLOT_W: f64 = 346.0;
 const H: f64 = 340.0;
 const LEFT: f64 = 64.0;
+/// The legend's minimum width; longer names widen the chart (about 7 px per character at 12 px).
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 48.0;
@@ -76,15 +78,18 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
     } else {
         (0.0, 1.0)
     };
-    let pw = W - LEFT - RIGHT;
+    let longest = series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as f64;
+    let right = RIGHT.max(48.0 + 7.0 * longest);
+    let pw = PLOT_W;
+    let w = LEFT + pw + right;
     let ph = H - TOP - BOTTOM;
     let sx = |v: f64| LEFT + (v - xlo) / (xhi - xlo) * pw;
     let sy = |v: f64| TOP + (1.0 - (v - ylo) / (yhi - ylo)) * ph;
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12" role="img">
-<rect width="{W}" height="{H}" fill="#ffffff"/>
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{H}" viewBox="0 0 {w} {H}" font-family="sans-serif" font-size="12" role="img">
+<rect width="{w}" height="{H}" fill="#ffffff"/>
 <text x="{tx}" y="22" text-anchor="middle" font-size="14" font-weight="bold">{t}</text>
 "##,
         tx = LEFT + pw / 2.0,

@@ -423,15 +423,7 @@ impl Run {
         let data = load_data(config)?;
         let loss = LabelSmoothingCrossEntropy::new(config.loss.config()?, data.classes)
             .map_err(|e| CliError::Train(e.to_string()))?;
-        let model = Model::new(
-            &config.model,
-            data.rows,
-            data.cols,
-            data.classes,
-            config.seed,
-            &Device::Cpu,
-        )
-        .map_err(candle_err)?;
+        let model = model_for(config, &data)?;
         let optimizer =
             Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
         let ols = match config.regularizer {
@@ -837,10 +829,9 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
     })
 }
 
-/// Loads a trained run's network (its `run.json` and `model.safetensors`) as a teacher for `data`.
-fn load_teacher(dir: &Path, data: &Dataset) -> Result<Model, CliError> {
-    let config = read_config(dir)?;
-    let model = Model::new(
+/// A freshly initialised network of `config`'s architecture and seed for `data`.
+fn model_for(config: &TrainConfig, data: &Dataset) -> Result<Model, CliError> {
+    Model::new(
         &config.model,
         data.rows,
         data.cols,
@@ -848,7 +839,12 @@ fn load_teacher(dir: &Path, data: &Dataset) -> Result<Model, CliError> {
         config.seed,
         &Device::Cpu,
     )
-    .map_err(candle_err)?;
+    .map_err(candle_err)
+}
+
+/// Loads a trained run's network (its `run.json` and `model.safetensors`) as a teacher for `data`.
+fn load_teacher(dir: &Path, data: &Dataset) -> Result<Model, CliError> {
+    let model = model_for(&read_config(dir)?, data)?;
     let path = dir.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| io_err(&path, e))?;
     model

@@ -151,6 +151,11 @@ impl Model {
         self.param("head.weight")
     }
 
+    /// The head's weight matrix `[K, D]` as row-major values.
+    pub fn head_weight_values(&self) -> Result<Vec<f32>> {
+        self.head_weights().flatten_all()?.to_vec1::<f32>()
+    }
+
     /// Replaces every parameter's value (from a checkpoint); `get` returns the tensor saved under a name.
     pub fn load(&self, mut get: impl FnMut(&str) -> Option<Tensor>) -> std::result::Result<(), String> {
         for (name, var) in &self.params {
