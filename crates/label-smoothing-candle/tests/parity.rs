@@ -116,16 +116,10 @@ fn golden_cases_values_and_gradients_on_both_paths() {
     }
 }
 
-/// SplitMix64 for test inputs.
+/// Uniform draws in `[0, 1)` for test inputs (the core crate's SplitMix64).
 fn rng(seed: u64) -> impl FnMut() -> f64 {
-    let mut s = seed;
-    move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
+    let mut g = label_smoothing::rng::SplitMix64::new(seed);
+    move || g.next_f64()
 }
 
 fn configs() -> Vec<LabelSmoothingConfig> {

@@ -33,14 +33,8 @@ struct Problem {
 
 fn problem(n: usize, k: usize) -> Problem {
     // SplitMix64-driven logits in [-4, 4) and labels in [0, K).
-    let mut s = 0x1234_5678_9abc_def0u64 ^ (n as u64 * 31 + k as u64);
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut g = label_smoothing::rng::SplitMix64::new(0x1234_5678_9abc_def0u64 ^ (n as u64 * 31 + k as u64));
+    let mut next = move || g.next_u64();
     let logits = (0..n * k)
         .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
         .collect();

@@ -114,7 +114,7 @@ fn plain(probs: &[f64], labels: &[i64], k: usize, m: usize) -> (f64, f64, f64, f
 
 #[test]
 fn random_cases_match_a_plain_reimplementation() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for trial in 0..30 {
         let (n, k, m) = (1 + rng.below(300), 2 + rng.below(12), 1 + rng.below(20));
         let logits: Vec<f32> = (0..n * k).map(|_| (rng.normal() * 2.5) as f32).collect();
@@ -141,7 +141,7 @@ fn random_cases_match_a_plain_reimplementation() {
 fn temperature_scaling_recovers_a_known_temperature() {
     // Labels drawn from softmax(base); the model reports base * T0, over-confident by T0. The fitted temperature
     // should undo it.
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let (n, k) = (20_000, 6);
     for t0 in [2.0f64, 0.5] {
         let mut logits = Vec::with_capacity(n * k);

@@ -103,7 +103,7 @@ fn check(draw: &Draw) {
 
 #[test]
 fn gradient_matches_central_differences_for_every_option() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut count = 0;
     for spread in [Spread::Others, Spread::Uniform] {
         for smoothing in [

@@ -8,7 +8,7 @@ use common::Rng;
 use label_smoothing::{bf16, f16, Element, GradOutput, LabelSmoothingConfig, Reduction, Targets};
 
 fn check<E: Element + PartialEq + std::fmt::Debug>(n: usize, k: usize, seed: u64, ulp: f32) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let wide: Vec<f32> = (0..n * k).map(|_| (rng.normal() * 3.0) as f32).collect();
     let half: Vec<E> = wide.iter().map(|&x| E::from_f32(x)).collect();
     let widened: Vec<f32> = half.iter().map(|x| x.to_f32()).collect();

@@ -49,7 +49,7 @@ prop_compose! {
         seed in any::<u64>(),
     ) -> Draw {
         let soft = soft && !matches!(smoothing, Smoothing::Adaptive { .. });
-        let mut rng = common::Rng(seed ^ 0x5eed);
+        let mut rng = common::Rng::new(seed ^ 0x5eed);
         let weights = weighted.then(|| (0..k).map(|_| (2.0 * rng.uniform()) as f32).collect());
         Draw {
             n, k, scale, soft, seed,
@@ -144,7 +144,7 @@ proptest! {
 
     #[test]
     fn huge_logits_stay_finite(n in 1usize..5, k in 2usize..3000, eps in 0.0f32..=1.0, spread in spread(), seed in any::<u64>()) {
-        let mut rng = common::Rng(seed);
+        let mut rng = common::Rng::new(seed);
         let logits: Vec<f32> = (0..n * k).map(|_| (rng.uniform() * 2e4 - 1e4) as f32).collect();
         let labels: Vec<i64> = (0..n).map(|_| rng.below(k) as i64).collect();
         let loss_fn = LabelSmoothingConfig::new().with_smoothing(eps).with_spread(spread).init(k).unwrap();
@@ -161,7 +161,7 @@ proptest! {
 
     #[test]
     fn masked_classes_away_from_the_label(n in 1usize..5, k in 3usize..3000, seed in any::<u64>(), eps in 0.01f32..0.5) {
-        let mut rng = common::Rng(seed);
+        let mut rng = common::Rng::new(seed);
         let mut logits: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32).collect();
         let labels: Vec<i64> = (0..n).map(|_| rng.below(k) as i64).collect();
         for i in 0..n {

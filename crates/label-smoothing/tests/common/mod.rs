@@ -98,20 +98,19 @@ pub fn assert_grad_close(what: &str, got: &[f32], want: &[f64]) {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for test inputs.
-pub struct Rng(pub u64);
+/// A small deterministic generator for test inputs: the crate's SplitMix64, with the draws the tests use.
+pub struct Rng(label_smoothing::rng::SplitMix64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(label_smoothing::rng::SplitMix64::new(seed))
+    }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
     /// Standard normal (Box-Muller).
     pub fn normal(&mut self) -> f64 {
@@ -171,7 +170,7 @@ pub struct Inputs {
 
 impl Draw {
     pub fn inputs(&self) -> Inputs {
-        let mut rng = Rng(self.seed);
+        let mut rng = Rng::new(self.seed);
         let (n, k) = (self.n, self.k);
         let logits: Vec<f32> = (0..n * k).map(|_| (rng.normal() * self.scale) as f32).collect();
         let labels: Vec<i64> = (0..n)

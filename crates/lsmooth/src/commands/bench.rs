@@ -78,14 +78,8 @@ fn peak_rss() -> Option<u64> {
 
 /// Seeded logits uniform in `[-4, 4)` and labels uniform in `[0, K)` (SplitMix64).
 fn problem(n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut g = crate::rng::SplitMix64::new(seed);
+    let mut next = move || g.next_u64();
     let logits = (0..n * k)
         .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
         .collect();
