@@ -4,7 +4,7 @@
 //! `d(-H)/dz_j = p_j (log p_j + H)`, so the gradient is the cross-entropy's plus `beta * p_j (log p_j + H)`.
 
 use crate::config::Reduction;
-use crate::rowmath::{check_range, check_shape, lse, rows};
+use crate::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::{GradOutput, LabelSmoothingLoss, Loss, LossError, Result, Targets};
 
 /// `CE_smoothed(z, y) - beta * H(softmax(z))` of `logits` `[N, K]` and `labels` `[N]`; with `grad` (`[N, K]`)
@@ -41,45 +41,40 @@ pub fn confidence_penalty_loss(
         _ => 1.0,
     };
     let targets = Targets::Labels(labels);
-    let base = match grad {
+    // The entropy of a row; with `g`, also adds `b * p (log p + H)` to it. `scratch` holds K floats.
+    let row = |z: &[f32], g: Option<&mut [f32]>, p: &mut [f32], b: f64| -> f64 {
+        let sm = Softmax::of(z, 1.0);
+        let l = sm.lse();
+        sm.probs_into(z, p);
+        let h = -p
+            .iter()
+            .zip(z)
+            .filter(|(&p, _)| p > 0.0)
+            .map(|(&p, &zc)| p as f64 * (zc as f64 - l))
+            .sum::<f64>();
+        if let Some(g) = g {
+            for ((gc, &pc), &zc) in g.iter_mut().zip(p.iter()).zip(z) {
+                if pc > 0.0 {
+                    *gc = (*gc as f64 + b * pc as f64 * (zc as f64 - l + h)) as f32;
+                }
+            }
+        }
+        h
+    };
+    let (base, h) = match grad {
         Some(g) => {
             let base = ce.loss_and_grad(logits, targets, GradOutput::ONE, g)?;
             let b = beta as f64 * scale;
-            rows(logits, k, Some(g), |_, z, g| {
-                let l = lse(z, 1.0);
-                let h = entropy(z, l);
-                for (gc, &zc) in g.expect("a gradient row").iter_mut().zip(z) {
-                    let log_p = zc as f64 - l;
-                    let p = log_p.exp();
-                    if p > 0.0 {
-                        *gc = (*gc as f64 + b * p * (log_p + h)) as f32;
-                    }
-                }
-                0.0
-            });
-            base
+            (base, rows(logits, k, Some(g), k, |_, z, g, p| row(z, g, p, b)))
         }
-        None => ce.loss(logits, targets)?,
+        None => (
+            ce.loss(logits, targets)?,
+            rows(logits, k, None, k, |_, z, _, p| row(z, None, p, 0.0)),
+        ),
     };
-    let h: Vec<f64> = rows(logits, k, None, |_, z, _| entropy(z, lse(z, 1.0)));
     let b = beta as f64;
     Ok(match base {
         Loss::PerRow(v) => Loss::PerRow(v.iter().zip(&h).map(|(&l, &h)| (l as f64 - b * h) as f32).collect()),
         Loss::Scalar(l) => Loss::Scalar((l as f64 - b * scale * h.iter().sum::<f64>()) as f32),
     })
-}
-
-/// `H = -sum p log p` of a row with log-sum-exp `l`.
-fn entropy(z: &[f32], l: f64) -> f64 {
-    -z.iter()
-        .map(|&v| {
-            let lp = v as f64 - l;
-            let p = lp.exp();
-            if p > 0.0 {
-                p * lp
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>()
 }

@@ -7,7 +7,7 @@
 //! teacher is a constant. The hard-label term is the fused kernel with the configuration's options.
 
 use crate::config::Reduction;
-use crate::rowmath::{check_range, check_shape, lse, rows};
+use crate::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::{GradOutput, LabelSmoothingLoss, LossError, Result, Targets};
 
 /// The distillation weight and temperature.
@@ -65,49 +65,45 @@ pub fn distillation_loss(
     }
     let beta = config.beta as f64;
     let hard = Targets::Labels(labels);
-    let ce_value = match grad {
+    let inv_t = (1.0 / t) as f32;
+    // KL(pt || ps) of row i = sum pt (log pt - log ps) = sum pt (t_c - s_c) / T - lse(t / T) + lse(s / T), with
+    // 0 log 0 = 0; with `g`, also adds `scale * (ps - pt)` to it. `scratch` holds 2K floats.
+    let row = |i: usize, s: &[f32], g: Option<&mut [f32]>, scratch: &mut [f32], scale: f32| -> f64 {
+        let te = &teacher[i * k..(i + 1) * k];
+        let (ss, st) = (Softmax::of(s, inv_t), Softmax::of(te, inv_t));
+        let (ps, pt) = scratch.split_at_mut(k);
+        st.probs_into(te, pt);
+        let dot: f64 = pt
+            .iter()
+            .zip(te.iter().zip(s))
+            .filter(|(&p, _)| p != 0.0)
+            .map(|(&p, (&tc, &sc))| p as f64 * (tc as f64 - sc as f64))
+            .sum();
+        if let Some(g) = g {
+            ss.probs_into(s, ps);
+            for ((gc, &a), &b) in g.iter_mut().zip(ps.iter()).zip(pt.iter()) {
+                *gc += scale * (a - b);
+            }
+        }
+        dot / t - st.lse() + ss.lse()
+    };
+    let (ce_value, kl) = match grad {
         Some(g) => {
             let value = ce
                 .loss_and_grad(student, hard, GradOutput::Scalar((1.0 - beta) as f32), g)?
                 .scalar()
                 .expect("mean is a scalar") as f64;
-            let scale = beta * t / n.max(1) as f64;
-            if scale != 0.0 {
-                student
-                    .chunks(k)
-                    .zip(teacher.chunks(k))
-                    .zip(g.chunks_mut(k))
-                    .for_each(|((s, te), g)| {
-                        let (ls, lt) = (lse(s, t), lse(te, t));
-                        for ((gc, &sc), &tc) in g.iter_mut().zip(s).zip(te) {
-                            let ps = (sc as f64 / t - ls).exp();
-                            let pt = (tc as f64 / t - lt).exp();
-                            *gc = (*gc as f64 + scale * (ps - pt)) as f32;
-                        }
-                    });
-            }
-            value
+            let scale = (beta * t / n.max(1) as f64) as f32;
+            let kl = rows(student, k, Some(g), 2 * k, |i, s, g, scratch| {
+                row(i, s, g.filter(|_| scale != 0.0), scratch, scale)
+            });
+            (value, kl)
         }
-        None => ce.loss(student, hard)?.scalar().expect("mean is a scalar") as f64,
+        None => (
+            ce.loss(student, hard)?.scalar().expect("mean is a scalar") as f64,
+            rows(student, k, None, 2 * k, |i, s, _, scratch| row(i, s, None, scratch, 0.0)),
+        ),
     };
-    // KL(pt || ps) per row: sum pt (log pt - log ps), with 0 log 0 = 0.
-    let teacher_rows: Vec<&[f32]> = teacher.chunks(k).collect();
-    let kl = rows(student, k, None, |i, s, _| {
-        let te = teacher_rows[i];
-        let (ls, lt) = (lse(s, t), lse(te, t));
-        te.iter()
-            .zip(s)
-            .map(|(&tc, &sc)| {
-                let log_pt = tc as f64 / t - lt;
-                let pt = log_pt.exp();
-                if pt == 0.0 {
-                    0.0
-                } else {
-                    pt * (log_pt - (sc as f64 / t - ls))
-                }
-            })
-            .sum()
-    });
     let kl_mean = kl.iter().sum::<f64>() / n.max(1) as f64;
     Ok(((1.0 - beta) * ce_value + beta * t * t * kl_mean) as f32)
 }

@@ -6,7 +6,7 @@
 
 use crate::config::Reduction;
 use crate::loss::check_labels;
-use crate::rowmath::{check_range, check_shape, lse, rows};
+use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{Loss, LossError, Result};
 
 /// Label relaxation with parameter `alpha` in `[0, 1]` of `logits` `[N, K]` and `labels` `[N]`; with `grad`
@@ -30,61 +30,35 @@ pub fn label_relaxation_loss(
     }
     check_labels(labels, k, None)?;
     let a = alpha as f64;
-    // Per row: (loss, log-sum-exp, p_y).
-    let stats: Vec<(f64, f64, f64)> = logits
-        .chunks(k)
-        .zip(labels)
-        .map(|(z, &y)| {
-            let l = lse(z, 1.0);
-            let py = (z[y as usize] as f64 - l).exp();
-            if py >= 1.0 - a {
-                return (0.0, l, py);
+    // The loss of row i in closed form: with `log p_y = z_y - lse` and `p_r` as above,
+    // `KL(p_r || p) = (1 - a) (ln(1 - a) - log p_y) + a ln(a / (1 - p_y))` (the off-label terms share one log
+    // ratio and their weights sum to `a`). With `g`, also its gradient `(p - p_r) * scale`:
+    // `p_c (1 - a / (1 - p_y))` off the label and `p_y - (1 - a)` on it.
+    let row = |i: usize, z: &[f32], g: Option<&mut [f32]>, scale: f64| -> f64 {
+        let y = labels[i] as usize;
+        let sm = Softmax::of(z, 1.0);
+        let log_py = z[y] as f64 - sm.lse();
+        let py = log_py.exp();
+        let accepted = py >= 1.0 - a;
+        if let Some(g) = g {
+            if accepted {
+                g.iter_mut().for_each(|gc| *gc = 0.0);
+            } else {
+                sm.probs_into(z, g);
+                let factor = ((1.0 - a / (1.0 - py)) * scale) as f32;
+                g.iter_mut().for_each(|gc| *gc *= factor);
+                g[y] = ((py - (1.0 - a)) * scale) as f32;
             }
-            let rest = 1.0 - py;
-            let loss = z
-                .iter()
-                .enumerate()
-                .map(|(c, &zc)| {
-                    let log_p = zc as f64 - l;
-                    let r = if c == y as usize {
-                        1.0 - a
-                    } else {
-                        a * log_p.exp() / rest
-                    };
-                    if r > 0.0 {
-                        r * (r.ln() - log_p)
-                    } else {
-                        0.0
-                    }
-                })
-                .sum();
-            (loss, l, py)
-        })
-        .collect();
-    let denominator = match reduction {
-        Reduction::None | Reduction::Sum => 1.0,
-        Reduction::Mean => n.max(1) as f64,
-        Reduction::MeanNonZero => stats.iter().filter(|s| s.0 != 0.0).count().max(1) as f64,
+        }
+        if accepted {
+            return 0.0;
+        }
+        let xlogx = |x: f64, r: f64| if x > 0.0 { x * r.ln() } else { 0.0 };
+        xlogx(1.0 - a, 1.0 - a) - (1.0 - a) * log_py + xlogx(a, a / (1.0 - py))
     };
-    if let Some(g) = grad {
-        rows(logits, k, Some(g), |i, z, g| {
-            let g = g.expect("a gradient row");
-            let (_, l, py) = stats[i];
-            let y = labels[i] as usize;
-            for (c, (gc, &zc)) in g.iter_mut().zip(z).enumerate() {
-                *gc = if py >= 1.0 - a {
-                    0.0
-                } else {
-                    let p = (zc as f64 - l).exp();
-                    let r = if c == y { 1.0 - a } else { a * p / (1.0 - py) };
-                    ((p - r) / denominator) as f32
-                };
-            }
-            0.0
-        });
-    }
+    let (losses, denominator) = reduce_rows(logits, k, grad, reduction, 0, |i, z, g, _, scale| row(i, z, g, scale));
     Ok(match reduction {
-        Reduction::None => Loss::PerRow(stats.iter().map(|s| s.0 as f32).collect()),
-        _ => Loss::Scalar((stats.iter().map(|s| s.0).sum::<f64>() / denominator) as f32),
+        Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
+        _ => Loss::Scalar((losses.iter().sum::<f64>() / denominator) as f32),
     })
 }

@@ -26,7 +26,7 @@
 use crate::config::{Reduction, Smoothing, Spread};
 use crate::loss::check_labels;
 use crate::rng::SplitMix64;
-use crate::rowmath::{check_range, check_shape, lse, rows};
+use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{LabelSmoothingLoss, Loss, LossError, Result};
 
 /// The two labels and the mixing weight of every row: the target is `lambda * smooth(a) + (1 - lambda) * smooth(b)`.
@@ -98,8 +98,10 @@ pub fn mixed_loss(
         Spread::Uniform => (eps / kf, 1.0 - eps),
     };
     let lam = |i: usize| labels.lambda[if labels.lambda.len() == 1 { 0 } else { i }] as f64;
-    let row_loss = |i: usize, z: &[f32]| -> (f64, f64) {
-        let l = lse(z, 1.0);
+    // The loss of row i, and with `g` its unscaled gradient `p - q` written there.
+    let row = |i: usize, z: &[f32], g: Option<&mut [f32]>, scale: f64| -> f64 {
+        let sm = Softmax::of(z, 1.0);
+        let l = sm.lse();
         let (a, b) = (labels.a[i] as usize, labels.b[i] as usize);
         let lam = lam(i);
         let sum_z: f64 = if base != 0.0 {
@@ -107,36 +109,23 @@ pub fn mixed_loss(
         } else {
             0.0
         };
-        let target_dot = base * sum_z + spike * (lam * z[a] as f64 + (1.0 - lam) * z[b] as f64);
-        (l - target_dot, l)
-    };
-    // The loss values first (the mean-nonzero denominator depends on them), then the gradient.
-    let losses: Vec<f64> = rows(logits, k, None, |i, z, _| row_loss(i, z).0);
-    let denominator = match config.reduction {
-        Reduction::None | Reduction::Sum => 1.0,
-        Reduction::Mean => n.max(1) as f64,
-        Reduction::MeanNonZero => losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64,
-    };
-    if let Some(g) = grad {
-        let scale = 1.0 / denominator;
-        rows(logits, k, Some(g), |i, z, g| {
-            let g = g.expect("a gradient row");
-            let (_, l) = row_loss(i, z);
-            let (a, b) = (labels.a[i] as usize, labels.b[i] as usize);
-            let lam = lam(i);
-            for (c, (gc, &zc)) in g.iter_mut().zip(z).enumerate() {
-                let mut q = base;
-                if c == a {
-                    q += spike * lam;
-                }
-                if c == b {
-                    q += spike * (1.0 - lam);
-                }
-                *gc = (scale * ((zc as f64 - l).exp() - q)) as f32;
+        if let Some(g) = g {
+            sm.probs_into(z, g);
+            let (pa, pb) = (g[a] as f64, g[b] as f64);
+            let (base32, scale32) = (base as f32, scale as f32);
+            for gc in g.iter_mut() {
+                *gc = (*gc - base32) * scale32;
             }
-            0.0
-        });
-    }
+            // The two spikes, from the probabilities before the shift.
+            let qa = base + spike * lam + if a == b { spike * (1.0 - lam) } else { 0.0 };
+            g[a] = ((pa - qa) * scale) as f32;
+            if b != a {
+                g[b] = ((pb - base - spike * (1.0 - lam)) * scale) as f32;
+            }
+        }
+        l - (base * sum_z + spike * (lam * z[a] as f64 + (1.0 - lam) * z[b] as f64))
+    };
+    let (losses, denominator) = reduce_rows(logits, k, grad, config.reduction, 0, |i, z, g, _, scale| row(i, z, g, scale));
     Ok(match config.reduction {
         Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
         _ => Loss::Scalar((losses.iter().sum::<f64>() / denominator) as f32),

@@ -10,7 +10,7 @@
 
 use crate::config::Reduction;
 use crate::loss::check_labels;
-use crate::rowmath::{check_range, check_shape, lse};
+use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{Loss, LossError, Result};
 
 /// Everything an [`OnlineLabelSmoothing`] holds, for saving and restoring.
@@ -98,15 +98,16 @@ impl OnlineLabelSmoothing {
         let k = self.state.k;
         let n = check_shape(logits.len(), k, None)?;
         self.check_labels(labels, n)?;
+        let mut p = vec![0.0f32; k];
         for (z, &y) in logits.chunks(k).zip(labels) {
             let arg = (0..k).fold(0, |a, c| if z[c] > z[a] { c } else { a });
             if arg as i64 != y {
                 continue;
             }
-            let l = lse(z, 1.0);
+            Softmax::of(z, 1.0).probs_into(z, &mut p);
             let y = y as usize;
-            for (s, &zc) in self.state.sums[y * k..(y + 1) * k].iter_mut().zip(z) {
-                *s += (zc as f64 - l).exp();
+            for (s, &pc) in self.state.sums[y * k..(y + 1) * k].iter_mut().zip(&p) {
+                *s += pc as f64;
             }
             self.state.counts[y] += 1;
         }
@@ -150,37 +151,29 @@ impl OnlineLabelSmoothing {
         let n = check_shape(logits.len(), k, grad.as_ref().map(|g| g.len()))?;
         self.check_labels(labels, n)?;
         let (wh, ws) = (self.state.hard_weight, self.state.soft_weight);
-        let losses: Vec<f64> = logits
-            .chunks(k)
-            .zip(labels)
-            .map(|(z, &y)| {
-                let l = lse(z, 1.0);
-                let s = self.soft_target(y as usize);
-                let soft: f64 = s
-                    .iter()
-                    .zip(z)
-                    .filter(|(&q, _)| q != 0.0)
-                    .map(|(&q, &zc)| q * (l - zc as f64))
-                    .sum();
-                wh * (l - z[y as usize] as f64) + ws * soft
-            })
-            .collect();
-        let denominator = match reduction {
-            Reduction::None | Reduction::Sum => 1.0,
-            Reduction::Mean => n.max(1) as f64,
-            Reduction::MeanNonZero => losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64,
-        };
-        if let Some(g) = grad {
-            for ((z, &y), g) in logits.chunks(k).zip(labels).zip(g.chunks_mut(k)) {
-                let l = lse(z, 1.0);
-                let s = self.soft_target(y as usize);
-                for (c, ((gc, &zc), &q)) in g.iter_mut().zip(z).zip(s).enumerate() {
-                    let p = (zc as f64 - l).exp();
-                    let hard = if c == y as usize { 1.0 } else { 0.0 };
-                    *gc = (((wh + ws) * p - wh * hard - ws * q) / denominator) as f32;
+        // `wh (lse - z_y) + ws sum_c S_yc (lse - z_c)` (terms with S_yc = 0 count 0); with `g`, the gradient
+        // `((wh + ws) p - wh onehot(y) - ws S[y]) * scale`.
+        let row = |i: usize, z: &[f32], g: Option<&mut [f32]>, _: &mut [f32], scale: f64| -> f64 {
+            let y = labels[i] as usize;
+            let sm = Softmax::of(z, 1.0);
+            let l = sm.lse();
+            let s = self.soft_target(y);
+            if let Some(g) = g {
+                sm.probs_into(z, g);
+                for (gc, &q) in g.iter_mut().zip(s) {
+                    *gc = (((wh + ws) * *gc as f64 - ws * q) * scale) as f32;
                 }
+                g[y] -= (wh * scale) as f32;
             }
-        }
+            let soft: f64 = s
+                .iter()
+                .zip(z)
+                .filter(|(&q, _)| q != 0.0)
+                .map(|(&q, &zc)| q * (l - zc as f64))
+                .sum();
+            wh * (l - z[y] as f64) + ws * soft
+        };
+        let (losses, denominator) = reduce_rows(logits, k, grad, reduction, 0, row);
         Ok(match reduction {
             Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
             _ => Loss::Scalar((losses.iter().sum::<f64>() / denominator) as f32),

@@ -395,7 +395,7 @@ pub struct TrainArgs {
 mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.1), optionally followed by \
 +mixup:A, +cutmix:A, +ols, +confidence-penalty:B, +label-relaxation:A (alone, they mean plain+...), or \
 distill:SETTING (a plain student distilled, with --temperature and --beta, from the same seed's run of an \
-earlier SETTING).\n\
+earlier SETTING; --student-hidden makes the students smaller).\n\
 Writes OUT/summary.json, report.md, report.html (self-contained) and one run directory per setting and seed.\n\
 Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2"
 )]
@@ -416,12 +416,16 @@ pub struct CompareArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "runs/compare")]
     pub out: PathBuf,
-    /// Distillation temperature of distill: settings.
-    #[arg(long, default_value_t = 4.0)]
-    pub temperature: f32,
+    /// Distillation temperatures of distill: settings, comma-separated. With more than one, each distill:S
+    /// setting runs once per temperature, named distill:S@T<temperature>.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    pub temperature: Vec<f32>,
     /// Weight of the distillation term of distill: settings.
     #[arg(long, default_value_t = 0.5)]
     pub beta: f32,
+    /// Hidden widths of the distilled students' MLP (default: --hidden, the teachers' widths).
+    #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
+    pub student_hidden: Option<Vec<usize>>,
     /// The three classes of the penultimate-layer projection plots.
     #[arg(long, value_name = "A,B,C", value_delimiter = ',', default_value = "3,5,8")]
     pub project_classes: Vec<usize>,

@@ -683,3 +683,56 @@ fn compare_accepts_regularisers_and_distillation_settings() {
     ]));
     assert!(e.contains("at most one regulariser"), "{e}");
 }
+
+#[test]
+fn compare_sweeps_distillation_temperatures_with_smaller_students() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    ok(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain,distill:plain",
+        "--temperature",
+        "1,3",
+        "--beta",
+        "0.7",
+        "--student-hidden",
+        "16",
+        "--hidden",
+        "32",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--train-size",
+        "500",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let summary = json(&out.join("summary.json"));
+    let s = summary["settings"].as_array().unwrap();
+    let names: Vec<&str> = s.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plain", "distill:plain@T1", "distill:plain@T3"]);
+    assert_eq!(s[2]["distill_temperature"], 3.0);
+    assert_eq!(s[2]["student_hidden"][0], 16);
+    assert!(s[0]["distill_temperature"].is_null());
+    for (dir, t) in [("distill-plain@T1", 1.0), ("distill-plain@T3", 3.0)] {
+        let cfg = &json(&out.join("runs").join(format!("{dir}-seed0/metrics.json")))["config"];
+        assert_eq!(cfg["regularizer"]["temperature"], t, "{dir}");
+        assert_eq!(cfg["regularizer"]["beta"].as_f64().unwrap() as f32, 0.7);
+        assert_eq!(cfg["model"]["hidden"][0], 16, "{dir}: {cfg}");
+    }
+    let teacher = &json(&out.join("runs/plain-seed0/metrics.json"))["config"];
+    assert_eq!(teacher["model"]["hidden"][0], 32);
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain,distill:plain",
+        "--temperature",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--temperature"), "{e}");
+}

@@ -8,11 +8,11 @@ use std::time::Instant;
 use label_smoothing::calibration::{Bin, CalibrationReport};
 use serde::Serialize;
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, ModelChoice};
 use crate::commands::train::{config, parse_full_setting, Setting};
 use crate::npy::PendingFile;
 use crate::report::{html, lines, projection, reliability};
-use crate::train::{self, features_of, LossSpec, Regularizer, RunMetrics, TrainConfig, Verbosity};
+use crate::train::{self, features_of, LossSpec, ModelKind, Regularizer, RunMetrics, TrainConfig, Verbosity};
 use crate::CliError;
 
 /// Mean and sample standard deviation over seeds, with the values.
@@ -51,6 +51,12 @@ pub struct SettingSummary {
     pub regularizer: Option<Regularizer>,
     /// For `distill:SETTING`, the teacher setting (each seed distils from the same seed's teacher).
     pub teacher: Option<String>,
+    /// For `distill:SETTING`, the distillation temperature.
+    pub distill_temperature: Option<f32>,
+    /// For `distill:SETTING`, the weight of the distillation term.
+    pub distill_beta: Option<f32>,
+    /// For `distill:SETTING` with `--student-hidden`, the student's hidden widths.
+    pub student_hidden: Option<Vec<usize>>,
     /// The seeds it was trained with.
     pub seeds: Vec<u64>,
     /// Final test accuracy.
@@ -137,6 +143,9 @@ fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummar
         loss: setting.loss.clone(),
         regularizer: setting.regularizer.clone(),
         teacher: setting.teacher.clone(),
+        distill_temperature: setting.temperature,
+        distill_beta: setting.beta,
+        student_hidden: setting.student_hidden.clone(),
         seeds: seeds.to_vec(),
         test_accuracy: stat(|m| m.test_accuracy),
         test_nll: stat(|m| m.test_nll),
@@ -345,11 +354,34 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             "--settings and --seeds need at least one value each".into(),
         ));
     }
-    let specs: Vec<(String, Setting)> = args
-        .settings
-        .iter()
-        .map(|s| parse_full_setting(s).map(|l| (s.clone(), l)))
-        .collect::<Result<_, _>>()?;
+    if args.temperature.is_empty() || args.temperature.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(CliError::Usage(format!(
+            "--temperature needs positive values, got {:?}",
+            args.temperature
+        )));
+    }
+    if args.student_hidden.is_some() && args.flags.model != ModelChoice::Mlp {
+        return Err(CliError::Usage("--student-hidden needs --model mlp".into()));
+    }
+    let mut specs: Vec<(String, Setting)> = Vec::new();
+    for name in &args.settings {
+        let mut spec = parse_full_setting(name)?;
+        if spec.teacher.is_none() {
+            specs.push((name.clone(), spec));
+            continue;
+        }
+        spec.student_hidden = args.student_hidden.clone();
+        spec.beta = Some(args.beta);
+        for &t in &args.temperature {
+            spec.temperature = Some(t);
+            let name = if args.temperature.len() > 1 {
+                format!("{name}@T{t}")
+            } else {
+                name.clone()
+            };
+            specs.push((name, spec.clone()));
+        }
+    }
     for (i, (name, spec)) in specs.iter().enumerate() {
         if let Some(t) = &spec.teacher {
             if !specs[..i].iter().any(|(n, _)| n == t) {
@@ -377,15 +409,18 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         };
         for &seed in &args.seeds {
             let run_dir = |name: &str| args.out.join("runs").join(format!("{}-seed{seed}", dir_name(name)));
-            let regularizer = match &spec.teacher {
-                Some(t) => Some(Regularizer::Distill {
+            let regularizer = match (&spec.teacher, spec.temperature, spec.beta) {
+                (Some(t), Some(temperature), Some(beta)) => Some(Regularizer::Distill {
                     teacher: run_dir(t),
-                    temperature: args.temperature,
-                    beta: args.beta,
+                    temperature,
+                    beta,
                 }),
-                None => spec.regularizer.clone(),
+                _ => spec.regularizer.clone(),
             };
-            let cfg = config(&args.flags, spec.loss.clone(), regularizer, seed);
+            let mut cfg = config(&args.flags, spec.loss.clone(), regularizer, seed);
+            if let Some(hidden) = &spec.student_hidden {
+                cfg.model = ModelKind::Mlp { hidden: hidden.clone() };
+            }
             let dir = run_dir(name);
             let t = Instant::now();
             let outcome = train::train(&cfg, &dir, false, Verbosity::Quiet, &mut std::io::sink())?;

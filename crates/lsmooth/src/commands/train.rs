@@ -78,6 +78,12 @@ pub struct Setting {
     pub regularizer: Option<Regularizer>,
     /// The teacher setting of `distill:SETTING`.
     pub teacher: Option<String>,
+    /// Distillation temperature (`lsmooth compare` fills it in for `distill:` settings).
+    pub temperature: Option<f32>,
+    /// Weight of the distillation term (filled in like `temperature`).
+    pub beta: Option<f32>,
+    /// The student's hidden widths, when they differ from the teacher's.
+    pub student_hidden: Option<Vec<usize>>,
 }
 
 /// Parses a `lsmooth compare` setting: a loss (`plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, a preset),
@@ -89,6 +95,9 @@ pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
             loss: parse_setting("plain")?,
             regularizer: None,
             teacher: Some(teacher.to_string()),
+            temperature: None,
+            beta: None,
+            student_hidden: None,
         });
     }
     let bad = |part: &str| CliError::Usage(format!("setting {s:?}: {part:?} is not a loss or a regulariser"));
@@ -126,6 +135,9 @@ pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
         },
         regularizer,
         teacher: None,
+        temperature: None,
+        beta: None,
+        student_hidden: None,
     })
 }
 
