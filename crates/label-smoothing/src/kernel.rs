@@ -387,76 +387,111 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         return all_masked_chunk::<E, IO, W, T, STORE>(io, start, end, w, t);
     }
 
-    let mut se: Lanes = [0.0; LANES];
-    let mut ms: Lanes = [0.0; LANES];
-    let mut sh: Lanes = [0.0; LANES];
-    let mut tm: Lanes = [0.0; LANES];
-    let mut tsh: Lanes = [0.0; LANES];
+    let mut acc = Accumulators::default();
     // While this chunk is in L1, bring the next one (the next chunk of the row, or the next row) in from memory,
     // so that the next max pass does not wait on it: one prefetch per 64-byte line.
     let ahead = end - start;
     let mut c = start;
     while c < body_end {
         io.prefetch(c + ahead);
-        let z = io.load_lanes(c);
-        let mut e: Lanes = [0.0; LANES];
-        for j in 0..LANES {
-            let d = z[j] - m;
-            e[j] = exp_nonpos::<S>(d);
-            se[j] += e[j];
-            if LIN {
-                if W {
-                    let u = w[c + j];
-                    ms[j] += u;
-                    sh[j] += if u == 0.0 { 0.0 } else { u * d };
-                } else {
-                    sh[j] += d;
-                }
-            }
-            if T {
-                let v = if W { w[c + j] * t[c + j] } else { t[c + j] };
-                tm[j] += v;
-                tsh[j] += if v == 0.0 { 0.0 } else { v * d };
-            }
-        }
+        let e = acc.add::<S, W, T, LIN, false>(io.load_lanes(c), m, LANES, &w[if W { c } else { 0 }..], t_at::<T>(t, c));
         if STORE {
             io.store_lanes(c, e);
         }
         c += LANES;
     }
-    let has_body = body_end > start;
-    let sum_lanes = |v: Lanes| if has_body { hsum(v) } else { 0.0 };
-    let mut s = RowStats {
-        max: m,
-        sum_exp: sum_lanes(se),
-        mass: if W { sum_lanes(ms) } else { (body_end - start) as f64 },
-        shifted: if LIN { sum_lanes(sh) } else { 0.0 },
-        target_mass: if T { sum_lanes(tm) } else { 0.0 },
-        target_shifted: if T { sum_lanes(tsh) } else { 0.0 },
-    };
-    for c in body_end..end {
-        let d = io.load(c) - m;
-        let e = exp_nonpos::<S>(d);
-        s.sum_exp += e as f64;
+    // The tail (fewer than LANES classes) as one vector padded with -inf: its padding adds nothing.
+    let rem = end - body_end;
+    if rem > 0 {
+        let mut z = [f32::NEG_INFINITY; LANES];
+        let mut wt = [[0.0f32; LANES]; 2];
+        for j in 0..rem {
+            z[j] = io.load(body_end + j);
+            if W {
+                wt[0][j] = w[body_end + j];
+            }
+            if T {
+                wt[1][j] = t[body_end + j];
+            }
+        }
+        let e = acc.add::<S, W, T, LIN, true>(z, m, rem, &wt[0], &wt[1]);
         if STORE {
-            io.store(c, e);
-        }
-        if LIN {
-            let u = if W { w[c] } else { 1.0 };
-            s.mass += u as f64;
-            s.shifted += if u == 0.0 { 0.0 } else { (u * d) as f64 };
-        }
-        if T {
-            let v = if W { w[c] * t[c] } else { t[c] };
-            s.target_mass += v as f64;
-            s.target_shifted += if v == 0.0 { 0.0 } else { (v * d) as f64 };
+            for (j, &v) in e.iter().enumerate().take(rem) {
+                io.store(body_end + j, v);
+            }
         }
     }
-    if !LIN {
-        s.mass = 0.0;
-        s.shifted = 0.0;
+    RowStats {
+        max: m,
+        sum_exp: hsum(acc.se),
+        mass: if !LIN {
+            0.0
+        } else if W {
+            hsum(acc.ms)
+        } else {
+            (end - start) as f64
+        },
+        shifted: if LIN { hsum(acc.sh) } else { 0.0 },
+        target_mass: if T { hsum(acc.tm) } else { 0.0 },
+        target_shifted: if T { hsum(acc.tsh) } else { 0.0 },
     }
-    s
+}
+
+/// The soft targets from class `c` on (an empty slice when there are none).
+#[inline(always)]
+fn t_at<const T: bool>(t: &[f32], c: usize) -> &[f32] {
+    if T {
+        &t[c..]
+    } else {
+        &[]
+    }
+}
+
+/// The per-lane sums of the accumulation pass (see [`RowStats`]).
+#[derive(Default)]
+struct Accumulators {
+    se: Lanes,
+    ms: Lanes,
+    sh: Lanes,
+    tm: Lanes,
+    tsh: Lanes,
+}
+
+impl Accumulators {
+    /// Adds one vector of logits `z` (chunk max `m`), whose weights and soft targets start at `w[0]` / `t[0]`;
+    /// returns `exp(z - m)`. With `MASKED`, only the first `valid` lanes are classes (the rest hold `-inf`
+    /// logits and zero weights and targets).
+    #[inline(always)]
+    fn add<S: Isa, const W: bool, const T: bool, const LIN: bool, const MASKED: bool>(
+        &mut self,
+        z: Lanes,
+        m: f32,
+        valid: usize,
+        w: &[f32],
+        t: &[f32],
+    ) -> Lanes {
+        let mut e: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            let d = z[j] - m;
+            e[j] = exp_nonpos::<S>(d);
+            self.se[j] += e[j];
+            if LIN {
+                if W {
+                    let u = w[j];
+                    self.ms[j] += u;
+                    self.sh[j] += if u == 0.0 { 0.0 } else { u * d };
+                } else {
+                    self.sh[j] += if MASKED && j >= valid { 0.0 } else { d };
+                }
+            }
+            if T {
+                let v = if W { w[j] * t[j] } else { t[j] };
+                self.tm[j] += v;
+                self.tsh[j] += if v == 0.0 { 0.0 } else { v * d };
+            }
+        }
+        e
+    }
 }
 
 /// A chunk whose logits are all `-inf`: no exponential mass, and `-inf` shifted sums where mass sits on it.
@@ -619,11 +654,26 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
         io.store_lanes(c, out);
         c += LANES;
     }
-    for c in body_end..end {
-        let x = if STORE { io.load_out(c) } else { io.load(c) };
-        let wc = if W { w[c] } else { 1.0 };
-        let tc = if T { t[c] } else { 0.0 };
-        io.store(c, grad_value::<S, W, T>(g, prob(x), wc, tc));
+    // The tail as one padded vector (the padding's values are computed and dropped).
+    let rem = end - body_end;
+    if rem > 0 {
+        let mut x = [f32::NEG_INFINITY; LANES];
+        let mut wt = [[0.0f32; LANES]; 2];
+        for j in 0..rem {
+            let c = body_end + j;
+            x[j] = if STORE { io.load_out(c) } else { io.load(c) };
+            wt[0][j] = if W { w[c] } else { 1.0 };
+            if T {
+                wt[1][j] = t[c];
+            }
+        }
+        let mut out: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            out[j] = grad_value::<S, W, T>(g, prob(x[j]), wt[0][j], wt[1][j]);
+        }
+        for (j, &v) in out.iter().enumerate().take(rem) {
+            io.store(body_end + j, v);
+        }
     }
 }
 
