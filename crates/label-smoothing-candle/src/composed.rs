@@ -8,6 +8,12 @@ use label_smoothing::{LabelSmoothingLoss, Reduction, Smoothing, Spread, Targets}
 
 use crate::{labels_to_host, Result, TargetKind};
 
+/// `log_softmax` over the last dimension, with the row maximum held constant (its gradient cancels exactly).
+pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    Ok(shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?)
+}
+
 pub(crate) fn forward(
     loss: &LabelSmoothingLoss,
     logits: &Tensor,
@@ -21,9 +27,7 @@ pub(crate) fn forward(
     let dtype = logits.dtype();
     let (n, _) = logits.dims2()?;
     let x = logits.to_dtype(DType::F32)?;
-    // log_softmax with the row maximum held constant (its gradient cancels exactly).
-    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-    let log_p = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?;
+    let log_p = log_softmax(&x)?;
     let weights = match &config.weights {
         Some(w) => Some(Tensor::from_slice(w, (1, k), device)?),
         None => None,

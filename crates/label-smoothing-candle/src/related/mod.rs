@@ -1,9 +1,12 @@
 //! The related losses of the core crate (mixup/CutMix targets, distillation, the confidence penalty, label
-//! relaxation, online label smoothing) on candle tensors, on the CPU.
+//! relaxation, online label smoothing) on candle tensors.
 //!
-//! Each is a candle custom op on the logits whose forward computes the loss and whose backward computes the
-//! gradient on the same inputs, scaled by the upstream gradient. They return a scalar (mean) tensor in the logits'
-//! dtype; labels and teacher logits are read to the host once per call.
+//! On the CPU each is a candle custom op on the logits whose forward computes the loss with the core crate's
+//! kernels and whose backward computes the gradient on the same inputs, scaled by the upstream gradient; labels
+//! and teacher logits are read to the host once per call. On other devices the same definitions are composed from
+//! candle ops ([`composed`]). They return a scalar tensor in the logits' dtype.
+
+pub mod composed;
 
 use std::sync::{Arc, Mutex};
 
@@ -64,12 +67,8 @@ impl CustomOp1 for SliceLossOp {
 
 /// Applies a slice loss to `logits` `[N, K]` (computed in f32; the result in the logits' dtype).
 fn apply(name: &'static str, logits: &Tensor, k: usize, f: Arc<SliceLoss>) -> Result<Tensor> {
-    if !logits.device().is_cpu() {
-        return Err(Error::Candle(candle_core::Error::Msg(format!(
-            "{name}: runs on the CPU; got logits on {:?}",
-            logits.device().location()
-        ))));
-    }
+    // The public functions send other devices to `composed`.
+    debug_assert!(logits.device().is_cpu());
     match *logits.dims() {
         [_, lk] if lk == k => {}
         _ => {
@@ -116,6 +115,9 @@ pub fn mixed_cross_entropy(
     lambda: f32,
     loss: &LabelSmoothingLoss,
 ) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        return composed::mixed_cross_entropy(logits, a, b, lambda, loss);
+    }
     if loss.config().reduction == Reduction::None {
         return Err(Error::Loss(LossError::Unsupported {
             loss: "mixed_cross_entropy",
@@ -145,6 +147,9 @@ pub fn distillation(
     ce: &LabelSmoothingLoss,
     config: DistillationConfig,
 ) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        return composed::distillation(logits, teacher, labels, ce, config);
+    }
     let labels = labels_to_host(labels)?;
     let teacher = teacher.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let ce = ce.clone();
@@ -155,6 +160,9 @@ pub fn distillation(
 
 /// The confidence penalty: `CE_smoothed(logits, labels) - beta * H(softmax(logits))`.
 pub fn confidence_penalty(logits: &Tensor, labels: &Tensor, ce: &LabelSmoothingLoss, beta: f32) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        return composed::confidence_penalty(logits, labels, ce, beta);
+    }
     let labels = labels_to_host(labels)?;
     let ce = ce.clone();
     let k = ce.num_classes();
@@ -164,6 +172,9 @@ pub fn confidence_penalty(logits: &Tensor, labels: &Tensor, ce: &LabelSmoothingL
 
 /// Label relaxation with parameter `alpha`, mean over rows.
 pub fn label_relaxation(logits: &Tensor, labels: &Tensor, alpha: f32) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        return composed::label_relaxation(logits, labels, alpha);
+    }
     let labels = labels_to_host(labels)?;
     let k = classes_of(logits)?;
     let f = move |z: &[f32], g: Option<&mut [f32]>| {
@@ -175,6 +186,9 @@ pub fn label_relaxation(logits: &Tensor, labels: &Tensor, alpha: f32) -> Result<
 /// Online label smoothing's loss with the current soft-label matrix of `state`, mean over rows. Call
 /// `state.observe` with the batch's logits and `state.finish_epoch` at each epoch's end.
 pub fn online_label_smoothing(logits: &Tensor, labels: &Tensor, state: &OnlineLabelSmoothing) -> Result<Tensor> {
+    if !logits.device().is_cpu() {
+        return composed::online_label_smoothing(logits, labels, state);
+    }
     let labels = labels_to_host(labels)?;
     let state = state.clone();
     let k = state.state().k;
