@@ -100,10 +100,11 @@ pub(crate) fn exp_nonpos<S: Isa>(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     // (t.to_bits() - MAGIC.to_bits() + 127) << 23 is 2^n, n = round(x / ln 2) in [-126, 0].
     const BIAS: u32 = 127u32.wrapping_sub(0x4B40_0000);
-    let xc = if x < LO { LO } else { x };
-    let t = S::fma(xc, std::f32::consts::LOG2_E, MAGIC);
+    // No clamp: below LO (and for -inf) the reduction and the exponent bits below are garbage, and the final
+    // select replaces them with 0; at or above LO they are exact. NaN fails `x < LO` and stays NaN.
+    let t = S::fma(x, std::f32::consts::LOG2_E, MAGIC);
     let n = t - MAGIC;
-    let r = S::fma(n, -0.693_359_4, xc);
+    let r = S::fma(n, -0.693_359_4, x);
     let r = S::fma(n, 2.121_944_4e-4, r);
     let mut p = 1.987_569_1e-4_f32;
     p = S::fma(p, r, 1.398_199_9e-3);
