@@ -102,6 +102,7 @@ fn online_label_smoothing(b: Bencher, (n, k): (usize, usize)) {
     let mut p = problem(n, k);
     let ols = OnlineLabelSmoothing::new(k).unwrap();
     b.counter(BytesCount::new(8 * n * k)).bench_local(|| {
-        ols.loss(&p.logits, &p.labels, Reduction::Mean, Some(&mut p.grad)).unwrap();
+        ols.loss(&p.logits, &p.labels, Reduction::Mean, Some(&mut p.grad))
+            .unwrap();
     });
 }

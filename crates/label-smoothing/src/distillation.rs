@@ -101,7 +101,9 @@ pub fn distillation_loss(
         }
         None => (
             ce.loss(student, hard)?.scalar().expect("mean is a scalar") as f64,
-            rows(student, k, None, 2 * k, |i, s, _, scratch| row(i, s, None, scratch, 0.0)),
+            rows(student, k, None, 2 * k, |i, s, _, scratch| {
+                row(i, s, None, scratch, 0.0)
+            }),
         ),
     };
     let kl_mean = kl.iter().sum::<f64>() / n.max(1) as f64;

@@ -394,7 +394,8 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     let mut c = start;
     while c < body_end {
         io.prefetch(c + ahead);
-        let e = acc.add::<S, W, T, LIN, false>(io.load_lanes(c), m, LANES, &w[if W { c } else { 0 }..], t_at::<T>(t, c));
+        let e =
+            acc.add::<S, W, T, LIN, false>(io.load_lanes(c), m, LANES, &w[if W { c } else { 0 }..], t_at::<T>(t, c));
         if STORE {
             io.store_lanes(c, e);
         }

@@ -125,7 +125,9 @@ pub fn mixed_loss(
         }
         l - (base * sum_z + spike * (lam * z[a] as f64 + (1.0 - lam) * z[b] as f64))
     };
-    let (losses, denominator) = reduce_rows(logits, k, grad, config.reduction, 0, |i, z, g, _, scale| row(i, z, g, scale));
+    let (losses, denominator) = reduce_rows(logits, k, grad, config.reduction, 0, |i, z, g, _, scale| {
+        row(i, z, g, scale)
+    });
     Ok(match config.reduction {
         Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
         _ => Loss::Scalar((losses.iter().sum::<f64>() / denominator) as f32),

@@ -181,7 +181,10 @@ where
         Reduction::MeanNonZero => None,
     };
     match (grad, known) {
-        (Some(g), Some(d)) => (rows(logits, k, Some(g), scratch_len, |i, z, g, s| row(i, z, g, s, 1.0 / d)), d),
+        (Some(g), Some(d)) => (
+            rows(logits, k, Some(g), scratch_len, |i, z, g, s| row(i, z, g, s, 1.0 / d)),
+            d,
+        ),
         (g, known) => {
             let losses = rows(logits, k, None, scratch_len, |i, z, _, s| row(i, z, None, s, 1.0));
             let d = known.unwrap_or_else(|| losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64);
@@ -243,7 +246,11 @@ mod tests {
                 let s = Softmax::of(&z, (1.0 / t) as f32);
                 let m = z.iter().map(|&v| v as f64 / t).fold(f64::NEG_INFINITY, f64::max);
                 let l = m + z.iter().map(|&v| (v as f64 / t - m).exp()).sum::<f64>().ln();
-                assert!((s.lse() - l).abs() <= 1e-6 * l.abs().max(1.0), "k {k} t {t}: {} vs {l}", s.lse());
+                assert!(
+                    (s.lse() - l).abs() <= 1e-6 * l.abs().max(1.0),
+                    "k {k} t {t}: {} vs {l}",
+                    s.lse()
+                );
                 let mut p = vec![0.0; k];
                 s.probs_into(&z, &mut p);
                 for (c, &pc) in p.iter().enumerate() {

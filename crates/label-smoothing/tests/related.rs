@@ -504,7 +504,9 @@ fn wide_rows_match_the_definitions_on_any_number_of_threads() {
         ),
         (
             "distillation",
-            Box::new(|g| distillation_loss(&plain, DistillationConfig::new(0.5, 3.0), &z, &teacher, &y, Some(g)).unwrap()),
+            Box::new(|g| {
+                distillation_loss(&plain, DistillationConfig::new(0.5, 3.0), &z, &teacher, &y, Some(g)).unwrap()
+            }),
             Box::new(|z| {
                 mean(
                     &|i, row| {
@@ -571,7 +573,10 @@ fn wide_rows_match_the_definitions_on_any_number_of_threads() {
         let (v1, g1) = on(1);
         let (v3, g3) = on(3);
         assert_eq!(v1.to_bits(), v3.to_bits(), "{name}: value depends on threads");
-        assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: gradient depends on threads");
+        assert!(
+            g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: gradient depends on threads"
+        );
         assert_close(&format!("{name} loss"), &[v1], &[objective(&zf)], 1e-5);
         assert_close(&format!("{name} grad"), &g1, &finite_diff(&z, objective.as_ref()), 1e-6);
     }

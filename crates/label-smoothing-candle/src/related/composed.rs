@@ -115,7 +115,13 @@ pub fn distillation(
     config: DistillationConfig,
 ) -> Result<Tensor> {
     in_range("beta", config.beta, 0.0, 1.0, "[0, 1]")?;
-    in_range("temperature", config.temperature, f64::MIN_POSITIVE, f64::MAX, "(0, inf)")?;
+    in_range(
+        "temperature",
+        config.temperature,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        "(0, inf)",
+    )?;
     if ce.config().reduction != Reduction::Mean {
         return Err(Error::Loss(LossError::Unsupported {
             loss: "distillation",
@@ -186,11 +192,16 @@ pub fn label_relaxation(logits: &Tensor, labels: &Tensor, alpha: f32) -> Result<
     let py = (&p * &hot)?.sum_keepdim(D::Minus1)?;
     // Rows already giving the label at least 1 - alpha are accepted: zero target, zero loss, zero gradient.
     let keep = py.lt(1.0 - a)?.broadcast_as((n, k))?;
-    let off = p.broadcast_div(&py.affine(-1.0, 1.0)?.maximum(f32::MIN_POSITIVE)?)?.affine(a, 0.0)?;
+    let off = p
+        .broadcast_div(&py.affine(-1.0, 1.0)?.maximum(f32::MIN_POSITIVE)?)?
+        .affine(a, 0.0)?;
     let r = ((&hot * (1.0 - a))? + (hot.affine(-1.0, 1.0)? * off)?)?;
     let r = keep.where_cond(&r, &r.zeros_like()?)?;
     // KL(r || p) = sum r log r - sum r log p.
-    let r_log_r = r.ne(0.0)?.where_cond(&(&r * r.log()?)?, &r.zeros_like()?)?.sum(D::Minus1)?;
+    let r_log_r = r
+        .ne(0.0)?
+        .where_cond(&(&r * r.log()?)?, &r.zeros_like()?)?
+        .sum(D::Minus1)?;
     let rows = (r_log_r + cross_entropy_rows(&r, &log_p)?)?;
     Ok(rows.mean_all()?.to_dtype(logits.dtype())?)
 }
