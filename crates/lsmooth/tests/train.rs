@@ -725,6 +725,10 @@ fn compare_sweeps_distillation_temperatures_with_smaller_students() {
     }
     let teacher = &json(&out.join("runs/plain-seed0/metrics.json"))["config"];
     assert_eq!(teacher["model"]["hidden"][0], 32);
+    for report in ["report.html", "report.md"] {
+        let text = std::fs::read_to_string(out.join(report)).unwrap();
+        assert!(text.contains("distilled students: hidden 16"), "{report}");
+    }
     let e = fails(&lsmooth(&[
         "compare",
         "--settings",

@@ -211,11 +211,12 @@ pub fn text_table(summary: &Summary) -> String {
 
 fn markdown(summary: &Summary, seeds: &[u64]) -> String {
     let mut s = format!(
-        "# lsmooth compare\n\n{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all.\n\n\
+        "# lsmooth compare\n\n{}{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all.\n\n\
          Mean ± standard deviation over seeds. ECE: 15 equal-width bins. T: the temperature fitted on the \
          validation split; \"after T\": the test metrics of the temperature-scaled model. Convergence: the first \
          epoch whose test accuracy is within 0.5 points of that run's best.\n\n",
         summary.model,
+        html::students(summary),
         data_name(&summary.base),
         summary.base.epochs,
         seeds,

@@ -58,8 +58,9 @@ pub fn page(summary: &Summary, seeds: &[u64], columns: &[HtmlColumn], sections: 
     s.push_str(STYLE);
     s.push_str("</style>\n</head>\n<body>\n<h1>Label smoothing: does it help, and is it calibrated?</h1>\n");
     s.push_str(&format!(
-        "<p class=\"meta\">{} &middot; {} epochs &middot; seeds {} &middot; label noise {} &middot; {:.0} s</p>\n",
+        "<p class=\"meta\">{}{} &middot; {} epochs &middot; seeds {} &middot; label noise {} &middot; {:.0} s</p>\n",
         esc(&summary.model),
+        esc(&students(summary)),
         summary.base.epochs,
         esc(&format!("{seeds:?}")),
         summary.base.label_noise,
@@ -123,4 +124,18 @@ compare the panels to see whether it does here.",
     }
     s.push_str("</body>\n</html>\n");
     s
+}
+
+/// `" · distilled students: hidden 32"` when the sweep's students have their own widths, else nothing (plain
+/// text, for the HTML page and the Markdown report).
+pub fn students(summary: &Summary) -> String {
+    summary
+        .settings
+        .iter()
+        .find_map(|s| s.student_hidden.as_ref())
+        .map(|h| {
+            let w: Vec<String> = h.iter().map(|v| v.to_string()).collect();
+            format!(" · distilled students: hidden {}", w.join(","))
+        })
+        .unwrap_or_default()
 }

@@ -51,7 +51,8 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 /// The SVG text of a line chart. Each series is one `<path class="series">`; the y range covers every point
-/// and band.
+/// and band. Series past the eighth are dashed (ninth to sixteenth) or dotted, in the plot and the legend, since
+/// callers colour them from the eight-colour [`PALETTE`] in turn.
 pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     let all_y = series.iter().flat_map(|s| {
         s.points
@@ -150,6 +151,12 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
                 ser.color
             );
         }
+        // Past the palette's eight colours they repeat: the second round is dashed, later ones dotted.
+        let dash = match i / PALETTE.len() {
+            0 => "",
+            1 => r#" stroke-dasharray="7,4""#,
+            _ => r#" stroke-dasharray="2,3""#,
+        };
         let d: Vec<String> = ser
             .points
             .iter()
@@ -158,7 +165,7 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
             .collect();
         let _ = writeln!(
             s,
-            r##"<path class="series" d="{}" fill="none" stroke="{}" stroke-width="2"/>"##,
+            r##"<path class="series" d="{}" fill="none" stroke="{}" stroke-width="2"{dash}/>"##,
             d.join(" "),
             ser.color
         );
@@ -166,7 +173,7 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
         let lx = LEFT + pw + 14.0;
         let _ = writeln!(
             s,
-            r##"<line x1="{lx}" y1="{ly}" x2="{lx2}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{tx}" y="{ty}">{n}</text>"##,
+            r##"<line x1="{lx}" y1="{ly}" x2="{lx2}" y2="{ly}" stroke="{c}" stroke-width="3"{dash}/><text x="{tx}" y="{ty}">{n}</text>"##,
             lx2 = lx + 22.0,
             c = ser.color,
             tx = lx + 28.0,
@@ -219,5 +226,22 @@ mod tests {
         assert_eq!(t.len(), 6, "{t:?}");
         assert!((t[1] - 0.2).abs() < 1e-12 && (t[5] - 1.0).abs() < 1e-12, "{t:?}");
         assert_eq!(format_tick(t[3]), "0.6");
+    }
+
+    #[test]
+    fn series_past_the_palette_are_dashed_in_plot_and_legend() {
+        let series: Vec<Series> = (0..10)
+            .map(|i| Series {
+                name: format!("s{i}"),
+                color: PALETTE[i % PALETTE.len()].into(),
+                points: vec![(1.0, i as f64), (2.0, i as f64 + 1.0)],
+                band: None,
+            })
+            .collect();
+        let s = svg("t", "x", "y", &series);
+        // Series 8 and 9 reuse the first two colours: dashed path and dashed legend swatch each.
+        assert_eq!(s.matches(r#"stroke-dasharray="7,4""#).count(), 4);
+        let solid = svg("t", "x", "y", &series[..8]);
+        assert!(!solid.contains("stroke-dasharray"));
     }
 }
