@@ -8,6 +8,16 @@ use label_smoothing::{LabelSmoothingLoss, Reduction, Smoothing, Spread, Targets}
 
 use crate::{labels_to_host, Result, TargetKind};
 
+/// `[N, K]` f32 one-hot rows of `labels` (each in `[0, K)`), on `like`'s device.
+pub(crate) fn one_hot(labels: &[i64], k: usize, like: &Tensor) -> Result<Tensor> {
+    let idx: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
+    let idx = Tensor::from_vec(idx, (labels.len(), 1), like.device())?;
+    Ok(Tensor::arange(0u32, k as u32, like.device())?
+        .unsqueeze(0)?
+        .broadcast_eq(&idx)?
+        .to_dtype(DType::F32)?)
+}
+
 /// `log_softmax` over the last dimension, with the row maximum held constant (its gradient cancels exactly).
 pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
@@ -39,18 +49,15 @@ pub(crate) fn forward(
             loss.validate(n * k, Targets::Labels(&labels))?;
             let ignored = |y: i64| Some(y) == config.ignore_index;
             let kept: Vec<f32> = labels.iter().map(|&y| if ignored(y) { 0.0 } else { 1.0 }).collect();
-            let safe: Vec<u32> = labels.iter().map(|&y| if ignored(y) { 0 } else { y as u32 }).collect();
+            let safe: Vec<i64> = labels.iter().map(|&y| if ignored(y) { 0 } else { y }).collect();
             // PyTorch's mean: the summed label weights of the rows not ignored.
             let denominator: f64 = labels
                 .iter()
                 .filter(|&&y| !ignored(y))
                 .map(|&y| config.weights.as_ref().map_or(1.0, |w| w[y as usize] as f64))
                 .sum();
-            let safe = Tensor::from_vec(safe, (n, 1), device)?;
-            let one_hot = Tensor::arange(0u32, k as u32, device)?
-                .unsqueeze(0)?
-                .broadcast_eq(&safe)?
-                .to_dtype(DType::F32)?;
+            let one_hot = one_hot(&safe, k, &x)?;
+            let safe = Tensor::from_vec(safe.iter().map(|&y| y as u32).collect::<Vec<u32>>(), (n, 1), device)?;
             // Per-row smoothing e: a constant, or alpha * p(label) held constant for the gradient.
             let e = match config.smoothing {
                 Smoothing::Fixed(eps) => Tensor::full(eps, (n, 1), device)?,

@@ -11,18 +11,8 @@ use label_smoothing::distillation::DistillationConfig;
 use label_smoothing::online::OnlineLabelSmoothing;
 use label_smoothing::{LabelSmoothingConfig, LabelSmoothingLoss, LossError, Reduction, Smoothing, Targets};
 
-use crate::composed::{self, log_softmax};
+use crate::composed::{self, log_softmax, one_hot};
 use crate::{classes_of, labels_to_host, Error, Result, TargetKind};
-
-/// `[N, K]` f32 one-hot rows of `labels` (already checked to lie in `[0, K)`).
-fn one_hot(labels: &[i64], k: usize, like: &Tensor) -> Result<Tensor> {
-    let idx: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
-    let idx = Tensor::from_vec(idx, (labels.len(), 1), like.device())?;
-    Ok(Tensor::arange(0u32, k as u32, like.device())?
-        .unsqueeze(0)?
-        .broadcast_eq(&idx)?
-        .to_dtype(DType::F32)?)
-}
 
 /// `-sum_c q_c log p_c` per row, terms with `q_c = 0` counting 0 (even where `log p_c = -inf`): `[N]`.
 fn cross_entropy_rows(q: &Tensor, log_p: &Tensor) -> Result<Tensor> {
