@@ -394,8 +394,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     let mut c = start;
     while c < body_end {
         io.prefetch(c + ahead);
-        let e =
-            acc.add::<S, W, T, LIN, false>(io.load_lanes(c), m, LANES, &w[if W { c } else { 0 }..], t_at::<T>(t, c));
+        let e = acc.add::<S, W, T, LIN, false>(io.load_lanes(c), m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
             io.store_lanes(c, e);
         }
@@ -404,18 +403,8 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     // The tail (fewer than LANES classes) as one vector padded with -inf: its padding adds nothing.
     let rem = end - body_end;
     if rem > 0 {
-        let mut z = [f32::NEG_INFINITY; LANES];
-        let mut wt = [[0.0f32; LANES]; 2];
-        for j in 0..rem {
-            z[j] = io.load(body_end + j);
-            if W {
-                wt[0][j] = w[body_end + j];
-            }
-            if T {
-                wt[1][j] = t[body_end + j];
-            }
-        }
-        let e = acc.add::<S, W, T, LIN, true>(z, m, rem, &wt[0], &wt[1]);
+        let (z, wp, tp) = padded_tail::<W, T>(body_end, rem, |c| io.load(c), w, t);
+        let e = acc.add::<S, W, T, LIN, true>(z, m, rem, &wp, &tp);
         if STORE {
             for (j, &v) in e.iter().enumerate().take(rem) {
                 io.store(body_end + j, v);
@@ -438,14 +427,38 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     }
 }
 
-/// The soft targets from class `c` on (an empty slice when there are none).
+/// The weights or soft targets from class `c` on, when `ON` (an empty slice otherwise: there are none).
 #[inline(always)]
-fn t_at<const T: bool>(t: &[f32], c: usize) -> &[f32] {
-    if T {
-        &t[c..]
+fn from<const ON: bool>(v: &[f32], c: usize) -> &[f32] {
+    if ON {
+        &v[c..]
     } else {
         &[]
     }
+}
+
+/// The `rem < LANES` classes from `start` as one vector padded with `-inf`, with their weights (`W`) and soft
+/// targets (`T`) padded with 0; `load` reads a class's value.
+#[inline(always)]
+fn padded_tail<const W: bool, const T: bool>(
+    start: usize,
+    rem: usize,
+    load: impl Fn(usize) -> f32,
+    w: &[f32],
+    t: &[f32],
+) -> (Lanes, Lanes, Lanes) {
+    let mut z = [f32::NEG_INFINITY; LANES];
+    let (mut wp, mut tp) = ([0.0f32; LANES], [0.0f32; LANES]);
+    for j in 0..rem {
+        z[j] = load(start + j);
+        if W {
+            wp[j] = w[start + j];
+        }
+        if T {
+            tp[j] = t[start + j];
+        }
+    }
+    (z, wp, tp)
 }
 
 /// The per-lane sums of the accumulation pass (see [`RowStats`]).
@@ -658,19 +671,12 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     // The tail as one padded vector (the padding's values are computed and dropped).
     let rem = end - body_end;
     if rem > 0 {
-        let mut x = [f32::NEG_INFINITY; LANES];
-        let mut wt = [[0.0f32; LANES]; 2];
-        for j in 0..rem {
-            let c = body_end + j;
-            x[j] = if STORE { io.load_out(c) } else { io.load(c) };
-            wt[0][j] = if W { w[c] } else { 1.0 };
-            if T {
-                wt[1][j] = t[c];
-            }
-        }
+        // Without W, grad_value ignores the weight, so the zero padding of the weights is never read.
+        let load = |c| if STORE { io.load_out(c) } else { io.load(c) };
+        let (x, wp, tp) = padded_tail::<W, T>(body_end, rem, load, w, t);
         let mut out: Lanes = [0.0; LANES];
         for j in 0..LANES {
-            out[j] = grad_value::<S, W, T>(g, prob(x[j]), wt[0][j], wt[1][j]);
+            out[j] = grad_value::<S, W, T>(g, prob(x[j]), wp[j], tp[j]);
         }
         for (j, &v) in out.iter().enumerate().take(rem) {
             io.store(body_end + j, v);
