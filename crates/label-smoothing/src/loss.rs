@@ -411,7 +411,7 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    *l = plan.row::<S, E, _>(first + r, &mut Separate(z, g), &mut maxima);
+                    *l = plan.row::<S, E, _>(first + r, &mut Separate::new(z, g), &mut maxima);
                 }
             }
             Bufs::InPlace(zc) => {
@@ -452,7 +452,7 @@ impl<E: Element> Kernel for PartTask<'_, '_, E> {
                 .part::<S, E, _>(self.row, self.offset, &mut ReadOnly(z), self.op),
             Bufs::Write(z, g) => self
                 .plan
-                .part::<S, E, _>(self.row, self.offset, &mut Separate(z, g), self.op),
+                .part::<S, E, _>(self.row, self.offset, &mut Separate::new(z, g), self.op),
             Bufs::InPlace(z) => self
                 .plan
                 .part::<S, E, _>(self.row, self.offset, &mut InPlace(z), self.op),

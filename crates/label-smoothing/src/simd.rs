@@ -91,29 +91,39 @@ impl Isa for Portable {
     const FMA: bool = false;
 }
 
-/// `exp(x)` for the kernels' arguments `x = z - max <= 0`: the same reduction and polynomial as [`exp_f32`],
-/// with FMA where the instruction set has it and without the overflow branch. `x < -87.33` (including `-inf`)
-/// gives 0; NaN stays NaN. About 20 vector instructions per 16 values.
+/// `exp(x)` for the kernels' arguments `x = z - max <= 0`, in 13 vector instructions per 8 or 16 values (9 of
+/// them multiplies or FMAs): `n = round(x / ln 2)` by the magic-number trick, whose low bits also give the scale
+/// `s = 2^n` with one shift; the Cody-Waite reduction `r = x - n ln 2` in two steps (exact with or without FMA);
+/// then `exp(x) = s + (r s) p(r)` with `p` the degree-4 minimax fit of `(e^r - 1) / r` on `[-ln2/2, ln2/2]`
+/// (coefficients from `tools/fit_exp.py`). Within 2.5 ulp of the correctly rounded result on `[-87.33, 0]` with
+/// and without FMA (tested against `f64::exp`). [`exp_f32`]'s polynomial has two more terms and 1 ulp, but the
+/// kernels' sums need far less (SPEC: the loss to `1e-5`), and the shorter one made the fused kernel 1.25x to
+/// 1.4x faster (docs/BENCHMARKS.md). `x < -87.33` (including `-inf`) gives 0; NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_nonpos<S: Isa>(x: f32) -> f32 {
     const LO: f32 = -87.336_54;
-    const MAGIC: f32 = 12_582_912.0;
-    // (t.to_bits() - MAGIC.to_bits() + 127) << 23 is 2^n, n = round(x / ln 2) in [-126, 0].
-    const BIAS: u32 = 127u32.wrapping_sub(0x4B40_0000);
-    // No clamp: below LO (and for -inf) the reduction and the exponent bits below are garbage, and the final
-    // select replaces them with 0; at or above LO they are exact. NaN fails `x < LO` and stays NaN.
+    // 1.5 * 2^23 + 127: adding it rounds x / ln 2 to an integer n and leaves n + 127 in the low mantissa bits,
+    // so shifting the bits left by 23 gives the f32 2^n (n in [-126, 0] for x >= LO).
+    const MAGIC: f32 = 12_583_039.0;
+    const C1: f32 = 0.999_999_7;
+    const C2: f32 = 0.499_991_5;
+    const C3: f32 = 0.166_676_36;
+    const C4: f32 = 0.041_897_93;
+    const C5: f32 = 0.008_290_315;
+    // No clamp: below LO (and for -inf) the reduction and the scale are garbage, and the final select replaces
+    // them with 0; at or above LO they are exact. NaN fails `x < LO` and stays NaN.
     let t = S::fma(x, std::f32::consts::LOG2_E, MAGIC);
+    let s = f32::from_bits(t.to_bits() << 23);
     let n = t - MAGIC;
+    // ln 2 = 0.693359375 - 2.12194440e-4 (Cody-Waite): n * 0.693359375 is exact for |n| <= 2^15.
     let r = S::fma(n, -0.693_359_4, x);
     let r = S::fma(n, 2.121_944_4e-4, r);
-    let mut p = 1.987_569_1e-4_f32;
-    p = S::fma(p, r, 1.398_199_9e-3);
-    p = S::fma(p, r, 8.333_452e-3);
-    p = S::fma(p, r, 4.166_579_6e-2);
-    p = S::fma(p, r, 1.666_666_5e-1);
-    p = S::fma(p, r, 0.5);
-    let y = S::fma(p, r * r, r) + 1.0;
-    let v = y * f32::from_bits(t.to_bits().wrapping_add(BIAS) << 23);
+    let mut p = C5;
+    p = S::fma(p, r, C4);
+    p = S::fma(p, r, C3);
+    p = S::fma(p, r, C2);
+    p = S::fma(p, r, C1);
+    let v = S::fma(r * s, p, s);
     if x < LO {
         0.0
     } else {
@@ -256,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn exp_nonpos_matches_f64_within_2_ulp_with_and_without_fma() {
+    fn exp_nonpos_matches_f64_within_2_5_ulp_with_and_without_fma() {
         let n = 400_000;
         for fma in [false, true] {
             let mut worst = 0.0f64;
@@ -269,7 +279,7 @@ mod tests {
                 };
                 worst = worst.max(ulp_err(got, (x as f64).exp()));
             }
-            assert!(worst <= 2.0, "fma {fma}: worst error {worst} ulp");
+            assert!(worst <= 2.5, "fma {fma}: worst error {worst} ulp");
         }
         for fma in [false, true] {
             let f = |x: f32| {
