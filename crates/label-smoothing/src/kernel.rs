@@ -377,6 +377,14 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
     }
 }
 
+/// The end of the whole vectors of classes `[start, end)`: `end` less the `< LANES` tail. Checks
+/// `start <= end <= len` once, which is what the unchecked lane accesses in `[start, body_end)` rely on.
+#[inline(always)]
+fn lane_body(start: usize, end: usize, len: usize) -> usize {
+    assert!(start <= end && end <= len);
+    end - (end - start) % LANES
+}
+
 /// Statistics of the classes `[start, end)` of a row (`end - start <= CHUNK`); `w` and `t` are the row's weights
 /// and soft targets (indexed by class) when `W` / `T` are set.
 ///
@@ -390,17 +398,14 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     w: &[f32],
     t: &[f32],
 ) -> RowStats {
-    // The lane accesses below are unchecked; every one lies in [start, body_end) with body_end <= end, and this
-    // check makes end <= len.
-    assert!(start <= end && end <= io.len());
-    let body_end = end - (end - start) % LANES;
+    let body_end = lane_body(start, end, io.len());
 
     // Max pass: four independent accumulators (max is exact, so the grouping cannot change the result).
     let mut mx: [Lanes; 4] = [[f32::NEG_INFINITY; LANES]; 4];
     let mut c = start;
     while c + 4 * LANES <= body_end {
         for (a, acc) in mx.iter_mut().enumerate() {
-            // SAFETY: c + (a + 1) * LANES <= c + 4 * LANES <= body_end <= len (checked above).
+            // SAFETY: c + (a + 1) * LANES <= c + 4 * LANES <= body_end <= len (checked by `lane_body`).
             let v = unsafe { io.load_lanes(c + a * LANES) };
             for j in 0..LANES {
                 acc[j] = if v[j] > acc[j] { v[j] } else { acc[j] };
@@ -409,7 +414,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         c += 4 * LANES;
     }
     while c < body_end {
-        // SAFETY: c + LANES <= body_end <= len (checked above).
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
         let v = unsafe { io.load_lanes(c) };
         for j in 0..LANES {
             mx[0][j] = if v[j] > mx[0][j] { v[j] } else { mx[0][j] };
@@ -437,7 +442,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     let mut c = start;
     while c < body_end {
         io.prefetch(c + 2 * ahead);
-        // SAFETY: c + LANES <= body_end <= len (checked above).
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
         let z = unsafe { io.load_lanes(c) };
         let e = acc.add::<S, W, T, LIN, false>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
@@ -692,9 +697,7 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     w: &[f32],
     t: &[f32],
 ) {
-    // The lane accesses below are unchecked; every one lies in [start, body_end) with body_end <= end <= len.
-    assert!(start <= end && end <= io.len());
-    let body_end = end - (end - start) % LANES;
+    let body_end = lane_body(start, end, io.len());
     let factor = g.prob_factor(chunk_max);
     let inv_sum = (1.0 / g.sum_exp) as f32;
     let prob = |x: f32| {
@@ -706,7 +709,7 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     };
     let mut c = start;
     while c < body_end {
-        // SAFETY: c + LANES <= body_end <= len (checked above).
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
         let x = unsafe {
             if STORE {
                 io.load_out_lanes(c)
