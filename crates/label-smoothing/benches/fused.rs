@@ -32,13 +32,8 @@ struct Problem {
 }
 
 fn problem(n: usize, k: usize) -> Problem {
-    // SplitMix64-driven logits in [-4, 4) and labels in [0, K).
-    let mut g = label_smoothing::rng::SplitMix64::new(0x1234_5678_9abc_def0u64 ^ (n as u64 * 31 + k as u64));
-    let mut next = move || g.next_u64();
-    let logits = (0..n * k)
-        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
-        .collect();
-    let labels = (0..n).map(|_| (next() % k as u64) as i64).collect();
+    let (logits, labels) =
+        label_smoothing::rng::benchmark_problem(n, k, 0x1234_5678_9abc_def0u64 ^ (n as u64 * 31 + k as u64));
     Problem { n, k, logits, labels }
 }
 

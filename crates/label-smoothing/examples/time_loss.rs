@@ -31,11 +31,7 @@ fn main() {
         .num_threads(threads)
         .build()
         .expect("a rayon pool");
-    let mut g = label_smoothing::rng::SplitMix64::new(42);
-    let logits: Vec<f32> = (0..n * k)
-        .map(|_| ((g.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
-        .collect();
-    let labels: Vec<i64> = (0..n).map(|_| (g.next_u64() % k as u64) as i64).collect();
+    let (logits, labels) = label_smoothing::rng::benchmark_problem(n, k, 42);
     let loss_fn = LabelSmoothingConfig::new()
         .with_smoothing(0.1)
         .init(k)

@@ -9,7 +9,7 @@
 //!
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
-use crate::simd::{exp_nonpos, hmax, hsum, Isa, Kernel, Lanes, LANES};
+use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, hsum, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
 pub(crate) const CHUNK: usize = 2048;
@@ -400,15 +400,19 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
 ) -> RowStats {
     let body_end = lane_body(start, end, io.len());
 
-    // Max pass: four independent accumulators (max is exact, so the grouping cannot change the result).
+    // Max pass, which also finds the min: four independent max accumulators and two min ones (max and min are
+    // exact, so the grouping cannot change the result).
     let mut mx: [Lanes; 4] = [[f32::NEG_INFINITY; LANES]; 4];
+    let mut mn: [Lanes; 2] = [[f32::INFINITY; LANES]; 2];
     let mut c = start;
     while c + 4 * LANES <= body_end {
         for (a, acc) in mx.iter_mut().enumerate() {
             // SAFETY: c + (a + 1) * LANES <= c + 4 * LANES <= body_end <= len (checked by `lane_body`).
             let v = unsafe { io.load_lanes(c + a * LANES) };
+            let lo = &mut mn[a % 2];
             for j in 0..LANES {
                 acc[j] = if v[j] > acc[j] { v[j] } else { acc[j] };
+                lo[j] = if v[j] < lo[j] { v[j] } else { lo[j] };
             }
         }
         c += 4 * LANES;
@@ -418,44 +422,41 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         let v = unsafe { io.load_lanes(c) };
         for j in 0..LANES {
             mx[0][j] = if v[j] > mx[0][j] { v[j] } else { mx[0][j] };
+            mn[0][j] = if v[j] < mn[0][j] { v[j] } else { mn[0][j] };
         }
         c += LANES;
     }
-    let mut m = if body_end > start {
-        hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3])))
+    // NaN logits fail every comparison and are in neither; the accumulation pass carries them into the sums.
+    let (mut m, mut lo) = if body_end > start {
+        (
+            hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3]))),
+            hmin(mn[0]).min(hmin(mn[1])),
+        )
     } else {
-        f32::NEG_INFINITY
+        (f32::NEG_INFINITY, f32::INFINITY)
     };
     for c in body_end..end {
         let v = io.load(c);
         m = if v > m { v } else { m };
+        lo = if v < lo { v } else { lo };
     }
     if m == f32::NEG_INFINITY {
         return all_masked_chunk::<E, IO, W, T, STORE>(io, start, end, w, t);
     }
 
     let mut acc = Accumulators::default();
-    // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in
-    // from memory, so that the max passes do not wait on it: one prefetch per 64-byte line. Two chunks ahead
-    // rather than one: 20-25% faster on the loss alone from memory (docs/BENCHMARKS.md).
-    let ahead = end - start;
-    let mut c = start;
-    while c < body_end {
-        io.prefetch(c + 2 * ahead);
-        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
-        let z = unsafe { io.load_lanes(c) };
-        let e = acc.add::<S, W, T, LIN, false>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
-        if STORE {
-            // SAFETY: as for the load.
-            unsafe { io.store_lanes(c, e) };
-        }
-        c += LANES;
+    // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
+    // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
+    if lo - m >= EXP_RANGE_LO {
+        accumulate_body::<S, E, IO, W, T, LIN, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
+    } else {
+        accumulate_body::<S, E, IO, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
     }
     // The tail (fewer than LANES classes) as one vector padded with -inf: its padding adds nothing.
     let rem = end - body_end;
     if rem > 0 {
         let (z, wp, tp) = padded_tail::<W, T>(body_end, rem, |c| io.load(c), w, t);
-        let e = acc.add::<S, W, T, LIN, true>(z, m, rem, &wp, &tp);
+        let e = acc.add::<S, W, T, LIN, true, false>(z, m, rem, &wp, &tp);
         if STORE {
             for (j, &v) in e.iter().enumerate().take(rem) {
                 io.store(body_end + j, v);
@@ -475,6 +476,47 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         shifted: if LIN { hsum(acc.sh) } else { 0.0 },
         target_mass: if T { hsum(acc.tm) } else { 0.0 },
         target_shifted: if T { hsum(acc.tsh) } else { 0.0 },
+    }
+}
+
+/// The accumulation pass over the whole vectors `[start, body_end)` of a chunk (max `m`); `ahead` is how far to
+/// prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accumulate_body<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+    const IN_RANGE: bool,
+>(
+    io: &mut IO,
+    acc: &mut Accumulators,
+    start: usize,
+    body_end: usize,
+    ahead: usize,
+    m: f32,
+    w: &[f32],
+    t: &[f32],
+) {
+    debug_assert!(body_end <= io.len());
+    // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in
+    // from memory, so that the max passes do not wait on it: one prefetch per 64-byte line. Two chunks ahead
+    // rather than one: 20-25% faster on the loss alone from memory (docs/BENCHMARKS.md).
+    let mut c = start;
+    while c < body_end {
+        io.prefetch(c + 2 * ahead);
+        // SAFETY: c + LANES <= body_end <= len (the caller's `lane_body` check).
+        let z = unsafe { io.load_lanes(c) };
+        let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
+        if STORE {
+            // SAFETY: as for the load.
+            unsafe { io.store_lanes(c, e) };
+        }
+        c += LANES;
     }
 }
 
@@ -525,9 +567,9 @@ struct Accumulators {
 impl Accumulators {
     /// Adds one vector of logits `z` (chunk max `m`), whose weights and soft targets start at `w[0]` / `t[0]`;
     /// returns `exp(z - m)`. With `MASKED`, only the first `valid` lanes are classes (the rest hold `-inf`
-    /// logits and zero weights and targets).
+    /// logits and zero weights and targets). `IN_RANGE`: every `z - m` is at least [`EXP_RANGE_LO`].
     #[inline(always)]
-    fn add<S: Isa, const W: bool, const T: bool, const LIN: bool, const MASKED: bool>(
+    fn add<S: Isa, const W: bool, const T: bool, const LIN: bool, const MASKED: bool, const IN_RANGE: bool>(
         &mut self,
         z: Lanes,
         m: f32,
@@ -538,7 +580,11 @@ impl Accumulators {
         let mut e: Lanes = [0.0; LANES];
         for j in 0..LANES {
             let d = z[j] - m;
-            e[j] = exp_nonpos::<S>(d);
+            e[j] = if IN_RANGE {
+                exp_in_range::<S>(d)
+            } else {
+                exp_nonpos::<S>(d)
+            };
             self.se[j] += e[j];
             if LIN {
                 if W {

@@ -86,9 +86,40 @@ impl SplitMix64 {
     }
 }
 
+/// The seeded problem that the benchmarks time (`lsmooth bench`, `cargo bench`, the `time_loss` example): `n * k`
+/// logits uniform in `[-4, 4)` (24 random bits each, row-major), then `n` labels uniform in `0..k`, all from one
+/// [`SplitMix64`] stream started at `seed`.
+///
+/// ```
+/// let (logits, labels) = label_smoothing::rng::benchmark_problem(3, 5, 42);
+/// assert_eq!((logits.len(), labels.len()), (15, 3));
+/// assert!(logits.iter().all(|z| (-4.0..4.0).contains(z)));
+/// assert!(labels.iter().all(|&y| (0..5).contains(&y)));
+/// ```
+pub fn benchmark_problem(n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut g = SplitMix64::new(seed);
+    let logits = (0..n * k)
+        .map(|_| ((g.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
+        .collect();
+    let labels = (0..n).map(|_| (g.next_u64() % k as u64) as i64).collect();
+    (logits, labels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn benchmark_problem_is_seeded_and_spread_over_its_range() {
+        let (z, y) = benchmark_problem(64, 100, 9);
+        assert_eq!(benchmark_problem(64, 100, 9), (z.clone(), y.clone()));
+        assert_ne!(benchmark_problem(64, 100, 10).0, z);
+        let mean = z.iter().map(|&v| v as f64).sum::<f64>() / z.len() as f64;
+        assert!(mean.abs() < 0.1, "mean {mean}");
+        let (lo, hi) = z.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!((-4.0..-3.99).contains(&lo) && hi < 4.0 && hi > 3.99, "[{lo}, {hi}]");
+        assert!(y.iter().all(|&v| (0..100).contains(&v)));
+    }
 
     #[test]
     fn shuffle_is_a_permutation_and_seeded() {

@@ -159,6 +159,45 @@ proptest! {
         assert_grad_close("1e4 logits", &grad, &r.grad);
     }
 
+    /// The statistics pass takes a select-free `exp` for a chunk (2048 classes) whose spread is under 87 and the
+    /// guarded one otherwise; one row here mixes both kinds of chunk, with spreads on either side of the bound.
+    #[test]
+    fn chunks_of_narrow_and_wide_spread_in_one_row(
+        n in 1usize..3,
+        k in 2049usize..7000,
+        widths in proptest::collection::vec(prop_oneof![Just(1.0f64), Just(43.0), Just(44.0), Just(120.0)], 4),
+        eps in 0.0f32..0.5,
+        spread in spread(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = common::Rng::new(seed);
+        // Chunk j of each row has logits in [off - 2 widths[j], off] with both ends present, so its spread is
+        // exactly 2 widths[j]: 86 and 88 sit on either side of the bound, 2 and 240 far from it.
+        let mut logits = vec![0f32; n * k];
+        for i in 0..n {
+            for c in 0..k {
+                let wdt = widths[(c / 2048) % widths.len()];
+                let off = ((c / 2048) as f64) * 3.0;
+                let x = match c % 2048 {
+                    0 => off,
+                    1 => off - 2.0 * wdt,
+                    _ => off - 2.0 * wdt * rng.uniform(),
+                };
+                logits[i * k + c] = x as f32;
+            }
+        }
+        let labels: Vec<i64> = (0..n).map(|_| rng.below(k) as i64).collect();
+        let loss_fn = LabelSmoothingConfig::new().with_smoothing(eps).with_spread(spread).init(k).unwrap();
+        let mut grad = vec![0.0; n * k];
+        let loss = loss_fn.loss_and_grad(&logits, Targets::Labels(&labels), GradOutput::ONE, &mut grad).unwrap();
+        let z: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+        let r = reference::loss_and_grad(loss_fn.config(), k, &z, RefTargets::Labels(&labels), None).unwrap();
+        assert_loss_close("mixed spreads", loss.as_slice(), &r.loss);
+        assert_grad_close("mixed spreads", &grad, &r.grad);
+        let forward = loss_fn.loss(&logits, Targets::Labels(&labels)).unwrap();
+        prop_assert_eq!(forward.as_slice(), loss.as_slice());
+    }
+
     #[test]
     fn masked_classes_away_from_the_label(n in 1usize..5, k in 3usize..3000, seed in any::<u64>(), eps in 0.01f32..0.5) {
         let mut rng = common::Rng::new(seed);

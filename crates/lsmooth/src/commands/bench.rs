@@ -76,17 +76,6 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Seeded logits uniform in `[-4, 4)` and labels uniform in `[0, K)` (SplitMix64).
-fn problem(n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
-    let mut g = crate::rng::SplitMix64::new(seed);
-    let mut next = move || g.next_u64();
-    let logits = (0..n * k)
-        .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
-        .collect();
-    let labels = (0..n).map(|_| (next() % k as u64) as i64).collect();
-    (logits, labels)
-}
-
 fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
     let err = || {
         CliError::Usage(format!(
@@ -112,7 +101,7 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         (None, None) => config.with_smoothing(0.1),
     };
     let loss_fn = config.init(k)?;
-    let (logits32, labels) = problem(n, k, args.seed);
+    let (logits32, labels) = label_smoothing::rng::benchmark_problem(n, k, args.seed);
     let logits: Vec<E> = logits32.iter().map(|&x| E::from_f32(x)).collect();
     drop(logits32);
     let elem = std::mem::size_of::<E>();
