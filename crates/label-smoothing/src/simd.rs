@@ -214,25 +214,23 @@ pub(crate) fn prefetch<T>(p: *const T) {
 /// Horizontal max of a lane array (a pairwise tree, fixed order).
 #[inline(always)]
 pub(crate) fn hmax(v: Lanes) -> f32 {
-    let mut w = v;
-    let mut width = LANES / 2;
-    while width > 0 {
-        for j in 0..width {
-            w[j] = if w[j + width] > w[j] { w[j + width] } else { w[j] };
-        }
-        width /= 2;
-    }
-    w[0]
+    tree(v, |a, b| if b > a { b } else { a })
 }
 
 /// Horizontal min of a lane array (a pairwise tree, fixed order).
 #[inline(always)]
 pub(crate) fn hmin(v: Lanes) -> f32 {
+    tree(v, |a, b| if b < a { b } else { a })
+}
+
+/// Reduces a lane array by a pairwise tree: lane `j` with lane `j + width`, for width 8, 4, 2, 1.
+#[inline(always)]
+fn tree(v: Lanes, pick: impl Fn(f32, f32) -> f32) -> f32 {
     let mut w = v;
     let mut width = LANES / 2;
     while width > 0 {
         for j in 0..width {
-            w[j] = if w[j + width] < w[j] { w[j + width] } else { w[j] };
+            w[j] = pick(w[j], w[j + width]);
         }
         width /= 2;
     }
