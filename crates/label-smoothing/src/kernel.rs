@@ -502,14 +502,15 @@ fn accumulate_body<
     w: &[f32],
     t: &[f32],
 ) {
-    debug_assert!(body_end <= io.len());
+    // Once per chunk: what the unchecked loads and stores below rely on (`lane_body` gives such a `body_end`).
+    assert!(start <= body_end && body_end <= io.len() && (body_end - start).is_multiple_of(LANES));
     // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in
     // from memory, so that the max passes do not wait on it: one prefetch per 64-byte line. Two chunks ahead
     // rather than one: 20-25% faster on the loss alone from memory (docs/BENCHMARKS.md).
     let mut c = start;
     while c < body_end {
         io.prefetch(c + 2 * ahead);
-        // SAFETY: c + LANES <= body_end <= len (the caller's `lane_body` check).
+        // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
         let z = unsafe { io.load_lanes(c) };
         let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
