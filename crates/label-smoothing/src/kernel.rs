@@ -9,7 +9,8 @@
 //!
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
-use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, hsum, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
+use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
+use std::any::TypeId;
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
 pub(crate) const CHUNK: usize = 2048;
@@ -216,10 +217,66 @@ pub(crate) trait RowIo<E: Element> {
     /// # Safety
     /// `c + LANES <= self.len()`.
     unsafe fn load_out_lanes(&self, c: usize) -> Lanes;
+    /// The `rem <= LANES` logits from `c` in lanes `0..rem`, `fill` in the others.
+    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes;
+    /// The `rem <= LANES` outputs from `c` in lanes `0..rem`, `fill` in the others. By default the logits: with
+    /// one buffer (read only, or in place) the output is the logits' buffer.
+    #[inline(always)]
+    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        self.tail::<S>(c, rem, fill)
+    }
+    /// Writes lanes `0..rem` of `v` to the outputs from `c` (no-op when read only).
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes);
     /// Prefetches the logits at class `c`, which may lie past the row (the next row, or past the buffer).
     #[inline(always)]
     fn prefetch(&self, c: usize) {
         let _ = c;
+    }
+}
+
+/// `s` as f32 values, when `E` is f32.
+#[inline(always)]
+fn as_f32<E: Element>(s: &[E]) -> Option<&[f32]> {
+    if TypeId::of::<E>() == TypeId::of::<f32>() {
+        // SAFETY: `E` is `f32` (same type id), so this is the same slice under its own type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// `s` as mutable f32 values, when `E` is f32.
+#[inline(always)]
+fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
+    if TypeId::of::<E>() == TypeId::of::<f32>() {
+        // SAFETY: `E` is `f32` (same type id), so this is the same slice under its own type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// The values of `s` (at most `LANES`) in lanes `0..s.len()`, `fill` in the others: one masked load for f32.
+#[inline(always)]
+fn partial_of<S: Isa, E: Element>(s: &[E], fill: f32) -> Lanes {
+    if let Some(f) = as_f32(s) {
+        return S::partial(f, fill);
+    }
+    let mut z = [fill; LANES];
+    for (j, &x) in s.iter().enumerate() {
+        z[j] = x.to_f32();
+    }
+    z
+}
+
+/// Writes lanes `0..d.len()` of `v` to `d` (at most `LANES`): one masked store for f32.
+#[inline(always)]
+fn put_partial<S: Isa, E: Element>(d: &mut [E], v: Lanes) {
+    if let Some(f) = as_f32_mut(d) {
+        return S::store_partial(f, v);
+    }
+    for (j, x) in d.iter_mut().enumerate() {
+        *x = E::from_f32(v[j]);
     }
 }
 
@@ -270,6 +327,12 @@ impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
     fn prefetch(&self, c: usize) {
         crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
     }
+    #[inline(always)]
+    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.0[c..c + rem], fill)
+    }
+    #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, _: usize, _: usize, _: Lanes) {}
     const WRITES: bool = false;
     #[inline(always)]
     fn len(&self) -> usize {
@@ -303,6 +366,18 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
     #[inline(always)]
     fn prefetch(&self, c: usize) {
         crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
+    }
+    #[inline(always)]
+    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.0[c..c + rem], fill)
+    }
+    #[inline(always)]
+    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.1[c..c + rem], fill)
+    }
+    #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        put_partial::<S, E>(&mut self.1[c..c + rem], v)
     }
     const WRITES: bool = true;
     #[inline(always)]
@@ -342,6 +417,14 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
     #[inline(always)]
     fn prefetch(&self, c: usize) {
         crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
+    }
+    #[inline(always)]
+    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.0[c..c + rem], fill)
+    }
+    #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        put_partial::<S, E>(&mut self.0[c..c + rem], v)
     }
     const WRITES: bool = true;
     #[inline(always)]
@@ -426,20 +509,30 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         }
         c += LANES;
     }
-    // NaN logits fail every comparison and are in neither; the accumulation pass carries them into the sums.
-    let (mut m, mut lo) = if body_end > start {
-        (
-            hmax(mx[0]).max(hmax(mx[1])).max(hmax(mx[2]).max(hmax(mx[3]))),
-            hmin(mn[0]).min(hmin(mn[1])),
-        )
+    // The tail (fewer than LANES classes) as one vector padded with -inf, read once for both passes.
+    let rem = end - body_end;
+    let tail = if rem > 0 {
+        io.tail::<S>(body_end, rem, f32::NEG_INFINITY)
     } else {
-        (f32::NEG_INFINITY, f32::INFINITY)
+        [f32::NEG_INFINITY; LANES]
     };
-    for c in body_end..end {
-        let v = io.load(c);
-        m = if v > m { v } else { m };
-        lo = if v < lo { v } else { lo };
+    for j in 0..LANES {
+        mx[1][j] = if tail[j] > mx[1][j] { tail[j] } else { mx[1][j] };
+        // The padding is not a logit: +inf (no effect) for the min.
+        let v = if j < rem { tail[j] } else { f32::INFINITY };
+        mn[1][j] = if v < mn[1][j] { v } else { mn[1][j] };
     }
+    // Lane-wise first, then one tree each. NaN logits fail every comparison and are in neither accumulator (the
+    // accumulation pass carries them into the sums), so the order of these exact operations cannot matter.
+    for j in 0..LANES {
+        let (a, b) = (mx[0][j], mx[1][j]);
+        let ab = if b > a { b } else { a };
+        let (c, d) = (mx[2][j], mx[3][j]);
+        let cd = if d > c { d } else { c };
+        mx[0][j] = if cd > ab { cd } else { ab };
+        mn[0][j] = if mn[1][j] < mn[0][j] { mn[1][j] } else { mn[0][j] };
+    }
+    let (m, lo) = (hmax(mx[0]), hmin(mn[0]));
     if m == f32::NEG_INFINITY {
         return all_masked_chunk::<E, IO, W, T, STORE>(io, start, end, w, t);
     }
@@ -452,30 +545,27 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     } else {
         accumulate_body::<S, E, IO, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
     }
-    // The tail (fewer than LANES classes) as one vector padded with -inf: its padding adds nothing.
-    let rem = end - body_end;
+    // The tail: its -inf padding adds nothing.
     if rem > 0 {
-        let (z, wp, tp) = padded_tail::<W, T>(body_end, rem, |c| io.load(c), w, t);
-        let e = acc.add::<S, W, T, LIN, true, false>(z, m, rem, &wp, &tp);
+        let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
+        let e = acc.add::<S, W, T, LIN, true, false>(tail, m, rem, &wp, &tp);
         if STORE {
-            for (j, &v) in e.iter().enumerate().take(rem) {
-                io.store(body_end + j, v);
-            }
+            io.store_tail::<S>(body_end, rem, e);
         }
     }
     RowStats {
         max: m,
-        sum_exp: hsum(acc.se),
+        sum_exp: S::hsum(acc.se),
         mass: if !LIN {
             0.0
         } else if W {
-            hsum(acc.ms)
+            S::hsum(acc.ms)
         } else {
             (end - start) as f64
         },
-        shifted: if LIN { hsum(acc.sh) } else { 0.0 },
-        target_mass: if T { hsum(acc.tm) } else { 0.0 },
-        target_shifted: if T { hsum(acc.tsh) } else { 0.0 },
+        shifted: if LIN { S::hsum(acc.sh) } else { 0.0 },
+        target_mass: if T { S::hsum(acc.tm) } else { 0.0 },
+        target_shifted: if T { S::hsum(acc.tsh) } else { 0.0 },
     }
 }
 
@@ -531,28 +621,26 @@ fn from<const ON: bool>(v: &[f32], c: usize) -> &[f32] {
     }
 }
 
-/// The `rem < LANES` classes from `start` as one vector padded with `-inf`, with their weights (`W`) and soft
-/// targets (`T`) padded with 0; `load` reads a class's value.
+/// The weights (`W`) and soft targets (`T`) of the `rem < LANES` classes from `start`, each as one vector padded
+/// with 0 (all 0 when off).
 #[inline(always)]
-fn padded_tail<const W: bool, const T: bool>(
+fn padded_weights<S: Isa, const W: bool, const T: bool>(
     start: usize,
     rem: usize,
-    load: impl Fn(usize) -> f32,
     w: &[f32],
     t: &[f32],
-) -> (Lanes, Lanes, Lanes) {
-    let mut z = [f32::NEG_INFINITY; LANES];
-    let (mut wp, mut tp) = ([0.0f32; LANES], [0.0f32; LANES]);
-    for j in 0..rem {
-        z[j] = load(start + j);
-        if W {
-            wp[j] = w[start + j];
-        }
-        if T {
-            tp[j] = t[start + j];
-        }
-    }
-    (z, wp, tp)
+) -> (Lanes, Lanes) {
+    let wp = if W {
+        S::partial(&w[start..start + rem], 0.0)
+    } else {
+        [0.0; LANES]
+    };
+    let tp = if T {
+        S::partial(&t[start..start + rem], 0.0)
+    } else {
+        [0.0; LANES]
+    };
+    (wp, tp)
 }
 
 /// The per-lane sums of the accumulation pass (see [`RowStats`]).
@@ -778,15 +866,17 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     let rem = end - body_end;
     if rem > 0 {
         // Without W, grad_value ignores the weight, so the zero padding of the weights is never read.
-        let load = |c| if STORE { io.load_out(c) } else { io.load(c) };
-        let (x, wp, tp) = padded_tail::<W, T>(body_end, rem, load, w, t);
+        let x = if STORE {
+            io.tail_out::<S>(body_end, rem, f32::NEG_INFINITY)
+        } else {
+            io.tail::<S>(body_end, rem, f32::NEG_INFINITY)
+        };
+        let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
         let mut out: Lanes = [0.0; LANES];
         for j in 0..LANES {
             out[j] = grad_value::<S, W, T>(g, prob(x[j]), wp[j], tp[j]);
         }
-        for (j, &v) in out.iter().enumerate().take(rem) {
-            io.store(body_end + j, v);
-        }
+        io.store_tail::<S>(body_end, rem, out);
     }
 }
 

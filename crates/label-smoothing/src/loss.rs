@@ -106,9 +106,21 @@ pub struct LabelSmoothingLoss {
     weight_total: f64,
 }
 
-/// Classes per parallel task: enough that a task outweighs rayon's scheduling cost. Rows per task depend only
-/// on `K`.
+/// Classes per parallel task, at most: a task's rows stay in L2 while their gradient is written.
 const TASK_ELEMS: usize = 1 << 15;
+
+/// Classes per parallel task, at least: enough that a task outweighs rayon's scheduling cost.
+const MIN_TASK_ELEMS: usize = 1 << 13;
+
+/// Rows per parallel task: at most [`TASK_ELEMS`] classes, and at most a quarter of a thread's share of the rows
+/// (so that short problems such as 4096x10 still spread evenly), but at least [`MIN_TASK_ELEMS`] classes. Rows
+/// are independent and the loss is reduced in row order afterwards, so the split changes only the speed.
+fn rows_per_task(n: usize, k: usize, threads: usize) -> usize {
+    (TASK_ELEMS / k)
+        .min(n.div_ceil(4 * threads))
+        .max(MIN_TASK_ELEMS.div_ceil(k))
+        .max(1)
+}
 
 /// Problems smaller than this many logits run on the calling thread: waking the pool costs more than the work.
 const SERIAL_ELEMS: usize = 1 << 15;
@@ -319,7 +331,7 @@ impl LabelSmoothingLoss {
                 };
             }
         } else {
-            let rows_per_task = (TASK_ELEMS / k).max(1);
+            let rows_per_task = rows_per_task(n, k, threads);
             let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| {
                 dispatch(RowTask {
                     plan: &plan,
