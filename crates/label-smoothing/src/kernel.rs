@@ -173,8 +173,20 @@ impl Element for half::bf16 {
     }
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
-        half::bf16::from_f32(v)
+        half::bf16::from_bits(bf16_bits(v))
     }
+}
+
+/// f32 to bf16 bits, to nearest even, NaN kept NaN (quiet, with its sign and top payload bits): the same bits as
+/// `half::bf16::from_f32` (tested on every rounding case), without its branches, so that lane loops vectorise.
+#[inline(always)]
+fn bf16_bits(v: f32) -> u16 {
+    let x = v.to_bits();
+    // Adding 0x7fff plus the lowest kept bit carries into the kept bits exactly when rounding to nearest even
+    // rounds up; no overflow, since values that high are NaN.
+    let rounded = x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16;
+    let nan = (x >> 16) | 0x0040;
+    (if x & 0x7fff_ffff > 0x7f80_0000 { nan } else { rounded }) as u16
 }
 
 impl Element for half::f16 {
@@ -202,21 +214,21 @@ pub(crate) trait RowIo<E: Element> {
     ///
     /// # Safety
     /// `c + LANES <= self.len()` (unchecked: the kernels' loops prove it once, before the loop).
-    unsafe fn load_lanes(&self, c: usize) -> Lanes;
+    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes;
     /// Writes the output at `c` (no-op when read only).
     fn store(&mut self, c: usize, v: f32);
     /// Writes `LANES` outputs from `c`.
     ///
     /// # Safety
     /// `c + LANES <= self.len()`.
-    unsafe fn store_lanes(&mut self, c: usize, v: Lanes);
+    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes);
     /// The output's value at `c` (what `store` wrote there).
     fn load_out(&self, c: usize) -> f32;
     /// The `LANES` outputs from `c`.
     ///
     /// # Safety
     /// `c + LANES <= self.len()`.
-    unsafe fn load_out_lanes(&self, c: usize) -> Lanes;
+    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes;
     /// The `rem <= LANES` logits from `c` in lanes `0..rem`, `fill` in the others.
     fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes;
     /// The `rem <= LANES` outputs from `c` in lanes `0..rem`, `fill` in the others. By default the logits: with
@@ -283,10 +295,14 @@ fn put_partial<S: Isa, E: Element>(d: &mut [E], v: Lanes) {
 /// # Safety
 /// `c + LANES <= s.len()`.
 #[inline(always)]
-unsafe fn lanes_of<E: Element>(s: &[E], c: usize) -> Lanes {
+unsafe fn lanes_of<S: Isa, E: Element>(s: &[E], c: usize) -> Lanes {
     debug_assert!(c + LANES <= s.len());
     // SAFETY: the caller guarantees that the LANES elements from c are in bounds.
     let s = unsafe { s.get_unchecked(c..c + LANES) };
+    if let Some(h) = as_f16_bits(s) {
+        // One vector conversion where the instruction set has it (half's `to_f32` checks the CPU per element).
+        return S::widen_f16(h.try_into().expect("LANES values"));
+    }
     let mut v = [0.0; LANES];
     for j in 0..LANES {
         v[j] = s[j].to_f32();
@@ -297,12 +313,38 @@ unsafe fn lanes_of<E: Element>(s: &[E], c: usize) -> Lanes {
 /// # Safety
 /// `c + LANES <= d.len()`.
 #[inline(always)]
-unsafe fn put_lanes<E: Element>(d: &mut [E], c: usize, v: Lanes) {
+unsafe fn put_lanes<S: Isa, E: Element>(d: &mut [E], c: usize, v: Lanes) {
     debug_assert!(c + LANES <= d.len());
     // SAFETY: the caller guarantees that the LANES elements from c are in bounds.
     let d = unsafe { d.get_unchecked_mut(c..c + LANES) };
+    if let Some(h) = as_f16_bits_mut(d) {
+        h.copy_from_slice(&S::narrow_f16(v));
+        return;
+    }
     for j in 0..LANES {
         d[j] = E::from_f32(v[j]);
+    }
+}
+
+/// The bits of `s`, when `E` is f16.
+#[inline(always)]
+fn as_f16_bits<E: Element>(s: &[E]) -> Option<&[u16]> {
+    if TypeId::of::<E>() == TypeId::of::<half::f16>() {
+        // SAFETY: `E` is `f16`, a `#[repr(transparent)]` wrapper of its `u16` bits.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u16>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// The bits of `s`, mutably, when `E` is f16.
+#[inline(always)]
+fn as_f16_bits_mut<E: Element>(s: &mut [E]) -> Option<&mut [u16]> {
+    if TypeId::of::<E>() == TypeId::of::<half::f16>() {
+        // SAFETY: `E` is `f16`, a `#[repr(transparent)]` wrapper of its `u16` bits; every `u16` is an f16.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), s.len()) })
+    } else {
+        None
     }
 }
 
@@ -343,22 +385,22 @@ impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
         self.0[c].to_f32()
     }
     #[inline(always)]
-    unsafe fn load_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of(self.0, c) }
+        unsafe { lanes_of::<S, E>(self.0, c) }
     }
     #[inline(always)]
     fn store(&mut self, _: usize, _: f32) {}
     #[inline(always)]
-    unsafe fn store_lanes(&mut self, _: usize, _: Lanes) {}
+    unsafe fn store_lanes<S: Isa>(&mut self, _: usize, _: Lanes) {}
     #[inline(always)]
     fn load_out(&self, c: usize) -> f32 {
         self.load(c)
     }
     #[inline(always)]
-    unsafe fn load_out_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.load_lanes(c) }
+        unsafe { self.load_lanes::<S>(c) }
     }
 }
 
@@ -389,27 +431,27 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
         self.0[c].to_f32()
     }
     #[inline(always)]
-    unsafe fn load_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of(self.0, c) }
+        unsafe { lanes_of::<S, E>(self.0, c) }
     }
     #[inline(always)]
     fn store(&mut self, c: usize, v: f32) {
         self.1[c] = E::from_f32(v);
     }
     #[inline(always)]
-    unsafe fn store_lanes(&mut self, c: usize, v: Lanes) {
+    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
         // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
-        unsafe { put_lanes(self.1, c, v) }
+        unsafe { put_lanes::<S, E>(self.1, c, v) }
     }
     #[inline(always)]
     fn load_out(&self, c: usize) -> f32 {
         self.1[c].to_f32()
     }
     #[inline(always)]
-    unsafe fn load_out_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
-        unsafe { lanes_of(self.1, c) }
+        unsafe { lanes_of::<S, E>(self.1, c) }
     }
 }
 
@@ -436,27 +478,27 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
         self.0[c].to_f32()
     }
     #[inline(always)]
-    unsafe fn load_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of(self.0, c) }
+        unsafe { lanes_of::<S, E>(self.0, c) }
     }
     #[inline(always)]
     fn store(&mut self, c: usize, v: f32) {
         self.0[c] = E::from_f32(v);
     }
     #[inline(always)]
-    unsafe fn store_lanes(&mut self, c: usize, v: Lanes) {
+    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { put_lanes(self.0, c, v) }
+        unsafe { put_lanes::<S, E>(self.0, c, v) }
     }
     #[inline(always)]
     fn load_out(&self, c: usize) -> f32 {
         self.load(c)
     }
     #[inline(always)]
-    unsafe fn load_out_lanes(&self, c: usize) -> Lanes {
+    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.load_lanes(c) }
+        unsafe { self.load_lanes::<S>(c) }
     }
 }
 
@@ -491,7 +533,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     while c + 4 * LANES <= body_end {
         for (a, acc) in mx.iter_mut().enumerate() {
             // SAFETY: c + (a + 1) * LANES <= c + 4 * LANES <= body_end <= len (checked by `lane_body`).
-            let v = unsafe { io.load_lanes(c + a * LANES) };
+            let v = unsafe { io.load_lanes::<S>(c + a * LANES) };
             let lo = &mut mn[a % 2];
             for j in 0..LANES {
                 acc[j] = if v[j] > acc[j] { v[j] } else { acc[j] };
@@ -502,7 +544,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     }
     while c < body_end {
         // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
-        let v = unsafe { io.load_lanes(c) };
+        let v = unsafe { io.load_lanes::<S>(c) };
         for j in 0..LANES {
             mx[0][j] = if v[j] > mx[0][j] { v[j] } else { mx[0][j] };
             mn[0][j] = if v[j] < mn[0][j] { v[j] } else { mn[0][j] };
@@ -601,11 +643,11 @@ fn accumulate_body<
     while c < body_end {
         io.prefetch(c + 2 * ahead);
         // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
-        let z = unsafe { io.load_lanes(c) };
+        let z = unsafe { io.load_lanes::<S>(c) };
         let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
             // SAFETY: as for the load.
-            unsafe { io.store_lanes(c, e) };
+            unsafe { io.store_lanes::<S>(c, e) };
         }
         c += LANES;
     }
@@ -847,9 +889,9 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
         // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
         let x = unsafe {
             if STORE {
-                io.load_out_lanes(c)
+                io.load_out_lanes::<S>(c)
             } else {
-                io.load_lanes(c)
+                io.load_lanes::<S>(c)
             }
         };
         let mut out: Lanes = [0.0; LANES];
@@ -859,7 +901,7 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
             out[j] = grad_value::<S, W, T>(g, prob(x[j]), wc, tc);
         }
         // SAFETY: as for the load.
-        unsafe { io.store_lanes(c, out) };
+        unsafe { io.store_lanes::<S>(c, out) };
         c += LANES;
     }
     // The tail as one padded vector (the padding's values are computed and dropped).
@@ -924,5 +966,67 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     }
     if let Some((y, v)) = p_y.and_then(|p| label_grad::<S, W>(g, p, w)) {
         io.store(y, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::dispatch;
+
+    /// Every high half, with the low halves that decide the rounding (ties, just above, just below, zero), and a
+    /// stride through all the rest.
+    fn rounding_cases() -> impl Iterator<Item = u32> {
+        let lows = [0u32, 1, 0x3fff, 0x4000, 0x7fff, 0x8000, 0x8001, 0xbfff, 0xc000, 0xffff];
+        (0..=0xffffu32)
+            .flat_map(move |hi| lows.map(|lo| hi << 16 | lo))
+            .chain((0..=u32::MAX).step_by(65_537))
+    }
+
+    #[test]
+    fn bf16_rounding_matches_half_bit_for_bit() {
+        for x in rounding_cases() {
+            let v = f32::from_bits(x);
+            assert_eq!(bf16_bits(v), half::bf16::from_f32(v).to_bits(), "f32 bits {x:#010x}");
+        }
+    }
+
+    /// Every f16 widened, and the rounding cases narrowed, by the dispatched instruction set, 16 at a time.
+    struct F16All;
+
+    impl Kernel for F16All {
+        type Output = (Vec<f32>, Vec<(u32, u16)>);
+        #[inline(always)]
+        fn run<S: Isa>(self) -> Self::Output {
+            let bits: Vec<u16> = (0..=u16::MAX).collect();
+            let wide = bits
+                .chunks_exact(LANES)
+                .flat_map(|c| S::widen_f16(c.try_into().unwrap()))
+                .collect();
+            let xs: Vec<u32> = rounding_cases().collect();
+            let narrow = xs
+                .chunks_exact(LANES)
+                .flat_map(|c| {
+                    let v: Lanes = std::array::from_fn(|j| f32::from_bits(c[j]));
+                    let n = S::narrow_f16(v);
+                    (0..LANES).map(move |j| (c[j], n[j]))
+                })
+                .collect();
+            (wide, narrow)
+        }
+    }
+
+    #[test]
+    fn f16_lane_conversions_match_half_bit_for_bit() {
+        let (wide, narrow) = dispatch(F16All);
+        assert_eq!(wide.len(), 1 << 16);
+        for (b, w) in wide.iter().enumerate() {
+            let want = half::f16::from_bits(b as u16).to_f32();
+            assert_eq!(w.to_bits(), want.to_bits(), "f16 bits {b:#06x}");
+        }
+        for (x, n) in narrow {
+            let want = half::f16::from_f32(f32::from_bits(x)).to_bits();
+            assert_eq!(n, want, "f32 bits {x:#010x}");
+        }
     }
 }

@@ -98,10 +98,22 @@ pub(crate) trait Isa: Copy {
     fn hsum(v: Lanes) -> f64 {
         hsum(v)
     }
+
+    /// f16 bits to f32 (exact).
+    #[inline(always)]
+    fn widen_f16(h: [u16; LANES]) -> Lanes {
+        h.map(|b| half::f16::from_bits(b).to_f32())
+    }
+
+    /// f32 to f16 bits, to nearest even (IEEE; NaN stays NaN).
+    #[inline(always)]
+    fn narrow_f16(v: Lanes) -> [u16; LANES] {
+        v.map(|x| half::f16::from_f32(x).to_bits())
+    }
 }
 
-/// AVX-512 or AVX2 with FMA. Only ever used inside [`dispatch`]'s AVX-512 and AVX2 wrappers (and by tests after
-/// checking the CPU), so its methods may use AVX2 instructions.
+/// AVX-512 or AVX2 with FMA (and F16C). Only ever used inside [`dispatch`]'s AVX-512 and AVX2 wrappers (and by
+/// tests after checking the CPU), so its methods may use AVX2 and F16C instructions.
 #[derive(Clone, Copy)]
 pub(crate) struct WithFma;
 impl Isa for WithFma {
@@ -172,6 +184,43 @@ impl Isa for WithFma {
             let c = _mm256_add_pd(a, b);
             let d = _mm_add_pd(_mm256_castpd256_pd128(c), _mm256_extractf128_pd::<1>(c));
             _mm_cvtsd_f64(_mm_add_sd(d, _mm_unpackhi_pd(d, d)))
+        }
+    }
+
+    // F16C's conversions are IEEE (exact widening, rounding to nearest even), as is `half`'s software fallback;
+    // `half` itself uses the scalar form of the same instructions on a CPU with F16C, checking the CPU each time.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn widen_f16(h: [u16; LANES]) -> Lanes {
+        use core::arch::x86_64::*;
+        // SAFETY: `WithFma` runs only where F16C (and AVX) is available (see the type); the loads read the 16
+        // values of the array, the stores write the 16 lanes of `out`.
+        unsafe {
+            let p = h.as_ptr().cast::<__m128i>();
+            let mut out = [0.0f32; LANES];
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(p)));
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))));
+            out
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn narrow_f16(v: Lanes) -> [u16; LANES] {
+        use core::arch::x86_64::*;
+        // SAFETY: as for `widen_f16`; the rounding immediate 0 is round-to-nearest-even.
+        unsafe {
+            let mut out = [0u16; LANES];
+            let p = out.as_mut_ptr().cast::<__m128i>();
+            _mm_storeu_si128(
+                p,
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(v.as_ptr())),
+            );
+            _mm_storeu_si128(
+                p.add(1),
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(v.as_ptr().add(8))),
+            );
+            out
         }
     }
 }
@@ -262,53 +311,62 @@ pub(crate) fn exp_in_range<S: Isa>(x: f32) -> f32 {
     S::fma(r * s, p, s)
 }
 
+/// The instruction sets the kernels are compiled for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// AVX-512F with AVX2, FMA and F16C.
+    Avx512,
+    /// AVX2 with FMA and F16C (every CPU with AVX2 and FMA has F16C).
+    Avx2,
+    /// Anything else.
+    Portable,
+}
+
+/// The best [`Level`] this CPU supports (`is_x86_feature_detected!` caches its answer).
+#[inline(always)]
+fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") && has!("f16c") {
+            return if has!("avx512f") { Level::Avx512 } else { Level::Avx2 };
+        }
+    }
+    Level::Portable
+}
+
 /// Runs `k` compiled for the best instruction set this CPU supports. AVX-512 and AVX2+FMA give the same bits
 /// (same lane width, same FMAs); the portable build, without FMA, can differ in the last bits.
 #[inline(always)]
 pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked on the line above, which is all
-            // `run_avx512` requires.
-            return unsafe { run_avx512(k) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, checked on the line above.
-            return unsafe { run_avx2(k) };
-        }
+    match level() {
+        // SAFETY: `level` found AVX-512F, AVX2, FMA and F16C on this CPU, which is all `run_avx512` requires.
+        Level::Avx512 => return unsafe { run_avx512(k) },
+        // SAFETY: `level` found AVX2, FMA and F16C on this CPU, which is all `run_avx2` requires.
+        Level::Avx2 => return unsafe { run_avx2(k) },
+        Level::Portable => {}
     }
     k.run::<Portable>()
 }
 
 /// The name of the instruction set the kernels use on this CPU (for benchmark reports).
 pub fn instruction_set() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx512f";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return "avx2+fma";
-        }
+    match level() {
+        Level::Avx512 => "avx512f",
+        Level::Avx2 => "avx2+fma",
+        Level::Portable => "portable",
     }
-    "portable"
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
     k.run::<WithFma>()
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
     k.run::<WithFma>()
 }
