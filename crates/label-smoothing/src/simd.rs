@@ -62,8 +62,8 @@ pub(crate) trait Kernel {
 
 /// What the instruction set offers the kernels. The only difference in results is fused multiply-add: the
 /// AVX-512 and AVX2 builds use it (and so compute the same bits as each other), the portable build does not.
-/// [`Isa::partial`], [`Isa::store_partial`] and [`Isa::hsum`] compute the same values on every instruction set;
-/// only their instructions differ.
+/// [`Isa::partial`], [`Isa::store_partial`], [`Isa::hsum`], [`Isa::widen_f16`] and [`Isa::narrow_f16`] compute
+/// the same values on every instruction set; only their instructions differ.
 pub(crate) trait Isa: Copy {
     /// Whether `fma` is one rounding (a hardware FMA) or two.
     const FMA: bool;
