@@ -203,18 +203,41 @@ impl Element for half::f16 {
 }
 
 /// Where a row's logits come from and where its output goes: read only, into a second buffer, or in place.
-/// Indices are class indices within the row.
+/// Indices are class indices within the row. The logits' side is the same for all three (the defaults below,
+/// through [`RowIo::logits`]); so is the output's side when the output is the logits' buffer.
 pub(crate) trait RowIo<E: Element> {
     /// Whether this holds an output (a gradient is wanted).
     const WRITES: bool;
-    fn len(&self) -> usize;
-    /// The logit (or, after the statistics pass stored it, the stored value) at `c`.
-    fn load(&self, c: usize) -> f32;
+    /// The row's logits (in place: the buffer, which the statistics and gradient passes overwrite).
+    fn logits(&self) -> &[E];
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.logits().len()
+    }
+    /// The logit (or, in place after the statistics pass stored it, the stored value) at `c`.
+    #[inline(always)]
+    fn load(&self, c: usize) -> f32 {
+        self.logits()[c].to_f32()
+    }
     /// The `LANES` logits from `c`.
     ///
     /// # Safety
     /// `c + LANES <= self.len()` (unchecked: the kernels' loops prove it once, before the loop).
-    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes;
+    #[inline(always)]
+    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
+        // SAFETY: the caller guarantees c + LANES <= len.
+        unsafe { lanes_of::<S, E>(self.logits(), c) }
+    }
+    /// The `rem <= LANES` logits from `c` in lanes `0..rem`, `fill` in the others.
+    #[inline(always)]
+    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.logits()[c..c + rem], fill)
+    }
+    /// Prefetches the logits at class `c`, which may lie past the row (the next row, or past the buffer).
+    #[inline(always)]
+    fn prefetch(&self, c: usize) {
+        crate::simd::prefetch(self.logits().as_ptr().wrapping_add(c));
+    }
     /// Writes the output at `c` (no-op when read only).
     fn store(&mut self, c: usize, v: f32);
     /// Writes `LANES` outputs from `c`.
@@ -222,27 +245,27 @@ pub(crate) trait RowIo<E: Element> {
     /// # Safety
     /// `c + LANES <= self.len()`.
     unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes);
-    /// The output's value at `c` (what `store` wrote there).
-    fn load_out(&self, c: usize) -> f32;
-    /// The `LANES` outputs from `c`.
+    /// Writes lanes `0..rem` of `v` to the outputs from `c` (no-op when read only).
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes);
+    /// The output's value at `c` (what `store` wrote there). By default the logits' buffer's.
+    #[inline(always)]
+    fn load_out(&self, c: usize) -> f32 {
+        self.load(c)
+    }
+    /// The `LANES` outputs from `c`. By default the logits' buffer's.
     ///
     /// # Safety
     /// `c + LANES <= self.len()`.
-    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes;
-    /// The `rem <= LANES` logits from `c` in lanes `0..rem`, `fill` in the others.
-    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes;
-    /// The `rem <= LANES` outputs from `c` in lanes `0..rem`, `fill` in the others. By default the logits: with
-    /// one buffer (read only, or in place) the output is the logits' buffer.
+    #[inline(always)]
+    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
+        // SAFETY: the caller guarantees c + LANES <= len.
+        unsafe { self.load_lanes::<S>(c) }
+    }
+    /// The `rem <= LANES` outputs from `c` in lanes `0..rem`, `fill` in the others. By default the logits'
+    /// buffer's.
     #[inline(always)]
     fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
         self.tail::<S>(c, rem, fill)
-    }
-    /// Writes lanes `0..rem` of `v` to the outputs from `c` (no-op when read only).
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes);
-    /// Prefetches the logits at class `c`, which may lie past the row (the next row, or past the buffer).
-    #[inline(always)]
-    fn prefetch(&self, c: usize) {
-        let _ = c;
     }
 }
 
@@ -365,75 +388,24 @@ impl<'a, E> Separate<'a, E> {
 pub(crate) struct InPlace<'a, E>(pub &'a mut [E]);
 
 impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
-    #[inline(always)]
-    fn prefetch(&self, c: usize) {
-        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
-    }
-    #[inline(always)]
-    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        partial_of::<S, E>(&self.0[c..c + rem], fill)
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, _: usize, _: usize, _: Lanes) {}
     const WRITES: bool = false;
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    #[inline(always)]
-    fn load(&self, c: usize) -> f32 {
-        self.0[c].to_f32()
-    }
-    #[inline(always)]
-    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of::<S, E>(self.0, c) }
+    fn logits(&self) -> &[E] {
+        self.0
     }
     #[inline(always)]
     fn store(&mut self, _: usize, _: f32) {}
     #[inline(always)]
     unsafe fn store_lanes<S: Isa>(&mut self, _: usize, _: Lanes) {}
     #[inline(always)]
-    fn load_out(&self, c: usize) -> f32 {
-        self.load(c)
-    }
-    #[inline(always)]
-    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.load_lanes::<S>(c) }
-    }
+    fn store_tail<S: Isa>(&mut self, _: usize, _: usize, _: Lanes) {}
 }
 
 impl<E: Element> RowIo<E> for Separate<'_, E> {
-    #[inline(always)]
-    fn prefetch(&self, c: usize) {
-        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
-    }
-    #[inline(always)]
-    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        partial_of::<S, E>(&self.0[c..c + rem], fill)
-    }
-    #[inline(always)]
-    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        partial_of::<S, E>(&self.1[c..c + rem], fill)
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
-        put_partial::<S, E>(&mut self.1[c..c + rem], v)
-    }
     const WRITES: bool = true;
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    #[inline(always)]
-    fn load(&self, c: usize) -> f32 {
-        self.0[c].to_f32()
-    }
-    #[inline(always)]
-    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of::<S, E>(self.0, c) }
+    fn logits(&self) -> &[E] {
+        self.0
     }
     #[inline(always)]
     fn store(&mut self, c: usize, v: f32) {
@@ -445,6 +417,10 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
         unsafe { put_lanes::<S, E>(self.1, c, v) }
     }
     #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        put_partial::<S, E>(&mut self.1[c..c + rem], v)
+    }
+    #[inline(always)]
     fn load_out(&self, c: usize) -> f32 {
         self.1[c].to_f32()
     }
@@ -453,34 +429,17 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
         // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
         unsafe { lanes_of::<S, E>(self.1, c) }
     }
+    #[inline(always)]
+    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, E>(&self.1[c..c + rem], fill)
+    }
 }
 
 impl<E: Element> RowIo<E> for InPlace<'_, E> {
-    #[inline(always)]
-    fn prefetch(&self, c: usize) {
-        crate::simd::prefetch(self.0.as_ptr().wrapping_add(c));
-    }
-    #[inline(always)]
-    fn tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        partial_of::<S, E>(&self.0[c..c + rem], fill)
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
-        put_partial::<S, E>(&mut self.0[c..c + rem], v)
-    }
     const WRITES: bool = true;
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    #[inline(always)]
-    fn load(&self, c: usize) -> f32 {
-        self.0[c].to_f32()
-    }
-    #[inline(always)]
-    unsafe fn load_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { lanes_of::<S, E>(self.0, c) }
+    fn logits(&self) -> &[E] {
+        self.0
     }
     #[inline(always)]
     fn store(&mut self, c: usize, v: f32) {
@@ -492,13 +451,8 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
         unsafe { put_lanes::<S, E>(self.0, c, v) }
     }
     #[inline(always)]
-    fn load_out(&self, c: usize) -> f32 {
-        self.load(c)
-    }
-    #[inline(always)]
-    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.load_lanes::<S>(c) }
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        put_partial::<S, E>(&mut self.0[c..c + rem], v)
     }
 }
 
