@@ -10,6 +10,7 @@
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
 use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
+use half::slice::HalfFloatSliceExt;
 use std::any::TypeId;
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
@@ -269,23 +270,23 @@ pub(crate) trait RowIo<E: Element> {
     }
 }
 
-/// `s` as f32 values, when `E` is f32.
+/// `s` under its own type `T`, when `E` is `T` (for the f32 and f16 fast paths of the generic code).
 #[inline(always)]
-fn as_f32<E: Element>(s: &[E]) -> Option<&[f32]> {
-    if TypeId::of::<E>() == TypeId::of::<f32>() {
-        // SAFETY: `E` is `f32` (same type id), so this is the same slice under its own type.
-        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+fn as_type<E: Element, T: Element>(s: &[E]) -> Option<&[T]> {
+    if TypeId::of::<E>() == TypeId::of::<T>() {
+        // SAFETY: `E` and `T` are the same type (same type id), so this is the same slice under its own type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<T>(), s.len()) })
     } else {
         None
     }
 }
 
-/// `s` as mutable f32 values, when `E` is f32.
+/// `s` under its own type `T`, mutably, when `E` is `T`.
 #[inline(always)]
-fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
-    if TypeId::of::<E>() == TypeId::of::<f32>() {
-        // SAFETY: `E` is `f32` (same type id), so this is the same slice under its own type.
-        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+fn as_type_mut<E: Element, T: Element>(s: &mut [E]) -> Option<&mut [T]> {
+    if TypeId::of::<E>() == TypeId::of::<T>() {
+        // SAFETY: `E` and `T` are the same type (same type id), so this is the same slice under its own type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), s.len()) })
     } else {
         None
     }
@@ -294,7 +295,7 @@ fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
 /// The values of `s` (at most `LANES`) in lanes `0..s.len()`, `fill` in the others: one masked load for f32.
 #[inline(always)]
 fn partial_of<S: Isa, E: Element>(s: &[E], fill: f32) -> Lanes {
-    if let Some(f) = as_f32(s) {
+    if let Some(f) = as_type::<E, f32>(s) {
         return S::partial(f, fill);
     }
     let mut z = [fill; LANES];
@@ -307,7 +308,7 @@ fn partial_of<S: Isa, E: Element>(s: &[E], fill: f32) -> Lanes {
 /// Writes lanes `0..d.len()` of `v` to `d` (at most `LANES`): one masked store for f32.
 #[inline(always)]
 fn put_partial<S: Isa, E: Element>(d: &mut [E], v: Lanes) {
-    if let Some(f) = as_f32_mut(d) {
+    if let Some(f) = as_type_mut::<E, f32>(d) {
         return S::store_partial(f, v);
     }
     for (j, x) in d.iter_mut().enumerate() {
@@ -322,9 +323,9 @@ unsafe fn lanes_of<S: Isa, E: Element>(s: &[E], c: usize) -> Lanes {
     debug_assert!(c + LANES <= s.len());
     // SAFETY: the caller guarantees that the LANES elements from c are in bounds.
     let s = unsafe { s.get_unchecked(c..c + LANES) };
-    if let Some(h) = as_f16_bits(s) {
+    if let Some(h) = as_type::<E, half::f16>(s) {
         // One vector conversion where the instruction set has it (half's `to_f32` checks the CPU per element).
-        return S::widen_f16(h.try_into().expect("LANES values"));
+        return S::widen_f16(h.reinterpret_cast().try_into().expect("LANES values"));
     }
     let mut v = [0.0; LANES];
     for j in 0..LANES {
@@ -340,34 +341,12 @@ unsafe fn put_lanes<S: Isa, E: Element>(d: &mut [E], c: usize, v: Lanes) {
     debug_assert!(c + LANES <= d.len());
     // SAFETY: the caller guarantees that the LANES elements from c are in bounds.
     let d = unsafe { d.get_unchecked_mut(c..c + LANES) };
-    if let Some(h) = as_f16_bits_mut(d) {
-        h.copy_from_slice(&S::narrow_f16(v));
+    if let Some(h) = as_type_mut::<E, half::f16>(d) {
+        h.reinterpret_cast_mut().copy_from_slice(&S::narrow_f16(v));
         return;
     }
     for j in 0..LANES {
         d[j] = E::from_f32(v[j]);
-    }
-}
-
-/// The bits of `s`, when `E` is f16.
-#[inline(always)]
-fn as_f16_bits<E: Element>(s: &[E]) -> Option<&[u16]> {
-    if TypeId::of::<E>() == TypeId::of::<half::f16>() {
-        // SAFETY: `E` is `f16`, a `#[repr(transparent)]` wrapper of its `u16` bits.
-        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u16>(), s.len()) })
-    } else {
-        None
-    }
-}
-
-/// The bits of `s`, mutably, when `E` is f16.
-#[inline(always)]
-fn as_f16_bits_mut<E: Element>(s: &mut [E]) -> Option<&mut [u16]> {
-    if TypeId::of::<E>() == TypeId::of::<half::f16>() {
-        // SAFETY: `E` is `f16`, a `#[repr(transparent)]` wrapper of its `u16` bits; every `u16` is an f16.
-        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), s.len()) })
-    } else {
-        None
     }
 }
 

@@ -4,7 +4,7 @@
 //! row-parallel driver with per-thread scratch space.
 
 use crate::config::Reduction;
-use crate::simd::{dispatch, exp_nonpos, hmax, hsum, Isa, Kernel, Lanes, LANES};
+use crate::simd::{dispatch, exp_nonpos, hmax, Isa, Kernel, Lanes, LANES};
 use rayon::prelude::*;
 
 /// The softmax statistics of `scale * z` for one row (`scale > 0`).
@@ -101,7 +101,7 @@ impl Kernel for Stats<'_> {
             }
             c += LANES;
         }
-        out.sum_exp = hsum(se);
+        out.sum_exp = S::hsum(se);
         for &v in &z[body..] {
             out.sum_exp += exp_nonpos::<S>((v - m) * self.scale) as f64;
         }
