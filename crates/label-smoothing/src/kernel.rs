@@ -2,10 +2,11 @@
 //!
 //! A row is cut into fixed chunks of [`CHUNK`] classes. For each chunk, a max pass and an accumulation pass run
 //! while the chunk sits in L1, giving its [`RowStats`]; when a gradient is wanted, the accumulation pass also
-//! stores `e_c = exp(z_c - chunk max)` in the output (f32 logits only). Chunks combine left to right with
-//! [`RowStats::combine`]. The loss of the row follows from the statistics in f64; the gradient pass then turns the
-//! stored `e_c` into `coef * (Q p_c - w_c q_c)` with `p_c = e_c * exp(chunk max - max) / sum` while the row is still
-//! in L2, so every element costs one `exp`.
+//! keeps `e_c = exp(z_c - chunk max)` (in the output for f32 logits, in an f32 scratch row for bf16 and f16:
+//! [`RowIo::KEEPS_EXP`]). Chunks combine left to right with [`RowStats::combine`]. The loss of the row follows from
+//! the statistics in f64; the gradient pass then turns `e_c` into `coef * (Q p_c - w_c q_c)` with
+//! `p_c = e_c * exp(chunk max - max) / sum` while the row is still in L2, so every element costs one `exp` (two
+//! where `e_c` could not be kept: the gradient pass recomputes it, with the same bits).
 //!
 //! Nothing here depends on the number of threads: the chunk grid and the combine order are fixed.
 
@@ -142,8 +143,10 @@ mod sealed {
 pub trait Element: sealed::Sealed + Copy + Send + Sync + 'static {
     /// The name used in reports: `f32`, `bf16`, `f16`.
     const NAME: &'static str;
-    /// Whether the kernel keeps `exp(z - chunk max)` in the output between its passes. Only for f32: a 16-bit
-    /// copy of a probability would cost the gradient its accuracy where `p` is close to `q`.
+    /// Whether the kernel keeps `exp(z - chunk max)` in the gradient buffer between its passes. Only for f32: a
+    /// 16-bit copy of a probability would cost the gradient its accuracy where `p` is close to `q`. bf16 and f16
+    /// keep it in an f32 scratch row per parallel task instead (a row split across threads recomputes it, with
+    /// the same bits).
     const STORES_EXP: bool;
     /// Widens to f32 (exact).
     fn to_f32(self) -> f32;
@@ -248,24 +251,48 @@ pub(crate) trait RowIo<E: Element> {
     unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes);
     /// Writes lanes `0..rem` of `v` to the outputs from `c` (no-op when read only).
     fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes);
-    /// The output's value at `c` (what `store` wrote there). By default the logits' buffer's.
+    /// Whether the statistics pass keeps `e_c = exp(z_c - chunk max)` for the gradient pass (through the
+    /// `*_exp` methods): in the output for f32 (the default), in a scratch row for [`WithScratch`]. Where it is
+    /// not kept, the gradient pass recomputes it with the same instructions, so the gradient has the same bits
+    /// either way.
+    const KEEPS_EXP: bool = Self::WRITES && E::STORES_EXP;
+    /// Keeps `e_c` at `c`. By default in the output.
     #[inline(always)]
-    fn load_out(&self, c: usize) -> f32 {
-        self.load(c)
+    fn store_exp(&mut self, c: usize, v: f32) {
+        self.store(c, v)
     }
-    /// The `LANES` outputs from `c`. By default the logits' buffer's.
+    /// Keeps the `LANES` values `e_c` from `c`. By default in the output.
     ///
     /// # Safety
     /// `c + LANES <= self.len()`.
     #[inline(always)]
-    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
+    unsafe fn store_exp_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
+        // SAFETY: the caller guarantees c + LANES <= len.
+        unsafe { self.store_lanes::<S>(c, v) }
+    }
+    /// Keeps lanes `0..rem` of `v` as the `e_c` from `c`. By default in the output.
+    #[inline(always)]
+    fn store_exp_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        self.store_tail::<S>(c, rem, v)
+    }
+    /// The kept `e_c` at `c`. By default the output's value there, which is the logits' buffer's unless
+    /// overridden.
+    #[inline(always)]
+    fn load_exp(&self, c: usize) -> f32 {
+        self.load(c)
+    }
+    /// The `LANES` kept values from `c`.
+    ///
+    /// # Safety
+    /// `c + LANES <= self.len()`.
+    #[inline(always)]
+    unsafe fn load_exp_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len.
         unsafe { self.load_lanes::<S>(c) }
     }
-    /// The `rem <= LANES` outputs from `c` in lanes `0..rem`, `fill` in the others. By default the logits'
-    /// buffer's.
+    /// The `rem <= LANES` kept values from `c` in lanes `0..rem`, `fill` in the others.
     #[inline(always)]
-    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+    fn load_exp_tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
         self.tail::<S>(c, rem, fill)
     }
 }
@@ -400,16 +427,16 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
         put_partial::<S, E>(&mut self.1[c..c + rem], v)
     }
     #[inline(always)]
-    fn load_out(&self, c: usize) -> f32 {
+    fn load_exp(&self, c: usize) -> f32 {
         self.1[c].to_f32()
     }
     #[inline(always)]
-    unsafe fn load_out_lanes<S: Isa>(&self, c: usize) -> Lanes {
+    unsafe fn load_exp_lanes<S: Isa>(&self, c: usize) -> Lanes {
         // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
         unsafe { lanes_of::<S, E>(self.1, c) }
     }
     #[inline(always)]
-    fn tail_out<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+    fn load_exp_tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
         partial_of::<S, E>(&self.1[c..c + rem], fill)
     }
 }
@@ -432,6 +459,71 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
     #[inline(always)]
     fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
         put_partial::<S, E>(&mut self.0[c..c + rem], v)
+    }
+}
+
+/// A row's output with an f32 scratch row of the same length that keeps `e_c = exp(z_c - chunk max)` between
+/// the passes, for bf16 and f16, whose own type cannot hold it (see [`Element::STORES_EXP`]): the gradient pass
+/// then reads `e_c` instead of computing a second `exp` per class. Same bits as without (see
+/// [`RowIo::KEEPS_EXP`]).
+pub(crate) struct WithScratch<'s, IO>(IO, &'s mut [f32]);
+
+impl<'s, IO> WithScratch<'s, IO> {
+    /// Panics if the lengths differ (a bug in the caller, which sizes the scratch to the row).
+    pub(crate) fn new<E: Element>(io: IO, scratch: &'s mut [f32]) -> Self
+    where
+        IO: RowIo<E>,
+    {
+        assert_eq!(io.len(), scratch.len(), "scratch row and logits of different lengths");
+        WithScratch(io, scratch)
+    }
+}
+
+impl<E: Element, IO: RowIo<E>> RowIo<E> for WithScratch<'_, IO> {
+    const WRITES: bool = IO::WRITES;
+    const KEEPS_EXP: bool = IO::WRITES;
+    #[inline(always)]
+    fn logits(&self) -> &[E] {
+        self.0.logits()
+    }
+    #[inline(always)]
+    fn store(&mut self, c: usize, v: f32) {
+        self.0.store(c, v)
+    }
+    #[inline(always)]
+    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
+        // SAFETY: the caller guarantees c + LANES <= len.
+        unsafe { self.0.store_lanes::<S>(c, v) }
+    }
+    #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        self.0.store_tail::<S>(c, rem, v)
+    }
+    #[inline(always)]
+    fn store_exp(&mut self, c: usize, v: f32) {
+        self.1[c] = v;
+    }
+    #[inline(always)]
+    unsafe fn store_exp_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
+        // SAFETY: the caller guarantees c + LANES <= len, and the scratch has the row's length (`new`).
+        unsafe { put_lanes::<S, f32>(self.1, c, v) }
+    }
+    #[inline(always)]
+    fn store_exp_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        put_partial::<S, f32>(&mut self.1[c..c + rem], v)
+    }
+    #[inline(always)]
+    fn load_exp(&self, c: usize) -> f32 {
+        self.1[c]
+    }
+    #[inline(always)]
+    unsafe fn load_exp_lanes<S: Isa>(&self, c: usize) -> Lanes {
+        // SAFETY: the caller guarantees c + LANES <= len, and the scratch has the row's length (`new`).
+        unsafe { lanes_of::<S, f32>(self.1, c) }
+    }
+    #[inline(always)]
+    fn load_exp_tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
+        partial_of::<S, f32>(&self.1[c..c + rem], fill)
     }
 }
 
@@ -525,7 +617,7 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
         let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
         let e = acc.add::<S, W, T, LIN, true, false>(tail, m, rem, &wp, &tp);
         if STORE {
-            io.store_tail::<S>(body_end, rem, e);
+            io.store_exp_tail::<S>(body_end, rem, e);
         }
     }
     RowStats {
@@ -580,7 +672,7 @@ fn accumulate_body<
         let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
             // SAFETY: as for the load.
-            unsafe { io.store_lanes::<S>(c, e) };
+            unsafe { io.store_exp_lanes::<S>(c, e) };
         }
         c += LANES;
     }
@@ -680,7 +772,7 @@ fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, cons
 ) -> RowStats {
     if STORE {
         for c in start..end {
-            io.store(c, 0.0);
+            io.store_exp(c, 0.0);
         }
     }
     let mass: f64 = if W {
@@ -707,7 +799,7 @@ fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, cons
 }
 
 /// Statistics of a whole row: chunk by chunk, combined left to right. Each chunk's max is pushed to `maxima`
-/// (cleared first) when the row has more than one chunk and `STORE` is set: the gradient pass needs them.
+/// (cleared first) when the row has more than one chunk and a gradient is wanted: the gradient pass needs them.
 #[inline(always)]
 pub(crate) fn row_stats<
     S: Isa,
@@ -733,7 +825,7 @@ pub(crate) fn row_stats<
     while start < k {
         let end = (start + CHUNK).min(k);
         let st = chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
-        if STORE {
+        if IO::WRITES {
             maxima.push(st.max);
         }
         acc = acc.combine(&st);
@@ -788,6 +880,19 @@ impl GradRow {
     }
 }
 
+/// `exp(z - chunk max)` recomputed by the gradient pass where the statistics pass did not keep it: the value the
+/// statistics pass computed (its two `exp` variants agree wherever both are used), and 0 in a chunk whose
+/// logits are all `-inf` (what [`all_masked_chunk`] stores). So a gradient has the same bits whether or not the
+/// exponentials were kept.
+#[inline(always)]
+fn recomputed_exp<S: Isa>(z: f32, chunk_max: f32) -> f32 {
+    if chunk_max == f32::NEG_INFINITY {
+        0.0
+    } else {
+        exp_nonpos::<S>(z - chunk_max)
+    }
+}
+
 #[inline(always)]
 fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f32, w: f32, t: f32) -> f32 {
     let q = if T { S::fma(g.t_scale, t, g.off) } else { g.off };
@@ -795,8 +900,9 @@ fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f32, w: f32,
     g.coef * S::fma(g.q_scale, p, -wq)
 }
 
-/// The gradient of classes `[start, end)` of a row. With `STORE` the output holds `exp(z - chunk_max)` from the
-/// statistics pass; without, the probabilities are recomputed from the logits.
+/// The gradient of classes `[start, end)` of a row, in one chunk (max `chunk_max`). With `STORE` the statistics
+/// pass kept `exp(z - chunk_max)` ([`RowIo::KEEPS_EXP`]); without, it is recomputed from the logits
+/// ([`recomputed_exp`]). Either way `p = exp(z - chunk_max) * prob_factor(chunk_max)`.
 #[inline(always)]
 pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     g: &GradRow,
@@ -807,14 +913,17 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     w: &[f32],
     t: &[f32],
 ) {
-    let body_end = lane_body(start, end, io.len());
     let factor = g.prob_factor(chunk_max);
-    let inv_sum = (1.0 / g.sum_exp) as f32;
+    if !STORE && chunk_max == f32::NEG_INFINITY {
+        // `recomputed_exp`'s masked chunk, tested once here so that the loop below needs no select.
+        return masked_grad_range::<S, E, IO, W, T>(g, io, start, end, 0.0 * factor, w, t);
+    }
+    let body_end = lane_body(start, end, io.len());
     let prob = |x: f32| {
         if STORE {
             x * factor
         } else {
-            exp_nonpos::<S>(x - g.max) * inv_sum
+            exp_nonpos::<S>(x - chunk_max) * factor
         }
     };
     let mut c = start;
@@ -822,7 +931,7 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
         // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
         let x = unsafe {
             if STORE {
-                io.load_out_lanes::<S>(c)
+                io.load_exp_lanes::<S>(c)
             } else {
                 io.load_lanes::<S>(c)
             }
@@ -842,7 +951,7 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     if rem > 0 {
         // Without W, grad_value ignores the weight, so the zero padding of the weights is never read.
         let x = if STORE {
-            io.tail_out::<S>(body_end, rem, f32::NEG_INFINITY)
+            io.load_exp_tail::<S>(body_end, rem, f32::NEG_INFINITY)
         } else {
             io.tail::<S>(body_end, rem, f32::NEG_INFINITY)
         };
@@ -855,6 +964,26 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     }
 }
 
+/// The gradient of classes `[start, end)` in a chunk whose logits are all `-inf` (every probability `p`), when the
+/// exponentials were not kept: what [`grad_range`] computes from the zeros [`all_masked_chunk`] keeps.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn masked_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool>(
+    g: &GradRow,
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    p: f32,
+    w: &[f32],
+    t: &[f32],
+) {
+    for c in start..end {
+        let wc = if W { w[c] } else { 1.0 };
+        let tc = if T { t[c] } else { 0.0 };
+        io.store(c, grad_value::<S, W, T>(g, p, wc, tc));
+    }
+}
+
 /// The label's gradient entry, from its probability `p_y`.
 #[inline(always)]
 pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: f32, w: &[f32]) -> Option<(usize, f32)> {
@@ -864,14 +993,16 @@ pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: f32, w: &[f32]
     })
 }
 
-/// `p_y` as the gradient pass computes it: from the stored `exp(z_y - chunk max)` when given, else from `z_y`.
+/// `p_y` as the gradient pass computes it: from the kept `exp(z_y - chunk max)` when given, else from `z_y`
+/// ([`recomputed_exp`]; the same bits).
 #[inline(always)]
 pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_label: f32) -> f32 {
-    match (stored, g.label) {
-        (Some(e), _) => e * g.prob_factor(chunk_max_of_label),
-        (None, Some((_, zy, _))) => exp_nonpos::<S>(zy - g.max) * (1.0 / g.sum_exp) as f32,
-        (None, None) => 0.0,
-    }
+    let e = match (stored, g.label) {
+        (Some(e), _) => e,
+        (None, Some((_, zy, _))) => recomputed_exp::<S>(zy, chunk_max_of_label),
+        (None, None) => return 0.0,
+    };
+    e * g.prob_factor(chunk_max_of_label)
 }
 
 /// Writes the gradient of a whole row (after [`row_stats`] with the same `STORE`), chunk maxima in `maxima`.
@@ -884,9 +1015,9 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     t: &[f32],
 ) {
     let k = io.len();
-    let chunk_max = |ci: usize| if k <= CHUNK || !STORE { g.max } else { maxima[ci] };
+    let chunk_max = |ci: usize| if k <= CHUNK { g.max } else { maxima[ci] };
     let p_y = g.label.map(|(y, _, _)| {
-        let stored = if STORE { Some(io.load_out(y)) } else { None };
+        let stored = if STORE { Some(io.load_exp(y)) } else { None };
         label_prob::<S>(g, stored, chunk_max(y / CHUNK))
     });
     let mut start = 0;
@@ -946,6 +1077,91 @@ mod tests {
                 })
                 .collect();
             (wide, narrow)
+        }
+    }
+
+    /// One row's f32 gradient with the exponentials kept between the passes (in the gradient buffer, and in a
+    /// scratch row) and recomputed: `[kept, scratch, recomputed]`.
+    struct KeptAndRecomputed<'a> {
+        z: &'a [f32],
+        y: usize,
+    }
+
+    impl Kernel for KeptAndRecomputed<'_> {
+        type Output = [Vec<f32>; 3];
+        #[inline(always)]
+        fn run<S: Isa>(self) -> Self::Output {
+            let k = self.z.len();
+            let finish = |st: &RowStats| GradRow {
+                max: st.max,
+                sum_exp: st.sum_exp,
+                coef: 0.5,
+                q_scale: 1.0,
+                t_scale: 0.0,
+                off: 0.1 / (k - 1) as f32,
+                label: Some((self.y, self.z[self.y], 0.9)),
+            };
+            let mut maxima = Vec::new();
+            // Kept in the gradient buffer (f32's own path).
+            let mut kept = vec![0.0f32; k];
+            let mut io = Separate::new(self.z, &mut kept);
+            let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], &mut maxima);
+            grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[]);
+            // Kept in a scratch row (bf16's and f16's path, here on f32 logits).
+            let mut scratch_out = vec![0.0f32; k];
+            let mut scratch = vec![f32::NAN; k];
+            let mut io = WithScratch::new(Separate::new(self.z, &mut scratch_out), &mut scratch);
+            let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], &mut maxima);
+            grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[]);
+            // Recomputed by the gradient pass.
+            let mut recomputed = vec![0.0f32; k];
+            let mut io = Separate::new(self.z, &mut recomputed);
+            let st = row_stats::<S, f32, _, false, false, true, false>(&mut io, &[], &[], &mut maxima);
+            grad_row::<S, f32, _, false, false, false>(&finish(&st), &mut io, &maxima, &[], &[]);
+            [kept, scratch_out, recomputed]
+        }
+    }
+
+    #[test]
+    fn kept_and_recomputed_exponentials_give_the_same_gradient_bits() {
+        // Rows of one chunk and of several (where a chunk's max differs from the row's), with a tail, with a
+        // spread beyond exp's range, and with -inf logits filling a whole chunk ([2048, 4096)) or parts of two.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (k, spread, hole) in [
+            (5, 8.0, 0..0),
+            (300, 8.0, 0..0),
+            (2048, 30.0, 0..0),
+            (5003, 8.0, 0..0),
+            (9000, 200.0, 0..0),
+            (9000, 8.0, 2000..4200),
+            (9000, 200.0, 3000..6200),
+        ] {
+            let z: Vec<f32> = (0..k)
+                .map(|c| {
+                    if hole.contains(&c) {
+                        f32::NEG_INFINITY
+                    } else {
+                        spread * (next() - 0.5)
+                    }
+                })
+                .collect();
+            let y = (k * 7 / 10).min(k - 1);
+            let [kept, scratch, recomputed] = dispatch(KeptAndRecomputed { z: &z, y });
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(kept.iter().all(|g| g.is_finite()), "k={k}: finite gradient");
+            assert!(kept.iter().sum::<f32>().abs() < 1e-3, "k={k}: a gradient sums to ~0");
+            assert_eq!(
+                bits(&kept),
+                bits(&scratch),
+                "k={k}: kept in the output vs in a scratch row"
+            );
+            assert_eq!(bits(&kept), bits(&recomputed), "k={k}: kept vs recomputed");
         }
     }
 

@@ -6,7 +6,7 @@ use crate::config::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use crate::error::{LossError, Result};
 use crate::kernel::{
     grad_range, grad_row, label_grad, label_prob, row_stats, slice_stats, Element, GradRow, InPlace, ReadOnly, RowIo,
-    RowStats, Separate, CHUNK,
+    RowStats, Separate, WithScratch, CHUNK,
 };
 use crate::simd::{dispatch, Isa, Kernel};
 use rayon::prelude::*;
@@ -418,19 +418,77 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
                 }
             }
             Bufs::Write(zc, gc) => {
+                let mut scratch = ScratchRow::take::<E>(k);
                 let rows = zc
                     .chunks_exact(k)
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    *l = plan.row::<S, E, _>(first + r, &mut Separate::new(z, g), &mut maxima);
+                    let io = Separate::new(z, g);
+                    // A constant condition: only one of the two is compiled for each `E`.
+                    *l = if E::STORES_EXP {
+                        plan.row::<S, E, _>(first + r, &mut { io }, &mut maxima)
+                    } else {
+                        plan.row::<S, E, _>(first + r, &mut WithScratch::new(io, scratch.row()), &mut maxima)
+                    };
                 }
+                scratch.give_back();
             }
             Bufs::InPlace(zc) => {
+                let mut scratch = ScratchRow::take::<E>(k);
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row::<S, E, _>(first + r, &mut InPlace(z), &mut maxima);
+                    let io = InPlace(z);
+                    // A constant condition: only one of the two is compiled for each `E`.
+                    *l = if E::STORES_EXP {
+                        plan.row::<S, E, _>(first + r, &mut { io }, &mut maxima)
+                    } else {
+                        plan.row::<S, E, _>(first + r, &mut WithScratch::new(io, scratch.row()), &mut maxima)
+                    };
                 }
+                scratch.give_back();
             }
+        }
+    }
+}
+
+/// The longest scratch row a thread keeps between tasks: 1 MiB of f32, which covers the largest language-model
+/// vocabularies (256k). A task with longer rows allocates its own and frees it at the end.
+const SCRATCH_KEEP: usize = 1 << 18;
+
+thread_local! {
+    /// Each thread's f32 scratch row for 16-bit gradients, kept between tasks and calls (at most
+    /// [`SCRATCH_KEEP`] values).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A task's f32 scratch row for bf16 and f16 gradients ([`crate::kernel::WithScratch`]): it saves the gradient
+/// pass one `exp` per class and changes no bits ([`crate::kernel::RowIo::KEEPS_EXP`]). Its values are never read
+/// before the statistics pass of the same row wrote them. Taken out of the thread-local and given back rather
+/// than borrowed inside `LocalKey::with`: the kernel must not run in a closure, which would not be compiled for
+/// the dispatched instruction set.
+struct ScratchRow(Vec<f32>);
+
+impl ScratchRow {
+    /// `k` values for bf16 and f16; none for f32, which keeps the exponentials in its gradient buffer.
+    fn take<E: Element>(k: usize) -> Self {
+        if E::STORES_EXP {
+            return ScratchRow(Vec::new());
+        }
+        let mut v = SCRATCH.take();
+        v.truncate(k);
+        v.resize(k, 0.0);
+        ScratchRow(v)
+    }
+
+    /// The scratch row.
+    fn row(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+
+    /// Returns the row to the thread for its next task, unless longer than [`SCRATCH_KEEP`].
+    fn give_back(self) {
+        if !self.0.is_empty() && self.0.len() <= SCRATCH_KEEP {
+            SCRATCH.set(self.0);
         }
     }
 }
@@ -588,7 +646,7 @@ impl Plan<'_> {
     /// Loss of row `i` (f64); writes its gradient when `io` has an output.
     #[inline(always)]
     fn row<S: Isa, E: Element, IO: RowIo<E>>(&self, i: usize, io: &mut IO, maxima: &mut Vec<f32>) -> f64 {
-        if IO::WRITES && E::STORES_EXP {
+        if IO::KEEPS_EXP {
             self.row_with::<S, E, IO, true>(i, io, maxima)
         } else {
             self.row_with::<S, E, IO, false>(i, io, maxima)
@@ -751,7 +809,7 @@ impl Plan<'_> {
         io: &mut IO,
         op: PartOp<'_>,
     ) -> Vec<RowStats> {
-        if IO::WRITES && E::STORES_EXP {
+        if IO::KEEPS_EXP {
             self.part_with::<S, E, IO, true>(i, offset, io, op)
         } else {
             self.part_with::<S, E, IO, false>(i, offset, io, op)
