@@ -424,26 +424,14 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    let io = Separate::new(z, g);
-                    // A constant condition: only one of the two is compiled for each `E`.
-                    *l = if E::STORES_EXP {
-                        plan.row::<S, E, _>(first + r, &mut { io }, &mut maxima)
-                    } else {
-                        plan.row::<S, E, _>(first + r, &mut WithScratch::new(io, scratch.row()), &mut maxima)
-                    };
+                    *l = plan.row_out::<S, E, _>(first + r, Separate::new(z, g), &mut scratch, &mut maxima);
                 }
                 scratch.give_back();
             }
             Bufs::InPlace(zc) => {
                 let mut scratch = ScratchRow::take::<E>(k);
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
-                    let io = InPlace(z);
-                    // A constant condition: only one of the two is compiled for each `E`.
-                    *l = if E::STORES_EXP {
-                        plan.row::<S, E, _>(first + r, &mut { io }, &mut maxima)
-                    } else {
-                        plan.row::<S, E, _>(first + r, &mut WithScratch::new(io, scratch.row()), &mut maxima)
-                    };
+                    *l = plan.row_out::<S, E, _>(first + r, InPlace(z), &mut scratch, &mut maxima);
                 }
                 scratch.give_back();
             }
@@ -650,6 +638,25 @@ impl Plan<'_> {
             self.row_with::<S, E, IO, true>(i, io, maxima)
         } else {
             self.row_with::<S, E, IO, false>(i, io, maxima)
+        }
+    }
+
+    /// Loss of row `i` and its gradient into `io`'s output, which keeps the exponentials between the passes
+    /// itself (f32) or, for the 16-bit types, in the task's `scratch` row ([`ScratchRow`]).
+    #[inline(always)]
+    fn row_out<S: Isa, E: Element, IO: RowIo<E>>(
+        &self,
+        i: usize,
+        io: IO,
+        scratch: &mut ScratchRow,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
+        // compiled both and more than doubled the release build, docs/DESIGN.md).
+        if E::STORES_EXP {
+            self.row::<S, E, _>(i, &mut { io }, maxima)
+        } else {
+            self.row::<S, E, _>(i, &mut WithScratch::new(io, scratch.row()), maxima)
         }
     }
 

@@ -139,7 +139,8 @@ pub struct BenchArgs {
     /// Logit type.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DType,
-    /// Timed calls per measurement (default: about one second's worth, 5 to 500).
+    /// Timed rounds, each one call of the loss, one copy and one read, each after an untimed one (default:
+    /// about a second of timed loss calls, 5 to 500).
     #[arg(long, value_name = "R")]
     pub repeat: Option<usize>,
     /// Seed of the random logits and labels.

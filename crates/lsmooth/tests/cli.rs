@@ -431,12 +431,22 @@ fn bench_reports_json_with_the_copy_bandwidth() {
             (r["n"].as_u64(), r["k"].as_u64(), r["threads"].as_u64()),
             (Some(3), Some(5000), Some(2))
         );
+        // The fraction is the median of per-round ratios, between its quartiles, and near the ratio of the
+        // medians (the same rounds); with 3 rounds, within the spread of the per-round ratios.
+        let frac = r["fraction_of_copy"].as_f64().unwrap();
+        let q = &r["fraction_of_copy_quartiles"];
+        let (q1, q3) = (q[0].as_f64().unwrap(), q[1].as_f64().unwrap());
+        assert!(0.0 < q1 && q1 <= frac && frac <= q3, "{args:?}: {r}");
+        assert_eq!(r["repeat"].as_u64(), Some(3));
         let elem = if extra.contains(&"bf16") { 2 } else { 4 };
         let per = if extra.contains(&"--forward-only") { 1 } else { 2 };
         assert_eq!(r["bytes"].as_u64(), Some(per * elem * 3 * 5000));
     }
     let human = lsmooth(&["bench", "--shape", "64x751", "--repeat", "2"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("GB/s"));
+    let zero = lsmooth(&["bench", "--shape", "4x10", "--repeat", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(stderr(&zero).contains("--repeat"), "{}", stderr(&zero));
     for bad in ["64", "0x10", "10x1", "axb"] {
         let out = lsmooth(&["bench", "--shape", bad]);
         assert_eq!(out.status.code(), Some(2));

@@ -22,9 +22,10 @@ pub struct BenchReport {
     pub isa: &'static str,
     /// `forward` (loss only), `fwd_bwd` (loss and gradient into a buffer) or `in_place`.
     pub mode: &'static str,
-    /// Timed calls of each measurement.
+    /// Rounds timed; each round times one call of the loss, one copy and one read, in that order (each after an
+    /// untimed call of the same).
     pub repeat: usize,
-    /// Median seconds per call of the loss.
+    /// Median seconds per call of the loss (over the rounds).
     pub median_s: f64,
     /// Bytes counted per call: the logits read, plus the gradient written unless forward only.
     pub bytes: usize,
@@ -34,11 +35,14 @@ pub struct BenchReport {
     pub copy_median_s: f64,
     /// The copy's bandwidth: bytes read plus bytes written over its median, in GB/s.
     pub copy_gbps: f64,
-    /// `gbps / copy_gbps`.
+    /// The loss's bandwidth over the copy's: the median over rounds of the ratio within each round (each round
+    /// times one loss call, one copy and one read in turn). Close to, but not exactly, `gbps / copy_gbps`.
     pub fraction_of_copy: f64,
+    /// The lower and upper quartiles of the per-round ratios behind `fraction_of_copy`: how much they moved.
+    pub fraction_of_copy_quartiles: [f64; 2],
     /// Median seconds to read the logits once (a parallel sum).
     pub read_median_s: f64,
-    /// `median_s / read_median_s`.
+    /// The loss's time over the read's: the median over rounds of the ratio within each round.
     pub ratio_to_read: f64,
     /// Median nanoseconds per row.
     pub ns_per_row: f64,
@@ -56,17 +60,59 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn time_it(repeat: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up: page faults, caches, the pool
-    median(
-        (0..repeat)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+/// The lower quartile, median and upper quartile of `v` (not empty), by linear interpolation between order
+/// statistics.
+fn quartiles(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| {
+        let x = q * (v.len() - 1) as f64;
+        let (i, f) = (x.floor() as usize, x - x.floor());
+        if i + 1 < v.len() {
+            v[i] + f * (v[i + 1] - v[i])
+        } else {
+            v[i]
+        }
+    };
+    [at(0.25), median(v.clone()), at(0.75)]
+}
+
+/// Seconds the second of two calls of `f` takes: the first leaves the caches as a run of back-to-back calls
+/// would (the timed call finds its own buffers where its previous call left them, not the other measurements').
+fn time_warm(f: &mut impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Per-round times of the three measurements, taken in turn: round `i` times one call of the loss, then one
+/// copy, then one read (each after an untimed call of the same, [`time_warm`]), so that a neighbour's burst on
+/// this shared machine slows all three of a round rather than one whole measurement, and the per-round ratios
+/// cancel most of it.
+struct Rounds {
+    loss: Vec<f64>,
+    copy: Vec<f64>,
+    read: Vec<f64>,
+}
+
+fn interleaved<B>(
+    repeat: usize,
+    buf: &mut B,
+    mut loss: impl FnMut(&mut B),
+    mut copy: impl FnMut(&mut B),
+    mut read: impl FnMut(),
+) -> Rounds {
+    let mut r = Rounds {
+        loss: Vec::with_capacity(repeat),
+        copy: Vec::with_capacity(repeat),
+        read: Vec::with_capacity(repeat),
+    };
+    for _ in 0..repeat {
+        r.loss.push(time_warm(&mut || loss(buf)));
+        r.copy.push(time_warm(&mut || copy(buf)));
+        r.read.push(time_warm(&mut read));
+    }
+    r
 }
 
 fn peak_rss() -> Option<u64> {
@@ -108,7 +154,7 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
     let targets = Targets::Labels(&labels);
     let bytes_in = n * k * elem;
 
-    // Pick a repeat count that keeps each measurement near a second, unless given.
+    // Pick a number of rounds that keeps the timed loss calls near a second in all, unless given.
     let probe = {
         let t = Instant::now();
         loss_fn.loss(&logits, targets)?;
@@ -118,35 +164,40 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         .repeat
         .unwrap_or_else(|| ((1.0 / probe.max(1e-9)) as usize).clamp(5, 500));
 
-    let (mode, bytes, median_s) = if args.forward_only {
-        let t = time_it(repeat, || {
-            std::hint::black_box(loss_fn.loss(&logits, targets).ok());
-        });
-        ("forward", bytes_in, t)
+    let (mode, bytes) = if args.forward_only {
+        ("forward", bytes_in)
     } else if args.in_place {
-        let mut buf = logits.clone();
-        let t = time_it(repeat, || {
-            std::hint::black_box(loss_fn.loss_and_grad_in_place(&mut buf, targets, GradOutput::ONE).ok());
-        });
-        ("in_place", 2 * bytes_in, t)
+        ("in_place", 2 * bytes_in)
     } else {
-        let mut grad = vec![E::from_f32(0.0); n * k];
-        let t = time_it(repeat, || {
-            std::hint::black_box(loss_fn.loss_and_grad(&logits, targets, GradOutput::ONE, &mut grad).ok());
-        });
-        ("fwd_bwd", 2 * bytes_in, t)
+        ("fwd_bwd", 2 * bytes_in)
+    };
+    // One output buffer of the logits' size, shared by the loss and the copy so that the peak memory is that of
+    // the loss alone: the gradient (in place: a copy of the logits, which each call overwrites with its
+    // gradient; the copies write the logits back) or, forward only, just the copy's destination.
+    let mut out = if args.in_place {
+        logits.clone()
+    } else {
+        vec![E::from_f32(0.0); n * k]
+    };
+    let loss_call = |out: &mut Vec<E>| {
+        let r = if args.forward_only {
+            loss_fn.loss(&logits, targets)
+        } else if args.in_place {
+            loss_fn.loss_and_grad_in_place(out, targets, GradOutput::ONE)
+        } else {
+            loss_fn.loss_and_grad(&logits, targets, GradOutput::ONE, out)
+        };
+        std::hint::black_box(r.ok());
     };
 
     let chunk = (1usize << 15).max(k);
-    let mut dst = vec![E::from_f32(0.0); n * k];
-    let copy_median_s = time_it(repeat, || {
+    let copy_call = |dst: &mut Vec<E>| {
         dst.par_chunks_mut(chunk)
             .zip(logits.par_chunks(chunk))
             .for_each(|(d, s)| d.copy_from_slice(s));
-    });
-    std::hint::black_box(&dst);
-    drop(dst);
-    let read_median_s = time_it(repeat, || {
+        std::hint::black_box(&dst);
+    };
+    let read_call = || {
         // Sixteen running sums, so that the read vectorises and the loop costs no more than the loads.
         let s: f32 = logits
             .par_chunks(chunk)
@@ -163,10 +214,22 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
             })
             .sum();
         std::hint::black_box(s);
-    });
+    };
+    let rounds = interleaved(repeat, &mut out, loss_call, copy_call, read_call);
+    drop(out);
 
+    // Per round: the loss's bandwidth over the copy's, and the loss's time over the read's.
+    let copy_bytes = 2.0 * bytes_in as f64;
+    let fractions: Vec<f64> = (0..repeat)
+        .map(|i| (bytes as f64 / rounds.loss[i]) / (copy_bytes / rounds.copy[i]))
+        .collect();
+    let to_read: Vec<f64> = (0..repeat).map(|i| rounds.loss[i] / rounds.read[i]).collect();
+    let [frac_q1, fraction_of_copy, frac_q3] = quartiles(fractions);
+    let median_s = median(rounds.loss);
+    let copy_median_s = median(rounds.copy);
+    let read_median_s = median(rounds.read);
     let gbps = bytes as f64 / median_s / 1e9;
-    let copy_gbps = 2.0 * bytes_in as f64 / copy_median_s / 1e9;
+    let copy_gbps = copy_bytes / copy_median_s / 1e9;
     Ok(BenchReport {
         n,
         k,
@@ -180,9 +243,10 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         gbps,
         copy_median_s,
         copy_gbps,
-        fraction_of_copy: gbps / copy_gbps,
+        fraction_of_copy,
+        fraction_of_copy_quartiles: [frac_q1, frac_q3],
         read_median_s,
-        ratio_to_read: median_s / read_median_s,
+        ratio_to_read: median(to_read),
         ns_per_row: median_s * 1e9 / n as f64,
         peak_rss_bytes: peak_rss(),
     })
@@ -195,6 +259,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         return Err(CliError::Usage(
             "--forward-only and --in-place exclude each other".into(),
         ));
+    }
+    if args.repeat == Some(0) {
+        return Err(CliError::Usage("--repeat must be at least 1".into()));
     }
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     if threads == 0 {
@@ -217,11 +284,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         let r = &report;
         writeln!(
             out,
-            "shape {}x{} {}, {} thread(s), {}, {} ({} timed calls)\n\
+            "shape {}x{} {}, {} thread(s), {}, {} ({} rounds of loss, copy, read)\n\
              loss     median {:>10.3} ms  {:>7.2} GB/s  {:>9.1} ns/row\n\
              copy     median {:>10.3} ms  {:>7.2} GB/s  (read + write of {} bytes)\n\
              read     median {:>10.3} ms\n\
-             loss/copy bandwidth {:.0}%, loss/read time {:.2}x, peak RSS {}",
+             loss/copy bandwidth {:.0}% (per-round quartiles {:.0}-{:.0}%), loss/read time {:.2}x, peak RSS {}",
             r.n,
             r.k,
             r.dtype,
@@ -237,6 +304,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
             bytes_in_of(r),
             r.read_median_s * 1e3,
             100.0 * r.fraction_of_copy,
+            100.0 * r.fraction_of_copy_quartiles[0],
+            100.0 * r.fraction_of_copy_quartiles[1],
             r.ratio_to_read,
             r.peak_rss_bytes.map_or("unknown".to_string(), |b| format!(
                 "{:.1} MiB",
