@@ -761,7 +761,10 @@ impl Accumulators {
     }
 }
 
-/// A chunk whose logits are all `-inf`: no exponential mass, and `-inf` shifted sums where mass sits on it.
+/// A chunk whose max pass found no logit above `-inf`: all `-inf` (no exponential mass, and `-inf` shifted sums
+/// where mass sits on it), or `-inf` and NaN. NaN fails every comparison of the max pass, so it must be looked
+/// for here: a NaN logit makes the row's loss and gradient NaN (SPEC: non-finite logits give a NaN loss, as in
+/// PyTorch), which a NaN exponential sum does through the combine and `GradRow::prob_factor`.
 #[cold]
 fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     io: &mut IO,
@@ -770,6 +773,8 @@ fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, cons
     w: &[f32],
     t: &[f32],
 ) -> RowStats {
+    // Before the stores below, which overwrite the logits in place.
+    let nan = (start..end).any(|c| io.load(c).is_nan());
     if STORE {
         for c in start..end {
             io.store_exp(c, 0.0);
@@ -787,6 +792,16 @@ fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, cons
     } else {
         0.0
     };
+    if nan {
+        return RowStats {
+            max: f32::NEG_INFINITY,
+            sum_exp: f64::NAN,
+            mass,
+            shifted: f64::NAN,
+            target_mass,
+            target_shifted: f64::NAN,
+        };
+    }
     let inf_if = |x: f64| if x > 0.0 { f64::NEG_INFINITY } else { 0.0 };
     RowStats {
         max: f32::NEG_INFINITY,
