@@ -6,6 +6,9 @@
 //! fully masked), in a chunk of nothing but NaN, in the row's tail, or in a row split across threads. The other
 //! rows keep their bits. On 1 and 4 threads, forward only, into a buffer and in place, f32 and bf16.
 
+mod common;
+
+use common::Rng;
 use label_smoothing::{bf16, Element, GradOutput, LabelSmoothingConfig, Loss, Reduction, Targets};
 
 fn per_row(loss: Loss) -> Vec<f32> {
@@ -51,15 +54,10 @@ fn run<E: Element>(
     })
 }
 
-/// Rows of `k` logits from a fixed sequence in `[-4, 4)`, label 0 (kept finite by every poison below).
+/// Rows of `k` logits uniform in `[-4, 4)` from a fixed seed, label 0 (kept finite by every poison below).
 fn clean(n: usize, k: usize) -> Vec<f32> {
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n * k)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-        })
-        .collect()
+    let mut rng = Rng::new(0x9e37_79b9);
+    (0..n * k).map(|_| (rng.uniform() * 8.0 - 4.0) as f32).collect()
 }
 
 fn check<E: Element>(name: &str, n: usize, k: usize, poisoned_row: usize, poison: impl Fn(&mut [f32])) {
