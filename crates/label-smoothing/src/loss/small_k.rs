@@ -1,0 +1,453 @@
+//! Few classes (`K <=` [`SMALL_K`], hard labels): [`LANES`] rows at a time, one row per lane.
+//!
+//! The row kernel ([`crate::kernel`]) vectorises along a row. With 10 classes a row fills less than one vector,
+//! and its cost is the chain of dependent steps every row walks through (max, exponentials, the sums' trees,
+//! `ln`, the gradient's scale): about 250 cycles a row, whatever `K`. Here a group of rows is transposed into
+//! class-major lane arrays (`z[c][l]`: class `c` of the group's row `l`) so that each step runs for
+//! [`LANES`] rows at once, and the per-row scalar work (`Plan::finish`, with its `ln`) runs for
+//! [`LANES`] independent rows back to back, which the CPU overlaps.
+//!
+//! **The same bits as the row kernel.** Every value is computed by the operations the row kernel applies to
+//! the same row, in the same order: the exact max, `exp(z - max)` with the same function, the per-lane f32
+//! sums of the row kernel's accumulators (class `c` adds into position `c % LANES`, in increasing `c`), the
+//! same f64 tree over the [`LANES`] positions ([`crate::simd::hsum`]), the same `Plan::finish`, and the
+//! gradient's `coef * fma(q_scale, p, -w off)` and label entry. A row's result depends on the row alone, not on
+//! the group it shares (lanes never mix), so the bits are the same for any split into tasks and any number of
+//! threads. Rows the lanes do not handle (an ignored label; every logit `-inf`; a NaN or `+inf` logit, which
+//! makes the exponential sum NaN) are left to the row kernel, after the group's gradient is written and before
+//! anything of theirs is overwritten. `tests/small_k.rs` checks the bits against the row kernel.
+
+use super::{Bufs, Plan, RowKind, RowTask};
+use crate::kernel::{as_type, label_grad, Element, GradRow, RowStats};
+use crate::loss::Targets;
+use crate::simd::{dispatch, exp_in_range, exp_nonpos, Isa, Lanes, EXP_RANGE_LO, LANES};
+
+/// The most classes a row may have to be processed across the lanes. Above it the transposes (two scalar moves
+/// per logit) cost more than the row kernel's per-row overhead saves (docs/BENCHMARKS.md).
+pub(crate) const SMALL_K: usize = 12;
+
+#[cfg(test)]
+thread_local! {
+    /// Groups computed on this thread (tests check that the lanes ran).
+    static GROUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One group of at most [`LANES`] rows, transposed.
+struct Group {
+    /// `z[c][l]`: the logit of class `c` of row `l`, then (with a gradient) its gradient entry.
+    z: [Lanes; SMALL_K],
+    /// `e[c][l] = exp(z - max)`, kept for the gradient.
+    e: [Lanes; SMALL_K],
+    /// bf16 and f16 logits widened to f32, row-major.
+    wide: [f32; LANES * SMALL_K],
+}
+
+impl Group {
+    fn new() -> Box<Self> {
+        Box::new(Group {
+            z: [[0.0; LANES]; SMALL_K],
+            e: [[0.0; LANES]; SMALL_K],
+            wide: [0.0; LANES * SMALL_K],
+        })
+    }
+
+    /// Transposes `rows = z.len() / k <= LANES` rows of `k` logits in; the lanes of missing rows hold 0.
+    #[inline(always)]
+    fn load<S: Isa, E: Element>(&mut self, z: &[E], k: usize) {
+        let rows = z.len() / k;
+        debug_assert!(rows <= LANES && k <= SMALL_K);
+        // f32 is gathered from the logits; the 16-bit types are widened into `wide` first (row-major).
+        let src: &[f32] = match as_type::<E, f32>(z) {
+            Some(z) => z,
+            None => {
+                for (d, v) in self.wide.iter_mut().zip(z) {
+                    *d = v.to_f32();
+                }
+                &self.wide[..z.len()]
+            }
+        };
+        for c in 0..k {
+            self.z[c] = S::gather(src, c, k, rows);
+        }
+    }
+
+    /// Transposes the gradient rows out, except those in `skip` (a bit per row).
+    #[inline(always)]
+    fn store<E: Element>(&self, g: &mut [E], k: usize, skip: u32) {
+        for (l, row) in g.chunks_exact_mut(k).enumerate() {
+            if skip & (1 << l) != 0 {
+                continue;
+            }
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = E::from_f32(self.z[c][l]);
+            }
+        }
+    }
+
+    /// The losses of rows `first..first + rows` into `losses` and, with `OUT`, their gradient into `self.z`.
+    /// Returns the rows left to the row kernel (a bit per row).
+    #[inline(always)]
+    fn compute<S: Isa, const OUT: bool>(
+        &mut self,
+        plan: &Plan<'_>,
+        first: usize,
+        rows: usize,
+        losses: &mut [f64],
+    ) -> u32 {
+        let k = plan.k;
+        #[cfg(test)]
+        GROUPS.set(GROUPS.get() + 1);
+        let all = (1u32 << rows) - 1;
+        let Targets::Labels(labels) = plan.targets else {
+            return all;
+        };
+        // Without class weights, weights of 1: every product with them is exact, so the bits are the row
+        // kernel's unweighted ones (and one compiled variant fewer).
+        const ONES: [f32; SMALL_K] = [1.0; SMALL_K];
+        let w: &[f32] = plan.weights.unwrap_or(&ONES[..k]);
+        assert!(k <= SMALL_K && rows <= LANES && losses.len() == rows && first + rows <= labels.len());
+        assert!(w.len() == k);
+
+        // The max (and min, for the choice of `exp`). Exact: the order cannot change it.
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        let mut mn = [f32::INFINITY; LANES];
+        for zc in &self.z[..k] {
+            for l in 0..LANES {
+                mx[l] = if zc[l] > mx[l] { zc[l] } else { mx[l] };
+                mn[l] = if zc[l] < mn[l] { zc[l] } else { mn[l] };
+            }
+        }
+        // `exp_in_range` and `exp_nonpos` agree wherever both are defined; the cheaper one when every row allows.
+        let in_range = (0..LANES).all(|l| mn[l] - mx[l] >= EXP_RANGE_LO);
+
+        // The row kernel's per-lane accumulators: class `c` adds into position `c % LANES`.
+        let mut se = [[0.0f32; LANES]; LANES];
+        let mut sh = [[0.0f32; LANES]; LANES];
+        for (c, &u) in w.iter().enumerate() {
+            let (zc, ec) = (&self.z[c], &mut self.e[c]);
+            let pos = c % LANES;
+            for l in 0..LANES {
+                let d = zc[l] - mx[l];
+                let e = if in_range {
+                    exp_in_range::<S>(d)
+                } else {
+                    exp_nonpos::<S>(d)
+                };
+                ec[l] = e;
+                se[pos][l] += e;
+                // Computed whether or not the loss uses it (`Plan::lin`); dropped below when it does not.
+                sh[pos][l] += if u == 0.0 { 0.0 } else { u * d };
+            }
+        }
+        let sum_exp = tree(&se);
+        let shifted = if plan.lin { tree(&sh) } else { [0.0; LANES] };
+        // As the row kernel's `RowStats::mass` (which a one-chunk row's loss does not use).
+        let mass = if !plan.lin {
+            0.0
+        } else if plan.weights.is_some() {
+            let mut ms = [0.0f32; LANES];
+            for (c, &u) in w.iter().enumerate() {
+                ms[c % LANES] += u;
+            }
+            crate::simd::hsum(ms)
+        } else {
+            k as f64
+        };
+
+        // Per row: the loss and the gradient's constants (`Plan::finish`, f64), or the row left to the row kernel.
+        let mut left = 0u32;
+        let mut grads = [GradRow {
+            max: 0.0,
+            sum_exp: 1.0,
+            coef: 0.0,
+            q_scale: 0.0,
+            t_scale: 0.0,
+            off: 0.0,
+            label: None,
+        }; LANES];
+        let (mut coef, mut q_scale, mut off, mut factor) =
+            ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..rows {
+            let i = first + l;
+            let y = labels[i];
+            if Some(y) == plan.ignore || mx[l] == f32::NEG_INFINITY || sum_exp[l].is_nan() {
+                left |= 1 << l;
+                continue;
+            }
+            let y = y as usize;
+            let st = RowStats {
+                max: mx[l],
+                sum_exp: sum_exp[l],
+                mass,
+                shifted: shifted[l],
+                target_mass: 0.0,
+                target_shifted: 0.0,
+            };
+            let (loss, g) = plan.finish(i, &RowKind::Hard { y, zy: self.z[y][l] }, &st);
+            losses[l] = loss;
+            if OUT {
+                coef[l] = g.coef;
+                q_scale[l] = g.q_scale;
+                off[l] = g.off;
+                // One chunk: its max is the row's.
+                factor[l] = g.prob_factor(g.max);
+                grads[l] = g;
+            }
+        }
+        if !OUT {
+            return left;
+        }
+
+        // The gradient, as `kernel::grad_value` computes it (no soft targets), over the logits.
+        for (c, &u) in w.iter().enumerate() {
+            let (ec, out) = (&self.e[c], &mut self.z[c]);
+            for l in 0..LANES {
+                let wq = u * off[l];
+                out[l] = coef[l] * S::fma(q_scale[l], ec[l] * factor[l], -wq);
+            }
+        }
+        // The label's entry, as `kernel::grad_row` writes it last.
+        for (l, g) in grads.iter().enumerate().take(rows) {
+            if left & (1 << l) != 0 {
+                continue;
+            }
+            if let Some((y, _, _)) = g.label {
+                let p_y = self.e[y][l] * factor[l];
+                if let Some((y, v)) = label_grad::<S, true>(g, p_y, w) {
+                    self.z[y][l] = v;
+                }
+            }
+        }
+        left
+    }
+}
+
+/// [`crate::simd::hsum`] of each of the [`LANES`] rows, whose per-position f32 sums are `v[position][row]`: the
+/// same f64 tree (position `j` with `j + 8`, then `+ 4`, `+ 2`, `+ 1`), so the same bits.
+#[inline(always)]
+fn tree(v: &[Lanes; LANES]) -> [f64; LANES] {
+    let mut w = [[0.0f64; LANES]; LANES];
+    for (wj, vj) in w.iter_mut().zip(v) {
+        for l in 0..LANES {
+            wj[l] = vj[l] as f64;
+        }
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for j in 0..width {
+            let add = w[j + width];
+            for l in 0..LANES {
+                w[j][l] += add[l];
+            }
+        }
+        width /= 2;
+    }
+    w[0]
+}
+
+/// The rows `l` whose bit is set in `mask`.
+fn bits(mask: u32) -> impl Iterator<Item = usize> {
+    (0..LANES).filter(move |&l| mask & (1 << l) != 0)
+}
+
+/// The rows of one parallel task (`first` is the first one's index), when [`Plan::small_k`] holds.
+#[inline(always)]
+pub(super) fn run_task<S: Isa, E: Element>(plan: &Plan<'_>, first: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
+    let k = plan.k;
+    let mut grp = Group::new();
+    let span = LANES * k;
+    // A row left to the row kernel, through `dispatch` again: inlining the row kernel here would compile it once
+    // more (a much longer build) for rows that are rare.
+    let by_row = |row: usize, bufs: Bufs<'_, E>, loss: &mut f64| {
+        dispatch(RowTask {
+            plan,
+            first_row: row,
+            bufs,
+            losses: std::slice::from_mut(loss),
+            lanes: false,
+        })
+    };
+    match bufs {
+        Bufs::Read(zc) => {
+            for (gi, (zg, lg)) in zc.chunks(span).zip(losses.chunks_mut(LANES)).enumerate() {
+                let r0 = first + gi * LANES;
+                grp.load::<S, E>(zg, k);
+                let left = grp.compute::<S, false>(plan, r0, lg.len(), lg);
+                for l in bits(left) {
+                    by_row(r0 + l, Bufs::Read(&zg[l * k..(l + 1) * k]), &mut lg[l]);
+                }
+            }
+        }
+        Bufs::Write(zc, gc) => {
+            let groups = zc.chunks(span).zip(gc.chunks_mut(span)).zip(losses.chunks_mut(LANES));
+            for (gi, ((zg, gg), lg)) in groups.enumerate() {
+                let r0 = first + gi * LANES;
+                grp.load::<S, E>(zg, k);
+                let left = grp.compute::<S, true>(plan, r0, lg.len(), lg);
+                grp.store(gg, k, left);
+                for l in bits(left) {
+                    let rows = l * k..(l + 1) * k;
+                    by_row(r0 + l, Bufs::Write(&zg[rows.clone()], &mut gg[rows]), &mut lg[l]);
+                }
+            }
+        }
+        Bufs::InPlace(zc) => {
+            for (gi, (zg, lg)) in zc.chunks_mut(span).zip(losses.chunks_mut(LANES)).enumerate() {
+                let r0 = first + gi * LANES;
+                grp.load::<S, E>(zg, k);
+                let left = grp.compute::<S, true>(plan, r0, lg.len(), lg);
+                // The rows left keep their logits for the row kernel below.
+                grp.store(zg, k, left);
+                for l in bits(left) {
+                    by_row(r0 + l, Bufs::InPlace(&mut zg[l * k..(l + 1) * k]), &mut lg[l]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lanes give the row kernel's bits: every configuration the lanes take, with the rows they leave to
+    //! the row kernel mixed in, in all three dtypes and call forms, on 1 and 3 threads.
+
+    use super::SMALL_K;
+    use crate::loss::{Bufs, GradOutput, Kernels, Loss, Targets, SERIAL_ELEMS};
+    use crate::rng::SplitMix64;
+    use crate::simd::LANES;
+    use crate::{bf16, f16, Element, LabelSmoothingConfig, LabelSmoothingLoss, Reduction, Spread};
+
+    /// Per-row (or scalar) loss bits, then gradient bits for a buffer and in place; `None` for the forward call.
+    type Bits = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+
+    fn loss_bits(l: Loss) -> Vec<u32> {
+        l.as_slice().iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn run<E: Element>(
+        loss_fn: &LabelSmoothingLoss,
+        z: &[f32],
+        labels: &[i64],
+        g_out: GradOutput<'_>,
+        kernels: Kernels,
+    ) -> Bits {
+        let z: Vec<E> = z.iter().map(|&x| E::from_f32(x)).collect();
+        let t = Targets::Labels(labels);
+        let n = loss_fn.check(z.len(), t, g_out, None).unwrap();
+        let fwd = loss_fn.run_on(n, t, GradOutput::ONE, Bufs::Read(&z), kernels).unwrap();
+        let mut g = vec![E::from_f32(7.0); z.len()];
+        let with = loss_fn.run_on(n, t, g_out, Bufs::Write(&z, &mut g), kernels).unwrap();
+        let mut zi = z.clone();
+        let inp = loss_fn.run_on(n, t, g_out, Bufs::InPlace(&mut zi), kernels).unwrap();
+        assert_eq!(loss_bits(with.clone()), loss_bits(inp));
+        let gb = |v: &[E]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<u32>>();
+        (loss_bits(fwd), loss_bits(with), gb(&g), gb(&zi))
+    }
+
+    /// Logits of one of several kinds, with `-inf`, NaN, `+inf`, signed zeros and huge values in some rows.
+    fn logits(rng: &mut SplitMix64, n: usize, k: usize, kind: u64) -> Vec<f32> {
+        let mut z: Vec<f32> = (0..n * k)
+            .map(|_| match kind {
+                0 => rng.uniform(-4.0, 4.0) as f32,
+                1 => rng.uniform(-120.0, 30.0) as f32,
+                2 => (rng.uniform(-1.0, 1.0) * 1e4) as f32,
+                _ => (rng.below(3) as f32 - 1.0) * 0.0,
+            })
+            .collect();
+        if kind == 0 && n > 4 {
+            for (r, v) in [(1, f32::NEG_INFINITY), (2, f32::NAN), (3, f32::INFINITY), (4, -0.0)] {
+                z[r * k + rng.below(k as u64) as usize] = v;
+            }
+            // A row with every logit -inf.
+            z[..k].fill(f32::NEG_INFINITY);
+        }
+        z
+    }
+
+    fn configs(k: usize, rng: &mut SplitMix64) -> Vec<LabelSmoothingConfig> {
+        let weights: Vec<f32> = (0..k)
+            .map(|c| if c % 5 == 3 { 0.0 } else { rng.uniform(0.1, 2.0) as f32 })
+            .collect();
+        vec![
+            LabelSmoothingConfig::new(),
+            LabelSmoothingConfig::pytorch(0.1).with_reduction(Reduction::None),
+            LabelSmoothingConfig::pytorch(0.0).with_reduction(Reduction::Sum),
+            LabelSmoothingConfig::fast_reid(-1.0, 0.2),
+            LabelSmoothingConfig::new()
+                .with_spread(Spread::Others)
+                .with_smoothing(0.3)
+                .with_weights(Some(weights.clone()))
+                .with_ignore_index(Some(-100))
+                .with_reduction(Reduction::None),
+            LabelSmoothingConfig::pytorch(0.0)
+                .with_weights(Some(weights))
+                .with_ignore_index(Some(-100)),
+            LabelSmoothingConfig::new()
+                .with_adaptive(0.5)
+                .with_reduction(Reduction::MeanNonZero),
+        ]
+    }
+
+    fn check<E: Element>(threads: usize) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut rng = SplitMix64::new(0x5eed);
+        let mut cases = 0;
+        for k in [2, 3, 5, 7, 10, 11, SMALL_K, SMALL_K + 1] {
+            for (n, kind) in [
+                (1, 0),
+                (7, 0),
+                (16, 0),
+                (37, 0),
+                (40, 1),
+                (33, 2),
+                (20, 3),
+                (40_000 / k, 0),
+            ] {
+                let z = logits(&mut rng, n, k, kind);
+                let mut labels: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
+                if n > 6 {
+                    labels[5] = -100;
+                }
+                let per_row: Vec<f32> = (0..n).map(|_| rng.uniform(-2.0, 2.0) as f32).collect();
+                for cfg in configs(k, &mut rng) {
+                    let ignoring = cfg.ignore_index.is_some();
+                    let labels: Vec<i64> = labels.iter().map(|&y| if y < 0 && !ignoring { 0 } else { y }).collect();
+                    let loss_fn = cfg.clone().init(k).unwrap();
+                    let g_out = if cfg.reduction == Reduction::None {
+                        GradOutput::PerRow(&per_row)
+                    } else {
+                        GradOutput::Scalar(0.75)
+                    };
+                    pool.install(|| {
+                        if n * k < SERIAL_ELEMS {
+                            // On this thread: the lanes ran once per group of rows and call (up to SMALL_K).
+                            let groups = if k <= SMALL_K { 3 * n.div_ceil(LANES) } else { 0 };
+                            let before = super::GROUPS.get();
+                            run::<E>(&loss_fn, &z, &labels, g_out, Kernels::Fastest);
+                            assert_eq!(super::GROUPS.get() - before, groups);
+                            run::<E>(&loss_fn, &z, &labels, g_out, Kernels::RowsOnly);
+                            assert_eq!(super::GROUPS.get() - before, groups);
+                        }
+                        let lanes = run::<E>(&loss_fn, &z, &labels, g_out, Kernels::Fastest);
+                        let rows = run::<E>(&loss_fn, &z, &labels, g_out, Kernels::RowsOnly);
+                        assert!(lanes == rows, "K = {k}, N = {n}, logits of kind {kind}, {cfg:?}");
+                    });
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 8 * 8 * 7);
+    }
+
+    #[test]
+    fn lanes_give_the_row_kernels_bits_f32() {
+        check::<f32>(1);
+        check::<f32>(3);
+    }
+
+    #[test]
+    fn lanes_give_the_row_kernels_bits_bf16_f16() {
+        check::<bf16>(3);
+        check::<f16>(1);
+    }
+}
