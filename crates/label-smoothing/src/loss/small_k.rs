@@ -15,15 +15,15 @@
 //! the group it shares (lanes never mix), so the bits are the same for any split into tasks and any number of
 //! threads. Rows the lanes do not handle (an ignored label; every logit `-inf`; a NaN or `+inf` logit, which
 //! makes the exponential sum NaN) are left to the row kernel, after the group's gradient is written and before
-//! anything of theirs is overwritten. `tests/small_k.rs` checks the bits against the row kernel.
+//! anything of theirs is overwritten. The unit tests below check the bits against the row kernel.
 
 use super::{Bufs, Plan, RowKind, RowTask};
 use crate::kernel::{as_type, label_grad, Element, GradRow, RowStats};
 use crate::loss::Targets;
 use crate::simd::{dispatch, exp_in_range, exp_nonpos, Isa, Lanes, EXP_RANGE_LO, LANES};
 
-/// The most classes a row may have to be processed across the lanes. Above it the transposes (two scalar moves
-/// per logit) cost more than the row kernel's per-row overhead saves (docs/BENCHMARKS.md).
+/// The most classes a row may have to be processed across the lanes. Above it moving the logits in and the
+/// gradient out costs more than the row kernel's per-row overhead saves (measured: docs/BENCHMARKS.md).
 pub(crate) const SMALL_K: usize = 12;
 
 #[cfg(test)]
