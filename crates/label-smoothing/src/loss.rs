@@ -11,8 +11,6 @@ use crate::kernel::{
 use crate::simd::{dispatch, Isa, Kernel};
 use rayon::prelude::*;
 
-mod small_k;
-
 /// The targets of a batch of `N` rows.
 #[derive(Debug, Clone, Copy)]
 pub enum Targets<'a> {
@@ -154,8 +152,6 @@ struct Plan<'a> {
     scale: f64,
     /// The `shifted` sums are needed (the smoothing can be non-zero).
     lin: bool,
-    /// Rows go across the SIMD lanes ([`small_k`]): hard labels and at most [`small_k::SMALL_K`] classes.
-    small_k: bool,
 }
 
 impl LabelSmoothingLoss {
@@ -293,19 +289,7 @@ impl LabelSmoothingLoss {
         n: usize,
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
-        out: Bufs<'_, E>,
-    ) -> Result<Loss> {
-        self.run_on(n, targets, grad_output, out, Kernels::Fastest)
-    }
-
-    /// [`run`](Self::run), with the choice of kernel for few classes given (tests compare the two).
-    fn run_on<E: Element>(
-        &self,
-        n: usize,
-        targets: Targets<'_>,
-        grad_output: GradOutput<'_>,
         mut out: Bufs<'_, E>,
-        kernels: Kernels,
     ) -> Result<Loss> {
         let k = self.k;
         let reduction = self.config.reduction;
@@ -332,7 +316,6 @@ impl LabelSmoothingLoss {
             grad_output,
             scale,
             lin: !matches!(self.config.smoothing, Smoothing::Fixed(e) if e == 0.0),
-            small_k: kernels == Kernels::Fastest && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
         };
 
         let mut losses = vec![0.0f64; n];
@@ -355,7 +338,6 @@ impl LabelSmoothingLoss {
                     first_row,
                     bufs,
                     losses,
-                    lanes: plan.small_k,
                 })
             };
             if n * k < SERIAL_ELEMS {
@@ -414,24 +396,12 @@ impl LabelSmoothingLoss {
     }
 }
 
-/// Which kernels a call may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernels {
-    /// The fastest for the shape: [`small_k`] for few classes and hard labels, the row kernel otherwise.
-    Fastest,
-    /// The row kernel for every row (tests check that [`small_k`] gives its bits).
-    #[cfg_attr(not(test), allow(dead_code))]
-    RowsOnly,
-}
-
 /// The rows of one parallel task, run under [`dispatch`].
 struct RowTask<'a, 'p, E> {
     plan: &'a Plan<'p>,
     first_row: usize,
     bufs: Bufs<'a, E>,
     losses: &'a mut [f64],
-    /// [`Plan::small_k`] applies (false for the rows that [`small_k`] leaves to the row kernel).
-    lanes: bool,
 }
 
 impl<E: Element> Kernel for RowTask<'_, '_, E> {
@@ -439,9 +409,6 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
     #[inline(always)]
     fn run<S: Isa>(self) {
         let (k, first, plan) = (self.plan.k, self.first_row, self.plan);
-        if self.lanes {
-            return small_k::run_task::<S, E>(plan, first, self.bufs, self.losses);
-        }
         // Chunk maxima of the current row (rows longer than one chunk only).
         let mut maxima = Vec::new();
         match self.bufs {
