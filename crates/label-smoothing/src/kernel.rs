@@ -131,11 +131,41 @@ impl RowStats {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::bf16 {}
-    impl Sealed for half::f16 {}
+pub(crate) mod sealed {
+    use crate::loss::{Bufs, GradOutput, LabelSmoothingLoss, Loss, Targets};
+
+    /// Seals [`Element`](super::Element), and holds the one compiled copy of the loss per element type.
+    pub trait Sealed: Sized {
+        /// [`LabelSmoothingLoss::run_generic`] for this type. The public calls are generic, and a generic function
+        /// is compiled again in every crate that calls it (at the test profile's `opt-level`, each of the
+        /// workspace's test crates paid minutes for its own copy of the kernels); these non-generic, never inlined
+        /// instances are compiled once, here, and every caller links to them.
+        fn run_loss(
+            loss: &LabelSmoothingLoss,
+            n: usize,
+            targets: Targets<'_>,
+            grad_output: GradOutput<'_>,
+            out: Bufs<'_, Self>,
+        ) -> crate::Result<Loss>;
+    }
+
+    macro_rules! instantiate {
+        ($($t:ty),*) => {$(
+            impl Sealed for $t {
+                #[inline(never)]
+                fn run_loss(
+                    loss: &LabelSmoothingLoss,
+                    n: usize,
+                    targets: Targets<'_>,
+                    grad_output: GradOutput<'_>,
+                    out: Bufs<'_, Self>,
+                ) -> crate::Result<Loss> {
+                    loss.run_generic(n, targets, grad_output, out)
+                }
+            }
+        )*};
+    }
+    instantiate!(f32, half::bf16, half::f16);
 }
 
 /// A logit type the kernel reads and writes: `f32`, or `bf16` / `f16` (from the `half` crate), which are

@@ -129,7 +129,8 @@ const SERIAL_ELEMS: usize = 1 << 15;
 const WIDE_MIN_CHUNKS: usize = 4;
 
 /// Logits and where their gradient goes: the whole call, a parallel task's rows, or one long row.
-enum Bufs<'a, E> {
+// `pub` (in this private module, not re-exported) because `Sealed::run_loss` takes it; no other crate can name it.
+pub enum Bufs<'a, E> {
     /// Logits only (the loss alone).
     Read(&'a [E]),
     /// Logits and a separate gradient buffer.
@@ -284,7 +285,22 @@ impl LabelSmoothingLoss {
         }
     }
 
+    /// Computes a validated call through its element type's one compiled instance
+    /// ([`Sealed::run_loss`](crate::kernel::sealed::Sealed::run_loss)).
+    #[inline(always)]
     fn run<E: Element>(
+        &self,
+        n: usize,
+        targets: Targets<'_>,
+        grad_output: GradOutput<'_>,
+        out: Bufs<'_, E>,
+    ) -> Result<Loss> {
+        E::run_loss(self, n, targets, grad_output, out)
+    }
+
+    /// The computation of a validated call, for any element type (instantiated once per type in
+    /// [`Sealed`](crate::kernel::sealed::Sealed)).
+    pub(crate) fn run_generic<E: Element>(
         &self,
         n: usize,
         targets: Targets<'_>,
