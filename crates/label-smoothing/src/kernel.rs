@@ -13,6 +13,7 @@
 use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
 use half::slice::HalfFloatSliceExt;
 use std::any::TypeId;
+use std::marker::PhantomData;
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
 pub(crate) const CHUNK: usize = 2048;
@@ -242,6 +243,15 @@ impl Element for half::f16 {
 pub(crate) trait RowIo<E: Element> {
     /// Whether this holds an output (a gradient is wanted).
     const WRITES: bool;
+    /// The same row and output, borrowed from this one.
+    type Reborrow<'b>: RowIo<E>
+    where
+        Self: 'b;
+    /// A fresh value holding the same slices, for a hot loop to work on. The loops reborrow first so that their
+    /// slices are locals: through `&mut self`, whose address a caller may have passed to an out-of-line chunk
+    /// kernel too ([`Isa::outline`]), LLVM could not tell that the loop's own stores leave the slices' pointers
+    /// alone, and reloaded them in every iteration.
+    fn reborrow(&mut self) -> Self::Reborrow<'_>;
     /// The row's logits (in place: the buffer, which the statistics and gradient passes overwrite).
     fn logits(&self) -> &[E];
     #[inline(always)]
@@ -425,6 +435,14 @@ pub(crate) struct InPlace<'a, E>(pub &'a mut [E]);
 
 impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
     const WRITES: bool = false;
+    type Reborrow<'b>
+        = ReadOnly<'b, E>
+    where
+        Self: 'b;
+    #[inline(always)]
+    fn reborrow(&mut self) -> ReadOnly<'_, E> {
+        ReadOnly(self.0)
+    }
     #[inline(always)]
     fn logits(&self) -> &[E] {
         self.0
@@ -439,6 +457,14 @@ impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
 
 impl<E: Element> RowIo<E> for Separate<'_, E> {
     const WRITES: bool = true;
+    type Reborrow<'b>
+        = Separate<'b, E>
+    where
+        Self: 'b;
+    #[inline(always)]
+    fn reborrow(&mut self) -> Separate<'_, E> {
+        Separate(self.0, self.1)
+    }
     #[inline(always)]
     fn logits(&self) -> &[E] {
         self.0
@@ -473,6 +499,14 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
 
 impl<E: Element> RowIo<E> for InPlace<'_, E> {
     const WRITES: bool = true;
+    type Reborrow<'b>
+        = InPlace<'b, E>
+    where
+        Self: 'b;
+    #[inline(always)]
+    fn reborrow(&mut self) -> InPlace<'_, E> {
+        InPlace(self.0)
+    }
     #[inline(always)]
     fn logits(&self) -> &[E] {
         self.0
@@ -512,6 +546,14 @@ impl<'s, IO> WithScratch<'s, IO> {
 impl<E: Element, IO: RowIo<E>> RowIo<E> for WithScratch<'_, IO> {
     const WRITES: bool = IO::WRITES;
     const KEEPS_EXP: bool = IO::WRITES;
+    type Reborrow<'b>
+        = WithScratch<'b, IO::Reborrow<'b>>
+    where
+        Self: 'b;
+    #[inline(always)]
+    fn reborrow(&mut self) -> Self::Reborrow<'_> {
+        WithScratch(self.0.reborrow(), self.1)
+    }
     #[inline(always)]
     fn logits(&self) -> &[E] {
         self.0.logits()
@@ -565,6 +607,26 @@ fn lane_body(start: usize, end: usize, len: usize) -> usize {
     end - (end - start) % LANES
 }
 
+/// [`slice_stats`]'s arguments, as a [`Kernel`] for [`Isa::outline`].
+struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const LIN: bool, const STORE: bool> {
+    io: &'a mut IO,
+    start: usize,
+    end: usize,
+    w: &'a [f32],
+    t: &'a [f32],
+    elem: PhantomData<fn() -> E>,
+}
+
+impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool> Kernel
+    for ChunkStats<'_, E, IO, W, T, LIN, STORE>
+{
+    type Output = RowStats;
+    #[inline(always)]
+    fn run<S: Isa>(self) -> RowStats {
+        chunk_stats::<S, E, IO, W, T, LIN, STORE>(self.io, self.start, self.end, self.w, self.t)
+    }
+}
+
 /// Statistics of the classes `[start, end)` of a row (`end - start <= CHUNK`); `w` and `t` are the row's weights
 /// and soft targets (indexed by class) when `W` / `T` are set.
 ///
@@ -578,6 +640,8 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     w: &[f32],
     t: &[f32],
 ) -> RowStats {
+    // A local copy of the slices: see `RowIo::reborrow`.
+    let io = &mut io.reborrow();
     let body_end = lane_body(start, end, io.len());
 
     // Max pass, which also finds the min: four independent max accumulators and two min ones (max and min are
@@ -631,16 +695,16 @@ fn chunk_stats<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, c
     }
     let (m, lo) = (hmax(mx[0]), hmin(mn[0]));
     if m == f32::NEG_INFINITY {
-        return all_masked_chunk::<E, IO, W, T, STORE>(io, start, end, w, t);
+        return all_masked_chunk::<E, _, W, T, STORE>(io, start, end, w, t);
     }
 
     let mut acc = Accumulators::default();
     // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
     // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
     if lo - m >= EXP_RANGE_LO {
-        accumulate_body::<S, E, IO, W, T, LIN, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, LIN, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
     } else {
-        accumulate_body::<S, E, IO, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
     }
     // The tail: its -inf padding adds nothing.
     if rem > 0 {
@@ -861,6 +925,9 @@ pub(crate) fn row_stats<
     maxima: &mut Vec<f32>,
 ) -> RowStats {
     let k = io.len();
+    // A row of one chunk inlines the chunk kernel (a call would show on short rows); longer rows call the
+    // out-of-line copy that rows split across threads use too, once per chunk of 2048 classes. With a second
+    // inlined call site, every row kernel would compile the chunk kernel twice.
     if k <= CHUNK {
         return chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, 0, k, w, t);
     }
@@ -869,7 +936,7 @@ pub(crate) fn row_stats<
     let mut start = 0;
     while start < k {
         let end = (start + CHUNK).min(k);
-        let st = chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
+        let st = slice_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
         if IO::WRITES {
             maxima.push(st.max);
         }
@@ -879,7 +946,10 @@ pub(crate) fn row_stats<
     acc
 }
 
-/// Statistics of classes `[start, end)` of a row, one chunk (for callers that split a row across threads).
+/// Statistics of classes `[start, end)` of a row, one chunk, for callers that split a row across threads.
+///
+/// Out of line ([`Isa::outline`]): one copy per variant, called once per chunk. The row kernels inline
+/// [`chunk_stats`] instead, whose cost per call would show on short rows.
 #[inline(always)]
 pub(crate) fn slice_stats<
     S: Isa,
@@ -896,7 +966,14 @@ pub(crate) fn slice_stats<
     w: &[f32],
     t: &[f32],
 ) -> RowStats {
-    chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t)
+    S::outline(ChunkStats::<E, IO, W, T, LIN, STORE> {
+        io,
+        start,
+        end,
+        w,
+        t,
+        elem: PhantomData,
+    })
 }
 
 /// What the gradient pass writes, per class `c`: `coef * (q_scale * p_c - w_c * (t_scale * t_c + off))`, and then,
@@ -945,6 +1022,53 @@ fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f32, w: f32,
     g.coef * S::fma(g.q_scale, p, -wq)
 }
 
+/// The gradient of classes `[start, end)` of a row, one chunk, for callers that split a row across threads:
+/// [`grad_range`], out of line ([`Isa::outline`]) like [`slice_stats`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn slice_grad<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    g: &GradRow,
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    chunk_max: f32,
+    w: &[f32],
+    t: &[f32],
+) {
+    S::outline(GradRange::<E, IO, W, T, STORE> {
+        g,
+        io,
+        start,
+        end,
+        chunk_max,
+        w,
+        t,
+        elem: PhantomData,
+    })
+}
+
+/// [`slice_grad`]'s arguments, as a [`Kernel`] for [`Isa::outline`].
+struct GradRange<'a, E, IO, const W: bool, const T: bool, const STORE: bool> {
+    g: &'a GradRow,
+    io: &'a mut IO,
+    start: usize,
+    end: usize,
+    chunk_max: f32,
+    w: &'a [f32],
+    t: &'a [f32],
+    elem: PhantomData<fn() -> E>,
+}
+
+impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool> Kernel
+    for GradRange<'_, E, IO, W, T, STORE>
+{
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self) {
+        grad_range::<S, E, IO, W, T, STORE>(self.g, self.io, self.start, self.end, self.chunk_max, self.w, self.t)
+    }
+}
+
 /// The gradient of classes `[start, end)` of a row, in one chunk (max `chunk_max`). With `STORE` the statistics
 /// pass kept `exp(z - chunk_max)` ([`RowIo::KEEPS_EXP`]); without, it is recomputed from the logits
 /// ([`recomputed_exp`]). Either way `p = exp(z - chunk_max) * prob_factor(chunk_max)`.
@@ -958,10 +1082,13 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     w: &[f32],
     t: &[f32],
 ) {
+    // Local copies of the row's constants and slices: see `RowIo::reborrow`.
+    let g = &{ *g };
+    let io = &mut io.reborrow();
     let factor = g.prob_factor(chunk_max);
     if !STORE && chunk_max == f32::NEG_INFINITY {
         // `recomputed_exp`'s masked chunk, tested once here so that the loop below needs no select.
-        return masked_grad_range::<S, E, IO, W, T>(g, io, start, end, 0.0 * factor, w, t);
+        return masked_grad_range::<S, E, _, W, T>(g, io, start, end, 0.0 * factor, w, t);
     }
     let body_end = lane_body(start, end, io.len());
     let prob = |x: f32| {

@@ -5,7 +5,7 @@
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use crate::error::{LossError, Result};
 use crate::kernel::{
-    grad_range, grad_row, label_grad, label_prob, row_stats, slice_stats, Element, GradRow, InPlace, ReadOnly, RowIo,
+    grad_row, label_grad, label_prob, row_stats, slice_grad, slice_stats, Element, GradRow, InPlace, ReadOnly, RowIo,
     RowStats, Separate, WithScratch, CHUNK,
 };
 use crate::simd::{dispatch, Isa, Kernel};
@@ -348,14 +348,7 @@ impl LabelSmoothingLoss {
             }
         } else {
             let rows_per_task = rows_per_task(n, k, threads);
-            let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| {
-                dispatch(RowTask {
-                    plan: &plan,
-                    first_row,
-                    bufs,
-                    losses,
-                })
-            };
+            let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| plan.rows(first_row, bufs, losses);
             if n * k < SERIAL_ELEMS {
                 match &mut out {
                     Bufs::Read(z) => task(0, Bufs::Read(z), &mut losses),
@@ -412,15 +405,19 @@ impl LabelSmoothingLoss {
     }
 }
 
-/// The rows of one parallel task, run under [`dispatch`].
-struct RowTask<'a, 'p, E> {
+/// The rows of one parallel task, run under [`dispatch`], for one row variant: class weights (`W`), soft targets
+/// (`T`), `shifted` sums needed (`LIN`; see [`crate::kernel::row_stats`]). The variant is the same for every row
+/// of a call, so it is chosen once per task ([`Plan::rows`]) and each variant is a function of its own rather
+/// than eight inlined into one; with the chunk loops shared through [`Isa::outline`], that took the core crate's
+/// release build from 271 s to 54 s (docs/DESIGN.md, "Compiled in pieces").
+struct RowTask<'a, 'p, E, const W: bool, const T: bool, const LIN: bool> {
     plan: &'a Plan<'p>,
     first_row: usize,
     bufs: Bufs<'a, E>,
     losses: &'a mut [f64],
 }
 
-impl<E: Element> Kernel for RowTask<'_, '_, E> {
+impl<E: Element, const W: bool, const T: bool, const LIN: bool> Kernel for RowTask<'_, '_, E, W, T, LIN> {
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self) {
@@ -430,7 +427,7 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
         match self.bufs {
             Bufs::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row::<S, E, _>(first + r, &mut ReadOnly(z), &mut maxima);
+                    *l = plan.row::<S, E, _, W, T, LIN>(first + r, &mut ReadOnly(z), &mut maxima);
                 }
             }
             Bufs::Write(zc, gc) => {
@@ -440,14 +437,14 @@ impl<E: Element> Kernel for RowTask<'_, '_, E> {
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    *l = plan.row_out::<S, E, _>(first + r, Separate::new(z, g), &mut scratch, &mut maxima);
+                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, Separate::new(z, g), &mut scratch, &mut maxima);
                 }
                 scratch.give_back();
             }
             Bufs::InPlace(zc) => {
                 let mut scratch = ScratchRow::take::<E>(k);
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row_out::<S, E, _>(first + r, InPlace(z), &mut scratch, &mut maxima);
+                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, InPlace(z), &mut scratch, &mut maxima);
                 }
                 scratch.give_back();
             }
@@ -647,20 +644,60 @@ impl Plan<'_> {
         (loss, g)
     }
 
-    /// Loss of row `i` (f64); writes its gradient when `io` has an output.
+    /// The rows `first_row..` of one task, in the call's row variant ([`RowTask`]).
+    fn rows<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
+        macro_rules! run {
+            ($w:literal, $t:literal, $lin:literal) => {
+                dispatch(RowTask::<E, $w, $t, $lin> {
+                    plan: self,
+                    first_row,
+                    bufs,
+                    losses,
+                })
+            };
+        }
+        let soft = matches!(self.targets, Targets::Soft(_));
+        match (self.weights.is_some(), soft, self.lin) {
+            (false, false, false) => run!(false, false, false),
+            (false, false, true) => run!(false, false, true),
+            (true, false, false) => run!(true, false, false),
+            (true, false, true) => run!(true, false, true),
+            (false, true, false) => run!(false, true, false),
+            (false, true, true) => run!(false, true, true),
+            (true, true, false) => run!(true, true, false),
+            (true, true, true) => run!(true, true, true),
+        }
+    }
+
+    /// Loss of row `i` (f64); writes its gradient when `io` has an output. `W`, `T`, `LIN`: the call's row variant
+    /// ([`RowTask`]).
     #[inline(always)]
-    fn row<S: Isa, E: Element, IO: RowIo<E>>(&self, i: usize, io: &mut IO, maxima: &mut Vec<f32>) -> f64 {
+    fn row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
+        &self,
+        i: usize,
+        io: &mut IO,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        let kind = self.row_kind::<E, IO>(i, io);
+        if matches!(kind, RowKind::Ignored) {
+            if IO::WRITES {
+                for c in 0..self.k {
+                    io.store(c, 0.0);
+                }
+            }
+            return 0.0;
+        }
         if IO::KEEPS_EXP {
-            self.row_with::<S, E, IO, true>(i, io, maxima)
+            self.row_impl::<S, E, IO, W, T, LIN, true>(i, &kind, io, maxima)
         } else {
-            self.row_with::<S, E, IO, false>(i, io, maxima)
+            self.row_impl::<S, E, IO, W, T, LIN, false>(i, &kind, io, maxima)
         }
     }
 
     /// Loss of row `i` and its gradient into `io`'s output, which keeps the exponentials between the passes
     /// itself (f32) or, for the 16-bit types, in the task's `scratch` row ([`ScratchRow`]).
     #[inline(always)]
-    fn row_out<S: Isa, E: Element, IO: RowIo<E>>(
+    fn row_out<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
         &self,
         i: usize,
         io: IO,
@@ -670,51 +707,9 @@ impl Plan<'_> {
         // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
         // compiled both and more than doubled the release build, docs/DESIGN.md).
         if E::STORES_EXP {
-            self.row::<S, E, _>(i, &mut { io }, maxima)
+            self.row::<S, E, _, W, T, LIN>(i, &mut { io }, maxima)
         } else {
-            self.row::<S, E, _>(i, &mut WithScratch::new(io, scratch.row()), maxima)
-        }
-    }
-
-    #[inline(always)]
-    fn row_with<S: Isa, E: Element, IO: RowIo<E>, const STORE: bool>(
-        &self,
-        i: usize,
-        io: &mut IO,
-        maxima: &mut Vec<f32>,
-    ) -> f64 {
-        let kind = self.row_kind::<E, IO>(i, io);
-        match (&kind, self.weights.is_some(), self.lin) {
-            (RowKind::Ignored, ..) => {
-                if IO::WRITES {
-                    for c in 0..self.k {
-                        io.store(c, 0.0);
-                    }
-                }
-                0.0
-            }
-            (RowKind::Hard { .. }, false, false) => {
-                self.row_impl::<S, E, IO, false, false, false, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Hard { .. }, false, true) => {
-                self.row_impl::<S, E, IO, false, false, true, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Hard { .. }, true, false) => {
-                self.row_impl::<S, E, IO, true, false, false, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Hard { .. }, true, true) => {
-                self.row_impl::<S, E, IO, true, false, true, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Soft(_), false, false) => {
-                self.row_impl::<S, E, IO, false, true, false, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Soft(_), false, true) => {
-                self.row_impl::<S, E, IO, false, true, true, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Soft(_), true, false) => {
-                self.row_impl::<S, E, IO, true, true, false, STORE>(i, &kind, io, maxima)
-            }
-            (RowKind::Soft(_), true, true) => self.row_impl::<S, E, IO, true, true, true, STORE>(i, &kind, io, maxima),
+            self.row::<S, E, _, W, T, LIN>(i, &mut WithScratch::new(io, scratch.row()), maxima)
         }
     }
 
@@ -892,11 +887,11 @@ impl Plan<'_> {
                     let m = maxima[(offset + start) / CHUNK];
                     match (has_w, has_t) {
                         (false, false) => {
-                            grad_range::<S, E, IO, false, false, STORE>(g, io, start, end, m, w_all, t_all)
+                            slice_grad::<S, E, IO, false, false, STORE>(g, io, start, end, m, w_all, t_all)
                         }
-                        (true, false) => grad_range::<S, E, IO, true, false, STORE>(g, io, start, end, m, w_all, t_all),
-                        (false, true) => grad_range::<S, E, IO, false, true, STORE>(g, io, start, end, m, w_all, t_all),
-                        (true, true) => grad_range::<S, E, IO, true, true, STORE>(g, io, start, end, m, w_all, t_all),
+                        (true, false) => slice_grad::<S, E, IO, true, false, STORE>(g, io, start, end, m, w_all, t_all),
+                        (false, true) => slice_grad::<S, E, IO, false, true, STORE>(g, io, start, end, m, w_all, t_all),
+                        (true, true) => slice_grad::<S, E, IO, true, true, STORE>(g, io, start, end, m, w_all, t_all),
                     }
                 }
             }

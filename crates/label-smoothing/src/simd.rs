@@ -110,14 +110,39 @@ pub(crate) trait Isa: Copy {
     fn narrow_f16(v: Lanes) -> [u16; LANES] {
         v.map(|x| half::f16::from_f32(x).to_bits())
     }
+
+    /// Runs `k` in a function of its own, compiled for this instruction set and never inlined: one copy of
+    /// `k`'s code however many kernels call it. Everything else in a kernel is inlined into [`dispatch`]'s
+    /// wrapper (a plain function would be compiled without the instruction set's features), so a helper called
+    /// from several places, such as the chunk loops shared by the row and wide-row paths, would otherwise be
+    /// compiled once per call site (docs/DESIGN.md, "Compiled in pieces").
+    fn outline<K: Kernel>(k: K) -> K::Output;
 }
 
-/// AVX-512 or AVX2 with FMA (and F16C). Only ever used inside [`dispatch`]'s AVX-512 and AVX2 wrappers (and by
-/// tests after checking the CPU), so its methods may use AVX2 and F16C instructions.
+/// AVX-512 (`WithFma<true>`) or AVX2 (`WithFma<false>`, the default), with FMA and F16C. Only ever used inside
+/// [`dispatch`]'s AVX-512 and AVX2 wrappers and the functions they call (and by tests after checking the CPU),
+/// so its methods may use AVX2 and F16C instructions, and `WithFma<true>`'s AVX-512 too. The two compute the
+/// same bits; the parameter only tells [`Isa::outline`] which instruction set to compile for.
 #[derive(Clone, Copy)]
-pub(crate) struct WithFma;
-impl Isa for WithFma {
+pub(crate) struct WithFma<const AVX512: bool = false>;
+impl<const AVX512: bool> Isa for WithFma<AVX512> {
     const FMA: bool = true;
+
+    #[inline(always)]
+    fn outline<K: Kernel>(k: K) -> K::Output {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `WithFma<true>` runs only where AVX-512F, AVX2, FMA and F16C are available, `WithFma<false>`
+        // only where AVX2, FMA and F16C are (see the type): all that the wrapper for each requires.
+        unsafe {
+            if AVX512 {
+                outline_avx512(k)
+            } else {
+                outline_avx2(k)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        k.run::<Self>()
+    }
 
     // The scalar loops of the defaults go through the stack, and a vector load of values just written one by one
     // waits for the stores (no store forwarding): on rows of 10 classes that was a third of the time.
@@ -248,6 +273,11 @@ unsafe fn masks(n: usize) -> (core::arch::x86_64::__m256i, core::arch::x86_64::_
 pub(crate) struct Portable;
 impl Isa for Portable {
     const FMA: bool = false;
+
+    #[inline(never)]
+    fn outline<K: Kernel>(k: K) -> K::Output {
+        k.run::<Self>()
+    }
 }
 
 /// The lower end of the range on which [`exp_in_range`] is valid: `exp(-87.33)` is `1.2e-38`, the smallest normal
@@ -347,7 +377,9 @@ pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Output {
         Level::Avx2 => return unsafe { run_avx2(k) },
         Level::Portable => {}
     }
-    k.run::<Portable>()
+    // Out of line like the two above: a caller that dispatches several kernels gets one call for each rather
+    // than their code inlined into itself.
+    Portable::outline(k)
 }
 
 /// The name of the instruction set the kernels use on this CPU (for benchmark reports).
@@ -362,13 +394,29 @@ pub fn instruction_set() -> &'static str {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
-    k.run::<WithFma>()
+    k.run::<WithFma<true>>()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
-    k.run::<WithFma>()
+    k.run::<WithFma<false>>()
+}
+
+/// [`Isa::outline`] for AVX-512: `run_avx512`, never inlined.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline(never)]
+unsafe fn outline_avx512<K: Kernel>(k: K) -> K::Output {
+    k.run::<WithFma<true>>()
+}
+
+/// [`Isa::outline`] for AVX2: `run_avx2`, never inlined.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(never)]
+unsafe fn outline_avx2<K: Kernel>(k: K) -> K::Output {
+    k.run::<WithFma<false>>()
 }
 
 /// Asks the CPU to bring the cache line holding `p` into L1. A hint only: any address is allowed, including
