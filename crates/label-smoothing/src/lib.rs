@@ -52,3 +52,6 @@ pub use half::{bf16, f16};
 pub use kernel::{Element, RowStats};
 pub use loss::{GradOutput, LabelSmoothingLoss, Loss, Targets};
 pub use simd::{exp_f32, instruction_set};
+
+#[doc(hidden)]
+pub use loss::test_hooks as __test_hooks;

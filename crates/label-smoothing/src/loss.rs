@@ -11,6 +11,8 @@ use crate::kernel::{
 use crate::simd::{dispatch, Isa, Kernel};
 use rayon::prelude::*;
 
+mod small_k;
+
 /// The targets of a batch of `N` rows.
 #[derive(Debug, Clone, Copy)]
 pub enum Targets<'a> {
@@ -115,15 +117,33 @@ const MIN_TASK_ELEMS: usize = 1 << 13;
 /// Rows per parallel task: at most [`TASK_ELEMS`] classes, and at most a quarter of a thread's share of the rows
 /// (so that short problems such as 4096x10 still spread evenly), but at least [`MIN_TASK_ELEMS`] classes. Rows
 /// are independent and the loss is reduced in row order afterwards, so the split changes only the speed.
-fn rows_per_task(n: usize, k: usize, threads: usize) -> usize {
-    (TASK_ELEMS / k)
+/// With the rows across the lanes ([`small_k`]), a whole number of groups of [`LANES`](crate::simd::LANES)
+/// rows: a task's last, partial group costs as much as a full one.
+fn rows_per_task(n: usize, k: usize, threads: usize, lanes: bool) -> usize {
+    let rows = (TASK_ELEMS / k)
         .min(n.div_ceil(4 * threads))
         .max(MIN_TASK_ELEMS.div_ceil(k))
-        .max(1)
+        .max(1);
+    if lanes {
+        rows.next_multiple_of(crate::simd::LANES)
+    } else {
+        rows
+    }
 }
 
 /// Problems smaller than this many logits run on the calling thread: waking the pool costs more than the work.
 const SERIAL_ELEMS: usize = 1 << 15;
+
+/// [`SERIAL_ELEMS`] for the rows across the lanes ([`small_k`]), which do a row's work in about a third of the
+/// row kernel's instructions, so that the pool's wake-up is worth it only for larger problems. Measured on
+/// 2 threads (docs/BENCHMARKS.md): 4096x10 ran in 198 us on the calling thread and 303 us on the pool
+/// (medians of nine runs), 8192x10 in 635 and 399 us.
+const SERIAL_ELEMS_LANES: usize = 1 << 16;
+
+/// Whether a problem of `elems` logits runs on the calling thread.
+fn serial(elems: usize, lanes: bool) -> bool {
+    elems < if lanes { SERIAL_ELEMS_LANES } else { SERIAL_ELEMS }
+}
 
 /// A row is split across threads when there are fewer rows than threads and it has at least this many chunks.
 const WIDE_MIN_CHUNKS: usize = 4;
@@ -153,6 +173,8 @@ struct Plan<'a> {
     scale: f64,
     /// The `shifted` sums are needed (the smoothing can be non-zero).
     lin: bool,
+    /// Rows go across the SIMD lanes ([`small_k`]): hard labels and at most [`small_k::SMALL_K`] classes.
+    small_k: bool,
 }
 
 impl LabelSmoothingLoss {
@@ -305,7 +327,24 @@ impl LabelSmoothingLoss {
         n: usize,
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
+        out: Bufs<'_, E>,
+    ) -> Result<Loss> {
+        let kernels = if ROWS_ONLY.get() {
+            Kernels::RowsOnly
+        } else {
+            Kernels::Fastest
+        };
+        self.run_on(n, targets, grad_output, out, kernels)
+    }
+
+    /// [`run_generic`](Self::run_generic), with the choice of kernel for few classes given.
+    fn run_on<E: Element>(
+        &self,
+        n: usize,
+        targets: Targets<'_>,
+        grad_output: GradOutput<'_>,
         mut out: Bufs<'_, E>,
+        kernels: Kernels,
     ) -> Result<Loss> {
         let k = self.k;
         let reduction = self.config.reduction;
@@ -332,6 +371,7 @@ impl LabelSmoothingLoss {
             grad_output,
             scale,
             lin: !matches!(self.config.smoothing, Smoothing::Fixed(e) if e == 0.0),
+            small_k: kernels == Kernels::Fastest && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
         };
 
         let mut losses = vec![0.0f64; n];
@@ -347,9 +387,9 @@ impl LabelSmoothingLoss {
                 };
             }
         } else {
-            let rows_per_task = rows_per_task(n, k, threads);
+            let rows_per_task = rows_per_task(n, k, threads, plan.small_k);
             let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| plan.rows(first_row, bufs, losses);
-            if n * k < SERIAL_ELEMS {
+            if serial(n * k, plan.small_k) {
                 match &mut out {
                     Bufs::Read(z) => task(0, Bufs::Read(z), &mut losses),
                     Bufs::Write(z, g) => task(0, Bufs::Write(z, g), &mut losses),
@@ -402,6 +442,43 @@ impl LabelSmoothingLoss {
             }
         };
         Ok(loss)
+    }
+}
+
+/// Which kernels a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// The fastest for the shape: [`small_k`] for few classes and hard labels, the row kernel otherwise.
+    Fastest,
+    /// The row kernel for every row (tests check that [`small_k`] gives its bits).
+    RowsOnly,
+}
+
+thread_local! {
+    /// Calls on this thread use [`Kernels::RowsOnly`] ([`crate::__test_hooks::with_row_kernel_only`]).
+    static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Hooks for the tests that compare the kernels; not part of the API (hidden, no stability promised). They
+/// are public so that the comparison can be an integration test, which links to the kernels the core crate
+/// compiled once ([`crate::kernel::sealed::Sealed`]) instead of compiling them again as a unit test would.
+pub mod test_hooks {
+    /// Runs `f` with every loss call it makes on this thread computed by the row kernel alone (no rows across
+    /// the lanes). The setting is restored when `f` returns or panics.
+    pub fn with_row_kernel_only<R>(f: impl FnOnce() -> R) -> R {
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                super::ROWS_ONLY.set(self.0);
+            }
+        }
+        let _restore = Restore(super::ROWS_ONLY.replace(true));
+        f()
+    }
+
+    /// The number of groups of rows the few-classes kernel has computed on this thread so far.
+    pub fn lane_groups() -> usize {
+        super::small_k::GROUPS.get()
     }
 }
 
@@ -644,8 +721,22 @@ impl Plan<'_> {
         (loss, g)
     }
 
-    /// The rows `first_row..` of one task, in the call's row variant ([`RowTask`]).
+    /// The rows `first_row..` of one task: across the lanes when [`Plan::small_k`] holds, else one at a time.
     fn rows<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
+        if self.small_k {
+            dispatch(small_k::LanesTask {
+                plan: self,
+                first: first_row,
+                bufs,
+                losses,
+            })
+        } else {
+            self.rows_one_at_a_time(first_row, bufs, losses)
+        }
+    }
+
+    /// The rows `first_row..` of one task by the row kernel, in the call's row variant ([`RowTask`]).
+    fn rows_one_at_a_time<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
         macro_rules! run {
             ($w:literal, $t:literal, $lin:literal) => {
                 dispatch(RowTask::<E, $w, $t, $lin> {

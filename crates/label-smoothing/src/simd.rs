@@ -99,6 +99,17 @@ pub(crate) trait Isa: Copy {
         hsum(v)
     }
 
+    /// Lane `l` holds `base[first + l * stride]` for `l < rows`, 0 the others (`rows <= LANES`): one class of
+    /// `rows` consecutive rows of `stride` classes.
+    #[inline(always)]
+    fn gather(base: &[f32], first: usize, stride: usize, rows: usize) -> Lanes {
+        let mut v = [0.0; LANES];
+        for (l, x) in v.iter_mut().enumerate().take(rows) {
+            *x = base[first + l * stride];
+        }
+        v
+    }
+
     /// f16 bits to f32 (exact).
     #[inline(always)]
     fn widen_f16(h: [u16; LANES]) -> Lanes {
@@ -209,6 +220,34 @@ impl<const AVX512: bool> Isa for WithFma<AVX512> {
             let c = _mm256_add_pd(a, b);
             let d = _mm_add_pd(_mm256_castpd256_pd128(c), _mm256_extractf128_pd::<1>(c));
             _mm_cvtsd_f64(_mm_add_sd(d, _mm_unpackhi_pd(d, d)))
+        }
+    }
+
+    // Two `vgatherdps`: the default's scalar loads go through the stack, and the vector loads of the lanes that
+    // follow would wait for those stores (see `partial`).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn gather(base: &[f32], first: usize, stride: usize, rows: usize) -> Lanes {
+        use core::arch::x86_64::*;
+        assert!(rows <= LANES && stride <= (i32::MAX as usize) / LANES);
+        assert!(rows == 0 || first + (rows - 1) * stride < base.len());
+        // SAFETY: AVX2 as above. The gathers read only the lanes whose mask is set, `l < rows`, at
+        // `first + l * stride`, which the asserts put inside `base`; masked-off lanes are not accessed and cannot
+        // fault. The indices `l * stride < LANES * stride` fit in i32 (asserted). `p` is formed with
+        // `wrapping_add` and dereferenced only at the in-bounds offsets.
+        unsafe {
+            let s = _mm256_set1_epi32(stride as i32);
+            let idx_lo = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), s);
+            let idx_hi = _mm256_add_epi32(idx_lo, _mm256_slli_epi32::<3>(s));
+            let (lo_mask, hi_mask) = masks(rows);
+            let p = base.as_ptr().wrapping_add(first);
+            let zero = _mm256_setzero_ps();
+            let lo = _mm256_mask_i32gather_ps::<4>(zero, p, idx_lo, _mm256_castsi256_ps(lo_mask));
+            let hi = _mm256_mask_i32gather_ps::<4>(zero, p, idx_hi, _mm256_castsi256_ps(hi_mask));
+            let mut out = [0.0f32; LANES];
+            _mm256_storeu_ps(out.as_mut_ptr(), lo);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), hi);
+            out
         }
     }
 
