@@ -484,7 +484,7 @@ pub mod test_hooks {
 
 /// The rows of one parallel task, run under [`dispatch`], for one row variant: class weights (`W`), soft targets
 /// (`T`), `shifted` sums needed (`LIN`; see [`crate::kernel::row_stats`]). The variant is the same for every row
-/// of a call, so it is chosen once per task ([`Plan::rows`]) and each variant is a function of its own rather
+/// of a call, so it is chosen once per task ([`Plan::rows_one_at_a_time`]) and each variant is a function of its own rather
 /// than eight inlined into one; with the chunk loops shared through [`Isa::outline`], that took the core crate's
 /// release build from 271 s to 54 s (docs/DESIGN.md, "Compiled in pieces").
 struct RowTask<'a, 'p, E, const W: bool, const T: bool, const LIN: bool> {
