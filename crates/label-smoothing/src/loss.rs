@@ -327,24 +327,7 @@ impl LabelSmoothingLoss {
         n: usize,
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
-        out: Bufs<'_, E>,
-    ) -> Result<Loss> {
-        let kernels = if ROWS_ONLY.get() {
-            Kernels::RowsOnly
-        } else {
-            Kernels::Fastest
-        };
-        self.run_on(n, targets, grad_output, out, kernels)
-    }
-
-    /// [`run_generic`](Self::run_generic), with the choice of kernel for few classes given.
-    fn run_on<E: Element>(
-        &self,
-        n: usize,
-        targets: Targets<'_>,
-        grad_output: GradOutput<'_>,
         mut out: Bufs<'_, E>,
-        kernels: Kernels,
     ) -> Result<Loss> {
         let k = self.k;
         let reduction = self.config.reduction;
@@ -371,7 +354,7 @@ impl LabelSmoothingLoss {
             grad_output,
             scale,
             lin: !matches!(self.config.smoothing, Smoothing::Fixed(e) if e == 0.0),
-            small_k: kernels == Kernels::Fastest && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
+            small_k: !ROWS_ONLY.get() && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
         };
 
         let mut losses = vec![0.0f64; n];
@@ -445,17 +428,9 @@ impl LabelSmoothingLoss {
     }
 }
 
-/// Which kernels a call may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernels {
-    /// The fastest for the shape: [`small_k`] for few classes and hard labels, the row kernel otherwise.
-    Fastest,
-    /// The row kernel for every row (tests check that [`small_k`] gives its bits).
-    RowsOnly,
-}
-
 thread_local! {
-    /// Calls on this thread use [`Kernels::RowsOnly`] ([`crate::__test_hooks::with_row_kernel_only`]).
+    /// Calls on this thread use the row kernel for every row, never [`small_k`] (tests check that the two give
+    /// the same bits: [`crate::__test_hooks::with_row_kernel_only`]).
     static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -484,9 +459,9 @@ pub mod test_hooks {
 
 /// The rows of one parallel task, run under [`dispatch`], for one row variant: class weights (`W`), soft targets
 /// (`T`), `shifted` sums needed (`LIN`; see [`crate::kernel::row_stats`]). The variant is the same for every row
-/// of a call, so it is chosen once per task ([`Plan::rows_one_at_a_time`]) and each variant is a function of its own rather
-/// than eight inlined into one; with the chunk loops shared through [`Isa::outline`], that took the core crate's
-/// release build from 271 s to 54 s (docs/DESIGN.md, "Compiled in pieces").
+/// of a call, so it is chosen once per task ([`Plan::rows_one_at_a_time`]) and each variant is a function of its
+/// own rather than eight inlined into one; with the chunk loops shared through [`Isa::outline`], that took the
+/// core crate's release build from 271 s to 54 s (docs/DESIGN.md, "Compiled in pieces").
 struct RowTask<'a, 'p, E, const W: bool, const T: bool, const LIN: bool> {
     plan: &'a Plan<'p>,
     first_row: usize,
