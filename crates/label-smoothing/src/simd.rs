@@ -146,9 +146,9 @@ impl<const AVX512: bool> Isa for WithFma<AVX512> {
         // only where AVX2, FMA and F16C are (see the type): all that the wrapper for each requires.
         unsafe {
             if AVX512 {
-                outline_avx512(k)
+                run_avx512(k)
             } else {
-                outline_avx2(k)
+                run_avx2(k)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -416,8 +416,8 @@ pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Output {
         Level::Avx2 => return unsafe { run_avx2(k) },
         Level::Portable => {}
     }
-    // Out of line like the two above: a caller that dispatches several kernels gets one call for each rather
-    // than their code inlined into itself.
+    // Out of line like `run_avx512` and `run_avx2`: a caller that dispatches several kernels gets one call for
+    // each rather than their code inlined into itself.
     Portable::outline(k)
 }
 
@@ -430,31 +430,20 @@ pub fn instruction_set() -> &'static str {
     }
 }
 
+/// [`dispatch`]'s and [`Isa::outline`]'s function for AVX-512: `k` compiled with its features, never inlined
+/// (each kernel type is one function, wherever it is called from).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline(never)]
 unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
     k.run::<WithFma<true>>()
 }
 
+/// [`run_avx512`] for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline(never)]
 unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
-    k.run::<WithFma<false>>()
-}
-
-/// [`Isa::outline`] for AVX-512: `run_avx512`, never inlined.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-#[inline(never)]
-unsafe fn outline_avx512<K: Kernel>(k: K) -> K::Output {
-    k.run::<WithFma<true>>()
-}
-
-/// [`Isa::outline`] for AVX2: `run_avx2`, never inlined.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline(never)]
-unsafe fn outline_avx2<K: Kernel>(k: K) -> K::Output {
     k.run::<WithFma<false>>()
 }
 
