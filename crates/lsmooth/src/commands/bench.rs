@@ -190,7 +190,9 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         std::hint::black_box(r.ok());
     };
 
-    let chunk = (1usize << 15).max(k);
+    // The copy and the read go in pieces of 32768 elements whatever the row length: the loss splits a long row
+    // across the threads, so its reference must too (pieces of whole rows left `1 x 1048576`'s copy on one thread).
+    let chunk = 1usize << 15;
     let copy_call = |dst: &mut Vec<E>| {
         dst.par_chunks_mut(chunk)
             .zip(logits.par_chunks(chunk))
