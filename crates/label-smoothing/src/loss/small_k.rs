@@ -255,6 +255,30 @@ struct GroupTask<'a, 'p> {
     out: bool,
 }
 
+impl Group {
+    /// Loads the rows `z` (at most [`LANES`], the first being row `first`) and computes their losses into `losses`
+    /// and, with `out`, their gradient into the group: [`GroupTask`], out of line. Returns the rows left to the
+    /// row kernel (see [`Group::compute`]).
+    #[inline(always)]
+    fn run<S: Isa, E: Element>(
+        &mut self,
+        plan: &Plan<'_>,
+        first: usize,
+        z: &[E],
+        losses: &mut [f64],
+        out: bool,
+    ) -> u32 {
+        self.load::<S, E>(z, plan.k);
+        S::outline(GroupTask {
+            grp: self,
+            plan,
+            first,
+            losses,
+            out,
+        })
+    }
+}
+
 impl Kernel for GroupTask<'_, '_> {
     type Output = u32;
     #[inline(always)]
@@ -298,14 +322,7 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
             Bufs::Read(zc) => {
                 for (gi, (zg, lg)) in zc.chunks(span).zip(losses.chunks_mut(LANES)).enumerate() {
                     let r0 = first + gi * LANES;
-                    grp.load::<S, E>(zg, k);
-                    let left = S::outline(GroupTask {
-                        grp: &mut grp,
-                        plan,
-                        first: r0,
-                        losses: lg,
-                        out: false,
-                    });
+                    let left = grp.run::<S, E>(plan, r0, zg, lg, false);
                     for l in bits(left) {
                         by_row(r0 + l, Bufs::Read(&zg[l * k..(l + 1) * k]), &mut lg[l]);
                     }
@@ -315,14 +332,7 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
                 let groups = zc.chunks(span).zip(gc.chunks_mut(span)).zip(losses.chunks_mut(LANES));
                 for (gi, ((zg, gg), lg)) in groups.enumerate() {
                     let r0 = first + gi * LANES;
-                    grp.load::<S, E>(zg, k);
-                    let left = S::outline(GroupTask {
-                        grp: &mut grp,
-                        plan,
-                        first: r0,
-                        losses: lg,
-                        out: true,
-                    });
+                    let left = grp.run::<S, E>(plan, r0, zg, lg, true);
                     grp.store(gg, k, left);
                     for l in bits(left) {
                         let rows = l * k..(l + 1) * k;
@@ -333,14 +343,7 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
             Bufs::InPlace(zc) => {
                 for (gi, (zg, lg)) in zc.chunks_mut(span).zip(losses.chunks_mut(LANES)).enumerate() {
                     let r0 = first + gi * LANES;
-                    grp.load::<S, E>(zg, k);
-                    let left = S::outline(GroupTask {
-                        grp: &mut grp,
-                        plan,
-                        first: r0,
-                        losses: lg,
-                        out: true,
-                    });
+                    let left = grp.run::<S, E>(plan, r0, zg, lg, true);
                     // The rows left keep their logits for the row kernel below.
                     grp.store(zg, k, left);
                     for l in bits(left) {
