@@ -53,6 +53,16 @@ pub enum CalibrationError {
         /// What is wrong.
         why: String,
     },
+    /// A logit that is NaN or infinite where a finite one is needed (fitting a temperature).
+    #[error("row {row}, class {class}: logit {value} is not finite")]
+    NonFiniteLogit {
+        /// The row.
+        row: usize,
+        /// The class.
+        class: usize,
+        /// The value.
+        value: f32,
+    },
     /// Zero bins.
     #[error("the number of bins must be at least 1")]
     ZeroBins,
@@ -186,8 +196,18 @@ fn check_inputs(len: usize, labels: &[i64], k: usize, what: &'static str) -> Res
 /// A golden-section search on `ln T` over `[ln 0.01, ln 100]`: the NLL is convex in `1/T`, so it is unimodal in
 /// `ln T` and the search cannot diverge; 80 iterations narrow the bracket to about `1e-15` in `ln T`. Scaling by
 /// `T` never changes the argmax.
+///
+/// Every logit must be finite ([`CalibrationError::NonFiniteLogit`] names the first that is not): one NaN or
+/// infinity makes the NLL undefined or infinite at every temperature, and the search would end on a bound.
 pub fn fit_temperature(logits: &[f32], labels: &[i64], k: usize) -> Result<f64, CalibrationError> {
     check_inputs(logits.len(), labels, k, "logits")?;
+    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+        return Err(CalibrationError::NonFiniteLogit {
+            row: i / k,
+            class: i % k,
+            value: logits[i],
+        });
+    }
     let f = |t: f64| nll_of_logits(logits, labels, k, t.exp()).unwrap_or(f64::INFINITY);
     let (mut a, mut b) = (0.01f64.ln(), 100f64.ln());
     let g = (5f64.sqrt() - 1.0) / 2.0;

@@ -213,3 +213,20 @@ fn bad_input_is_a_typed_error() {
         Err(CalibrationError::Shape { .. })
     ));
 }
+
+#[test]
+fn fit_temperature_refuses_non_finite_logits_by_row_and_class() {
+    use label_smoothing::calibration::{fit_temperature, CalibrationError};
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let logits = [1.0f32, 0.0, 0.5, 2.0, bad, 0.0];
+        assert_eq!(
+            fit_temperature(&logits, &[0, 1], 3).unwrap_err().to_string(),
+            CalibrationError::NonFiniteLogit {
+                row: 1,
+                class: 1,
+                value: bad
+            }
+            .to_string()
+        );
+    }
+}

@@ -54,7 +54,7 @@ pub struct ProjectArgs {
     #[arg(long, value_name = "W.npy")]
     pub weights: PathBuf,
     /// The three classes.
-    #[arg(long, value_name = "A,B,C", value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', required = true, value_parser = usize_in::<0, 100_000_000>)]
     pub classes: Vec<usize>,
     /// Write the scatter plot: SVG or PNG by the file's extension.
     #[arg(long, value_name = "OUT.svg|OUT.png")]
@@ -83,7 +83,7 @@ pub struct CalibrateArgs {
     #[arg(long, value_name = "Y.npy")]
     pub labels: PathBuf,
     /// Number of bins for ECE, MCE, adaptive and classwise ECE.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_parser = usize_in::<1, 100_000>)]
     pub bins: usize,
     /// Fit a temperature on held-out logits and labels, and report the metrics after scaling too.
     #[arg(long, num_args = 2, value_names = ["VAL_LOGITS.npy", "VAL_LABELS.npy"])]
@@ -119,16 +119,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NxK")]
     pub shape: String,
     /// Threads (default: all cores).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]
     pub threads: Option<usize>,
     /// others or uniform.
     #[arg(long, default_value = "others", value_parser = parse_spread)]
     pub spread: Spread,
     /// Fixed smoothing (default 0.1).
-    #[arg(long, value_name = "EPS", conflicts_with = "adaptive")]
+    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", value_parser = finite_f32)]
     pub smoothing: Option<f32>,
     /// Adaptive smoothing alpha * p(label).
-    #[arg(long, value_name = "ALPHA")]
+    #[arg(long, value_name = "ALPHA", value_parser = finite_f32)]
     pub adaptive: Option<f32>,
     /// Time the loss alone (evaluation).
     #[arg(long)]
@@ -141,7 +141,7 @@ pub struct BenchArgs {
     pub dtype: DType,
     /// Timed rounds, each one call of the loss, one copy and one read, each after an untimed one (default:
     /// about a second of timed loss calls, 5 to 500).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = usize_in::<1, 10_000_000>)]
     pub repeat: Option<usize>,
     /// Seed of the random logits and labels.
     #[arg(long, default_value_t = 0x5eed)]
@@ -175,10 +175,10 @@ pub struct LossArgs {
     #[arg(long, value_name = "S.npy")]
     pub soft_targets: Option<PathBuf>,
     /// Fixed smoothing eps in [0, 1] (default 0).
-    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", allow_negative_numbers = true)]
+    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", allow_negative_numbers = true, value_parser = finite_f32)]
     pub smoothing: Option<f32>,
     /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0), alpha in [0, 1].
-    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true, value_parser = finite_f32)]
     pub adaptive: Option<f32>,
     /// How the smoothing mass is spread: others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
     #[arg(long, default_value = "others", value_parser = parse_spread)]
@@ -209,16 +209,16 @@ pub struct LossArgs {
 [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]")]
 pub struct TargetsArgs {
     /// Number of classes K (at least 2).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = usize_in::<2, 10_000_000>)]
     pub classes: usize,
     /// Smoothing eps in [0, 1].
-    #[arg(long, value_name = "EPS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "EPS", allow_negative_numbers = true, value_parser = finite_f64)]
     pub smoothing: f64,
     /// others (e/(K-1) on every other class) or uniform (e/K on every class).
     #[arg(long, default_value = "others", value_parser = parse_spread)]
     pub spread: Spread,
     /// The label, in [0, K).
-    #[arg(long, value_name = "Y", default_value_t = 0)]
+    #[arg(long, value_name = "Y", default_value_t = 0, value_parser = usize_in::<0, 10_000_000>)]
     pub label: usize,
 }
 
@@ -231,6 +231,46 @@ pub fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A `usize` flag within `LO..=HI`, checked while parsing, so that no value can overflow an allocation.
+pub fn usize_in<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
+    let v: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    if (LO..=HI).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside {LO}..={HI}"))
+    }
+}
+
+/// A finite `f32` flag (`inf` and `NaN` are refused; the command checks its own range).
+pub fn finite_f32(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not finite"))
+    }
+}
+
+/// A finite `f64` flag.
+pub fn finite_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not finite"))
+    }
+}
+
+/// A finite, positive `f32` flag (a temperature).
+pub fn positive_f32(s: &str) -> Result<f32, String> {
+    let v = finite_f32(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not positive"))
+    }
 }
 
 /// Which embedded dataset.
@@ -282,34 +322,34 @@ pub struct TrainFlags {
     #[arg(long, value_enum, default_value = "mnist", conflicts_with = "data")]
     pub dataset: EmbeddedDataset,
     /// Flip this fraction of the training labels to other classes (seeded).
-    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true, value_parser = finite_f64)]
     pub label_noise: f64,
     /// Use only the first N training examples.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = usize_in::<0, 1_000_000_000>)]
     pub train_size: Option<usize>,
     /// Network.
     #[arg(long, value_enum, default_value = "mlp")]
     pub model: ModelChoice,
     /// Hidden widths of the MLP, comma-separated.
-    #[arg(long, value_name = "W,W,...", default_value = "256,256", value_delimiter = ',')]
+    #[arg(long, value_name = "W,W,...", default_value = "256,256", value_delimiter = ',', value_parser = usize_in::<1, 65_536>)]
     pub hidden: Vec<usize>,
     /// Optimiser.
     #[arg(long, value_enum, default_value = "adamw")]
     pub optimizer: OptimizerChoice,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = finite_f64)]
     pub lr: f64,
     /// Weight decay.
-    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true, value_parser = finite_f64)]
     pub weight_decay: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = finite_f64)]
     pub momentum: f64,
     /// Examples per step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = usize_in::<1, 1_000_000>)]
     pub batch_size: usize,
     /// Epochs (default 20; with --resume, extends the run to this many).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in::<0, 1_000_000>)]
     pub epochs: Option<usize>,
 }
 
@@ -317,10 +357,10 @@ pub struct TrainFlags {
 #[derive(Debug, Clone, Args)]
 pub struct LossFlags {
     /// Fixed smoothing eps in [0, 1] (default 0: plain cross-entropy).
-    #[arg(long, value_name = "EPS", conflicts_with_all = ["adaptive", "preset"])]
+    #[arg(long, value_name = "EPS", conflicts_with_all = ["adaptive", "preset"], value_parser = finite_f32)]
     pub smoothing: Option<f32>,
     /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0).
-    #[arg(long, value_name = "ALPHA", conflicts_with = "preset")]
+    #[arg(long, value_name = "ALPHA", conflicts_with = "preset", value_parser = finite_f32)]
     pub adaptive: Option<f32>,
     /// others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
     #[arg(long, default_value = "others", value_parser = parse_spread)]
@@ -332,36 +372,36 @@ pub struct LossFlags {
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// mixup with lambda ~ Beta(A, A); the mixed targets are smoothed by the loss flags.
-    #[arg(long, value_name = "A", group = "regularizer")]
+    #[arg(long, value_name = "A", group = "regularizer", value_parser = finite_f64)]
     pub mixup: Option<f64>,
     /// CutMix with lambda ~ Beta(A, A).
-    #[arg(long, value_name = "A", group = "regularizer")]
+    #[arg(long, value_name = "A", group = "regularizer", value_parser = finite_f64)]
     pub cutmix: Option<f64>,
     /// Online label smoothing (Zhang et al. 2021): 0.5 CE + 0.5 CE against learnt soft labels.
     #[arg(long, group = "regularizer")]
     pub ols: bool,
     /// The confidence penalty CE - B * H(p) (Pereyra et al. 2017).
-    #[arg(long, value_name = "B", group = "regularizer")]
+    #[arg(long, value_name = "B", group = "regularizer", value_parser = finite_f32)]
     pub confidence_penalty: Option<f32>,
     /// Label relaxation with parameter A (Lienen and Hüllermeier 2021), instead of the cross-entropy.
-    #[arg(long, value_name = "A", group = "regularizer")]
+    #[arg(long, value_name = "A", group = "regularizer", value_parser = finite_f32)]
     pub label_relaxation: Option<f32>,
     /// Distil from the model of a finished run in RUN_DIR (its run.json and model.safetensors).
     #[arg(long, value_name = "RUN_DIR", group = "regularizer")]
     pub distill_from: Option<PathBuf>,
     /// Distillation temperature T.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = positive_f32)]
     pub temperature: f32,
     /// Weight of the distillation term.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = finite_f32)]
     pub beta: f32,
 }
 
 /// Arguments of `lsmooth train`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Writes OUT/metrics.json, epochs.csv, model.safetensors (and checkpoint.safetensors, \
-state.json, run.json for --resume).\nExample:\n  lsmooth train --preset fast-reid --epochs 10 --out runs/fast-reid"
+    after_help = "Writes OUT/metrics.json, epochs.csv, model.safetensors (and run.json and, after every epoch, \
+checkpoint.safetensors for --resume, with a copy of its state in state.json).\nExample:\n  lsmooth train --preset fast-reid --epochs 10 --out runs/fast-reid"
 )]
 pub struct TrainArgs {
     /// Data, model and optimiser.
@@ -419,16 +459,16 @@ pub struct CompareArgs {
     pub out: PathBuf,
     /// Distillation temperatures of distill: settings, comma-separated. With more than one, each distill:S
     /// setting runs once per temperature, named distill:S@T<temperature>.
-    #[arg(long, value_delimiter = ',', default_value = "4")]
+    #[arg(long, value_delimiter = ',', default_value = "4", value_parser = positive_f32)]
     pub temperature: Vec<f32>,
     /// Weight of the distillation term of distill: settings.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = finite_f32)]
     pub beta: f32,
     /// Hidden widths of the distilled students' MLP (default: --hidden, the teachers' widths).
-    #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
+    #[arg(long, value_name = "W,W,...", value_delimiter = ',', value_parser = usize_in::<1, 65_536>)]
     pub student_hidden: Option<Vec<usize>>,
     /// The three classes of the penultimate-layer projection plots.
-    #[arg(long, value_name = "A,B,C", value_delimiter = ',', default_value = "3,5,8")]
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', default_value = "3,5,8", value_parser = usize_in::<0, 100_000_000>)]
     pub project_classes: Vec<usize>,
     /// No line per finished run.
     #[arg(long)]

@@ -1,11 +1,10 @@
-//! Datasets for `lsmooth train`: IDX files (MNIST's format, plain or gzipped), the embedded MNIST subset and UCI
-//! digits, seeded splits and label noise.
-//!
-//! An IDX file is a big-endian header (two zero bytes, a type byte `0x08` for u8, the number of dimensions, then
-//! each dimension as a u32) followed by the data. Errors name the file and the byte offset at fault.
+//! Datasets for `lsmooth train`: MNIST-format directories (IDX files, plain or gzipped, read by
+//! [`crate::io::idx`]), the embedded MNIST subset and UCI digits, seeded splits and label noise.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+pub use crate::io::idx::{parse_idx, read_idx, Idx, IdxError};
+use crate::io::show_path;
 
 use crate::rng::SplitMix64;
 
@@ -17,16 +16,11 @@ static DIGITS_LABELS: &[u8] = include_bytes!("../../../data/digits-labels-idx1-u
 /// A data file that cannot be read or is malformed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The file could not be opened or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// The content is not what the format says.
-    #[error("{}: at byte {offset}: {message}", path.display())]
+    /// An IDX file cannot be read or is malformed.
+    #[error(transparent)]
+    Idx(#[from] IdxError),
+    /// The content is not what the dataset needs.
+    #[error("{}: at byte {offset}: {message}", show_path(path))]
     Format {
         /// The file.
         path: PathBuf,
@@ -36,7 +30,7 @@ pub enum DataError {
         message: String,
     },
     /// A directory without the expected files, or files that disagree with each other.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", show_path(path))]
     Dataset {
         /// The directory or file.
         path: PathBuf,
@@ -51,110 +45,6 @@ fn format_error(path: &Path, offset: u64, message: impl Into<String>) -> DataErr
         offset,
         message: message.into(),
     }
-}
-
-/// An IDX array of bytes: its dimensions and data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Idx {
-    /// The dimensions from the header.
-    pub dims: Vec<usize>,
-    /// The data, `product(dims)` bytes.
-    pub data: Vec<u8>,
-}
-
-/// Decompresses `bytes` if they start with gzip's magic number.
-fn maybe_gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes.to_vec());
-    }
-    let mut out = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(bytes);
-    let mut buf = [0u8; 1 << 16];
-    loop {
-        match decoder.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                return Err(format_error(
-                    path,
-                    out.len() as u64,
-                    format!("corrupt gzip data after {} decompressed bytes: {e}", out.len()),
-                ))
-            }
-        }
-    }
-}
-
-/// Parses an IDX file (`bytes`, plain or gzipped) whose number of dimensions must be `ndim`.
-pub fn parse_idx(path: &Path, bytes: &[u8], ndim: usize) -> Result<Idx, DataError> {
-    let raw = maybe_gunzip(path, bytes)?;
-    if raw.len() < 4 {
-        return Err(format_error(
-            path,
-            raw.len() as u64,
-            format!(
-                "file ends after {} bytes, inside the 4-byte IDX magic number",
-                raw.len()
-            ),
-        ));
-    }
-    if raw[0] != 0 || raw[1] != 0 {
-        return Err(format_error(
-            path,
-            0,
-            format!(
-                "not an IDX file: magic number starts {:#04x} {:#04x}, expected 0x00 0x00",
-                raw[0], raw[1]
-            ),
-        ));
-    }
-    if raw[2] != 0x08 {
-        return Err(format_error(
-            path,
-            2,
-            format!("IDX element type {:#04x}, expected 0x08 (unsigned byte)", raw[2]),
-        ));
-    }
-    if raw[3] as usize != ndim {
-        return Err(format_error(path, 3, format!("{} dimensions, expected {ndim}", raw[3])));
-    }
-    let header = 4 + 4 * ndim;
-    if raw.len() < header {
-        return Err(format_error(
-            path,
-            raw.len() as u64,
-            format!("file ends after {} bytes, inside the {header}-byte header", raw.len()),
-        ));
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| u32::from_be_bytes(raw[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
-        .collect();
-    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let Some(len) = len else {
-        return Err(format_error(path, 4, format!("dimensions {dims:?} overflow")));
-    };
-    let got = raw.len() - header;
-    if got != len {
-        let what = if got < len { "truncated" } else { "trailing bytes" };
-        return Err(format_error(
-            path,
-            raw.len().min(header + len) as u64,
-            format!("{what}: the header {dims:?} says {len} data bytes, the file has {got}"),
-        ));
-    }
-    Ok(Idx {
-        dims,
-        data: raw[header..].to_vec(),
-    })
-}
-
-/// Reads an IDX file from disk.
-pub fn read_idx(path: &Path, ndim: usize) -> Result<Idx, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_idx(path, &bytes, ndim)
 }
 
 /// Images with their labels.
@@ -336,12 +226,33 @@ impl Dataset {
                         message: "not a directory".into(),
                     });
                 }
-                let load = |img: &str, lab: &str| -> Result<(usize, usize, Split), DataError> {
+                // Each split must be usable before anything trains: training and validation come from the
+                // training files (a tenth held out), the test split from the t10k files.
+                let load = |img: &str,
+                            lab: &str,
+                            split: &str,
+                            min: usize|
+                 -> Result<(usize, usize, Split), DataError> {
                     let (ip, lp) = (find(dir, img)?, find(dir, lab)?);
-                    images_and_labels(&ip, read_idx(&ip, 3)?, &lp, read_idx(&lp, 1)?)
+                    let (rows, cols, s) = images_and_labels(&ip, read_idx(&ip, 3)?, &lp, read_idx(&lp, 1)?)?;
+                    if s.len() < min || rows * cols == 0 {
+                        return Err(DataError::Dataset {
+                            path: ip,
+                            message: format!(
+                                "{} images of {rows}x{cols} pixels for the {split}; at least {min} of at least 1x1 needed",
+                                s.len()
+                            ),
+                        });
+                    }
+                    Ok((rows, cols, s))
                 };
-                let (rows, cols, train_all) = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
-                let (trows, tcols, test) = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+                let (rows, cols, train_all) = load(
+                    "train-images-idx3-ubyte",
+                    "train-labels-idx1-ubyte",
+                    "training and validation splits (a tenth is held out for validation)",
+                    10,
+                )?;
+                let (trows, tcols, test) = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "test split", 1)?;
                 if (rows, cols) != (trows, tcols) {
                     return Err(DataError::Dataset {
                         path: dir.clone(),

@@ -1,6 +1,7 @@
 //! The command-line tool's error: one line, naming the file, the option or the row at fault.
 
-use crate::npy::NpyError;
+use crate::io::atomic::WriteError;
+use crate::io::npy::NpyError;
 use label_smoothing::LossError;
 use std::path::PathBuf;
 
@@ -10,8 +11,11 @@ pub enum CliError {
     /// A `.npy` file could not be read or written, or is malformed.
     #[error(transparent)]
     Npy(#[from] NpyError),
+    /// An output file could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
     /// An input file's content does not fit the others (shape mismatch, bad label, bad weight...).
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", crate::io::show_path(path))]
     Input {
         /// The file at fault.
         path: PathBuf,

@@ -1,6 +1,6 @@
 //! The `lsmooth` command-line tool, as a library so that its pieces can be tested and reused.
 //!
-//! - [`npy`]: `.npy` reading and atomic writing;
+//! - [`io`]: `.npy` and IDX reading, atomic writing;
 //! - [`data`]: MNIST-format datasets, splits and label noise;
 //! - [`train`]: training with candle and the label-smoothed loss;
 //! - [`rng`]: the seeded generator;
@@ -13,7 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod error;
-pub mod npy;
+pub mod io;
 pub mod report;
 pub mod rng;
 pub mod train;

@@ -23,7 +23,20 @@ fn main() -> ExitCode {
     match lsmooth::run(cli, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lsmooth: error: {e}");
+            // One line whatever the error holds: control characters from a file or a library are escaped.
+            let message: String = e
+                .to_string()
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_debug().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+            eprintln!("lsmooth: error: {message}");
             ExitCode::from(2)
         }
     }

@@ -1,17 +1,13 @@
 //! `lsmooth` end to end: golden cases through `lsmooth loss`, the seed's targets, and every kind of bad input
 //! (exit status 2, a one-line message naming the file or option, no partial output left behind).
 
-use lsmooth::npy;
+use lsmooth::io::npy;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn lsmooth(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lsmooth"))
-        .args(args)
-        .output()
-        .expect("run lsmooth")
-}
+mod common;
+use common::{lsmooth, Dir};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -40,20 +36,6 @@ fn write_i32(path: &Path, v: &[i64]) {
 fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let a = npy::read(path).unwrap();
     (a.shape.clone(), a.to_f32("test").unwrap())
-}
-
-struct Dir(tempfile::TempDir);
-
-impl Dir {
-    fn new() -> Self {
-        Dir(tempfile::tempdir().unwrap())
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-    fn s(&self, name: &str) -> String {
-        self.p(name).display().to_string()
-    }
 }
 
 #[test]

@@ -1,43 +1,13 @@
 //! `lsmooth train` and its data: IDX readers on real, truncated and corrupt files, a short run that must learn,
 //! determinism, resumption to the same numbers, and a non-finite loss that stops without losing the checkpoint.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use lsmooth::data::{parse_idx, read_idx, DataError, Dataset, Source};
+mod common;
+use common::{fails, gz, idx_bytes, lsmooth, ok};
+
+use lsmooth::data::{parse_idx, read_idx, Dataset, IdxError, Source};
 use serde_json::Value;
-
-fn lsmooth(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lsmooth"))
-        .args(args)
-        .output()
-        .expect("run lsmooth")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "lsmooth failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "expected exit 2, got {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!e.contains("panicked"), "{e}");
-    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
-    e
-}
 
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -45,22 +15,6 @@ fn json(path: &Path) -> Value {
 
 const EMBEDDED_LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k-labels-idx1-ubyte.gz");
 const EMBEDDED_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k-images-idx3-ubyte.gz");
-
-/// An IDX file of u8 written by hand (independently of the reader).
-fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 #[test]
 fn idx_reader_on_the_real_files() {
@@ -94,7 +48,9 @@ fn truncated_and_corrupt_files_name_the_file_and_offset() {
     assert_eq!(parse_idx(p, &gz(&good), 3).unwrap().dims, vec![2, 2, 2]);
 
     let err = |bytes: &[u8]| match parse_idx(p, bytes, 3) {
-        Err(DataError::Format { path, offset, message }) => {
+        Err(IdxError::Format {
+            path, offset, message, ..
+        }) => {
             assert_eq!(path, p);
             (offset, message)
         }
@@ -432,7 +388,7 @@ fn saved_features_feed_project_and_calibrate() {
     assert!((c["temperature"].as_f64().unwrap() - metrics["temperature"].as_f64().unwrap()).abs() < 1e-9);
 
     // project: one cluster per class, with every test example of that class.
-    let labels = lsmooth::npy::read(&out.join("test_labels.npy"))
+    let labels = lsmooth::io::npy::read(&out.join("test_labels.npy"))
         .unwrap()
         .to_i64("labels")
         .unwrap();

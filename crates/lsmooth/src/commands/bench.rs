@@ -136,6 +136,13 @@ fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
     if n == 0 || k < 2 {
         return Err(CliError::Usage(format!("--shape {s}: needs N >= 1 and K >= 2")));
     }
+    // The logits and their gradient are allocated whole: keep them within this kind of machine's memory.
+    const MAX_LOGITS: usize = 1 << 31;
+    if n.checked_mul(k).is_none_or(|c| c > MAX_LOGITS) {
+        return Err(CliError::Usage(format!(
+            "--shape {s}: N*K is at most {MAX_LOGITS} (8 GiB of f32 logits, as much again for the gradient)"
+        )));
+    }
     Ok((n, k))
 }
 

@@ -2,7 +2,7 @@
 //! reliability diagram.
 
 use crate::cli::CalibrateArgs;
-use crate::npy::{self, PendingFile};
+use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
 use crate::CliError;
 use label_smoothing::calibration::{
@@ -161,7 +161,7 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
         };
         let svg = crate::report::reliability::svg(shown, &title);
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
-        PendingFile::new(plot, &bytes)?.commit()?;
+        atomic::write(plot, &bytes)?;
     }
 
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{CompareArgs, ModelChoice};
 use crate::commands::train::{config, parse_full_setting, Setting};
-use crate::npy::PendingFile;
+use crate::io::atomic;
 use crate::report::{html, lines, projection, reliability};
 use crate::train::{self, features_of, LossSpec, ModelKind, Regularizer, RunMetrics, TrainConfig, Verbosity};
 use crate::CliError;
@@ -344,7 +344,7 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
-    PendingFile::new(path, text.as_bytes())?.commit()?;
+    atomic::write(path, text.as_bytes())?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `lsmooth loss`: loss and gradient of `.npy` arrays.
 
 use crate::cli::LossArgs;
-use crate::npy::{self, Array, PendingFile};
+use crate::io::atomic::{self, Outputs};
+use crate::io::npy::{self, Array};
 use crate::CliError;
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Loss, LossError, Reduction, Smoothing, Targets};
 use serde::Serialize;
@@ -56,6 +57,22 @@ fn read_1d(path: &Path, what: &str) -> Result<Array, CliError> {
 
 /// Runs the command: reads, validates, computes, writes the outputs atomically, prints the JSON line.
 pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    if let (Some(g), Some(l)) = (&args.grad_out, &args.loss_out) {
+        if atomic::same_file(g, l) {
+            return Err(CliError::Usage(format!(
+                "--grad-out and --loss-out are the same file ({})",
+                crate::io::show_path(g)
+            )));
+        }
+    }
+    for p in [&args.grad_out, &args.loss_out].into_iter().flatten() {
+        if p.is_dir() {
+            return Err(CliError::Usage(format!(
+                "{}: is a directory, not an output file",
+                crate::io::show_path(p)
+            )));
+        }
+    }
     let (n, k, mut logits) = read_2d(&args.logits, "logits")?;
 
     let mut config = LabelSmoothingConfig::new()
@@ -180,21 +197,20 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         loss_fn.loss(&logits, targets).map_err(with_file)?
     };
 
-    // Outputs: both written to temporary files first, then renamed, so a failure leaves neither behind.
-    let mut pending = Vec::new();
+    // Outputs: all written to temporary files first, then renamed together; a failure leaves every existing
+    // output as it was.
+    let mut outputs = Outputs::new();
     if let Some(gp) = &args.grad_out {
-        pending.push(PendingFile::new(gp, &npy::encode_f32(&[n, k], &logits))?);
+        outputs.add(gp, &npy::encode_f32(&[n, k], &logits))?;
     }
     if let Some(lp) = &args.loss_out {
         let bytes = match &loss {
             Loss::Scalar(v) => npy::encode_f32(&[], &[*v]),
             Loss::PerRow(v) => npy::encode_f32(&[n], v),
         };
-        pending.push(PendingFile::new(lp, &bytes)?);
+        outputs.add(lp, &bytes)?;
     }
-    for p in pending {
-        p.commit()?;
-    }
+    outputs.commit()?;
 
     let (smoothing, adaptive) = match loss_fn.config().smoothing {
         Smoothing::Fixed(e) => (Some(e), None),

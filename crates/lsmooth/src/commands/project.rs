@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::cli::ProjectArgs;
-use crate::npy::{self, PendingFile};
+use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
 use crate::report::projection::{project, svg, Projection};
 use crate::CliError;
@@ -129,13 +129,31 @@ pub fn run(args: &ProjectArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
             return Err(CliError::input(&args.labels, format!("no example of class {c}")));
         }
     }
-    let p = project(&features, d, &labels, &weights, k, classes).map_err(CliError::Usage)?;
+    // Non-finite inputs would drop points silently and make the statistics null.
+    let non_finite = |path: &std::path::Path, v: &[f32], what: &str| -> Result<(), CliError> {
+        match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(CliError::input(
+                path,
+                format!("row {}, column {}: {what} {} is not finite", i / d, i % d, v[i]),
+            )),
+            None => Ok(()),
+        }
+    };
+    non_finite(&args.features, &features, "feature")?;
+    non_finite(&args.weights, &weights, "weight")?;
+    let p = project(&features, d, &labels, &weights, k, classes).map_err(|e| {
+        if e.contains("templates") {
+            CliError::input(&args.weights, e)
+        } else {
+            CliError::Usage(e)
+        }
+    })?;
     let stats = clusters(&p);
     if let Some(plot) = &args.plot {
         let names = classes.map(|c| format!("class {c}"));
         let chart = svg(&p, "Penultimate layer, projected", [&names[0], &names[1], &names[2]]);
         let bytes = encode_for(plot, &chart).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
-        PendingFile::new(plot, &bytes)?.commit()?;
+        atomic::write(plot, &bytes)?;
     }
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
     if args.json {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainArgs, TrainFlags};
 use crate::data::Source;
-use crate::npy;
+use crate::io::{atomic, npy};
 use crate::train::{self, LossSpec, ModelKind, OptimizerKind, Regularizer, TrainConfig, Verbosity};
 use crate::CliError;
 
@@ -261,7 +261,7 @@ fn write_labels(path: &std::path::Path, labels: &[u32]) -> Result<(), CliError> 
                 .for_each(|&y| o.extend_from_slice(&(y as i64).to_le_bytes()))
         },
     );
-    npy::PendingFile::new(path, &bytes)?.commit()?;
+    atomic::write(path, &bytes)?;
     Ok(())
 }
 

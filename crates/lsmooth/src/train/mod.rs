@@ -21,7 +21,7 @@ use label_smoothing_candle::LabelSmoothingCrossEntropy;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Source, Split};
-use crate::npy::PendingFile;
+use crate::io::atomic;
 use crate::rng::SplitMix64;
 use crate::CliError;
 pub use model::{Model, ModelKind};
@@ -244,7 +244,8 @@ pub struct Outcome {
     pub dataset: Dataset,
 }
 
-/// The resumable state written after every epoch (`state.json`, next to `checkpoint.safetensors`).
+/// The resumable state written after every epoch, in `checkpoint.safetensors`'s metadata (and, for people,
+/// copied to `state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
     epochs_done: usize,
@@ -355,16 +356,22 @@ fn report(logits: &[f32], labels: &[u32], k: usize, temperature: f64) -> Result<
 
 /// Writes `bytes` to `path` atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    PendingFile::new(path, bytes)?.commit()?;
+    atomic::write(path, bytes)?;
     Ok(())
 }
 
-/// Saves named tensors as safetensors, atomically (a temporary file renamed into place).
-fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(), CliError> {
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+/// Saves named tensors as safetensors, with string metadata, atomically (flushed, then renamed into place).
+fn save_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), CliError> {
+    let bytes = safetensors::serialize(tensors, metadata).map_err(|e| io_err(path, e))?;
+    write_atomic(path, &bytes)
 }
+
+/// The key of the training state in the checkpoint's safetensors metadata.
+const STATE_KEY: &str = "lsmooth.state";
 
 fn epochs_csv(history: &[EpochMetrics]) -> String {
     let mut s = String::from(
@@ -616,35 +623,49 @@ impl Run {
                 );
             }
         }
-        save_tensors(&dir.join("checkpoint.safetensors"), &tensors)?;
         let state = State {
             epochs_done: self.history.len(),
             step: self.optimizer.step,
             history: self.history.clone(),
         };
-        write_atomic(
-            &dir.join("state.json"),
-            serde_json::to_string_pretty(&state).expect("serialisable").as_bytes(),
-        )?;
+        let state_json = serde_json::to_string_pretty(&state).expect("serialisable");
+        // The checkpoint holds its own training state: its rename is the one commit point of an epoch, and
+        // state.json and epochs.csv, written after it, are copies for people (resume never reads them).
+        let metadata = HashMap::from([(STATE_KEY.to_string(), state_json.clone())]);
+        save_tensors(&dir.join("checkpoint.safetensors"), &tensors, Some(metadata))?;
+        write_atomic(&dir.join("state.json"), state_json.as_bytes())?;
         write_atomic(&dir.join("epochs.csv"), epochs_csv(&self.history).as_bytes())
     }
 
-    fn load_checkpoint(&mut self, dir: &Path) -> Result<(), CliError> {
-        let state_path = dir.join("state.json");
-        let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
-        let state: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
+    /// Restores the state of `dir/checkpoint.safetensors`; returns false when there is none yet (a run
+    /// interrupted before its first epoch ended starts from the beginning).
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<bool, CliError> {
         let ckpt = dir.join("checkpoint.safetensors");
-        let mut tensors = candle_core::safetensors::load(&ckpt, &Device::Cpu).map_err(|e| io_err(&ckpt, e))?;
+        let bytes = match std::fs::read(&ckpt) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&ckpt, e)),
+        };
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| io_err(&ckpt, e))?;
+        let text = meta.metadata().as_ref().and_then(|m| m.get(STATE_KEY)).ok_or_else(|| {
+            io_err(
+                &ckpt,
+                format!("no training state ({STATE_KEY}) in the metadata: not a checkpoint of lsmooth train"),
+            )
+        })?;
+        let state: State = serde_json::from_str(text).map_err(|e| io_err(&ckpt, format!("its training state: {e}")))?;
+        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| io_err(&ckpt, e))?;
         let saved_epochs = tensors
             .get("meta.epochs_done")
             .and_then(|t| t.to_vec1::<u32>().ok())
             .and_then(|v| v.first().copied());
-        if saved_epochs != Some(state.epochs_done as u32) {
+        if saved_epochs != Some(state.epochs_done as u32) || state.history.len() != state.epochs_done {
             return Err(io_err(
                 &ckpt,
                 format!(
-                    "holds epoch {saved_epochs:?}, state.json says {}: inconsistent checkpoint",
-                    state.epochs_done
+                    "holds epoch {saved_epochs:?}, its state says {} ({} epochs of history): a damaged checkpoint",
+                    state.epochs_done,
+                    state.history.len()
                 ),
             ));
         }
@@ -687,7 +708,7 @@ impl Run {
         }
         self.optimizer.step = state.step;
         self.history = state.history;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -718,6 +739,8 @@ pub fn train(
 ) -> Result<Outcome, CliError> {
     let mut run = Run::new(config)?;
     std::fs::create_dir_all(out_dir).map_err(|e| io_err(out_dir, e))?;
+    // The run directory is the run's own: temporary files there are from writes a crash interrupted.
+    atomic::remove_stale_temporaries(out_dir);
     if resume {
         run.load_checkpoint(out_dir)?;
     }
@@ -814,7 +837,7 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    save_tensors(&out_dir.join("model.safetensors"), &params)?;
+    save_tensors(&out_dir.join("model.safetensors"), &params, None)?;
     write_atomic(
         &out_dir.join("metrics.json"),
         serde_json::to_string_pretty(&metrics).expect("serialisable").as_bytes(),

@@ -1,0 +1,22 @@
+//! Files in and out: `.npy` arrays ([`npy`], with its header's Python literals in [`pyliteral`]), IDX datasets,
+//! plain or gzipped ([`idx`]), and atomic output files ([`atomic`]).
+//!
+//! Every reader accepts what the format's reference reader accepts (numpy for `.npy`), refuses the rest with the
+//! file and byte offset at fault, and allocates no more than the file's size justifies.
+
+pub mod atomic;
+pub mod idx;
+pub mod npy;
+pub mod pyliteral;
+
+use std::path::Path;
+
+/// A path for a message: as `Path::display`, with control characters escaped so that the message stays one line.
+pub fn show_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars().any(char::is_control) {
+        s.chars().flat_map(char::escape_debug).collect()
+    } else {
+        s
+    }
+}
