@@ -1,7 +1,6 @@
 //! The loss configuration: spread, smoothing, weights, ignore index, reduction, and the presets.
 
 use crate::error::{LossError, Result};
-use crate::loss::LabelSmoothingLoss;
 use std::fmt;
 use std::str::FromStr;
 
@@ -155,7 +154,7 @@ impl FromStr for Reduction {
 /// Configuration of the label-smoothed cross-entropy; [`init`](Self::init) validates it for a number of
 /// classes and returns the loss.
 ///
-/// The default is the seed's loss with no smoothing: spread [`Spread::Others`], `eps = 0`, no weights, no ignore
+/// The default is plain cross-entropy: spread [`Spread::Others`], `eps = 0`, no weights, no ignore
 /// index, reduction [`Reduction::Mean`].
 ///
 /// ```
@@ -261,12 +260,8 @@ impl LabelSmoothingConfig {
         self
     }
 
-    /// Validates the configuration for `num_classes` classes and returns the loss.
-    ///
-    /// Errors: [`LossError::TooFewClasses`] for `K < 2`, [`LossError::InvalidSmoothing`] /
-    /// [`LossError::InvalidAlpha`] outside `[0, 1]`, [`LossError::Length`] for weights of the wrong length,
-    /// [`LossError::InvalidWeight`] for a negative or non-finite weight.
-    pub fn init(self, num_classes: usize) -> Result<LabelSmoothingLoss> {
+    /// Checks the configuration for `num_classes` classes (the checks of [`init`](Self::init)).
+    pub(crate) fn check(&self, num_classes: usize) -> Result<()> {
         if num_classes < 2 {
             return Err(LossError::TooFewClasses { k: num_classes });
         }
@@ -294,7 +289,7 @@ impl LabelSmoothingConfig {
                 });
             }
         }
-        Ok(LabelSmoothingLoss::from_validated(self, num_classes))
+        Ok(())
     }
 }
 

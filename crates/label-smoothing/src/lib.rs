@@ -3,7 +3,7 @@
 //! Label smoothing trains against a softened target: the label gets `1-e` and the other classes share `e`.
 //! This crate implements the whole family defined in the project's `SPEC.md`:
 //!
-//! - two spreads: [`Spread::Others`] (`e/(K-1)` on every other class: fast-reid, the seed) and
+//! - two spreads: [`Spread::Others`] (`e/(K-1)` on every other class: fast-reid) and
 //!   [`Spread::Uniform`] (`e/K` on every class: PyTorch's `label_smoothing`);
 //! - fixed smoothing `eps`, or fast-reid's adaptive smoothing `alpha * p(label)` held constant for the gradient;
 //! - hard labels with an ignore index, or soft target rows; class weights with PyTorch's normalisation;
@@ -31,27 +31,30 @@
 //! ```
 #![warn(missing_docs)]
 
+mod api;
 pub mod calibration;
-pub mod confidence_penalty;
 mod config;
-pub mod distillation;
+mod driver;
+mod element;
 mod error;
 mod kernel;
-pub mod label_relaxation;
-mod loss;
-pub mod mixup;
-pub mod online;
 pub mod reference;
+mod related;
 pub mod rng;
-mod rowmath;
+mod row;
 mod simd;
+mod types;
 
+pub use api::LabelSmoothingLoss;
 pub use config::{target_distribution, LabelSmoothingConfig, Reduction, Smoothing, Spread};
+pub use element::Element;
 pub use error::{LossError, Result};
 pub use half::{bf16, f16};
-pub use kernel::{Element, RowStats};
-pub use loss::{GradOutput, LabelSmoothingLoss, Loss, Targets};
+pub use kernel::RowStats;
+pub use related::{confidence_penalty, distillation, label_relaxation, mixup, online};
 pub use simd::{exp_f32, instruction_set};
+pub use types::{GradOutput, Loss, Targets};
 
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
-pub use loss::test_hooks as __test_hooks;
+pub use driver::test_hooks as __test_hooks;

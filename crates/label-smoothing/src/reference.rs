@@ -3,9 +3,9 @@
 //! It materialises every target row and log-probability, exactly as the definition reads; it is slow and
 //! allocates `[N, K]` buffers. Inputs are validated like the fused loss's.
 
+use crate::api::{check_labels, check_soft_targets};
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
 use crate::error::{LossError, Result};
-use crate::loss::{check_labels, check_soft_targets};
 
 /// Targets in f64.
 #[derive(Debug, Clone, Copy)]

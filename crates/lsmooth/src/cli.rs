@@ -205,7 +205,7 @@ pub struct LossArgs {
 
 /// Arguments of `lsmooth targets`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example (the seed's): lsmooth targets --classes 6 --smoothing 0.1\n  \
+#[command(after_help = "Example: lsmooth targets --classes 6 --smoothing 0.1\n  \
 [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]")]
 pub struct TargetsArgs {
     /// Number of classes K (at least 2).

@@ -2,9 +2,10 @@
 //!
 //! - [`io`]: `.npy` and IDX reading, atomic writing;
 //! - [`data`]: MNIST-format datasets, splits and label noise;
-//! - [`train`]: training with candle and the label-smoothed loss;
+//! - [`run`]: training with candle and the label-smoothed loss (config, loop, checkpoint, metrics);
 //! - [`rng`]: the seeded generator;
 //! - [`commands`]: one module per subcommand;
+//! - [`sweep`]: settings parsing and summary statistics of sweeps;
 //! - [`report`]: charts (SVG);
 //! - [`cli`]: the argument definitions.
 #![warn(missing_docs)]
@@ -16,7 +17,8 @@ pub mod error;
 pub mod io;
 pub mod report;
 pub mod rng;
-pub mod train;
+pub mod run;
+pub mod sweep;
 
 pub use error::CliError;
 

@@ -1,7 +1,8 @@
 //! The self-contained HTML page of `lsmooth compare`: inline CSS, inline SVG charts, no scripts and nothing
 //! fetched from elsewhere, so it opens anywhere without a network.
 
-use crate::commands::compare::{HtmlColumn, Summary};
+use super::esc;
+use crate::sweep::summary::{HtmlColumn, Summary};
 
 /// The charts of the page, each an SVG document.
 #[derive(Debug, Clone, Default)]
@@ -12,13 +13,6 @@ pub struct Sections {
     pub reliability: Vec<String>,
     /// Penultimate-layer projections, one per setting.
     pub projections: Vec<String>,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Strips an SVG document's XML prolog, if any, for inlining.

@@ -1,5 +1,6 @@
 //! A line chart (one line per series, mean over seeds with a min-max band) as self-contained SVG.
 
+use super::esc;
 use std::fmt::Write;
 
 /// One line: its name, colour, points `(x, mean)` and optional band `(low, high)` per point.
@@ -28,10 +29,6 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 48.0;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
 
 /// "Nice" tick positions covering `[lo, hi]`.
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {

@@ -5,3 +5,11 @@ pub mod lines;
 pub mod png;
 pub mod projection;
 pub mod reliability;
+
+/// Escapes text for SVG and HTML (element content and double-quoted attributes).
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

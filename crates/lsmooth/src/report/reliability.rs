@@ -1,6 +1,7 @@
 //! A reliability diagram in the style of Guo et al. (2017): accuracy per confidence bin as bars, the gap to the
 //! diagonal shaded, and the confidence histogram below.
 
+use super::esc;
 use label_smoothing::calibration::CalibrationReport;
 use std::fmt::Write;
 
@@ -18,10 +19,6 @@ fn x(v: f64) -> f64 {
 
 fn y(v: f64) -> f64 {
     TOP + (1.0 - v) * PLOT
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The SVG text of a reliability diagram for `report`, titled `title`.

@@ -8,9 +8,9 @@
 //! [`OnlineLabelSmoothing::state`] and [`OnlineLabelSmoothing::from_state`] save and restore everything, so a
 //! resumed training run continues with the same matrix and partial sums.
 
+use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
+use crate::api::check_labels;
 use crate::config::Reduction;
-use crate::loss::check_labels;
-use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{Loss, LossError, Result};
 
 /// Everything an [`OnlineLabelSmoothing`] holds, for saving and restoring.

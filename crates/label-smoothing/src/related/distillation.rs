@@ -6,8 +6,8 @@
 //! student's logits is `(1 - beta) * dCE + beta * T * (softmax(student / T) - softmax(teacher / T)) / N`; the
 //! teacher is a constant. The hard-label term is the fused kernel with the configuration's options.
 
+use super::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::config::Reduction;
-use crate::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::{GradOutput, LabelSmoothingLoss, LossError, Result, Targets};
 
 /// The distillation weight and temperature.

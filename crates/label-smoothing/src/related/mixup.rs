@@ -23,10 +23,10 @@
 //! # Ok::<(), label_smoothing::LossError>(())
 //! ```
 
+use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
+use crate::api::check_labels;
 use crate::config::{Reduction, Smoothing, Spread};
-use crate::loss::check_labels;
 use crate::rng::SplitMix64;
-use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{LabelSmoothingLoss, Loss, LossError, Result};
 
 /// The two labels and the mixing weight of every row: the target is `lambda * smooth(a) + (1 - lambda) * smooth(b)`.

@@ -17,19 +17,15 @@
 //! makes the exponential sum NaN) are left to the row kernel, after the group's gradient is written and before
 //! anything of theirs is overwritten. `tests/small_k.rs` checks the bits against the row kernel.
 
-use super::{Bufs, Plan, RowKind};
-use crate::kernel::{as_type, label_grad, Element, GradRow, RowStats};
-use crate::loss::Targets;
+use crate::element::{as_type, Element};
+use crate::kernel::{label_grad, Bufs, GradRow, RowStats};
+use crate::row::{Plan, RowKind};
 use crate::simd::{exp_in_range, exp_nonpos, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
+use crate::types::Targets;
 
 /// The most classes a row may have to be processed across the lanes. Above it moving the logits in and the
 /// gradient out costs more than the row kernel's per-row overhead saves (measured: docs/BENCHMARKS.md).
 pub(crate) const SMALL_K: usize = 12;
-
-thread_local! {
-    /// Groups computed on this thread ([`crate::__test_hooks::lane_groups`]: tests check that the lanes ran).
-    pub(crate) static GROUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
 
 /// One group of at most [`LANES`] rows, transposed.
 struct Group {
@@ -94,7 +90,8 @@ impl Group {
         losses: &mut [f64],
     ) -> u32 {
         let k = plan.k;
-        GROUPS.set(GROUPS.get() + 1);
+        #[cfg(feature = "test-hooks")]
+        super::test_hooks::GROUPS.set(super::test_hooks::GROUPS.get() + 1);
         let all = (1u32 << rows) - 1;
         let Targets::Labels(labels) = plan.targets else {
             return all;
@@ -244,8 +241,7 @@ fn tree(v: &[Lanes; LANES]) -> [f64; LANES] {
 }
 
 /// One group's computation ([`Group::compute`]) as its own out-of-line kernel ([`Isa::outline`]), so that it is
-/// compiled once per instruction set. Inlined into the per-element-type, per-call-form task code it was compiled
-/// 27 times over, and the core crate's test build (opt-level 1) took several times as long.
+/// compiled once per instruction set rather than once for every element type and call form it is reached from.
 struct GroupTask<'a, 'p> {
     grp: &'a mut Group,
     plan: &'a Plan<'p>,

@@ -4,9 +4,9 @@
 //! `p_r[c] = alpha * p[c] / (1 - p[y])` elsewhere. As in the authors' implementation, `p_r` is held constant for
 //! the gradient, which is then `p - p_r` (zero for accepted rows).
 
+use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
+use crate::api::check_labels;
 use crate::config::Reduction;
-use crate::loss::check_labels;
-use crate::rowmath::{check_range, check_shape, reduce_rows, Softmax};
 use crate::{Loss, LossError, Result};
 
 /// Label relaxation with parameter `alpha` in `[0, 1]` of `logits` `[N, K]` and `labels` `[N]`; with `grad`

@@ -5,253 +5,32 @@
 //! initialisation, the label noise and each epoch's batch order (drawn from `(seed, epoch)`, so a resumed run
 //! sees the same batches).
 
+mod checkpoint;
+mod config;
+mod metrics;
 pub mod model;
 pub mod optim;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use label_smoothing::calibration::{calibration, fit_temperature, softmax_rows, CalibrationReport};
+use label_smoothing::calibration::fit_temperature;
 use label_smoothing::online::OnlineLabelSmoothing;
-use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
 use label_smoothing_candle::LabelSmoothingCrossEntropy;
-use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Source, Split};
+use crate::data::{Dataset, Split};
 use crate::io::atomic;
 use crate::rng::SplitMix64;
 use crate::CliError;
+use checkpoint::{save_tensors, write_atomic};
+pub use config::{read_config, LossSpec, Regularizer, TrainConfig, ECE_BINS};
+use metrics::{accuracy, epochs_csv, report};
+pub use metrics::{EpochMetrics, Outcome, RunMetrics};
 pub use model::{Model, ModelKind};
 pub use optim::{Optimizer, OptimizerKind};
-
-/// Bins of the reported ECE.
-pub const ECE_BINS: usize = 15;
-
-/// The loss of a run, as on the command line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LossSpec {
-    /// Fixed smoothing (ignored when `adaptive` is set).
-    pub smoothing: f32,
-    /// Adaptive smoothing `alpha * p(label)`.
-    pub adaptive: Option<f32>,
-    /// `others` or `uniform`.
-    pub spread: String,
-    /// `sum`, `mean` or `mean-nonzero`.
-    pub reduction: String,
-}
-
-impl LossSpec {
-    /// The core configuration; `none` is refused (training needs a scalar).
-    pub fn config(&self) -> Result<LabelSmoothingConfig, CliError> {
-        let spread: Spread = self.spread.parse().map_err(CliError::Usage)?;
-        let reduction: Reduction = self.reduction.parse().map_err(CliError::Usage)?;
-        if reduction == Reduction::None {
-            return Err(CliError::Usage(
-                "--reduction none gives a loss per row; training needs sum, mean or mean-nonzero".into(),
-            ));
-        }
-        let c = LabelSmoothingConfig::new()
-            .with_spread(spread)
-            .with_reduction(reduction);
-        Ok(match self.adaptive {
-            Some(alpha) => c.with_adaptive(alpha),
-            None => c.with_smoothing(self.smoothing),
-        })
-    }
-
-    /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`.
-    pub fn describe(&self) -> String {
-        match self.adaptive {
-            Some(a) => format!("adaptive-{a}"),
-            None if self.smoothing == 0.0 => "plain".into(),
-            None => format!("{}-{}", self.spread, self.smoothing),
-        }
-    }
-}
-
-/// A training objective beyond plain (smoothed) cross-entropy, from the core crate's related losses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Regularizer {
-    /// mixup: inputs mixed with `lambda ~ Beta(alpha, alpha)`, targets mixed alike (smoothed by the loss).
-    Mixup {
-        /// Beta's parameter.
-        alpha: f64,
-    },
-    /// CutMix: a box pasted from another image, `lambda` from its area.
-    Cutmix {
-        /// Beta's parameter.
-        alpha: f64,
-    },
-    /// Online label smoothing (0.5 hard CE + 0.5 CE against the learnt soft labels).
-    Ols,
-    /// The confidence penalty `CE - beta * H(p)`.
-    ConfidencePenalty {
-        /// Weight of the entropy.
-        beta: f32,
-    },
-    /// Label relaxation with parameter `alpha` (replaces the cross-entropy).
-    LabelRelaxation {
-        /// The accepted probability mass off the label.
-        alpha: f32,
-    },
-    /// Knowledge distillation from a trained run's model.
-    Distill {
-        /// The teacher's run directory (`run.json`, `model.safetensors`).
-        teacher: PathBuf,
-        /// Softmax temperature.
-        temperature: f32,
-        /// Weight of the distillation term.
-        beta: f32,
-    },
-}
-
-impl Regularizer {
-    /// A short name: `mixup-0.2`, `ols`, `distill`...
-    pub fn describe(&self) -> String {
-        match self {
-            Regularizer::Mixup { alpha } => format!("mixup-{alpha}"),
-            Regularizer::Cutmix { alpha } => format!("cutmix-{alpha}"),
-            Regularizer::Ols => "ols".into(),
-            Regularizer::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
-            Regularizer::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
-            Regularizer::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
-        }
-    }
-}
-
-/// Everything that determines a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The data.
-    pub data: Source,
-    /// Keep only this many training examples.
-    pub train_size: Option<usize>,
-    /// Fraction of training labels flipped to another class.
-    pub label_noise: f64,
-    /// The network.
-    pub model: ModelKind,
-    /// The optimiser.
-    pub optimizer: OptimizerKind,
-    /// Learning rate.
-    pub lr: f64,
-    /// Weight decay (decoupled for AdamW, L2 for SGD).
-    pub weight_decay: f64,
-    /// Examples per step.
-    pub batch_size: usize,
-    /// Epochs.
-    pub epochs: usize,
-    /// The seed of initialisation, label noise and batch order.
-    pub seed: u64,
-    /// The loss.
-    pub loss: LossSpec,
-    /// mixup, CutMix, online label smoothing, a penalty, relaxation or distillation, if any.
-    #[serde(default)]
-    pub regularizer: Option<Regularizer>,
-}
-
-impl TrainConfig {
-    /// A short name of the objective: the loss, and the regulariser if any.
-    pub fn describe(&self) -> String {
-        match &self.regularizer {
-            // These replace the cross-entropy: the smoothing flags do not apply.
-            Some(r @ (Regularizer::Ols | Regularizer::LabelRelaxation { .. })) => r.describe(),
-            Some(r) => format!("{}+{}", self.loss.describe(), r.describe()),
-            None => self.loss.describe(),
-        }
-    }
-}
-
-/// What one epoch measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based.
-    pub epoch: usize,
-    /// Mean training loss over the epoch's batches (the smoothed objective).
-    pub train_loss: f64,
-    /// Accuracy on the training set (against its possibly noisy labels), after the epoch.
-    pub train_accuracy: f64,
-    /// Validation accuracy.
-    pub validation_accuracy: f64,
-    /// Test accuracy.
-    pub test_accuracy: f64,
-    /// Test negative log-likelihood (unsmoothed).
-    pub test_nll: f64,
-    /// Test ECE, 15 equal-width bins.
-    pub test_ece: f64,
-    /// Test Brier score.
-    pub test_brier: f64,
-    /// Wall-clock seconds of the epoch's training and evaluation.
-    pub seconds: f64,
-}
-
-/// The contents of `metrics.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunMetrics {
-    /// The run's configuration.
-    pub config: TrainConfig,
-    /// Model description.
-    pub model: String,
-    /// Epochs completed.
-    pub epochs: usize,
-    /// Final test accuracy.
-    pub test_accuracy: f64,
-    /// Final test NLL.
-    pub test_nll: f64,
-    /// Final test ECE (15 bins).
-    pub test_ece: f64,
-    /// Final test Brier score.
-    pub test_brier: f64,
-    /// Final test MCE.
-    pub test_mce: f64,
-    /// Final test adaptive ECE.
-    pub test_adaptive_ece: f64,
-    /// Final training accuracy.
-    pub train_accuracy: f64,
-    /// `train_accuracy - test_accuracy`: over-fitting.
-    pub train_test_gap: f64,
-    /// The best test accuracy of any epoch.
-    pub best_test_accuracy: f64,
-    /// The first epoch whose test accuracy is within 0.5 points of the best.
-    pub convergence_epoch: usize,
-    /// The temperature fitted on the validation split.
-    pub temperature: f64,
-    /// Test ECE after temperature scaling.
-    pub test_ece_scaled: f64,
-    /// Test NLL after temperature scaling.
-    pub test_nll_scaled: f64,
-    /// Test Brier score after temperature scaling.
-    pub test_brier_scaled: f64,
-    /// Per-epoch history.
-    pub history: Vec<EpochMetrics>,
-}
-
-/// A finished run, with what the reports draw.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The metrics (as in `metrics.json`).
-    pub metrics: RunMetrics,
-    /// The final test calibration (reliability bins).
-    pub test_report: CalibrationReport,
-    /// The same after temperature scaling.
-    pub test_report_scaled: CalibrationReport,
-    /// The trained network.
-    pub model: Model,
-    /// The data it was trained on.
-    pub dataset: Dataset,
-}
-
-/// The resumable state written after every epoch, in `checkpoint.safetensors`'s metadata (and, for people,
-/// copied to `state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    epochs_done: usize,
-    step: u64,
-    history: Vec<EpochMetrics>,
-}
 
 /// How a run reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,11 +41,11 @@ pub enum Verbosity {
     Quiet,
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> CliError {
+pub(super) fn io_err(path: &Path, e: impl std::fmt::Display) -> CliError {
     CliError::input(path, e.to_string())
 }
 
-fn candle_err(e: candle_core::Error) -> CliError {
+pub(super) fn candle_err(e: candle_core::Error) -> CliError {
     CliError::Train(e.to_string())
 }
 
@@ -331,67 +110,6 @@ pub fn logits_of(model: &Model, split: &Split, pixels: usize) -> Result<Vec<f32>
 /// Penultimate activations `[n, D]` of a split, and `D`.
 pub fn features_of(model: &Model, split: &Split, pixels: usize) -> Result<(Vec<f32>, usize), CliError> {
     map_split(split, pixels, |x| model.features(x)).map_err(candle_err)
-}
-
-fn accuracy(logits: &[f32], labels: &[u32], k: usize) -> f64 {
-    let correct = logits
-        .chunks_exact(k)
-        .zip(labels)
-        .filter(|(row, &y)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (c, &v)| if v > row[b] { c } else { b });
-            best == y as usize
-        })
-        .count();
-    correct as f64 / labels.len().max(1) as f64
-}
-
-fn report(logits: &[f32], labels: &[u32], k: usize, temperature: f64) -> Result<CalibrationReport, CliError> {
-    let labels: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
-    let probs = softmax_rows(logits, k, temperature).map_err(|e| CliError::Train(e.to_string()))?;
-    calibration(&probs, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))
-}
-
-/// Writes `bytes` to `path` atomically.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    atomic::write(path, bytes)?;
-    Ok(())
-}
-
-/// Saves named tensors as safetensors, with string metadata, atomically (flushed, then renamed into place).
-fn save_tensors(
-    path: &Path,
-    tensors: &HashMap<String, Tensor>,
-    metadata: Option<HashMap<String, String>>,
-) -> Result<(), CliError> {
-    let bytes = safetensors::serialize(tensors, metadata).map_err(|e| io_err(path, e))?;
-    write_atomic(path, &bytes)
-}
-
-/// The key of the training state in the checkpoint's safetensors metadata.
-const STATE_KEY: &str = "lsmooth.state";
-
-fn epochs_csv(history: &[EpochMetrics]) -> String {
-    let mut s = String::from(
-        "epoch,train_loss,train_accuracy,validation_accuracy,test_accuracy,test_nll,test_ece,test_brier,seconds\n",
-    );
-    for h in history {
-        s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.3}\n",
-            h.epoch,
-            h.train_loss,
-            h.train_accuracy,
-            h.validation_accuracy,
-            h.test_accuracy,
-            h.test_nll,
-            h.test_ece,
-            h.test_brier,
-            h.seconds
-        ));
-    }
-    s
 }
 
 /// A run in progress: its data, network, optimiser and history.
@@ -592,124 +310,6 @@ impl Run {
             seconds,
         })
     }
-
-    fn tensors(&self) -> HashMap<String, Tensor> {
-        let mut map = HashMap::new();
-        for ((name, var), state) in self.model.params().iter().zip(&self.optimizer.state) {
-            map.insert(format!("param.{name}"), var.as_tensor().clone());
-            for (sname, t) in self.optimizer.state_names(name).into_iter().zip(state) {
-                map.insert(sname, t.clone());
-            }
-        }
-        map
-    }
-
-    fn save_checkpoint(&self, dir: &Path) -> Result<(), CliError> {
-        let mut tensors = self.tensors();
-        let epochs = Tensor::new(&[self.history.len() as u32], &Device::Cpu).map_err(candle_err)?;
-        tensors.insert("meta.epochs_done".into(), epochs);
-        if let Some(ols) = &self.ols {
-            let st = ols.state();
-            let k = st.k;
-            let counts: Vec<f64> = st.counts.iter().map(|&c| c as f64).collect();
-            for (name, data, shape) in [
-                ("ols.matrix", st.matrix.clone(), vec![k, k]),
-                ("ols.sums", st.sums.clone(), vec![k, k]),
-                ("ols.counts", counts, vec![k]),
-            ] {
-                tensors.insert(
-                    name.into(),
-                    Tensor::from_vec(data, shape, &Device::Cpu).map_err(candle_err)?,
-                );
-            }
-        }
-        let state = State {
-            epochs_done: self.history.len(),
-            step: self.optimizer.step,
-            history: self.history.clone(),
-        };
-        let state_json = serde_json::to_string_pretty(&state).expect("serialisable");
-        // The checkpoint holds its own training state: its rename is the one commit point of an epoch, and
-        // state.json and epochs.csv, written after it, are copies for people (resume never reads them).
-        let metadata = HashMap::from([(STATE_KEY.to_string(), state_json.clone())]);
-        save_tensors(&dir.join("checkpoint.safetensors"), &tensors, Some(metadata))?;
-        write_atomic(&dir.join("state.json"), state_json.as_bytes())?;
-        write_atomic(&dir.join("epochs.csv"), epochs_csv(&self.history).as_bytes())
-    }
-
-    /// Restores the state of `dir/checkpoint.safetensors`; returns false when there is none yet (a run
-    /// interrupted before its first epoch ended starts from the beginning).
-    fn load_checkpoint(&mut self, dir: &Path) -> Result<bool, CliError> {
-        let ckpt = dir.join("checkpoint.safetensors");
-        let bytes = match std::fs::read(&ckpt) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(&ckpt, e)),
-        };
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| io_err(&ckpt, e))?;
-        let text = meta.metadata().as_ref().and_then(|m| m.get(STATE_KEY)).ok_or_else(|| {
-            io_err(
-                &ckpt,
-                format!("no training state ({STATE_KEY}) in the metadata: not a checkpoint of lsmooth train"),
-            )
-        })?;
-        let state: State = serde_json::from_str(text).map_err(|e| io_err(&ckpt, format!("its training state: {e}")))?;
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| io_err(&ckpt, e))?;
-        let saved_epochs = tensors
-            .get("meta.epochs_done")
-            .and_then(|t| t.to_vec1::<u32>().ok())
-            .and_then(|v| v.first().copied());
-        if saved_epochs != Some(state.epochs_done as u32) || state.history.len() != state.epochs_done {
-            return Err(io_err(
-                &ckpt,
-                format!(
-                    "holds epoch {saved_epochs:?}, its state says {} ({} epochs of history): a damaged checkpoint",
-                    state.epochs_done,
-                    state.history.len()
-                ),
-            ));
-        }
-        self.model
-            .load(|name| tensors.remove(&format!("param.{name}")))
-            .map_err(|e| io_err(&ckpt, e))?;
-        let names: Vec<Vec<String>> = self
-            .model
-            .params()
-            .iter()
-            .map(|(n, _)| self.optimizer.state_names(n))
-            .collect();
-        for (snames, state_tensors) in names.into_iter().zip(&mut self.optimizer.state) {
-            for (sname, slot) in snames.into_iter().zip(state_tensors.iter_mut()) {
-                let t = tensors
-                    .remove(&sname)
-                    .ok_or_else(|| io_err(&ckpt, format!("no tensor {sname}")))?;
-                if t.dims() != slot.dims() {
-                    return Err(io_err(
-                        &ckpt,
-                        format!("{sname}: shape {:?}, expected {:?}", t.dims(), slot.dims()),
-                    ));
-                }
-                *slot = t;
-            }
-        }
-        if let Some(ols) = &mut self.ols {
-            let mut get = |name: &str| -> Result<Vec<f64>, CliError> {
-                tensors
-                    .remove(name)
-                    .and_then(|t| t.flatten_all().ok())
-                    .and_then(|t| t.to_vec1::<f64>().ok())
-                    .ok_or_else(|| io_err(&ckpt, format!("no f64 tensor {name} (online label smoothing state)")))
-            };
-            let mut st = ols.state().clone();
-            st.matrix = get("ols.matrix")?;
-            st.sums = get("ols.sums")?;
-            st.counts = get("ols.counts")?.iter().map(|&c| c as u64).collect();
-            *ols = OnlineLabelSmoothing::from_state(st).map_err(|e| io_err(&ckpt, e.to_string()))?;
-        }
-        self.optimizer.step = state.step;
-        self.history = state.history;
-        Ok(true)
-    }
 }
 
 fn progress_bar(batches: u64, verbosity: Verbosity, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
@@ -874,11 +474,4 @@ fn load_teacher(dir: &Path, data: &Dataset) -> Result<Model, CliError> {
         .load(|name| tensors.remove(name))
         .map_err(|e| io_err(&path, format!("not a teacher for this data: {e}")))?;
     Ok(model)
-}
-
-/// Reads the configuration of an existing run directory (`run.json`).
-pub fn read_config(dir: &Path) -> Result<TrainConfig, CliError> {
-    let path: PathBuf = dir.join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| io_err(&path, e))
 }

@@ -3,8 +3,8 @@
 //!
 //! `d(-H)/dz_j = p_j (log p_j + H)`, so the gradient is the cross-entropy's plus `beta * p_j (log p_j + H)`.
 
+use super::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::config::Reduction;
-use crate::rowmath::{check_range, check_shape, rows, Softmax};
 use crate::{GradOutput, LabelSmoothingLoss, Loss, LossError, Result, Targets};
 
 /// `CE_smoothed(z, y) - beta * H(softmax(z))` of `logits` `[N, K]` and `labels` `[N]`; with `grad` (`[N, K]`)

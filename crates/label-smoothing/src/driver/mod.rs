@@ -1,0 +1,237 @@
+//! The parallel driver of a validated call: rows cut into tasks on rayon's pool (or one long row split across
+//! threads), the reductions in row order, and the `mean-nonzero` rescale. Compiled once per element type
+//! ([`run`]'s three non-generic instances), so that every crate calling the generic API links to these.
+
+use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
+use crate::element::Element;
+use crate::error::Result;
+use crate::kernel::{Bufs, CHUNK};
+use crate::row::Plan;
+use crate::types::{GradOutput, Loss, Targets};
+use rayon::prelude::*;
+
+mod rows;
+pub(crate) mod small_k;
+mod wide;
+
+/// Classes per parallel task, at most: a task's rows stay in L2 while their gradient is written.
+const TASK_ELEMS: usize = 1 << 15;
+
+/// Classes per parallel task, at least: enough that a task outweighs rayon's scheduling cost.
+const MIN_TASK_ELEMS: usize = 1 << 13;
+
+/// Rows per parallel task: at most [`TASK_ELEMS`] classes, and at most a quarter of a thread's share of the rows
+/// (so that short problems such as 4096x10 still spread evenly), but at least [`MIN_TASK_ELEMS`] classes. Rows
+/// are independent and the loss is reduced in row order afterwards, so the split changes only the speed.
+/// With the rows across the lanes ([`small_k`]), a whole number of groups of [`LANES`](crate::simd::LANES)
+/// rows: a task's last, partial group costs as much as a full one.
+fn rows_per_task(n: usize, k: usize, threads: usize, lanes: bool) -> usize {
+    let rows = (TASK_ELEMS / k)
+        .min(n.div_ceil(4 * threads))
+        .max(MIN_TASK_ELEMS.div_ceil(k))
+        .max(1);
+    if lanes {
+        rows.next_multiple_of(crate::simd::LANES)
+    } else {
+        rows
+    }
+}
+
+/// Problems smaller than this many logits run on the calling thread: waking the pool costs more than the work.
+const SERIAL_ELEMS: usize = 1 << 15;
+
+/// [`SERIAL_ELEMS`] for the rows across the lanes ([`small_k`]), which do a row's work in about a third of the
+/// row kernel's instructions, so that the pool's wake-up is worth it only for larger problems. Measured on
+/// 2 threads (docs/BENCHMARKS.md): 4096x10 ran in 198 us on the calling thread and 303 us on the pool
+/// (medians of nine runs), 8192x10 in 635 and 399 us.
+const SERIAL_ELEMS_LANES: usize = 1 << 16;
+
+/// Whether a problem of `elems` logits runs on the calling thread.
+fn serial(elems: usize, lanes: bool) -> bool {
+    elems < if lanes { SERIAL_ELEMS_LANES } else { SERIAL_ELEMS }
+}
+
+/// A row is split across threads when there are fewer rows than threads and it has at least this many chunks.
+const WIDE_MIN_CHUNKS: usize = 4;
+
+/// Computes a validated call through the instance compiled for its element type: the public calls are generic,
+/// and a generic function is compiled again in every crate that calls it (and the kernels are large); these
+/// non-generic, never inlined instances are compiled once, here, and every caller links to them.
+#[inline(always)]
+pub(crate) fn run<E: Element>(
+    config: &LabelSmoothingConfig,
+    k: usize,
+    weight_total: f64,
+    n: usize,
+    targets: Targets<'_>,
+    grad_output: GradOutput<'_>,
+    out: Bufs<'_, E>,
+) -> Result<Loss> {
+    let out = match out.cast::<f32>() {
+        Ok(out) => return run_f32(config, k, weight_total, n, targets, grad_output, out),
+        Err(out) => out,
+    };
+    let out = match out.cast::<half::bf16>() {
+        Ok(out) => return run_bf16(config, k, weight_total, n, targets, grad_output, out),
+        Err(out) => out,
+    };
+    match out.cast::<half::f16>() {
+        Ok(out) => run_f16(config, k, weight_total, n, targets, grad_output, out),
+        Err(_) => unreachable!("Element is sealed: f32, bf16 and f16 only"),
+    }
+}
+
+macro_rules! instantiate {
+    ($($name:ident: $t:ty),*) => {$(
+        #[inline(never)]
+        fn $name(
+            config: &LabelSmoothingConfig,
+            k: usize,
+            weight_total: f64,
+            n: usize,
+            targets: Targets<'_>,
+            grad_output: GradOutput<'_>,
+            out: Bufs<'_, $t>,
+        ) -> Result<Loss> {
+            run_typed(config, k, weight_total, n, targets, grad_output, out)
+        }
+    )*};
+}
+instantiate!(run_f32: f32, run_bf16: half::bf16, run_f16: half::f16);
+
+/// The denominator of the mean for hard labels: the count (or the weight) of the rows not ignored.
+fn mean_denominator(config: &LabelSmoothingConfig, n: usize, targets: Targets<'_>) -> f64 {
+    match targets {
+        Targets::Soft(_) => n as f64,
+        Targets::Labels(labels) => {
+            let kept = labels.iter().filter(|&&y| Some(y) != config.ignore_index);
+            match &config.weights {
+                Some(w) => kept.map(|&y| w[y as usize] as f64).sum(),
+                None => kept.count() as f64,
+            }
+        }
+    }
+}
+
+/// The computation of a validated call, for any element type (instantiated once per type by [`run`]).
+fn run_typed<E: Element>(
+    config: &LabelSmoothingConfig,
+    k: usize,
+    weight_total: f64,
+    n: usize,
+    targets: Targets<'_>,
+    grad_output: GradOutput<'_>,
+    mut out: Bufs<'_, E>,
+) -> Result<Loss> {
+    let reduction = config.reduction;
+    let kept_rows = match targets {
+        Targets::Labels(labels) => labels.iter().filter(|&&y| Some(y) != config.ignore_index).count(),
+        Targets::Soft(_) => n,
+    };
+    // mean-nonzero: assume every kept row has a non-zero loss (true unless a row is fit exactly) and
+    // correct the gradient afterwards in the rare case it is not.
+    let denominator = match reduction {
+        Reduction::None | Reduction::Sum => 1.0,
+        Reduction::Mean => mean_denominator(config, n, targets),
+        Reduction::MeanNonZero => kept_rows.max(1) as f64,
+    };
+    let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
+    let plan = Plan {
+        k,
+        spread: config.spread,
+        smoothing: config.smoothing,
+        ignore: config.ignore_index,
+        weights: config.weights.as_deref(),
+        weight_total,
+        targets,
+        grad_output,
+        scale,
+        lin: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
+        small_k: !rows_only() && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
+    };
+
+    let mut losses = vec![0.0f64; n];
+    let threads = rayon::current_num_threads();
+    if n < threads && k >= WIDE_MIN_CHUNKS * CHUNK {
+        // Few, long rows: each row is split across threads (same chunks, same combine order, same bits).
+        for (i, l) in losses.iter_mut().enumerate() {
+            let rows = i * k..(i + 1) * k;
+            *l = match &mut out {
+                Bufs::Read(z) => plan.wide_row(i, Bufs::Read(&z[rows])),
+                Bufs::Write(z, g) => plan.wide_row(i, Bufs::Write(&z[rows.clone()], &mut g[rows])),
+                Bufs::InPlace(z) => plan.wide_row(i, Bufs::InPlace(&mut z[rows])),
+            };
+        }
+    } else {
+        let rows_per_task = rows_per_task(n, k, threads, plan.small_k);
+        let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| plan.rows(first_row, bufs, losses);
+        if serial(n * k, plan.small_k) {
+            match &mut out {
+                Bufs::Read(z) => task(0, Bufs::Read(z), &mut losses),
+                Bufs::Write(z, g) => task(0, Bufs::Write(z, g), &mut losses),
+                Bufs::InPlace(z) => task(0, Bufs::InPlace(z), &mut losses),
+            }
+        } else {
+            let rt = rows_per_task;
+            match &mut out {
+                Bufs::Read(z) => z
+                    .par_chunks(rt * k)
+                    .zip(losses.par_chunks_mut(rt))
+                    .enumerate()
+                    .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::Read(zc), lc)),
+                Bufs::Write(z, g) => z
+                    .par_chunks(rt * k)
+                    .zip(g.par_chunks_mut(rt * k))
+                    .zip(losses.par_chunks_mut(rt))
+                    .enumerate()
+                    .for_each(|(ti, ((zc, gc), lc))| task(ti * rt, Bufs::Write(zc, gc), lc)),
+                Bufs::InPlace(z) => z
+                    .par_chunks_mut(rt * k)
+                    .zip(losses.par_chunks_mut(rt))
+                    .enumerate()
+                    .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::InPlace(zc), lc)),
+            }
+        }
+    }
+
+    // Reductions add the per-row f64 losses in row order: the same bits for any number of threads.
+    let loss = match reduction {
+        Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
+        Reduction::Sum => Loss::Scalar(losses.iter().sum::<f64>() as f32),
+        Reduction::Mean => Loss::Scalar((losses.iter().sum::<f64>() * scale) as f32),
+        Reduction::MeanNonZero => {
+            let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
+            if nonzero as f64 != denominator {
+                // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
+                let ratio = denominator / nonzero as f64;
+                let grad: &mut [E] = match out {
+                    Bufs::Read(_) => &mut [],
+                    Bufs::Write(_, g) => g,
+                    Bufs::InPlace(z) => z,
+                };
+                grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
+                    c.iter_mut()
+                        .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))
+                });
+            }
+            Loss::Scalar((losses.iter().sum::<f64>() / nonzero as f64) as f32)
+        }
+    };
+    Ok(loss)
+}
+
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+/// Whether this call must use the row kernel for every row (only ever with the `test-hooks` feature).
+#[inline(always)]
+fn rows_only() -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        test_hooks::ROWS_ONLY.get()
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        false
+    }
+}

@@ -1,0 +1,206 @@
+//! The rows of one parallel task, one at a time, in the call's row variant ([`RowTask`]), with the task's f32
+//! scratch row for 16-bit gradients.
+
+use crate::element::Element;
+use crate::kernel::{grad_row, row_stats, Bufs, InPlace, ReadOnly, RowIo, Separate, WithScratch};
+use crate::row::{Plan, RowKind};
+use crate::simd::{dispatch, Isa, Kernel};
+
+use super::small_k;
+use crate::types::Targets;
+
+/// The rows of one parallel task, run under [`dispatch`], for one row variant: class weights (`W`), soft targets
+/// (`T`), `shifted` sums needed (`LIN`; see [`crate::kernel::row_stats`]). The variant is the same for every row
+/// of a call, so it is chosen once per task ([`Plan::rows_one_at_a_time`]) and each variant is a function of its
+/// own rather than eight inlined into one: with the chunk loops shared through [`Isa::outline`], that keeps the
+/// core crate's build short (docs/DESIGN.md, "Compiled in pieces").
+struct RowTask<'a, 'p, E, const W: bool, const T: bool, const LIN: bool> {
+    plan: &'a Plan<'p>,
+    first_row: usize,
+    bufs: Bufs<'a, E>,
+    losses: &'a mut [f64],
+}
+
+impl<E: Element, const W: bool, const T: bool, const LIN: bool> Kernel for RowTask<'_, '_, E, W, T, LIN> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self) {
+        let (k, first, plan) = (self.plan.k, self.first_row, self.plan);
+        // Chunk maxima of the current row (rows longer than one chunk only).
+        let mut maxima = Vec::new();
+        match self.bufs {
+            Bufs::Read(zc) => {
+                for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
+                    *l = plan.row::<S, E, _, W, T, LIN>(first + r, &mut ReadOnly(z), &mut maxima);
+                }
+            }
+            Bufs::Write(zc, gc) => {
+                let mut scratch = ScratchRow::take::<E>(k);
+                let rows = zc
+                    .chunks_exact(k)
+                    .zip(gc.chunks_exact_mut(k))
+                    .zip(self.losses.iter_mut());
+                for (r, ((z, g), l)) in rows.enumerate() {
+                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, Separate::new(z, g), &mut scratch, &mut maxima);
+                }
+                scratch.give_back();
+            }
+            Bufs::InPlace(zc) => {
+                let mut scratch = ScratchRow::take::<E>(k);
+                for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
+                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, InPlace(z), &mut scratch, &mut maxima);
+                }
+                scratch.give_back();
+            }
+        }
+    }
+}
+
+/// The longest scratch row a thread keeps between tasks: 1 MiB of f32, which covers the largest language-model
+/// vocabularies (256k). A task with longer rows allocates its own and frees it at the end.
+const SCRATCH_KEEP: usize = 1 << 18;
+
+thread_local! {
+    /// Each thread's f32 scratch row for 16-bit gradients, kept between tasks and calls (at most
+    /// [`SCRATCH_KEEP`] values).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A task's f32 scratch row for bf16 and f16 gradients ([`crate::kernel::WithScratch`]): it saves the gradient
+/// pass one `exp` per class and changes no bits ([`crate::kernel::RowIo::KEEPS_EXP`]). Its values are never read
+/// before the statistics pass of the same row wrote them. Taken out of the thread-local and given back rather
+/// than borrowed inside `LocalKey::with`: the kernel must not run in a closure, which would not be compiled for
+/// the dispatched instruction set.
+struct ScratchRow(Vec<f32>);
+
+impl ScratchRow {
+    /// `k` values for bf16 and f16; none for f32, which keeps the exponentials in its gradient buffer.
+    fn take<E: Element>(k: usize) -> Self {
+        if E::STORES_EXP {
+            return ScratchRow(Vec::new());
+        }
+        let mut v = SCRATCH.take();
+        v.truncate(k);
+        v.resize(k, 0.0);
+        ScratchRow(v)
+    }
+
+    /// The scratch row.
+    fn row(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+
+    /// Returns the row to the thread for its next task, unless longer than [`SCRATCH_KEEP`].
+    fn give_back(self) {
+        if !self.0.is_empty() && self.0.len() <= SCRATCH_KEEP {
+            SCRATCH.set(self.0);
+        }
+    }
+}
+
+impl Plan<'_> {
+    /// The rows `first_row..` of one task: across the lanes when [`Plan::small_k`] holds, else one at a time.
+    pub(crate) fn rows<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
+        if self.small_k {
+            dispatch(small_k::LanesTask {
+                plan: self,
+                first: first_row,
+                bufs,
+                losses,
+            })
+        } else {
+            self.rows_one_at_a_time(first_row, bufs, losses)
+        }
+    }
+
+    /// The rows `first_row..` of one task by the row kernel, in the call's row variant ([`RowTask`]).
+    pub(crate) fn rows_one_at_a_time<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
+        macro_rules! run {
+            ($w:literal, $t:literal, $lin:literal) => {
+                dispatch(RowTask::<E, $w, $t, $lin> {
+                    plan: self,
+                    first_row,
+                    bufs,
+                    losses,
+                })
+            };
+        }
+        let soft = matches!(self.targets, Targets::Soft(_));
+        match (self.weights.is_some(), soft, self.lin) {
+            (false, false, false) => run!(false, false, false),
+            (false, false, true) => run!(false, false, true),
+            (true, false, false) => run!(true, false, false),
+            (true, false, true) => run!(true, false, true),
+            (false, true, false) => run!(false, true, false),
+            (false, true, true) => run!(false, true, true),
+            (true, true, false) => run!(true, true, false),
+            (true, true, true) => run!(true, true, true),
+        }
+    }
+
+    /// Loss of row `i` (f64); writes its gradient when `io` has an output. `W`, `T`, `LIN`: the call's row variant
+    /// ([`RowTask`]).
+    #[inline(always)]
+    fn row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
+        &self,
+        i: usize,
+        io: &mut IO,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        let kind = self.row_kind::<E, IO>(i, io);
+        if matches!(kind, RowKind::Ignored) {
+            if IO::WRITES {
+                for c in 0..self.k {
+                    io.store(c, 0.0);
+                }
+            }
+            return 0.0;
+        }
+        if IO::KEEPS_EXP {
+            self.row_impl::<S, E, IO, W, T, LIN, true>(i, &kind, io, maxima)
+        } else {
+            self.row_impl::<S, E, IO, W, T, LIN, false>(i, &kind, io, maxima)
+        }
+    }
+
+    /// Loss of row `i` and its gradient into `io`'s output, which keeps the exponentials between the passes
+    /// itself (f32) or, for the 16-bit types, in the task's `scratch` row ([`ScratchRow`]).
+    #[inline(always)]
+    fn row_out<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
+        &self,
+        i: usize,
+        io: IO,
+        scratch: &mut ScratchRow,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
+        // compiled both and more than doubled the release build, docs/DESIGN.md).
+        if E::STORES_EXP {
+            self.row::<S, E, _, W, T, LIN>(i, &mut { io }, maxima)
+        } else {
+            self.row::<S, E, _, W, T, LIN>(i, &mut WithScratch::new(io, scratch.row()), maxima)
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn row_impl<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool>(
+        &self,
+        i: usize,
+        kind: &RowKind<'_>,
+        io: &mut IO,
+        maxima: &mut Vec<f32>,
+    ) -> f64 {
+        let w: &[f32] = self.weights.unwrap_or(&[]);
+        let t: &[f32] = match kind {
+            RowKind::Soft(t) => t,
+            _ => &[],
+        };
+        let st = row_stats::<S, E, IO, W, T, LIN, STORE>(io, w, t, maxima);
+        let (loss, g) = self.finish(i, kind, &st);
+        if IO::WRITES {
+            grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t);
+        }
+        loss
+    }
+}

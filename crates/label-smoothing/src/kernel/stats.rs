@@ -1,0 +1,392 @@
+//! The statistics pass: per chunk a max pass and an accumulation pass, giving the chunk's [`RowStats`].
+
+use super::io::RowIo;
+use super::{RowStats, CHUNK};
+use crate::element::Element;
+use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
+use std::marker::PhantomData;
+
+/// The end of the whole vectors of classes `[start, end)`: `end` less the `< LANES` tail. Checks
+/// `start <= end <= len` once, which is what the unchecked lane accesses in `[start, body_end)` rely on.
+#[inline(always)]
+pub(crate) fn lane_body(start: usize, end: usize, len: usize) -> usize {
+    assert!(start <= end && end <= len);
+    end - (end - start) % LANES
+}
+
+/// [`slice_stats`]'s arguments, as a [`Kernel`] for [`Isa::outline`].
+pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const LIN: bool, const STORE: bool> {
+    io: &'a mut IO,
+    start: usize,
+    end: usize,
+    w: &'a [f32],
+    t: &'a [f32],
+    elem: PhantomData<fn() -> E>,
+}
+
+impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool> Kernel
+    for ChunkStats<'_, E, IO, W, T, LIN, STORE>
+{
+    type Output = RowStats;
+    #[inline(always)]
+    fn run<S: Isa>(self) -> RowStats {
+        chunk_stats::<S, E, IO, W, T, LIN, STORE>(self.io, self.start, self.end, self.w, self.t)
+    }
+}
+
+/// Statistics of the classes `[start, end)` of a row (`end - start <= CHUNK`); `w` and `t` are the row's weights
+/// and soft targets (indexed by class) when `W` / `T` are set.
+///
+/// `LIN`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
+/// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output.
+#[inline(always)]
+pub(crate) fn chunk_stats<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    // A local copy of the slices: see `RowIo::reborrow`.
+    let io = &mut io.reborrow();
+    let body_end = lane_body(start, end, io.len());
+
+    // Max pass, which also finds the min: four independent max accumulators and two min ones (max and min are
+    // exact, so the grouping cannot change the result).
+    let mut mx: [Lanes; 4] = [[f32::NEG_INFINITY; LANES]; 4];
+    let mut mn: [Lanes; 2] = [[f32::INFINITY; LANES]; 2];
+    let mut c = start;
+    while c + 4 * LANES <= body_end {
+        for (a, acc) in mx.iter_mut().enumerate() {
+            // SAFETY: c + (a + 1) * LANES <= c + 4 * LANES <= body_end <= len (checked by `lane_body`).
+            let v = unsafe { io.load_lanes::<S>(c + a * LANES) };
+            let lo = &mut mn[a % 2];
+            for j in 0..LANES {
+                acc[j] = if v[j] > acc[j] { v[j] } else { acc[j] };
+                lo[j] = if v[j] < lo[j] { v[j] } else { lo[j] };
+            }
+        }
+        c += 4 * LANES;
+    }
+    while c < body_end {
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
+        let v = unsafe { io.load_lanes::<S>(c) };
+        for j in 0..LANES {
+            mx[0][j] = if v[j] > mx[0][j] { v[j] } else { mx[0][j] };
+            mn[0][j] = if v[j] < mn[0][j] { v[j] } else { mn[0][j] };
+        }
+        c += LANES;
+    }
+    // The tail (fewer than LANES classes) as one vector padded with -inf, read once for both passes.
+    let rem = end - body_end;
+    let tail = if rem > 0 {
+        io.tail::<S>(body_end, rem, f32::NEG_INFINITY)
+    } else {
+        [f32::NEG_INFINITY; LANES]
+    };
+    for j in 0..LANES {
+        mx[1][j] = if tail[j] > mx[1][j] { tail[j] } else { mx[1][j] };
+        // The padding is not a logit: +inf (no effect) for the min.
+        let v = if j < rem { tail[j] } else { f32::INFINITY };
+        mn[1][j] = if v < mn[1][j] { v } else { mn[1][j] };
+    }
+    // Lane-wise first, then one tree each. NaN logits fail every comparison and are in neither accumulator (the
+    // accumulation pass carries them into the sums), so the order of these exact operations cannot matter.
+    for j in 0..LANES {
+        let (a, b) = (mx[0][j], mx[1][j]);
+        let ab = if b > a { b } else { a };
+        let (c, d) = (mx[2][j], mx[3][j]);
+        let cd = if d > c { d } else { c };
+        mx[0][j] = if cd > ab { cd } else { ab };
+        mn[0][j] = if mn[1][j] < mn[0][j] { mn[1][j] } else { mn[0][j] };
+    }
+    let (m, lo) = (hmax(mx[0]), hmin(mn[0]));
+    if m == f32::NEG_INFINITY {
+        return all_masked_chunk::<E, _, W, T, STORE>(io, start, end, w, t);
+    }
+
+    let mut acc = Accumulators::default();
+    // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
+    // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
+    if lo - m >= EXP_RANGE_LO {
+        accumulate_body::<S, E, _, W, T, LIN, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
+    } else {
+        accumulate_body::<S, E, _, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
+    }
+    // The tail: its -inf padding adds nothing.
+    if rem > 0 {
+        let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
+        let e = acc.add::<S, W, T, LIN, true, false>(tail, m, rem, &wp, &tp);
+        if STORE {
+            io.store_exp_tail::<S>(body_end, rem, e);
+        }
+    }
+    RowStats {
+        max: m,
+        sum_exp: S::hsum(acc.se),
+        mass: if !LIN {
+            0.0
+        } else if W {
+            S::hsum(acc.ms)
+        } else {
+            (end - start) as f64
+        },
+        shifted: if LIN { S::hsum(acc.sh) } else { 0.0 },
+        target_mass: if T { S::hsum(acc.tm) } else { 0.0 },
+        target_shifted: if T { S::hsum(acc.tsh) } else { 0.0 },
+    }
+}
+
+/// The accumulation pass over the whole vectors `[start, body_end)` of a chunk (max `m`); `ahead` is how far to
+/// prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn accumulate_body<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+    const IN_RANGE: bool,
+>(
+    io: &mut IO,
+    acc: &mut Accumulators,
+    start: usize,
+    body_end: usize,
+    ahead: usize,
+    m: f32,
+    w: &[f32],
+    t: &[f32],
+) {
+    // Once per chunk: what the unchecked loads and stores below rely on (`lane_body` gives such a `body_end`).
+    assert!(start <= body_end && body_end <= io.len() && (body_end - start).is_multiple_of(LANES));
+    // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in
+    // from memory, so that the max passes do not wait on it: one prefetch per 64-byte line. Two chunks ahead
+    // rather than one: 20-25% faster on the loss alone from memory (docs/BENCHMARKS.md).
+    let mut c = start;
+    while c < body_end {
+        io.prefetch(c + 2 * ahead);
+        // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
+        let z = unsafe { io.load_lanes::<S>(c) };
+        let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
+        if STORE {
+            // SAFETY: as for the load.
+            unsafe { io.store_exp_lanes::<S>(c, e) };
+        }
+        c += LANES;
+    }
+}
+
+/// The weights or soft targets from class `c` on, when `ON` (an empty slice otherwise: there are none).
+#[inline(always)]
+pub(crate) fn from<const ON: bool>(v: &[f32], c: usize) -> &[f32] {
+    if ON {
+        &v[c..]
+    } else {
+        &[]
+    }
+}
+
+/// The weights (`W`) and soft targets (`T`) of the `rem < LANES` classes from `start`, each as one vector padded
+/// with 0 (all 0 when off).
+#[inline(always)]
+pub(crate) fn padded_weights<S: Isa, const W: bool, const T: bool>(
+    start: usize,
+    rem: usize,
+    w: &[f32],
+    t: &[f32],
+) -> (Lanes, Lanes) {
+    let wp = if W {
+        S::partial(&w[start..start + rem], 0.0)
+    } else {
+        [0.0; LANES]
+    };
+    let tp = if T {
+        S::partial(&t[start..start + rem], 0.0)
+    } else {
+        [0.0; LANES]
+    };
+    (wp, tp)
+}
+
+/// The per-lane sums of the accumulation pass (see [`RowStats`]).
+#[derive(Default)]
+pub(crate) struct Accumulators {
+    se: Lanes,
+    ms: Lanes,
+    sh: Lanes,
+    tm: Lanes,
+    tsh: Lanes,
+}
+
+impl Accumulators {
+    /// Adds one vector of logits `z` (chunk max `m`), whose weights and soft targets start at `w[0]` / `t[0]`;
+    /// returns `exp(z - m)`. With `MASKED`, only the first `valid` lanes are classes (the rest hold `-inf`
+    /// logits and zero weights and targets). `IN_RANGE`: every `z - m` is at least [`EXP_RANGE_LO`].
+    #[inline(always)]
+    fn add<S: Isa, const W: bool, const T: bool, const LIN: bool, const MASKED: bool, const IN_RANGE: bool>(
+        &mut self,
+        z: Lanes,
+        m: f32,
+        valid: usize,
+        w: &[f32],
+        t: &[f32],
+    ) -> Lanes {
+        let mut e: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            let d = z[j] - m;
+            e[j] = if IN_RANGE {
+                exp_in_range::<S>(d)
+            } else {
+                exp_nonpos::<S>(d)
+            };
+            self.se[j] += e[j];
+            if LIN {
+                if W {
+                    let u = w[j];
+                    self.ms[j] += u;
+                    self.sh[j] += if u == 0.0 { 0.0 } else { u * d };
+                } else {
+                    self.sh[j] += if MASKED && j >= valid { 0.0 } else { d };
+                }
+            }
+            if T {
+                let v = if W { w[j] * t[j] } else { t[j] };
+                self.tm[j] += v;
+                self.tsh[j] += if v == 0.0 { 0.0 } else { v * d };
+            }
+        }
+        e
+    }
+}
+
+/// A chunk whose max pass found no logit above `-inf`: all `-inf` (no exponential mass, and `-inf` shifted sums
+/// where mass sits on it), or `-inf` and NaN. NaN fails every comparison of the max pass, so it must be looked
+/// for here: a NaN logit makes the row's loss and gradient NaN (SPEC: non-finite logits give a NaN loss, as in
+/// PyTorch), which a NaN exponential sum does through the combine and `GradRow::prob_factor`.
+#[cold]
+pub(crate) fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    // Before the stores below, which overwrite the logits in place.
+    let nan = (start..end).any(|c| io.load(c).is_nan());
+    if STORE {
+        for c in start..end {
+            io.store_exp(c, 0.0);
+        }
+    }
+    let mass: f64 = if W {
+        w[start..end].iter().map(|&u| u as f64).sum()
+    } else {
+        (end - start) as f64
+    };
+    let target_mass: f64 = if T {
+        (start..end)
+            .map(|c| if W { (w[c] * t[c]) as f64 } else { t[c] as f64 })
+            .sum()
+    } else {
+        0.0
+    };
+    if nan {
+        return RowStats {
+            max: f32::NEG_INFINITY,
+            sum_exp: f64::NAN,
+            mass,
+            shifted: f64::NAN,
+            target_mass,
+            target_shifted: f64::NAN,
+        };
+    }
+    let inf_if = |x: f64| if x > 0.0 { f64::NEG_INFINITY } else { 0.0 };
+    RowStats {
+        max: f32::NEG_INFINITY,
+        sum_exp: 0.0,
+        mass,
+        shifted: inf_if(mass),
+        target_mass,
+        target_shifted: inf_if(target_mass),
+    }
+}
+
+/// Statistics of a whole row: chunk by chunk, combined left to right. Each chunk's max is pushed to `maxima`
+/// (cleared first) when the row has more than one chunk and a gradient is wanted: the gradient pass needs them.
+#[inline(always)]
+pub(crate) fn row_stats<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+>(
+    io: &mut IO,
+    w: &[f32],
+    t: &[f32],
+    maxima: &mut Vec<f32>,
+) -> RowStats {
+    let k = io.len();
+    // A row of one chunk inlines the chunk kernel (a call would show on short rows); longer rows call the
+    // out-of-line copy that rows split across threads use too, once per chunk of 2048 classes. With a second
+    // inlined call site, every row kernel would compile the chunk kernel twice.
+    if k <= CHUNK {
+        return chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, 0, k, w, t);
+    }
+    maxima.clear();
+    let mut acc = RowStats::EMPTY;
+    let mut start = 0;
+    while start < k {
+        let end = (start + CHUNK).min(k);
+        let st = slice_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
+        if IO::WRITES {
+            maxima.push(st.max);
+        }
+        acc = acc.combine(&st);
+        start = end;
+    }
+    acc
+}
+
+/// Statistics of classes `[start, end)` of a row, one chunk, for callers that split a row across threads.
+///
+/// Out of line ([`Isa::outline`]): one copy per variant, called once per chunk. The row kernels inline
+/// [`chunk_stats`] instead, whose cost per call would show on short rows.
+#[inline(always)]
+pub(crate) fn slice_stats<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const LIN: bool,
+    const STORE: bool,
+>(
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    w: &[f32],
+    t: &[f32],
+) -> RowStats {
+    S::outline(ChunkStats::<E, IO, W, T, LIN, STORE> {
+        io,
+        start,
+        end,
+        w,
+        t,
+        elem: PhantomData,
+    })
+}

@@ -1,0 +1,118 @@
+//! One row's loss in f64, and what its gradient pass needs, from the row's [`RowStats`].
+
+use crate::config::{Smoothing, Spread};
+use crate::element::Element;
+use crate::kernel::{GradRow, RowIo, RowStats};
+use crate::types::{GradOutput, Targets};
+
+/// Per-call constants of the row computation.
+pub(crate) struct Plan<'a> {
+    pub(crate) k: usize,
+    pub(crate) spread: Spread,
+    pub(crate) smoothing: Smoothing,
+    pub(crate) ignore: Option<i64>,
+    pub(crate) weights: Option<&'a [f32]>,
+    pub(crate) weight_total: f64,
+    pub(crate) targets: Targets<'a>,
+    pub(crate) grad_output: GradOutput<'a>,
+    /// Row `i`'s gradient is scaled by `scale * g_i` (`scale` is `1 / D` for the means).
+    pub(crate) scale: f64,
+    /// The `shifted` sums are needed (the smoothing can be non-zero).
+    pub(crate) lin: bool,
+    /// Rows go across the SIMD lanes ([`small_k`]): hard labels and at most [`small_k::SMALL_K`] classes.
+    pub(crate) small_k: bool,
+}
+
+/// The per-row quantities that the loss and the gradient need besides the statistics.
+pub(crate) enum RowKind<'a> {
+    Ignored,
+    Hard { y: usize, zy: f32 },
+    Soft(&'a [f32]),
+}
+
+impl Plan<'_> {
+    pub(crate) fn row_kind<E: Element, IO: RowIo<E>>(&self, i: usize, io: &IO) -> RowKind<'_> {
+        match self.targets {
+            Targets::Labels(labels) => {
+                if Some(labels[i]) == self.ignore {
+                    RowKind::Ignored
+                } else {
+                    let y = labels[i] as usize;
+                    RowKind::Hard { y, zy: io.load(y) }
+                }
+            }
+            Targets::Soft(t) => RowKind::Soft(&t[i * self.k..(i + 1) * self.k]),
+        }
+    }
+
+    pub(crate) fn row_coef(&self, i: usize) -> f64 {
+        let g = match self.grad_output {
+            GradOutput::Scalar(g) => g as f64,
+            GradOutput::PerRow(g) => g[i] as f64,
+        };
+        g * self.scale
+    }
+
+    /// The loss of a row and what its gradient pass needs, from its statistics.
+    pub(crate) fn finish(&self, i: usize, kind: &RowKind<'_>, st: &RowStats) -> (f64, GradRow) {
+        let ln_s = st.sum_exp.ln();
+        let mut g = GradRow {
+            max: st.max,
+            sum_exp: st.sum_exp,
+            coef: self.row_coef(i) as f32,
+            q_scale: 1.0,
+            t_scale: 0.0,
+            off: 0.0,
+            label: None,
+        };
+        let w_all = self.weight_total;
+        let loss = match *kind {
+            RowKind::Ignored => 0.0,
+            RowKind::Hard { y, zy } => {
+                let d_y = zy as f64 - st.max as f64;
+                let e = match self.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { alpha } => alpha as f64 * (d_y.exp() / st.sum_exp),
+                };
+                let (off, on) = self.spread.hard_target(e, self.k);
+                let w_y = self.weights.map_or(1.0, |w| w[y] as f64);
+                if self.weights.is_some() {
+                    g.q_scale = (off * w_all + (on - off) * w_y) as f32;
+                }
+                g.off = off as f32;
+                g.label = Some((y, zy, on as f32));
+                let spread_term = if off != 0.0 {
+                    off * (w_all * ln_s - st.shifted)
+                } else {
+                    0.0
+                };
+                // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of
+                // `lse` has a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`.
+                let nll_y = (st.max as f64 + ln_s) - zy as f64;
+                spread_term + (on - off) * w_y * nll_y
+            }
+            RowKind::Soft(_) => {
+                let e = match self.smoothing {
+                    Smoothing::Fixed(e) => e as f64,
+                    Smoothing::Adaptive { .. } => 0.0, // rejected by `check`
+                };
+                let (t_scale, off) = self.spread.soft_target(e, self.k);
+                g.q_scale = (t_scale * st.target_mass + off * w_all) as f32;
+                g.t_scale = t_scale as f32;
+                g.off = off as f32;
+                let target_term = if t_scale != 0.0 {
+                    t_scale * (st.target_mass * ln_s - st.target_shifted)
+                } else {
+                    0.0
+                };
+                let spread_term = if off != 0.0 {
+                    off * (w_all * ln_s - st.shifted)
+                } else {
+                    0.0
+                };
+                target_term + spread_term
+            }
+        };
+        (loss, g)
+    }
+}

@@ -1,0 +1,70 @@
+//! The values a loss call takes and returns: targets, the upstream gradient, the loss.
+
+/// The targets of a batch of `N` rows.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// One hard label per row, `[N]`: a class in `[0, K)` or the configured ignore index.
+    Labels(&'a [i64]),
+    /// One probability row per row, `[N, K]` row-major: entries non-negative, each row summing to 1 (within
+    /// `1e-4`). Smoothed by the configured spread like a hard label's one-hot row.
+    Soft(&'a [f32]),
+}
+
+impl<'a> From<&'a [i64]> for Targets<'a> {
+    fn from(labels: &'a [i64]) -> Self {
+        Targets::Labels(labels)
+    }
+}
+
+impl<'a> From<&'a Vec<i64>> for Targets<'a> {
+    fn from(labels: &'a Vec<i64>) -> Self {
+        Targets::Labels(labels)
+    }
+}
+
+/// The upstream gradient `dOut/dLoss` by which the gradient is multiplied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GradOutput<'a> {
+    /// One scalar for every row (for reduction `none` it is broadcast to every row).
+    Scalar(f32),
+    /// One value per row, `[N]`; only with reduction `none`.
+    PerRow(&'a [f32]),
+}
+
+impl GradOutput<'_> {
+    /// The upstream gradient of a loss that is the final objective: `1`.
+    pub const ONE: GradOutput<'static> = GradOutput::Scalar(1.0);
+}
+
+impl Default for GradOutput<'_> {
+    fn default() -> Self {
+        GradOutput::ONE
+    }
+}
+
+/// The value of the loss: a scalar, or one value per row for reduction `none`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loss {
+    /// The reduced loss (`sum`, `mean`, `mean-nonzero`).
+    Scalar(f32),
+    /// The per-row losses (`none`); ignored rows are 0.
+    PerRow(Vec<f32>),
+}
+
+impl Loss {
+    /// The scalar, or `None` for per-row losses.
+    pub fn scalar(&self) -> Option<f32> {
+        match self {
+            Loss::Scalar(v) => Some(*v),
+            Loss::PerRow(_) => None,
+        }
+    }
+
+    /// The values as a slice (one value for a scalar).
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Loss::Scalar(v) => std::slice::from_ref(v),
+            Loss::PerRow(v) => v,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! What a run is: its data, model, optimiser, loss and regulariser (`run.json`).
+
+use std::path::{Path, PathBuf};
+
+use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, ModelKind, OptimizerKind};
+use crate::data::Source;
+use crate::CliError;
+
+/// Bins of the reported ECE.
+pub const ECE_BINS: usize = 15;
+
+/// The loss of a run, as on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossSpec {
+    /// Fixed smoothing (ignored when `adaptive` is set).
+    pub smoothing: f32,
+    /// Adaptive smoothing `alpha * p(label)`.
+    pub adaptive: Option<f32>,
+    /// `others` or `uniform`.
+    pub spread: String,
+    /// `sum`, `mean` or `mean-nonzero`.
+    pub reduction: String,
+}
+
+impl LossSpec {
+    /// The core configuration; `none` is refused (training needs a scalar).
+    pub fn config(&self) -> Result<LabelSmoothingConfig, CliError> {
+        let spread: Spread = self.spread.parse().map_err(CliError::Usage)?;
+        let reduction: Reduction = self.reduction.parse().map_err(CliError::Usage)?;
+        if reduction == Reduction::None {
+            return Err(CliError::Usage(
+                "--reduction none gives a loss per row; training needs sum, mean or mean-nonzero".into(),
+            ));
+        }
+        let c = LabelSmoothingConfig::new()
+            .with_spread(spread)
+            .with_reduction(reduction);
+        Ok(match self.adaptive {
+            Some(alpha) => c.with_adaptive(alpha),
+            None => c.with_smoothing(self.smoothing),
+        })
+    }
+
+    /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`.
+    pub fn describe(&self) -> String {
+        match self.adaptive {
+            Some(a) => format!("adaptive-{a}"),
+            None if self.smoothing == 0.0 => "plain".into(),
+            None => format!("{}-{}", self.spread, self.smoothing),
+        }
+    }
+}
+
+/// A training objective beyond plain (smoothed) cross-entropy, from the core crate's related losses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Regularizer {
+    /// mixup: inputs mixed with `lambda ~ Beta(alpha, alpha)`, targets mixed alike (smoothed by the loss).
+    Mixup {
+        /// Beta's parameter.
+        alpha: f64,
+    },
+    /// CutMix: a box pasted from another image, `lambda` from its area.
+    Cutmix {
+        /// Beta's parameter.
+        alpha: f64,
+    },
+    /// Online label smoothing (0.5 hard CE + 0.5 CE against the learnt soft labels).
+    Ols,
+    /// The confidence penalty `CE - beta * H(p)`.
+    ConfidencePenalty {
+        /// Weight of the entropy.
+        beta: f32,
+    },
+    /// Label relaxation with parameter `alpha` (replaces the cross-entropy).
+    LabelRelaxation {
+        /// The accepted probability mass off the label.
+        alpha: f32,
+    },
+    /// Knowledge distillation from a trained run's model.
+    Distill {
+        /// The teacher's run directory (`run.json`, `model.safetensors`).
+        teacher: PathBuf,
+        /// Softmax temperature.
+        temperature: f32,
+        /// Weight of the distillation term.
+        beta: f32,
+    },
+}
+
+impl Regularizer {
+    /// A short name: `mixup-0.2`, `ols`, `distill`...
+    pub fn describe(&self) -> String {
+        match self {
+            Regularizer::Mixup { alpha } => format!("mixup-{alpha}"),
+            Regularizer::Cutmix { alpha } => format!("cutmix-{alpha}"),
+            Regularizer::Ols => "ols".into(),
+            Regularizer::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
+            Regularizer::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
+            Regularizer::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
+        }
+    }
+}
+
+/// Everything that determines a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The data.
+    pub data: Source,
+    /// Keep only this many training examples.
+    pub train_size: Option<usize>,
+    /// Fraction of training labels flipped to another class.
+    pub label_noise: f64,
+    /// The network.
+    pub model: ModelKind,
+    /// The optimiser.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay (decoupled for AdamW, L2 for SGD).
+    pub weight_decay: f64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Epochs.
+    pub epochs: usize,
+    /// The seed of initialisation, label noise and batch order.
+    pub seed: u64,
+    /// The loss.
+    pub loss: LossSpec,
+    /// mixup, CutMix, online label smoothing, a penalty, relaxation or distillation, if any.
+    #[serde(default)]
+    pub regularizer: Option<Regularizer>,
+}
+
+impl TrainConfig {
+    /// A short name of the objective: the loss, and the regulariser if any.
+    pub fn describe(&self) -> String {
+        match &self.regularizer {
+            // These replace the cross-entropy: the smoothing flags do not apply.
+            Some(r @ (Regularizer::Ols | Regularizer::LabelRelaxation { .. })) => r.describe(),
+            Some(r) => format!("{}+{}", self.loss.describe(), r.describe()),
+            None => self.loss.describe(),
+        }
+    }
+}
+
+/// Reads the configuration of an existing run directory (`run.json`).
+pub fn read_config(dir: &Path) -> Result<TrainConfig, CliError> {
+    let path: PathBuf = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| io_err(&path, e))
+}

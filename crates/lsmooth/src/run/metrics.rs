@@ -1,0 +1,134 @@
+//! What a run measures: per-epoch and final metrics (`metrics.json`, `epochs.csv`).
+
+use label_smoothing::calibration::{calibration, softmax_rows, CalibrationReport};
+use serde::{Deserialize, Serialize};
+
+use super::{Model, TrainConfig, ECE_BINS};
+use crate::data::Dataset;
+use crate::CliError;
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (the smoothed objective).
+    pub train_loss: f64,
+    /// Accuracy on the training set (against its possibly noisy labels), after the epoch.
+    pub train_accuracy: f64,
+    /// Validation accuracy.
+    pub validation_accuracy: f64,
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Test negative log-likelihood (unsmoothed).
+    pub test_nll: f64,
+    /// Test ECE, 15 equal-width bins.
+    pub test_ece: f64,
+    /// Test Brier score.
+    pub test_brier: f64,
+    /// Wall-clock seconds of the epoch's training and evaluation.
+    pub seconds: f64,
+}
+
+/// The contents of `metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Model description.
+    pub model: String,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Final test accuracy.
+    pub test_accuracy: f64,
+    /// Final test NLL.
+    pub test_nll: f64,
+    /// Final test ECE (15 bins).
+    pub test_ece: f64,
+    /// Final test Brier score.
+    pub test_brier: f64,
+    /// Final test MCE.
+    pub test_mce: f64,
+    /// Final test adaptive ECE.
+    pub test_adaptive_ece: f64,
+    /// Final training accuracy.
+    pub train_accuracy: f64,
+    /// `train_accuracy - test_accuracy`: over-fitting.
+    pub train_test_gap: f64,
+    /// The best test accuracy of any epoch.
+    pub best_test_accuracy: f64,
+    /// The first epoch whose test accuracy is within 0.5 points of the best.
+    pub convergence_epoch: usize,
+    /// The temperature fitted on the validation split.
+    pub temperature: f64,
+    /// Test ECE after temperature scaling.
+    pub test_ece_scaled: f64,
+    /// Test NLL after temperature scaling.
+    pub test_nll_scaled: f64,
+    /// Test Brier score after temperature scaling.
+    pub test_brier_scaled: f64,
+    /// Per-epoch history.
+    pub history: Vec<EpochMetrics>,
+}
+
+/// A finished run, with what the reports draw.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The metrics (as in `metrics.json`).
+    pub metrics: RunMetrics,
+    /// The final test calibration (reliability bins).
+    pub test_report: CalibrationReport,
+    /// The same after temperature scaling.
+    pub test_report_scaled: CalibrationReport,
+    /// The trained network.
+    pub model: Model,
+    /// The data it was trained on.
+    pub dataset: Dataset,
+}
+
+pub(super) fn accuracy(logits: &[f32], labels: &[u32], k: usize) -> f64 {
+    let correct = logits
+        .chunks_exact(k)
+        .zip(labels)
+        .filter(|(row, &y)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (c, &v)| if v > row[b] { c } else { b });
+            best == y as usize
+        })
+        .count();
+    correct as f64 / labels.len().max(1) as f64
+}
+
+pub(super) fn report(
+    logits: &[f32],
+    labels: &[u32],
+    k: usize,
+    temperature: f64,
+) -> Result<CalibrationReport, CliError> {
+    let labels: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
+    let probs = softmax_rows(logits, k, temperature).map_err(|e| CliError::Train(e.to_string()))?;
+    calibration(&probs, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))
+}
+
+pub(super) fn epochs_csv(history: &[EpochMetrics]) -> String {
+    let mut s = String::from(
+        "epoch,train_loss,train_accuracy,validation_accuracy,test_accuracy,test_nll,test_ece,test_brier,seconds\n",
+    );
+    for h in history {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{:.3}\n",
+            h.epoch,
+            h.train_loss,
+            h.train_accuracy,
+            h.validation_accuracy,
+            h.test_accuracy,
+            h.test_nll,
+            h.test_ece,
+            h.test_brier,
+            h.seconds
+        ));
+    }
+    s
+}

@@ -1,0 +1,202 @@
+//! What `lsmooth train` and `lsmooth compare` run: a loss from the flags or a setting string (`plain`,
+//! `others:0.1`, `adaptive:0.2+mixup:0.2`, `distill:SETTING`, a preset), and the run configuration of it.
+
+use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainFlags};
+use crate::data::Source;
+use crate::run::{LossSpec, ModelKind, OptimizerKind, Regularizer, TrainConfig};
+use crate::CliError;
+
+/// The epochs of a run when `--epochs` is not given.
+pub const DEFAULT_EPOCHS: usize = 20;
+
+/// The loss of a preset.
+pub fn preset(p: Preset) -> LossSpec {
+    match p {
+        Preset::FastReid => LossSpec {
+            smoothing: 0.1,
+            adaptive: None,
+            spread: "others".into(),
+            reduction: "mean-nonzero".into(),
+        },
+        Preset::FastReidAdaptive => LossSpec {
+            smoothing: 0.0,
+            adaptive: Some(0.2),
+            spread: "others".into(),
+            reduction: "mean-nonzero".into(),
+        },
+        Preset::Pytorch => LossSpec {
+            smoothing: 0.1,
+            adaptive: None,
+            spread: "uniform".into(),
+            reduction: "mean".into(),
+        },
+    }
+}
+
+/// The loss given by the loss flags.
+pub fn loss_spec(flags: &LossFlags) -> LossSpec {
+    match flags.preset {
+        Some(p) => preset(p),
+        None => LossSpec {
+            smoothing: flags.smoothing.unwrap_or(0.0),
+            adaptive: flags.adaptive,
+            spread: flags.spread.name().into(),
+            reduction: flags.reduction.name().into(),
+        },
+    }
+}
+
+/// The regulariser given by the loss flags.
+pub fn regularizer(flags: &LossFlags) -> Option<Regularizer> {
+    if let Some(alpha) = flags.mixup {
+        Some(Regularizer::Mixup { alpha })
+    } else if let Some(alpha) = flags.cutmix {
+        Some(Regularizer::Cutmix { alpha })
+    } else if flags.ols {
+        Some(Regularizer::Ols)
+    } else if let Some(beta) = flags.confidence_penalty {
+        Some(Regularizer::ConfidencePenalty { beta })
+    } else if let Some(alpha) = flags.label_relaxation {
+        Some(Regularizer::LabelRelaxation { alpha })
+    } else {
+        flags.distill_from.as_ref().map(|dir| Regularizer::Distill {
+            teacher: dir.clone(),
+            temperature: flags.temperature,
+            beta: flags.beta,
+        })
+    }
+}
+
+/// A `lsmooth compare` setting: its loss, its regulariser, and for `distill:SETTING` the teacher setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// The loss.
+    pub loss: LossSpec,
+    /// The regulariser, if any (for distillation, filled in per seed).
+    pub regularizer: Option<Regularizer>,
+    /// The teacher setting of `distill:SETTING`.
+    pub teacher: Option<String>,
+    /// Distillation temperature (`lsmooth compare` fills it in for `distill:` settings).
+    pub temperature: Option<f32>,
+    /// Weight of the distillation term (filled in like `temperature`).
+    pub beta: Option<f32>,
+    /// The student's hidden widths, when they differ from the teacher's.
+    pub student_hidden: Option<Vec<usize>>,
+}
+
+/// Parses a `lsmooth compare` setting: a loss (`plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, a preset),
+/// optionally `+` a regulariser (`mixup:A`, `cutmix:A`, `ols`, `confidence-penalty:B`, `label-relaxation:A`), or
+/// `distill:SETTING`.
+pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
+    if let Some(teacher) = s.strip_prefix("distill:") {
+        return Ok(Setting {
+            loss: parse_setting("plain")?,
+            regularizer: None,
+            teacher: Some(teacher.to_string()),
+            temperature: None,
+            beta: None,
+            student_hidden: None,
+        });
+    }
+    let bad = |part: &str| CliError::Usage(format!("setting {s:?}: {part:?} is not a loss or a regulariser"));
+    let number = |part: &str, v: &str| v.parse::<f64>().map_err(|_| bad(part));
+    let mut loss = None;
+    let mut regularizer = None;
+    for part in s.split('+') {
+        let reg = match part.split_once(':') {
+            Some(("mixup", v)) => Some(Regularizer::Mixup {
+                alpha: number(part, v)?,
+            }),
+            Some(("cutmix", v)) => Some(Regularizer::Cutmix {
+                alpha: number(part, v)?,
+            }),
+            Some(("confidence-penalty", v)) => Some(Regularizer::ConfidencePenalty {
+                beta: number(part, v)? as f32,
+            }),
+            Some(("label-relaxation", v)) => Some(Regularizer::LabelRelaxation {
+                alpha: number(part, v)? as f32,
+            }),
+            None if part == "ols" => Some(Regularizer::Ols),
+            _ => None,
+        };
+        match reg {
+            Some(r) if regularizer.is_none() => regularizer = Some(r),
+            Some(_) => return Err(CliError::Usage(format!("setting {s:?}: at most one regulariser"))),
+            None if loss.is_none() => loss = Some(parse_setting(part)?),
+            None => return Err(bad(part)),
+        }
+    }
+    Ok(Setting {
+        loss: match loss {
+            Some(l) => l,
+            None => parse_setting("plain")?,
+        },
+        regularizer,
+        teacher: None,
+        temperature: None,
+        beta: None,
+        student_hidden: None,
+    })
+}
+
+/// Parses a loss setting: `plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, or a preset name.
+pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "setting {s:?}: expected plain, others:EPS, uniform:EPS, adaptive:ALPHA, fast-reid, fast-reid-adaptive \
+             or pytorch"
+        ))
+    };
+    let number = |v: &str| v.parse::<f32>().map_err(|_| bad());
+    let base = |spread: &str, smoothing: f32, adaptive: Option<f32>| LossSpec {
+        smoothing,
+        adaptive,
+        spread: spread.into(),
+        reduction: "mean".into(),
+    };
+    Ok(match s.split_once(':') {
+        None => match s {
+            "plain" => base("others", 0.0, None),
+            "fast-reid" => preset(Preset::FastReid),
+            "fast-reid-adaptive" => preset(Preset::FastReidAdaptive),
+            "pytorch" => preset(Preset::Pytorch),
+            _ => return Err(bad()),
+        },
+        Some(("others", v)) => base("others", number(v)?, None),
+        Some(("uniform", v)) => base("uniform", number(v)?, None),
+        Some(("adaptive", v)) => base("others", 0.0, Some(number(v)?)),
+        Some(_) => return Err(bad()),
+    })
+}
+
+/// The run configuration of the shared training flags, a loss and a seed.
+pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Regularizer>, seed: u64) -> TrainConfig {
+    TrainConfig {
+        data: match (&flags.data, flags.dataset) {
+            (Some(dir), _) => Source::Dir(dir.clone()),
+            (None, EmbeddedDataset::Mnist) => Source::EmbeddedMnist,
+            (None, EmbeddedDataset::Digits) => Source::Digits,
+        },
+        train_size: flags.train_size,
+        label_noise: flags.label_noise,
+        model: match flags.model {
+            ModelChoice::Mlp => ModelKind::Mlp {
+                hidden: flags.hidden.clone(),
+            },
+            ModelChoice::Cnn => ModelKind::Cnn,
+        },
+        optimizer: match flags.optimizer {
+            OptimizerChoice::Adamw => OptimizerKind::AdamW,
+            OptimizerChoice::Sgd => OptimizerKind::Sgd {
+                momentum: flags.momentum,
+            },
+        },
+        lr: flags.lr,
+        weight_decay: flags.weight_decay,
+        batch_size: flags.batch_size,
+        epochs: flags.epochs.unwrap_or(DEFAULT_EPOCHS),
+        seed,
+        loss,
+        regularizer,
+    }
+}

@@ -1,0 +1,131 @@
+//! The statistics of a sweep over settings and seeds: mean and spread per metric, and the table that shows them.
+
+use crate::run::{LossSpec, Regularizer, TrainConfig};
+use serde::Serialize;
+
+/// Mean and sample standard deviation over seeds, with the values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one seed).
+    pub sd: f64,
+    /// One value per seed, in seed order.
+    pub values: Vec<f64>,
+}
+
+impl Stat {
+    /// The statistics of `values`.
+    pub fn of(values: Vec<f64>) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n.max(1.0);
+        let sd = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Stat { mean, sd, values }
+    }
+}
+
+/// One setting's results in `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingSummary {
+    /// The setting as given (`plain`, `others:0.1`, ...).
+    pub name: String,
+    /// Its loss.
+    pub loss: LossSpec,
+    /// Its regulariser (mixup, CutMix, OLS, a penalty, relaxation), if any.
+    pub regularizer: Option<Regularizer>,
+    /// For `distill:SETTING`, the teacher setting (each seed distils from the same seed's teacher).
+    pub teacher: Option<String>,
+    /// For `distill:SETTING`, the distillation temperature.
+    pub distill_temperature: Option<f32>,
+    /// For `distill:SETTING`, the weight of the distillation term.
+    pub distill_beta: Option<f32>,
+    /// For `distill:SETTING` with `--student-hidden`, the student's hidden widths.
+    pub student_hidden: Option<Vec<usize>>,
+    /// The seeds it was trained with.
+    pub seeds: Vec<u64>,
+    /// Final test accuracy.
+    pub test_accuracy: Stat,
+    /// Final test NLL.
+    pub test_nll: Stat,
+    /// Final test ECE (15 bins).
+    pub test_ece: Stat,
+    /// Final test Brier score.
+    pub test_brier: Stat,
+    /// Training minus test accuracy.
+    pub train_test_gap: Stat,
+    /// First epoch within 0.5 points of the run's best test accuracy.
+    pub convergence_epoch: Stat,
+    /// Temperature fitted on the validation split.
+    pub temperature: Stat,
+    /// Test ECE after temperature scaling.
+    pub test_ece_scaled: Stat,
+    /// Test NLL after temperature scaling.
+    pub test_nll_scaled: Stat,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// One entry per setting, in the order given.
+    pub settings: Vec<SettingSummary>,
+    /// The configuration shared by every run (loss and seed vary).
+    pub base: TrainConfig,
+    /// Model description.
+    pub model: String,
+    /// Wall-clock seconds of the whole sweep.
+    pub seconds: f64,
+}
+
+/// A table column: header, how to read the statistic, scale (100 for percentages), decimals.
+pub(crate) type Column = (&'static str, fn(&SettingSummary) -> &Stat, f64, usize);
+
+/// A column of the HTML table: its header and how to format a setting's cell.
+pub type HtmlColumn = (&'static str, Box<dyn Fn(&SettingSummary) -> String>);
+
+pub(crate) const COLUMNS: [Column; 9] = [
+    ("test accuracy %", |s| &s.test_accuracy, 100.0, 2),
+    ("NLL", |s| &s.test_nll, 1.0, 4),
+    ("ECE %", |s| &s.test_ece, 100.0, 2),
+    ("Brier", |s| &s.test_brier, 1.0, 4),
+    ("train-test gap (points)", |s| &s.train_test_gap, 100.0, 2),
+    ("converged by epoch", |s| &s.convergence_epoch, 1.0, 1),
+    ("T (fitted)", |s| &s.temperature, 1.0, 3),
+    ("ECE % after T", |s| &s.test_ece_scaled, 100.0, 2),
+    ("NLL after T", |s| &s.test_nll_scaled, 1.0, 4),
+];
+
+pub(crate) fn cell(stat: &Stat, scale: f64, decimals: usize) -> String {
+    format!("{:.*} ± {:.*}", decimals, stat.mean * scale, decimals, stat.sd * scale)
+}
+
+/// The table as plain text (aligned columns).
+pub fn text_table(summary: &Summary) -> String {
+    let mut rows: Vec<Vec<String>> = vec![std::iter::once("setting".to_string())
+        .chain(COLUMNS.iter().map(|c| c.0.to_string()))
+        .collect()];
+    for s in &summary.settings {
+        rows.push(
+            std::iter::once(s.name.clone())
+                .chain(COLUMNS.iter().map(|c| cell(c.1(s), c.2, c.3)))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{c:>w$}", w = widths[j]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
