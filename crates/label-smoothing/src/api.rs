@@ -6,7 +6,7 @@ use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
 use crate::driver;
 use crate::element::Element;
 use crate::error::{LossError, Result};
-use crate::kernel::Bufs;
+use crate::kernel::CallBuffers;
 use crate::types::{GradOutput, Loss, Targets};
 
 /// A validated label-smoothed cross-entropy for `K` classes; build it with [`LabelSmoothingConfig::init`].
@@ -64,7 +64,7 @@ impl LabelSmoothingLoss {
     /// Returns a scalar, or `[N]` values for reduction `none`.
     pub fn loss<E: Element>(&self, logits: &[E], targets: Targets<'_>) -> Result<Loss> {
         let n = self.check(logits.len(), targets, GradOutput::ONE, None)?;
-        self.run(n, targets, GradOutput::ONE, Bufs::Read(logits))
+        self.run(n, targets, GradOutput::ONE, CallBuffers::Read(logits))
     }
 
     /// The loss and its gradient with respect to the logits, written into `grad` (`[N, K]`, fully overwritten,
@@ -79,7 +79,7 @@ impl LabelSmoothingLoss {
         grad: &mut [E],
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, Some(grad.len()))?;
-        self.run(n, targets, grad_output, Bufs::Write(logits, grad))
+        self.run(n, targets, grad_output, CallBuffers::Write(logits, grad))
     }
 
     /// The loss, with the gradient written over the logits (no second `[N, K]` buffer).
@@ -92,7 +92,7 @@ impl LabelSmoothingLoss {
         grad_output: GradOutput<'_>,
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, None)?;
-        self.run(n, targets, grad_output, Bufs::InPlace(logits))
+        self.run(n, targets, grad_output, CallBuffers::InPlace(logits))
     }
 
     /// Checks logits of `logits_len` elements and `targets` against the configuration without computing
@@ -158,7 +158,7 @@ impl LabelSmoothingLoss {
         n: usize,
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
-        out: Bufs<'_, E>,
+        out: CallBuffers<'_, E>,
     ) -> Result<Loss> {
         driver::run(&self.config, self.k, self.weight_total, n, targets, grad_output, out)
     }

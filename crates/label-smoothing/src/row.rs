@@ -6,7 +6,7 @@ use crate::kernel::{GradRow, RowIo, RowStats};
 use crate::types::{GradOutput, Targets};
 
 /// Per-call constants of the row computation.
-pub(crate) struct Plan<'a> {
+pub(crate) struct CallPlan<'a> {
     pub(crate) k: usize,
     pub(crate) spread: Spread,
     pub(crate) smoothing: Smoothing,
@@ -18,9 +18,9 @@ pub(crate) struct Plan<'a> {
     /// Row `i`'s gradient is scaled by `scale * g_i` (`scale` is `1 / D` for the means).
     pub(crate) scale: f64,
     /// The `shifted` sums are needed (the smoothing can be non-zero).
-    pub(crate) lin: bool,
-    /// Rows go across the SIMD lanes ([`small_k`]): hard labels and at most [`small_k::SMALL_K`] classes.
-    pub(crate) small_k: bool,
+    pub(crate) shifted: bool,
+    /// Rows go across the SIMD lanes ([`lanes`]): hard labels and at most [`lanes::MAX_K`] classes.
+    pub(crate) across_lanes: bool,
 }
 
 /// The per-row quantities that the loss and the gradient need besides the statistics.
@@ -30,7 +30,7 @@ pub(crate) enum RowKind<'a> {
     Soft(&'a [f32]),
 }
 
-impl Plan<'_> {
+impl CallPlan<'_> {
     pub(crate) fn row_kind<E: Element, IO: RowIo<E>>(&self, i: usize, io: &IO) -> RowKind<'_> {
         match self.targets {
             Targets::Labels(labels) => {

@@ -5,13 +5,43 @@
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
 use crate::element::Element;
 use crate::error::Result;
-use crate::kernel::{Bufs, CHUNK};
-use crate::row::Plan;
+use crate::kernel::{CallBuffers, CHUNK};
+use crate::row::CallPlan;
 use crate::types::{GradOutput, Loss, Targets};
 use rayon::prelude::*;
 
+/// Runs `$body` with the const booleans `$W`, `$T` (and `$SHIFTED`) set from the run-time values `$w`, `$t` (and
+/// `$shifted`): the one place where a row variant (class weights, soft targets, `shifted` sums) becomes a compile-time
+/// parameter.
+macro_rules! with_variant {
+    (($w:expr, $t:expr, $shifted:expr) => |$W:ident, $T:ident, $SHIFTED:ident| $body:expr) => {
+        match ($w, $t, $shifted) {
+            (false, false, false) => with_variant!(@ $W = false, $T = false, $SHIFTED = false; $body),
+            (false, false, true) => with_variant!(@ $W = false, $T = false, $SHIFTED = true; $body),
+            (true, false, false) => with_variant!(@ $W = true, $T = false, $SHIFTED = false; $body),
+            (true, false, true) => with_variant!(@ $W = true, $T = false, $SHIFTED = true; $body),
+            (false, true, false) => with_variant!(@ $W = false, $T = true, $SHIFTED = false; $body),
+            (false, true, true) => with_variant!(@ $W = false, $T = true, $SHIFTED = true; $body),
+            (true, true, false) => with_variant!(@ $W = true, $T = true, $SHIFTED = false; $body),
+            (true, true, true) => with_variant!(@ $W = true, $T = true, $SHIFTED = true; $body),
+        }
+    };
+    (($w:expr, $t:expr) => |$W:ident, $T:ident| $body:expr) => {
+        match ($w, $t) {
+            (false, false) => with_variant!(@ $W = false, $T = false; $body),
+            (true, false) => with_variant!(@ $W = true, $T = false; $body),
+            (false, true) => with_variant!(@ $W = false, $T = true; $body),
+            (true, true) => with_variant!(@ $W = true, $T = true; $body),
+        }
+    };
+    (@ $($N:ident = $v:literal),*; $body:expr) => {{
+        $(const $N: bool = $v;)*
+        $body
+    }};
+}
+
+pub(crate) mod lanes;
 mod rows;
-pub(crate) mod small_k;
 mod wide;
 
 /// Classes per parallel task, at most: a task's rows stay in L2 while their gradient is written.
@@ -23,7 +53,7 @@ const MIN_TASK_ELEMS: usize = 1 << 13;
 /// Rows per parallel task: at most [`TASK_ELEMS`] classes, and at most a quarter of a thread's share of the rows
 /// (so that short problems such as 4096x10 still spread evenly), but at least [`MIN_TASK_ELEMS`] classes. Rows
 /// are independent and the loss is reduced in row order afterwards, so the split changes only the speed.
-/// With the rows across the lanes ([`small_k`]), a whole number of groups of [`LANES`](crate::simd::LANES)
+/// With the rows across the lanes ([`lanes`]), a whole number of groups of [`LANES`](crate::simd::LANES)
 /// rows: a task's last, partial group costs as much as a full one.
 fn rows_per_task(n: usize, k: usize, threads: usize, lanes: bool) -> usize {
     let rows = (TASK_ELEMS / k)
@@ -40,7 +70,7 @@ fn rows_per_task(n: usize, k: usize, threads: usize, lanes: bool) -> usize {
 /// Problems smaller than this many logits run on the calling thread: waking the pool costs more than the work.
 const SERIAL_ELEMS: usize = 1 << 15;
 
-/// [`SERIAL_ELEMS`] for the rows across the lanes ([`small_k`]), which do a row's work in about a third of the
+/// [`SERIAL_ELEMS`] for the rows across the lanes ([`lanes`]), which do a row's work in about a third of the
 /// row kernel's instructions, so that the pool's wake-up is worth it only for larger problems. Measured on
 /// 2 threads (docs/BENCHMARKS.md): 4096x10 ran in 198 us on the calling thread and 303 us on the pool
 /// (medians of nine runs), 8192x10 in 635 and 399 us.
@@ -65,7 +95,7 @@ pub(crate) fn run<E: Element>(
     n: usize,
     targets: Targets<'_>,
     grad_output: GradOutput<'_>,
-    out: Bufs<'_, E>,
+    out: CallBuffers<'_, E>,
 ) -> Result<Loss> {
     let out = match out.cast::<f32>() {
         Ok(out) => return run_f32(config, k, weight_total, n, targets, grad_output, out),
@@ -91,7 +121,7 @@ macro_rules! instantiate {
             n: usize,
             targets: Targets<'_>,
             grad_output: GradOutput<'_>,
-            out: Bufs<'_, $t>,
+            out: CallBuffers<'_, $t>,
         ) -> Result<Loss> {
             run_typed(config, k, weight_total, n, targets, grad_output, out)
         }
@@ -121,7 +151,7 @@ fn run_typed<E: Element>(
     n: usize,
     targets: Targets<'_>,
     grad_output: GradOutput<'_>,
-    mut out: Bufs<'_, E>,
+    mut out: CallBuffers<'_, E>,
 ) -> Result<Loss> {
     let reduction = config.reduction;
     let kept_rows = match targets {
@@ -136,7 +166,7 @@ fn run_typed<E: Element>(
         Reduction::MeanNonZero => kept_rows.max(1) as f64,
     };
     let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
-    let plan = Plan {
+    let plan = CallPlan {
         k,
         spread: config.spread,
         smoothing: config.smoothing,
@@ -146,8 +176,8 @@ fn run_typed<E: Element>(
         targets,
         grad_output,
         scale,
-        lin: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
-        small_k: !rows_only() && k <= small_k::SMALL_K && matches!(targets, Targets::Labels(_)),
+        shifted: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
+        across_lanes: !rows_only() && k <= lanes::MAX_K && matches!(targets, Targets::Labels(_)),
     };
 
     let mut losses = vec![0.0f64; n];
@@ -155,42 +185,14 @@ fn run_typed<E: Element>(
     if n < threads && k >= WIDE_MIN_CHUNKS * CHUNK {
         // Few, long rows: each row is split across threads (same chunks, same combine order, same bits).
         for (i, l) in losses.iter_mut().enumerate() {
-            let rows = i * k..(i + 1) * k;
-            *l = match &mut out {
-                Bufs::Read(z) => plan.wide_row(i, Bufs::Read(&z[rows])),
-                Bufs::Write(z, g) => plan.wide_row(i, Bufs::Write(&z[rows.clone()], &mut g[rows])),
-                Bufs::InPlace(z) => plan.wide_row(i, Bufs::InPlace(&mut z[rows])),
-            };
+            *l = plan.wide_row(i, out.range(i * k..(i + 1) * k));
         }
     } else {
-        let rows_per_task = rows_per_task(n, k, threads, plan.small_k);
-        let task = |first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]| plan.rows(first_row, bufs, losses);
-        if serial(n * k, plan.small_k) {
-            match &mut out {
-                Bufs::Read(z) => task(0, Bufs::Read(z), &mut losses),
-                Bufs::Write(z, g) => task(0, Bufs::Write(z, g), &mut losses),
-                Bufs::InPlace(z) => task(0, Bufs::InPlace(z), &mut losses),
-            }
+        let rt = rows_per_task(n, k, threads, plan.across_lanes);
+        if serial(n * k, plan.across_lanes) {
+            plan.rows(0, out.reborrow(), &mut losses);
         } else {
-            let rt = rows_per_task;
-            match &mut out {
-                Bufs::Read(z) => z
-                    .par_chunks(rt * k)
-                    .zip(losses.par_chunks_mut(rt))
-                    .enumerate()
-                    .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::Read(zc), lc)),
-                Bufs::Write(z, g) => z
-                    .par_chunks(rt * k)
-                    .zip(g.par_chunks_mut(rt * k))
-                    .zip(losses.par_chunks_mut(rt))
-                    .enumerate()
-                    .for_each(|(ti, ((zc, gc), lc))| task(ti * rt, Bufs::Write(zc, gc), lc)),
-                Bufs::InPlace(z) => z
-                    .par_chunks_mut(rt * k)
-                    .zip(losses.par_chunks_mut(rt))
-                    .enumerate()
-                    .for_each(|(ti, (zc, lc))| task(ti * rt, Bufs::InPlace(zc), lc)),
-            }
+            out.par_for_each_part_with(rt * k, &mut losses, rt, |ti, bufs, lc| plan.rows(ti * rt, bufs, lc));
         }
     }
 
@@ -204,11 +206,7 @@ fn run_typed<E: Element>(
             if nonzero as f64 != denominator {
                 // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
                 let ratio = denominator / nonzero as f64;
-                let grad: &mut [E] = match out {
-                    Bufs::Read(_) => &mut [],
-                    Bufs::Write(_, g) => g,
-                    Bufs::InPlace(z) => z,
-                };
+                let grad: &mut [E] = out.output_mut().unwrap_or_default();
                 grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
                     c.iter_mut()
                         .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))

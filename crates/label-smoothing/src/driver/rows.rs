@@ -2,26 +2,26 @@
 //! scratch row for 16-bit gradients.
 
 use crate::element::Element;
-use crate::kernel::{grad_row, row_stats, Bufs, InPlace, ReadOnly, RowIo, Separate, WithScratch};
-use crate::row::{Plan, RowKind};
+use crate::kernel::{grad_row, row_stats, CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch};
+use crate::row::{CallPlan, RowKind};
 use crate::simd::{dispatch, Isa, Kernel};
 
-use super::small_k;
+use super::lanes;
 use crate::types::Targets;
 
 /// The rows of one parallel task, run under [`dispatch`], for one row variant: class weights (`W`), soft targets
-/// (`T`), `shifted` sums needed (`LIN`; see [`crate::kernel::row_stats`]). The variant is the same for every row
-/// of a call, so it is chosen once per task ([`Plan::rows_one_at_a_time`]) and each variant is a function of its
+/// (`T`), `shifted` sums needed (`SHIFTED`; see [`crate::kernel::row_stats`]). The variant is the same for every row
+/// of a call, so it is chosen once per task ([`CallPlan::rows_one_at_a_time`]) and each variant is a function of its
 /// own rather than eight inlined into one: with the chunk loops shared through [`Isa::outline`], that keeps the
 /// core crate's build short (docs/DESIGN.md, "Compiled in pieces").
-struct RowTask<'a, 'p, E, const W: bool, const T: bool, const LIN: bool> {
-    plan: &'a Plan<'p>,
+struct RowTask<'a, 'p, E, const W: bool, const T: bool, const SHIFTED: bool> {
+    plan: &'a CallPlan<'p>,
     first_row: usize,
-    bufs: Bufs<'a, E>,
+    bufs: CallBuffers<'a, E>,
     losses: &'a mut [f64],
 }
 
-impl<E: Element, const W: bool, const T: bool, const LIN: bool> Kernel for RowTask<'_, '_, E, W, T, LIN> {
+impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for RowTask<'_, '_, E, W, T, SHIFTED> {
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self) {
@@ -29,26 +29,36 @@ impl<E: Element, const W: bool, const T: bool, const LIN: bool> Kernel for RowTa
         // Chunk maxima of the current row (rows longer than one chunk only).
         let mut maxima = Vec::new();
         match self.bufs {
-            Bufs::Read(zc) => {
+            CallBuffers::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row::<S, E, _, W, T, LIN>(first + r, &mut ReadOnly(z), &mut maxima);
+                    *l = plan.row::<S, E, _, W, T, SHIFTED>(first + r, &mut ReadOnly(z), &mut maxima);
                 }
             }
-            Bufs::Write(zc, gc) => {
+            CallBuffers::Write(zc, gc) => {
                 let mut scratch = ScratchRow::take::<E>(k);
                 let rows = zc
                     .chunks_exact(k)
                     .zip(gc.chunks_exact_mut(k))
                     .zip(self.losses.iter_mut());
                 for (r, ((z, g), l)) in rows.enumerate() {
-                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, Separate::new(z, g), &mut scratch, &mut maxima);
+                    *l = plan.row_with_output::<S, E, _, W, T, SHIFTED>(
+                        first + r,
+                        Separate::new(z, g),
+                        &mut scratch,
+                        &mut maxima,
+                    );
                 }
                 scratch.give_back();
             }
-            Bufs::InPlace(zc) => {
+            CallBuffers::InPlace(zc) => {
                 let mut scratch = ScratchRow::take::<E>(k);
                 for (r, (z, l)) in zc.chunks_exact_mut(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row_out::<S, E, _, W, T, LIN>(first + r, InPlace(z), &mut scratch, &mut maxima);
+                    *l = plan.row_with_output::<S, E, _, W, T, SHIFTED>(
+                        first + r,
+                        InPlace(z),
+                        &mut scratch,
+                        &mut maxima,
+                    );
                 }
                 scratch.give_back();
             }
@@ -98,11 +108,11 @@ impl ScratchRow {
     }
 }
 
-impl Plan<'_> {
-    /// The rows `first_row..` of one task: across the lanes when [`Plan::small_k`] holds, else one at a time.
-    pub(crate) fn rows<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
-        if self.small_k {
-            dispatch(small_k::LanesTask {
+impl CallPlan<'_> {
+    /// The rows `first_row..` of one task: across the lanes when [`CallPlan::across_lanes`] holds, else one at a time.
+    pub(crate) fn rows<E: Element>(&self, first_row: usize, bufs: CallBuffers<'_, E>, losses: &mut [f64]) {
+        if self.across_lanes {
+            dispatch(lanes::LanesTask {
                 plan: self,
                 first: first_row,
                 bufs,
@@ -114,34 +124,25 @@ impl Plan<'_> {
     }
 
     /// The rows `first_row..` of one task by the row kernel, in the call's row variant ([`RowTask`]).
-    pub(crate) fn rows_one_at_a_time<E: Element>(&self, first_row: usize, bufs: Bufs<'_, E>, losses: &mut [f64]) {
-        macro_rules! run {
-            ($w:literal, $t:literal, $lin:literal) => {
-                dispatch(RowTask::<E, $w, $t, $lin> {
-                    plan: self,
-                    first_row,
-                    bufs,
-                    losses,
-                })
-            };
-        }
+    pub(crate) fn rows_one_at_a_time<E: Element>(
+        &self,
+        first_row: usize,
+        bufs: CallBuffers<'_, E>,
+        losses: &mut [f64],
+    ) {
         let soft = matches!(self.targets, Targets::Soft(_));
-        match (self.weights.is_some(), soft, self.lin) {
-            (false, false, false) => run!(false, false, false),
-            (false, false, true) => run!(false, false, true),
-            (true, false, false) => run!(true, false, false),
-            (true, false, true) => run!(true, false, true),
-            (false, true, false) => run!(false, true, false),
-            (false, true, true) => run!(false, true, true),
-            (true, true, false) => run!(true, true, false),
-            (true, true, true) => run!(true, true, true),
-        }
+        with_variant!((self.weights.is_some(), soft, self.shifted) => |W, T, SHIFTED| dispatch(RowTask::<E, W, T, SHIFTED> {
+            plan: self,
+            first_row,
+            bufs,
+            losses,
+        }))
     }
 
-    /// Loss of row `i` (f64); writes its gradient when `io` has an output. `W`, `T`, `LIN`: the call's row variant
+    /// Loss of row `i` (f64); writes its gradient when `io` has an output. `W`, `T`, `SHIFTED`: the call's row variant
     /// ([`RowTask`]).
     #[inline(always)]
-    fn row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
+    fn row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool>(
         &self,
         i: usize,
         io: &mut IO,
@@ -157,16 +158,16 @@ impl Plan<'_> {
             return 0.0;
         }
         if IO::KEEPS_EXP {
-            self.row_impl::<S, E, IO, W, T, LIN, true>(i, &kind, io, maxima)
+            self.row_passes::<S, E, IO, W, T, SHIFTED, true>(i, &kind, io, maxima)
         } else {
-            self.row_impl::<S, E, IO, W, T, LIN, false>(i, &kind, io, maxima)
+            self.row_passes::<S, E, IO, W, T, SHIFTED, false>(i, &kind, io, maxima)
         }
     }
 
     /// Loss of row `i` and its gradient into `io`'s output, which keeps the exponentials between the passes
     /// itself (f32) or, for the 16-bit types, in the task's `scratch` row ([`ScratchRow`]).
     #[inline(always)]
-    fn row_out<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool>(
+    fn row_with_output<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool>(
         &self,
         i: usize,
         io: IO,
@@ -176,15 +177,23 @@ impl Plan<'_> {
         // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
         // compiled both and more than doubled the release build, docs/DESIGN.md).
         if E::STORES_EXP {
-            self.row::<S, E, _, W, T, LIN>(i, &mut { io }, maxima)
+            self.row::<S, E, _, W, T, SHIFTED>(i, &mut { io }, maxima)
         } else {
-            self.row::<S, E, _, W, T, LIN>(i, &mut WithScratch::new(io, scratch.row()), maxima)
+            self.row::<S, E, _, W, T, SHIFTED>(i, &mut WithScratch::new(io, scratch.row()), maxima)
         }
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn row_impl<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool>(
+    fn row_passes<
+        S: Isa,
+        E: Element,
+        IO: RowIo<E>,
+        const W: bool,
+        const T: bool,
+        const SHIFTED: bool,
+        const STORE: bool,
+    >(
         &self,
         i: usize,
         kind: &RowKind<'_>,
@@ -196,7 +205,7 @@ impl Plan<'_> {
             RowKind::Soft(t) => t,
             _ => &[],
         };
-        let st = row_stats::<S, E, IO, W, T, LIN, STORE>(io, w, t, maxima);
+        let st = row_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, w, t, maxima);
         let (loss, g) = self.finish(i, kind, &st);
         if IO::WRITES {
             grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t);

@@ -1,10 +1,11 @@
 //! Buffer access: where a row's logits come from and where its output goes ([`RowIo`]: read only, a second
 //! buffer, in place, or with an f32 scratch row), lane loads and stores for every element type, and the three
-//! buffer modes of a whole call ([`Bufs`]).
+//! buffer modes of a whole call ([`CallBuffers`]).
 
 use crate::element::{as_type, as_type_mut, Element};
 use crate::simd::{Isa, Lanes, LANES};
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 
 /// Where a row's logits come from and where its output goes: read only, into a second buffer, or in place.
 /// Indices are class indices within the row. The logits' side is the same for all three (the defaults below,
@@ -347,7 +348,7 @@ impl<E: Element, IO: RowIo<E>> RowIo<E> for WithScratch<'_, IO> {
 }
 
 /// Logits and where their gradient goes: the whole call, a parallel task's rows, or one long row.
-pub enum Bufs<'a, E> {
+pub enum CallBuffers<'a, E> {
     /// Logits only (the loss alone).
     Read(&'a [E]),
     /// Logits and a separate gradient buffer.
@@ -356,16 +357,115 @@ pub enum Bufs<'a, E> {
     InPlace(&'a mut [E]),
 }
 
-impl<'a, E: Element> Bufs<'a, E> {
+impl<'a, E: Element> CallBuffers<'a, E> {
+    /// The logits.
+    pub(crate) fn logits(&self) -> &[E] {
+        match self {
+            CallBuffers::Read(z) | CallBuffers::Write(z, _) => z,
+            CallBuffers::InPlace(z) => z,
+        }
+    }
+
+    /// The output (the gradient buffer, or the logits' own buffer in place); `None` for the loss alone.
+    pub(crate) fn output_mut(&mut self) -> Option<&mut [E]> {
+        match self {
+            CallBuffers::Read(_) => None,
+            CallBuffers::Write(_, g) => Some(g),
+            CallBuffers::InPlace(z) => Some(z),
+        }
+    }
+
+    /// Whether a gradient is written.
+    pub(crate) fn writes(&self) -> bool {
+        !matches!(self, CallBuffers::Read(_))
+    }
+
+    /// The same buffers, reborrowed.
+    pub(crate) fn reborrow(&mut self) -> CallBuffers<'_, E> {
+        match self {
+            CallBuffers::Read(z) => CallBuffers::Read(z),
+            CallBuffers::Write(z, g) => CallBuffers::Write(z, g),
+            CallBuffers::InPlace(z) => CallBuffers::InPlace(z),
+        }
+    }
+
+    /// Elements `range` of the buffers (a row, or a group of rows).
+    pub(crate) fn range(&mut self, range: std::ops::Range<usize>) -> CallBuffers<'_, E> {
+        match self {
+            CallBuffers::Read(z) => CallBuffers::Read(&z[range]),
+            CallBuffers::Write(z, g) => CallBuffers::Write(&z[range.clone()], &mut g[range]),
+            CallBuffers::InPlace(z) => CallBuffers::InPlace(&mut z[range]),
+        }
+    }
+
+    /// `f(index, part)` on rayon's pool for consecutive parts of `len` elements (the last may be shorter), with
+    /// the results in part order.
+    pub(crate) fn par_map_parts<R: Send>(
+        &mut self,
+        len: usize,
+        f: impl Fn(usize, CallBuffers<'_, E>) -> R + Sync,
+    ) -> Vec<R> {
+        match self {
+            CallBuffers::Read(z) => z
+                .par_chunks(len)
+                .enumerate()
+                .map(|(i, zc)| f(i, CallBuffers::Read(zc)))
+                .collect(),
+            CallBuffers::Write(z, g) => z
+                .par_chunks(len)
+                .zip(g.par_chunks_mut(len))
+                .enumerate()
+                .map(|(i, (zc, gc))| f(i, CallBuffers::Write(zc, gc)))
+                .collect(),
+            CallBuffers::InPlace(z) => z
+                .par_chunks_mut(len)
+                .enumerate()
+                .map(|(i, zc)| f(i, CallBuffers::InPlace(zc)))
+                .collect(),
+        }
+    }
+
+    /// `f(index, part, side)` on rayon's pool for consecutive parts of `len` elements, each with its part of
+    /// `side` (`side_len` values per part).
+    pub(crate) fn par_for_each_part_with<T: Send>(
+        &mut self,
+        len: usize,
+        side: &mut [T],
+        side_len: usize,
+        f: impl Fn(usize, CallBuffers<'_, E>, &mut [T]) + Sync,
+    ) {
+        let side = side.par_chunks_mut(side_len);
+        match self {
+            CallBuffers::Read(z) => z
+                .par_chunks(len)
+                .zip(side)
+                .enumerate()
+                .for_each(|(i, (zc, sc))| f(i, CallBuffers::Read(zc), sc)),
+            CallBuffers::Write(z, g) => z
+                .par_chunks(len)
+                .zip(g.par_chunks_mut(len))
+                .zip(side)
+                .enumerate()
+                .for_each(|(i, ((zc, gc), sc))| f(i, CallBuffers::Write(zc, gc), sc)),
+            CallBuffers::InPlace(z) => z
+                .par_chunks_mut(len)
+                .zip(side)
+                .enumerate()
+                .for_each(|(i, (zc, sc))| f(i, CallBuffers::InPlace(zc), sc)),
+        }
+    }
+
     /// The same buffers under their own type `T`, when `E` is `T`; `self` back otherwise.
-    pub(crate) fn cast<T: Element>(self) -> Result<Bufs<'a, T>, Self> {
+    pub(crate) fn cast<T: Element>(self) -> Result<CallBuffers<'a, T>, Self> {
         if std::any::TypeId::of::<E>() != std::any::TypeId::of::<T>() {
             return Err(self);
         }
         Ok(match self {
-            Bufs::Read(z) => Bufs::Read(as_type(z).expect("same type")),
-            Bufs::Write(z, g) => Bufs::Write(as_type(z).expect("same type"), as_type_mut(g).expect("same type")),
-            Bufs::InPlace(z) => Bufs::InPlace(as_type_mut(z).expect("same type")),
+            CallBuffers::Read(z) => CallBuffers::Read(as_type(z).expect("same type")),
+            CallBuffers::Write(z, g) => {
+                CallBuffers::Write(as_type(z).expect("same type"), as_type_mut(g).expect("same type"))
+            }
+            CallBuffers::InPlace(z) => CallBuffers::InPlace(as_type_mut(z).expect("same type")),
         })
     }
 }

@@ -19,7 +19,7 @@ mod stats;
 mod tests;
 
 pub(crate) use grad::{grad_row, label_grad, label_prob, slice_grad, GradRow};
-pub(crate) use io::{Bufs, InPlace, ReadOnly, RowIo, Separate, WithScratch};
+pub(crate) use io::{CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch};
 pub(crate) use stats::{row_stats, slice_stats};
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.

@@ -15,7 +15,7 @@ pub(crate) fn lane_body(start: usize, end: usize, len: usize) -> usize {
 }
 
 /// [`slice_stats`]'s arguments, as a [`Kernel`] for [`Isa::outline`].
-pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const LIN: bool, const STORE: bool> {
+pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const SHIFTED: bool, const STORE: bool> {
     io: &'a mut IO,
     start: usize,
     end: usize,
@@ -24,20 +24,20 @@ pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const LIN:
     elem: PhantomData<fn() -> E>,
 }
 
-impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const LIN: bool, const STORE: bool> Kernel
-    for ChunkStats<'_, E, IO, W, T, LIN, STORE>
+impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool, const STORE: bool> Kernel
+    for ChunkStats<'_, E, IO, W, T, SHIFTED, STORE>
 {
     type Output = RowStats;
     #[inline(always)]
     fn run<S: Isa>(self) -> RowStats {
-        chunk_stats::<S, E, IO, W, T, LIN, STORE>(self.io, self.start, self.end, self.w, self.t)
+        chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(self.io, self.start, self.end, self.w, self.t)
     }
 }
 
 /// Statistics of the classes `[start, end)` of a row (`end - start <= CHUNK`); `w` and `t` are the row's weights
 /// and soft targets (indexed by class) when `W` / `T` are set.
 ///
-/// `LIN`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
+/// `SHIFTED`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
 /// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output.
 #[inline(always)]
 pub(crate) fn chunk_stats<
@@ -46,7 +46,7 @@ pub(crate) fn chunk_stats<
     IO: RowIo<E>,
     const W: bool,
     const T: bool,
-    const LIN: bool,
+    const SHIFTED: bool,
     const STORE: bool,
 >(
     io: &mut IO,
@@ -117,14 +117,14 @@ pub(crate) fn chunk_stats<
     // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
     // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
     if lo - m >= EXP_RANGE_LO {
-        accumulate_body::<S, E, _, W, T, LIN, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
     } else {
-        accumulate_body::<S, E, _, W, T, LIN, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
     }
     // The tail: its -inf padding adds nothing.
     if rem > 0 {
         let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
-        let e = acc.add::<S, W, T, LIN, true, false>(tail, m, rem, &wp, &tp);
+        let e = acc.add::<S, W, T, SHIFTED, true, false>(tail, m, rem, &wp, &tp);
         if STORE {
             io.store_exp_tail::<S>(body_end, rem, e);
         }
@@ -132,14 +132,14 @@ pub(crate) fn chunk_stats<
     RowStats {
         max: m,
         sum_exp: S::hsum(acc.se),
-        mass: if !LIN {
+        mass: if !SHIFTED {
             0.0
         } else if W {
             S::hsum(acc.ms)
         } else {
             (end - start) as f64
         },
-        shifted: if LIN { S::hsum(acc.sh) } else { 0.0 },
+        shifted: if SHIFTED { S::hsum(acc.sh) } else { 0.0 },
         target_mass: if T { S::hsum(acc.tm) } else { 0.0 },
         target_shifted: if T { S::hsum(acc.tsh) } else { 0.0 },
     }
@@ -155,7 +155,7 @@ pub(crate) fn accumulate_body<
     IO: RowIo<E>,
     const W: bool,
     const T: bool,
-    const LIN: bool,
+    const SHIFTED: bool,
     const STORE: bool,
     const IN_RANGE: bool,
 >(
@@ -178,7 +178,7 @@ pub(crate) fn accumulate_body<
         io.prefetch(c + 2 * ahead);
         // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
         let z = unsafe { io.load_lanes::<S>(c) };
-        let e = acc.add::<S, W, T, LIN, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
+        let e = acc.add::<S, W, T, SHIFTED, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
         if STORE {
             // SAFETY: as for the load.
             unsafe { io.store_exp_lanes::<S>(c, e) };
@@ -234,7 +234,7 @@ impl Accumulators {
     /// returns `exp(z - m)`. With `MASKED`, only the first `valid` lanes are classes (the rest hold `-inf`
     /// logits and zero weights and targets). `IN_RANGE`: every `z - m` is at least [`EXP_RANGE_LO`].
     #[inline(always)]
-    fn add<S: Isa, const W: bool, const T: bool, const LIN: bool, const MASKED: bool, const IN_RANGE: bool>(
+    fn add<S: Isa, const W: bool, const T: bool, const SHIFTED: bool, const MASKED: bool, const IN_RANGE: bool>(
         &mut self,
         z: Lanes,
         m: f32,
@@ -251,7 +251,7 @@ impl Accumulators {
                 exp_nonpos::<S>(d)
             };
             self.se[j] += e[j];
-            if LIN {
+            if SHIFTED {
                 if W {
                     let u = w[j];
                     self.ms[j] += u;
@@ -331,7 +331,7 @@ pub(crate) fn row_stats<
     IO: RowIo<E>,
     const W: bool,
     const T: bool,
-    const LIN: bool,
+    const SHIFTED: bool,
     const STORE: bool,
 >(
     io: &mut IO,
@@ -344,14 +344,14 @@ pub(crate) fn row_stats<
     // out-of-line copy that rows split across threads use too, once per chunk of 2048 classes. With a second
     // inlined call site, every row kernel would compile the chunk kernel twice.
     if k <= CHUNK {
-        return chunk_stats::<S, E, IO, W, T, LIN, STORE>(io, 0, k, w, t);
+        return chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, 0, k, w, t);
     }
     maxima.clear();
     let mut acc = RowStats::EMPTY;
     let mut start = 0;
     while start < k {
         let end = (start + CHUNK).min(k);
-        let st = slice_stats::<S, E, IO, W, T, LIN, STORE>(io, start, end, w, t);
+        let st = slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w, t);
         if IO::WRITES {
             maxima.push(st.max);
         }
@@ -372,7 +372,7 @@ pub(crate) fn slice_stats<
     IO: RowIo<E>,
     const W: bool,
     const T: bool,
-    const LIN: bool,
+    const SHIFTED: bool,
     const STORE: bool,
 >(
     io: &mut IO,
@@ -381,7 +381,7 @@ pub(crate) fn slice_stats<
     w: &[f32],
     t: &[f32],
 ) -> RowStats {
-    S::outline(ChunkStats::<E, IO, W, T, LIN, STORE> {
+    S::outline(ChunkStats::<E, IO, W, T, SHIFTED, STORE> {
         io,
         start,
         end,

@@ -11,7 +11,7 @@ use label_smoothing::{
     bf16, f16, Element, GradOutput, LabelSmoothingConfig, LabelSmoothingLoss, Loss, Reduction, Spread, Targets,
 };
 
-/// The most classes the lanes take (`loss::small_k::SMALL_K`).
+/// The most classes the lanes take (`driver::lanes::MAX_K`).
 const SMALL_K: usize = 12;
 /// Rows per group: the lane width (`simd::LANES`).
 const LANES: usize = 16;

@@ -1,48 +1,48 @@
-//! Few classes (`K <=` [`SMALL_K`], hard labels): [`LANES`] rows at a time, one row per lane.
+//! Few classes (`K <=` [`MAX_K`], hard labels): [`LANES`] rows at a time, one row per lane.
 //!
 //! The row kernel ([`crate::kernel`]) vectorises along a row. With 10 classes a row fills less than one vector,
 //! and its cost is the chain of dependent steps every row walks through (max, exponentials, the sums' trees,
 //! `ln`, the gradient's scale): about 250 cycles a row, whatever `K`. Here a group of rows is transposed into
 //! class-major lane arrays (`z[c][l]`: class `c` of the group's row `l`) so that each step runs for
-//! [`LANES`] rows at once, and the per-row scalar work (`Plan::finish`, with its `ln`) runs for
+//! [`LANES`] rows at once, and the per-row scalar work (`CallPlan::finish`, with its `ln`) runs for
 //! [`LANES`] independent rows back to back, which the CPU overlaps.
 //!
 //! **The same bits as the row kernel.** Every value is computed by the operations the row kernel applies to
 //! the same row, in the same order: the exact max, `exp(z - max)` with the same function, the per-lane f32
 //! sums of the row kernel's accumulators (class `c` adds into position `c % LANES`, in increasing `c`), the
-//! same f64 tree over the [`LANES`] positions ([`crate::simd::hsum`]), the same `Plan::finish`, and the
+//! same f64 tree over the [`LANES`] positions ([`crate::simd::hsum`]), the same `CallPlan::finish`, and the
 //! gradient's `coef * fma(q_scale, p, -w off)` and label entry. A row's result depends on the row alone, not on
 //! the group it shares (lanes never mix), so the bits are the same for any split into tasks and any number of
 //! threads. Rows the lanes do not handle (an ignored label; every logit `-inf`; a NaN or `+inf` logit, which
 //! makes the exponential sum NaN) are left to the row kernel, after the group's gradient is written and before
-//! anything of theirs is overwritten. `tests/small_k.rs` checks the bits against the row kernel.
+//! anything of theirs is overwritten. `tests/lanes.rs` checks the bits against the row kernel.
 
 use crate::element::{as_type, Element};
-use crate::kernel::{label_grad, Bufs, GradRow, RowStats};
-use crate::row::{Plan, RowKind};
+use crate::kernel::{label_grad, CallBuffers, GradRow, RowStats};
+use crate::row::{CallPlan, RowKind};
 use crate::simd::{exp_in_range, exp_nonpos, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
 use crate::types::Targets;
 
 /// The most classes a row may have to be processed across the lanes. Above it moving the logits in and the
 /// gradient out costs more than the row kernel's per-row overhead saves (measured: docs/BENCHMARKS.md).
-pub(crate) const SMALL_K: usize = 12;
+pub(crate) const MAX_K: usize = 12;
 
 /// One group of at most [`LANES`] rows, transposed.
 struct Group {
     /// `z[c][l]`: the logit of class `c` of row `l`, then (with a gradient) its gradient entry.
-    z: [Lanes; SMALL_K],
+    z: [Lanes; MAX_K],
     /// `e[c][l] = exp(z - max)`, kept for the gradient.
-    e: [Lanes; SMALL_K],
+    e: [Lanes; MAX_K],
     /// bf16 and f16 logits widened to f32, row-major.
-    wide: [f32; LANES * SMALL_K],
+    wide: [f32; LANES * MAX_K],
 }
 
 impl Group {
     fn new() -> Box<Self> {
         Box::new(Group {
-            z: [[0.0; LANES]; SMALL_K],
-            e: [[0.0; LANES]; SMALL_K],
-            wide: [0.0; LANES * SMALL_K],
+            z: [[0.0; LANES]; MAX_K],
+            e: [[0.0; LANES]; MAX_K],
+            wide: [0.0; LANES * MAX_K],
         })
     }
 
@@ -50,7 +50,7 @@ impl Group {
     #[inline(always)]
     fn load<S: Isa, E: Element>(&mut self, z: &[E], k: usize) {
         let rows = z.len() / k;
-        debug_assert!(rows <= LANES && k <= SMALL_K);
+        debug_assert!(rows <= LANES && k <= MAX_K);
         // f32 is gathered from the logits; the 16-bit types are widened into `wide` first (row-major).
         let src: &[f32] = match as_type::<E, f32>(z) {
             Some(z) => z,
@@ -84,7 +84,7 @@ impl Group {
     #[inline(always)]
     fn compute<S: Isa, const OUT: bool>(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &CallPlan<'_>,
         first: usize,
         rows: usize,
         losses: &mut [f64],
@@ -98,9 +98,9 @@ impl Group {
         };
         // Without class weights, weights of 1: every product with them is exact, so the bits are the row
         // kernel's unweighted ones (and one compiled variant fewer).
-        const ONES: [f32; SMALL_K] = [1.0; SMALL_K];
+        const ONES: [f32; MAX_K] = [1.0; MAX_K];
         let w: &[f32] = plan.weights.unwrap_or(&ONES[..k]);
-        assert!(k <= SMALL_K && rows <= LANES && losses.len() == rows && first + rows <= labels.len());
+        assert!(k <= MAX_K && rows <= LANES && losses.len() == rows && first + rows <= labels.len());
         assert!(w.len() == k);
 
         // The max (and min, for the choice of `exp`). Exact: the order cannot change it.
@@ -130,14 +130,14 @@ impl Group {
                 };
                 ec[l] = e;
                 se[pos][l] += e;
-                // Computed whether or not the loss uses it (`Plan::lin`); dropped below when it does not.
+                // Computed whether or not the loss uses it (`CallPlan::shifted`); dropped below when it does not.
                 sh[pos][l] += if u == 0.0 { 0.0 } else { u * d };
             }
         }
         let sum_exp = tree(&se);
-        let shifted = if plan.lin { tree(&sh) } else { [0.0; LANES] };
+        let shifted = if plan.shifted { tree(&sh) } else { [0.0; LANES] };
         // As the row kernel's `RowStats::mass` (which a one-chunk row's loss does not use).
-        let mass = if !plan.lin {
+        let mass = if !plan.shifted {
             0.0
         } else if plan.weights.is_some() {
             let mut ms = [0.0f32; LANES];
@@ -149,7 +149,7 @@ impl Group {
             k as f64
         };
 
-        // Per row: the loss and the gradient's constants (`Plan::finish`, f64), or the row left to the row kernel.
+        // Per row: the loss and the gradient's constants (`CallPlan::finish`, f64), or the row left to the row kernel.
         let mut left = 0u32;
         let mut grads = [GradRow {
             max: 0.0,
@@ -244,7 +244,7 @@ fn tree(v: &[Lanes; LANES]) -> [f64; LANES] {
 /// compiled once per instruction set rather than once for every element type and call form it is reached from.
 struct GroupTask<'a, 'p> {
     grp: &'a mut Group,
-    plan: &'a Plan<'p>,
+    plan: &'a CallPlan<'p>,
     first: usize,
     losses: &'a mut [f64],
     /// A gradient is wanted.
@@ -258,7 +258,7 @@ impl Group {
     #[inline(always)]
     fn run<S: Isa, E: Element>(
         &mut self,
-        plan: &Plan<'_>,
+        plan: &CallPlan<'_>,
         first: usize,
         z: &[E],
         losses: &mut [f64],
@@ -293,11 +293,11 @@ fn bits(mask: u32) -> impl Iterator<Item = usize> {
     (0..LANES).filter(move |&l| mask & (1 << l) != 0)
 }
 
-/// The rows of one parallel task (`first` is the first one's index), when [`Plan::small_k`] holds.
+/// The rows of one parallel task (`first` is the first one's index), when [`CallPlan::across_lanes`] holds.
 pub(super) struct LanesTask<'a, 'p, E> {
-    pub(super) plan: &'a Plan<'p>,
+    pub(super) plan: &'a CallPlan<'p>,
     pub(super) first: usize,
-    pub(super) bufs: Bufs<'a, E>,
+    pub(super) bufs: CallBuffers<'a, E>,
     pub(super) losses: &'a mut [f64],
 }
 
@@ -311,41 +311,21 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
         let span = LANES * k;
         // A row left to the row kernel, through its own dispatched task: inlining the row kernel here would compile
         // it once more (a much longer build) for rows that are rare.
-        let by_row = |row: usize, bufs: Bufs<'_, E>, loss: &mut f64| {
+        let by_row = |row: usize, bufs: CallBuffers<'_, E>, loss: &mut f64| {
             plan.rows_one_at_a_time(row, bufs, std::slice::from_mut(loss))
         };
-        match bufs {
-            Bufs::Read(zc) => {
-                for (gi, (zg, lg)) in zc.chunks(span).zip(losses.chunks_mut(LANES)).enumerate() {
-                    let r0 = first + gi * LANES;
-                    let left = grp.run::<S, E>(plan, r0, zg, lg, false);
-                    for l in bits(left) {
-                        by_row(r0 + l, Bufs::Read(&zg[l * k..(l + 1) * k]), &mut lg[l]);
-                    }
-                }
+        let mut bufs = bufs;
+        for (gi, lg) in losses.chunks_mut(LANES).enumerate() {
+            let r0 = first + gi * LANES;
+            let mut group = bufs.range(gi * span..gi * span + lg.len() * k);
+            let writes = group.writes();
+            let left = grp.run::<S, E>(plan, r0, group.logits(), lg, writes);
+            // In place, the rows left keep their logits for the row kernel below.
+            if let Some(out) = group.output_mut() {
+                grp.store(out, k, left);
             }
-            Bufs::Write(zc, gc) => {
-                let groups = zc.chunks(span).zip(gc.chunks_mut(span)).zip(losses.chunks_mut(LANES));
-                for (gi, ((zg, gg), lg)) in groups.enumerate() {
-                    let r0 = first + gi * LANES;
-                    let left = grp.run::<S, E>(plan, r0, zg, lg, true);
-                    grp.store(gg, k, left);
-                    for l in bits(left) {
-                        let rows = l * k..(l + 1) * k;
-                        by_row(r0 + l, Bufs::Write(&zg[rows.clone()], &mut gg[rows]), &mut lg[l]);
-                    }
-                }
-            }
-            Bufs::InPlace(zc) => {
-                for (gi, (zg, lg)) in zc.chunks_mut(span).zip(losses.chunks_mut(LANES)).enumerate() {
-                    let r0 = first + gi * LANES;
-                    let left = grp.run::<S, E>(plan, r0, zg, lg, true);
-                    // The rows left keep their logits for the row kernel below.
-                    grp.store(zg, k, left);
-                    for l in bits(left) {
-                        by_row(r0 + l, Bufs::InPlace(&mut zg[l * k..(l + 1) * k]), &mut lg[l]);
-                    }
-                }
+            for l in bits(left) {
+                by_row(r0 + l, group.range(l * k..(l + 1) * k), &mut lg[l]);
             }
         }
     }
