@@ -4,19 +4,18 @@
 //! fused `loss_and_grad`, which writes `dLoss/dlogits` already multiplied by it: one read of the logits and one
 //! write of the gradient. Nothing of size `[N, K]` is kept between the two.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Storage, Tensor};
 use label_smoothing::{bf16, f16, Element, GradOutput, LabelSmoothingLoss, Loss, LossError, Targets};
 
+use crate::error_slot::ErrorSlot;
 use crate::{Error, Result, TargetKind};
 
 struct FusedOp {
     loss: LabelSmoothingLoss,
     kind: TargetKind,
-    /// A typed error from the kernel, handed back to the caller (candle's error type only carries text).
-    error: Arc<Mutex<Option<LossError>>>,
+    /// A typed error from the kernel, handed back to the caller.
+    error: ErrorSlot,
 }
 
 pub(crate) fn forward(
@@ -41,21 +40,18 @@ pub(crate) fn forward(
         TargetKind::Labels => targets.contiguous()?,
         TargetKind::Soft => targets.to_dtype(DType::F32)?.contiguous()?,
     };
-    let error = Arc::new(Mutex::new(None));
+    let error = ErrorSlot::default();
     let op = FusedOp {
         loss: loss.clone(),
         kind,
-        error: Arc::clone(&error),
+        error: error.clone(),
     };
     let result = if logits.track_op() {
         logits.apply_op2(&targets, op)
     } else {
         logits.apply_op2_no_bwd(&targets, &op)
     };
-    result.map_err(|e| match error.lock().ok().and_then(|mut slot| slot.take()) {
-        Some(typed) => Error::Loss(typed),
-        None => Error::Candle(e),
-    })
+    result.map_err(|e| error.resolve(e))
 }
 
 /// A contiguous CPU slice of a storage.
@@ -97,11 +93,7 @@ impl FusedOp {
 
     /// Keeps a typed error for the caller and turns it into candle's.
     fn fail(&self, e: LossError) -> candle_core::Error {
-        let msg = e.to_string();
-        if let Ok(mut slot) = self.error.lock() {
-            *slot = Some(e);
-        }
-        candle_core::Error::Msg(msg)
+        self.error.fail(e)
     }
 
     fn fwd<E: Element + candle_core::WithDType>(

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod composed;
+mod error_slot;
 mod fused;
 pub mod related;
 

@@ -8,7 +8,7 @@
 
 pub mod composed;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use label_smoothing::confidence_penalty::confidence_penalty_loss;
@@ -18,6 +18,7 @@ use label_smoothing::mixup::{mixed_loss, MixedLabels};
 use label_smoothing::online::OnlineLabelSmoothing;
 use label_smoothing::{LabelSmoothingLoss, Loss, LossError, Reduction};
 
+use crate::error_slot::ErrorSlot;
 use crate::{classes_of, labels_to_host, Error, Result};
 
 /// A scalar loss on `[N, K]` f32 logits: its value, and its gradient into `grad` when given.
@@ -27,16 +28,12 @@ struct SliceLossOp {
     name: &'static str,
     k: usize,
     f: Arc<SliceLoss>,
-    error: Arc<Mutex<Option<LossError>>>,
+    error: ErrorSlot,
 }
 
 impl SliceLossOp {
     fn fail(&self, e: LossError) -> candle_core::Error {
-        let msg = e.to_string();
-        if let Ok(mut slot) = self.error.lock() {
-            *slot = Some(e);
-        }
-        candle_core::Error::Msg(msg)
+        self.error.fail(e)
     }
 }
 
@@ -81,19 +78,14 @@ fn apply(name: &'static str, logits: &Tensor, k: usize, f: Arc<SliceLoss>) -> Re
     }
     let dtype = logits.dtype();
     let x = logits.to_dtype(DType::F32)?.contiguous()?;
-    let error = Arc::new(Mutex::new(None));
+    let error = ErrorSlot::default();
     let op = SliceLossOp {
         name,
         k,
         f,
-        error: Arc::clone(&error),
+        error: error.clone(),
     };
-    let out = x
-        .apply_op1(op)
-        .map_err(|e| match error.lock().ok().and_then(|mut s| s.take()) {
-            Some(typed) => Error::Loss(typed),
-            None => Error::Candle(e),
-        })?;
+    let out = x.apply_op1(op).map_err(|e| error.resolve(e))?;
     Ok(out.to_dtype(dtype)?)
 }
 
