@@ -13,6 +13,11 @@ use std::str::FromStr;
 ///
 /// The two agree when `e_uniform = e_others * K / (K-1)`; see [`Spread::convert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Spread {
     /// `1-e` on the label, `e/(K-1)` on every other class (the default).
     #[default]
@@ -86,6 +91,11 @@ impl FromStr for Spread {
 
 /// How much mass is moved off the label.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Smoothing {
     /// A fixed `eps` in `[0, 1]` for every row.
     Fixed(f32),
@@ -105,6 +115,11 @@ impl Default for Smoothing {
 
 /// How per-row losses are combined (SPEC.md, "Reductions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Reduction {
     /// The per-row losses, one per row (ignored rows are 0).
     None,
@@ -115,6 +130,7 @@ pub enum Reduction {
     #[default]
     Mean,
     /// fast-reid's mean over the rows whose loss is non-zero: `sum l_i / max(#{l_i != 0}, 1)`.
+    #[cfg_attr(feature = "serde", serde(rename = "mean-nonzero", alias = "mean_nonzero"))]
     MeanNonZero,
 }
 
@@ -169,6 +185,7 @@ impl FromStr for Reduction {
 /// # Ok::<(), label_smoothing::LossError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LabelSmoothingConfig {
     /// How the smoothing mass is spread: `others` (`e/(K-1)`, default) or `uniform` (`e/K`, PyTorch).
     pub spread: Spread,

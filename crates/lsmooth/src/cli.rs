@@ -1,7 +1,7 @@
 //! Command-line arguments.
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use label_smoothing::{Reduction, Spread};
+use label_smoothing::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use std::path::PathBuf;
 
 /// Label-smoothed cross-entropy: targets, losses and gradients.
@@ -121,15 +121,9 @@ pub struct BenchArgs {
     /// Threads (default: all cores).
     #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]
     pub threads: Option<usize>,
-    /// others or uniform.
-    #[arg(long, default_value = "others", value_parser = parse_spread)]
-    pub spread: Spread,
-    /// Fixed smoothing (default 0.1).
-    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", value_parser = finite_f32)]
-    pub smoothing: Option<f32>,
-    /// Adaptive smoothing alpha * p(label).
-    #[arg(long, value_name = "ALPHA", value_parser = finite_f32)]
-    pub adaptive: Option<f32>,
+    /// Smoothing (default 0.1 here), spread and reduction.
+    #[command(flatten)]
+    pub loss: SmoothingFlags,
     /// Time the loss alone (evaluation).
     #[arg(long)]
     pub forward_only: bool,
@@ -159,6 +153,54 @@ fn parse_reduction(s: &str) -> Result<Reduction, String> {
     s.parse()
 }
 
+/// The loss flags of `lsmooth loss`, `lsmooth bench` and `lsmooth train`.
+#[derive(Debug, Clone, Args)]
+pub struct SmoothingFlags {
+    /// Fixed smoothing eps in [0, 1] (default 0, plain cross-entropy; `lsmooth bench`: 0.1).
+    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", allow_negative_numbers = true, value_parser = finite_f32)]
+    pub smoothing: Option<f32>,
+    /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0), alpha in [0, 1].
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true, value_parser = finite_f32)]
+    pub adaptive: Option<f32>,
+    /// How the smoothing mass is spread: others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
+    #[arg(long, default_value = "others", value_parser = parse_spread)]
+    pub spread: Spread,
+    /// none, sum, mean, or mean-nonzero (fast-reid).
+    #[arg(long, default_value = "mean", value_parser = parse_reduction)]
+    pub reduction: Reduction,
+}
+
+impl SmoothingFlags {
+    /// The smoothing of these flags: `--adaptive`, else `--smoothing`, else fixed `default_eps`; both in `[0, 1]`
+    /// (a usage error naming the flag otherwise).
+    pub fn smoothing(&self, default_eps: f32) -> Result<Smoothing, crate::CliError> {
+        let s = match (self.smoothing, self.adaptive) {
+            (_, Some(alpha)) => Smoothing::Adaptive { alpha },
+            (Some(eps), None) => Smoothing::Fixed(eps),
+            (None, None) => Smoothing::Fixed(default_eps),
+        };
+        match s {
+            Smoothing::Fixed(eps) if !(0.0..=1.0).contains(&eps) => Err(crate::CliError::Usage(format!(
+                "--smoothing {eps} is outside [0, 1]; for adaptive smoothing (fast-reid's eps < 0) use \
+                 --adaptive ALPHA, e.g. --adaptive 0.2"
+            ))),
+            Smoothing::Adaptive { alpha } if !(0.0..=1.0).contains(&alpha) => {
+                Err(crate::CliError::Usage(format!("--adaptive {alpha} is outside [0, 1]")))
+            }
+            s => Ok(s),
+        }
+    }
+
+    /// The core configuration of these flags (no weights, no ignore index), smoothing as [`Self::smoothing`].
+    pub fn config(&self, default_eps: f32) -> Result<LabelSmoothingConfig, crate::CliError> {
+        let mut c = LabelSmoothingConfig::new()
+            .with_spread(self.spread)
+            .with_reduction(self.reduction);
+        c.smoothing = self.smoothing(default_eps)?;
+        Ok(c)
+    }
+}
+
 /// Arguments of `lsmooth loss`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["targets", "soft_targets"])))]
@@ -174,18 +216,9 @@ pub struct LossArgs {
     /// Soft targets (probability rows), [N, K], float32 or float64.
     #[arg(long, value_name = "S.npy")]
     pub soft_targets: Option<PathBuf>,
-    /// Fixed smoothing eps in [0, 1] (default 0).
-    #[arg(long, value_name = "EPS", conflicts_with = "adaptive", allow_negative_numbers = true, value_parser = finite_f32)]
-    pub smoothing: Option<f32>,
-    /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0), alpha in [0, 1].
-    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true, value_parser = finite_f32)]
-    pub adaptive: Option<f32>,
-    /// How the smoothing mass is spread: others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
-    #[arg(long, default_value = "others", value_parser = parse_spread)]
-    pub spread: Spread,
-    /// none, sum, mean, or mean-nonzero (fast-reid).
-    #[arg(long, default_value = "mean", value_parser = parse_reduction)]
-    pub reduction: Reduction,
+    /// Smoothing, spread and reduction.
+    #[command(flatten)]
+    pub loss: SmoothingFlags,
     /// Rows whose label equals this value are ignored.
     #[arg(long, value_name = "I", allow_negative_numbers = true)]
     pub ignore_index: Option<i64>,
@@ -356,20 +389,11 @@ pub struct TrainFlags {
 /// Loss flags of `lsmooth train`, as in `lsmooth loss`.
 #[derive(Debug, Clone, Args)]
 pub struct LossFlags {
-    /// Fixed smoothing eps in [0, 1] (default 0: plain cross-entropy).
-    #[arg(long, value_name = "EPS", conflicts_with_all = ["adaptive", "preset"], value_parser = finite_f32)]
-    pub smoothing: Option<f32>,
-    /// Adaptive smoothing alpha * p(label) (fast-reid's eps < 0).
-    #[arg(long, value_name = "ALPHA", conflicts_with = "preset", value_parser = finite_f32)]
-    pub adaptive: Option<f32>,
-    /// others (e/(K-1), fast-reid) or uniform (e/K, PyTorch).
-    #[arg(long, default_value = "others", value_parser = parse_spread)]
-    pub spread: Spread,
-    /// sum, mean or mean-nonzero.
-    #[arg(long, default_value = "mean", value_parser = parse_reduction)]
-    pub reduction: Reduction,
-    /// A named configuration (overrides --spread and --reduction).
-    #[arg(long, value_enum)]
+    /// Smoothing, spread and reduction (training needs sum, mean or mean-nonzero).
+    #[command(flatten)]
+    pub loss: SmoothingFlags,
+    /// A named configuration, the core crate's presets (overrides --spread and --reduction).
+    #[arg(long, value_enum, conflicts_with_all = ["smoothing", "adaptive"])]
     pub preset: Option<Preset>,
     /// mixup with lambda ~ Beta(A, A); the mixed targets are smoothed by the loss flags.
     #[arg(long, value_name = "A", group = "regularizer", value_parser = finite_f64)]

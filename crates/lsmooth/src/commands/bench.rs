@@ -2,7 +2,7 @@
 
 use crate::cli::{BenchArgs, DType};
 use crate::CliError;
-use label_smoothing::{bf16, f16, Element, GradOutput, LabelSmoothingConfig, Targets};
+use label_smoothing::{bf16, f16, Element, GradOutput, Targets};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
@@ -147,13 +147,7 @@ fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
 }
 
 fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -> Result<BenchReport, CliError> {
-    let mut config = LabelSmoothingConfig::new().with_spread(args.spread);
-    config = match (args.adaptive, args.smoothing) {
-        (Some(a), _) => config.with_adaptive(a),
-        (None, Some(e)) => config.with_smoothing(e),
-        (None, None) => config.with_smoothing(0.1),
-    };
-    let loss_fn = config.init(k)?;
+    let loss_fn = args.loss.config(0.1)?.init(k)?;
     let (logits32, labels) = label_smoothing::rng::benchmark_problem(n, k, args.seed);
     let logits: Vec<E> = logits32.iter().map(|&x| E::from_f32(x)).collect();
     drop(logits32);

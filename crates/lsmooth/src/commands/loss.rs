@@ -4,7 +4,7 @@ use crate::cli::LossArgs;
 use crate::io::atomic::{self, Outputs};
 use crate::io::npy::{self, Array};
 use crate::CliError;
-use label_smoothing::{GradOutput, LabelSmoothingConfig, Loss, LossError, Reduction, Smoothing, Targets};
+use label_smoothing::{GradOutput, Loss, LossError, Reduction, Smoothing, Targets};
 use serde::Serialize;
 use std::path::Path;
 
@@ -75,28 +75,7 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
     }
     let (n, k, mut logits) = read_2d(&args.logits, "logits")?;
 
-    let mut config = LabelSmoothingConfig::new()
-        .with_spread(args.spread)
-        .with_reduction(args.reduction)
-        .with_ignore_index(args.ignore_index);
-    config.smoothing = match (args.smoothing, args.adaptive) {
-        (_, Some(alpha)) => Smoothing::Adaptive { alpha },
-        (Some(eps), None) => Smoothing::Fixed(eps),
-        (None, None) => Smoothing::Fixed(0.0),
-    };
-    if let Smoothing::Fixed(eps) = config.smoothing {
-        if !(0.0..=1.0).contains(&eps) {
-            return Err(CliError::Usage(format!(
-                "--smoothing {eps} is outside [0, 1]; for adaptive smoothing (fast-reid's eps < 0) use \
-                 --adaptive ALPHA, e.g. --adaptive 0.2"
-            )));
-        }
-    }
-    if let Smoothing::Adaptive { alpha } = config.smoothing {
-        if !(0.0..=1.0).contains(&alpha) {
-            return Err(CliError::Usage(format!("--adaptive {alpha} is outside [0, 1]")));
-        }
-    }
+    let mut config = args.loss.config(0.0)?.with_ignore_index(args.ignore_index);
     if let Some(wp) = &args.weights {
         let a = read_1d(wp, &format!("weights of shape [{k}] (one per class)"))?;
         let w = a.to_f32("weights")?;
@@ -157,7 +136,7 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         Some(gp) => {
             let a = npy::read(gp)?;
             go_values = a.to_f32("grad-output")?;
-            if a.shape == [n] && args.reduction == Reduction::None {
+            if a.shape == [n] && args.loss.reduction == Reduction::None {
                 GradOutput::PerRow(&go_values)
             } else if a.shape.is_empty() || a.shape == [1] {
                 GradOutput::Scalar(go_values[0])
@@ -166,7 +145,7 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
                     gp,
                     format!(
                         "expected a scalar (shape [] or [1]){}, found shape {:?}",
-                        if args.reduction == Reduction::None {
+                        if args.loss.reduction == Reduction::None {
                             format!(" or shape [{n}]")
                         } else {
                             String::new()
@@ -223,8 +202,8 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         },
         n,
         k,
-        spread: args.spread.name(),
-        reduction: args.reduction.name(),
+        spread: args.loss.spread.name(),
+        reduction: args.loss.reduction.name(),
         smoothing,
         adaptive,
         grad_out: args.grad_out.as_ref().map(|p| p.display().to_string()),

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
+use label_smoothing::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use serde::{Deserialize, Serialize};
 
 use super::{io_err, ModelKind, OptimizerKind};
@@ -20,24 +20,43 @@ pub struct LossSpec {
     /// Adaptive smoothing `alpha * p(label)`.
     pub adaptive: Option<f32>,
     /// `others` or `uniform`.
-    pub spread: String,
+    pub spread: Spread,
     /// `sum`, `mean` or `mean-nonzero`.
-    pub reduction: String,
+    pub reduction: Reduction,
+    /// Rows with this label are ignored (the PyTorch preset's `-100`; never a label of the data sets here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_index: Option<i64>,
+}
+
+impl From<LabelSmoothingConfig> for LossSpec {
+    /// The loss of a core configuration (its class weights are not part of a run's loss).
+    fn from(c: LabelSmoothingConfig) -> Self {
+        let (smoothing, adaptive) = match c.smoothing {
+            Smoothing::Fixed(e) => (e, None),
+            Smoothing::Adaptive { alpha } => (0.0, Some(alpha)),
+        };
+        LossSpec {
+            smoothing,
+            adaptive,
+            spread: c.spread,
+            reduction: c.reduction,
+            ignore_index: c.ignore_index,
+        }
+    }
 }
 
 impl LossSpec {
     /// The core configuration; `none` is refused (training needs a scalar).
     pub fn config(&self) -> Result<LabelSmoothingConfig, CliError> {
-        let spread: Spread = self.spread.parse().map_err(CliError::Usage)?;
-        let reduction: Reduction = self.reduction.parse().map_err(CliError::Usage)?;
-        if reduction == Reduction::None {
+        if self.reduction == Reduction::None {
             return Err(CliError::Usage(
                 "--reduction none gives a loss per row; training needs sum, mean or mean-nonzero".into(),
             ));
         }
         let c = LabelSmoothingConfig::new()
-            .with_spread(spread)
-            .with_reduction(reduction);
+            .with_spread(self.spread)
+            .with_reduction(self.reduction)
+            .with_ignore_index(self.ignore_index);
         Ok(match self.adaptive {
             Some(alpha) => c.with_adaptive(alpha),
             None => c.with_smoothing(self.smoothing),

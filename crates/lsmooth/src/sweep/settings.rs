@@ -5,32 +5,18 @@ use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Prese
 use crate::data::Source;
 use crate::run::{LossSpec, ModelKind, OptimizerKind, Regularizer, TrainConfig};
 use crate::CliError;
+use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
 
 /// The epochs of a run when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 20;
 
-/// The loss of a preset.
+/// The loss of a preset: the core crate's own presets.
 pub fn preset(p: Preset) -> LossSpec {
-    match p {
-        Preset::FastReid => LossSpec {
-            smoothing: 0.1,
-            adaptive: None,
-            spread: "others".into(),
-            reduction: "mean-nonzero".into(),
-        },
-        Preset::FastReidAdaptive => LossSpec {
-            smoothing: 0.0,
-            adaptive: Some(0.2),
-            spread: "others".into(),
-            reduction: "mean-nonzero".into(),
-        },
-        Preset::Pytorch => LossSpec {
-            smoothing: 0.1,
-            adaptive: None,
-            spread: "uniform".into(),
-            reduction: "mean".into(),
-        },
-    }
+    LossSpec::from(match p {
+        Preset::FastReid => LabelSmoothingConfig::fast_reid(0.1, 0.2),
+        Preset::FastReidAdaptive => LabelSmoothingConfig::fast_reid(-1.0, 0.2),
+        Preset::Pytorch => LabelSmoothingConfig::pytorch(0.1),
+    })
 }
 
 /// The loss given by the loss flags.
@@ -38,10 +24,11 @@ pub fn loss_spec(flags: &LossFlags) -> LossSpec {
     match flags.preset {
         Some(p) => preset(p),
         None => LossSpec {
-            smoothing: flags.smoothing.unwrap_or(0.0),
-            adaptive: flags.adaptive,
-            spread: flags.spread.name().into(),
-            reduction: flags.reduction.name().into(),
+            smoothing: flags.loss.smoothing.unwrap_or(0.0),
+            adaptive: flags.loss.adaptive,
+            spread: flags.loss.spread,
+            reduction: flags.loss.reduction,
+            ignore_index: None,
         },
     }
 }
@@ -148,23 +135,24 @@ pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
         ))
     };
     let number = |v: &str| v.parse::<f32>().map_err(|_| bad());
-    let base = |spread: &str, smoothing: f32, adaptive: Option<f32>| LossSpec {
+    let base = |spread: Spread, smoothing: f32, adaptive: Option<f32>| LossSpec {
         smoothing,
         adaptive,
-        spread: spread.into(),
-        reduction: "mean".into(),
+        spread,
+        reduction: Reduction::Mean,
+        ignore_index: None,
     };
     Ok(match s.split_once(':') {
         None => match s {
-            "plain" => base("others", 0.0, None),
+            "plain" => base(Spread::Others, 0.0, None),
             "fast-reid" => preset(Preset::FastReid),
             "fast-reid-adaptive" => preset(Preset::FastReidAdaptive),
             "pytorch" => preset(Preset::Pytorch),
             _ => return Err(bad()),
         },
-        Some(("others", v)) => base("others", number(v)?, None),
-        Some(("uniform", v)) => base("uniform", number(v)?, None),
-        Some(("adaptive", v)) => base("others", 0.0, Some(number(v)?)),
+        Some(("others", v)) => base(Spread::Others, number(v)?, None),
+        Some(("uniform", v)) => base(Spread::Uniform, number(v)?, None),
+        Some(("adaptive", v)) => base(Spread::Others, 0.0, Some(number(v)?)),
         Some(_) => return Err(bad()),
     })
 }
