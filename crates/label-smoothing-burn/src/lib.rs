@@ -34,22 +34,26 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 pub use label_smoothing::{LabelSmoothingConfig, LossError, Reduction, Smoothing, Spread};
 
-/// Configuration of [`LabelSmoothingCrossEntropy`]; [`init`](Self::init) validates it and returns the loss.
+/// Configuration of [`LabelSmoothingCrossEntropy`]: the core crate's [`LabelSmoothingConfig`], which holds every
+/// option of the loss, with burn's `with_*` builders and an [`init`](Self::init) that validates it for a device.
 ///
 /// The default is cross-entropy with no smoothing, spread `others`, reduction `mean`, no weights, no ignore index.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabelSmoothingCrossEntropyConfig {
-    /// How the smoothing mass is spread: [`Spread::Others`] (`e/(K-1)`, default) or [`Spread::Uniform`] (`e/K`).
-    pub spread: Spread,
-    /// Fixed `eps` in `[0, 1]` (default 0), or adaptive `alpha * p(label)`, detached from the graph.
-    pub smoothing: Smoothing,
-    /// How per-row losses are combined (default [`Reduction::Mean`]).
-    pub reduction: Reduction,
-    /// Rows whose label equals this are ignored: loss 0, no gradient, and not counted by the mean (unlike burn's
-    /// own `CrossEntropyLoss`, which zeroes padded rows but still divides by the whole batch).
-    pub ignore_index: Option<i64>,
-    /// Per-class weights, `K` finite non-negative values.
-    pub weights: Option<Vec<f32>>,
+    /// The loss: spread, smoothing (fixed or adaptive), reduction, ignore index, class weights. Rows whose label
+    /// equals the ignore index are left out of the mean's denominator (unlike burn's own `CrossEntropyLoss`,
+    /// which zeroes padded rows but still divides by the whole batch).
+    pub loss: LabelSmoothingConfig,
+}
+
+/// Builders that set one option of the core configuration, documented there.
+macro_rules! builders {
+    ($($name:ident($arg:ident: $t:ty)),* $(,)?) => {$(
+        #[doc = concat!("[`LabelSmoothingConfig::", stringify!($name), "`].")]
+        pub fn $name(self, $arg: $t) -> Self {
+            Self { loss: self.loss.$name($arg) }
+        }
+    )*};
 }
 
 impl LabelSmoothingCrossEntropyConfig {
@@ -69,57 +73,24 @@ impl LabelSmoothingCrossEntropyConfig {
         Self::from(LabelSmoothingConfig::pytorch(label_smoothing))
     }
 
-    /// Sets the spread.
-    pub fn with_spread(mut self, spread: Spread) -> Self {
-        self.spread = spread;
-        self
-    }
+    builders!(
+        with_spread(spread: Spread),
+        with_smoothing(eps: f32),
+        with_adaptive(alpha: f32),
+        with_reduction(reduction: Reduction),
+        with_ignore_index(ignore_index: Option<i64>),
+        with_weights(weights: Option<Vec<f32>>),
+    );
 
-    /// Sets a fixed smoothing `eps` (`0 <= eps <= 1`, checked by [`init`](Self::init)).
-    pub fn with_smoothing(mut self, eps: f32) -> Self {
-        self.smoothing = Smoothing::Fixed(eps);
-        self
-    }
-
-    /// Sets adaptive smoothing `alpha * p(label)` (`0 <= alpha <= 1`, checked by [`init`](Self::init)).
-    pub fn with_adaptive(mut self, alpha: f32) -> Self {
-        self.smoothing = Smoothing::Adaptive { alpha };
-        self
-    }
-
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets (or clears) the ignore index.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-
-    /// Sets (or clears) the class weights.
-    pub fn with_weights(mut self, weights: Option<Vec<f32>>) -> Self {
-        self.weights = weights;
-        self
-    }
-
-    /// Validates the configuration for `num_classes` classes (the same checks as the core crate's
-    /// [`LabelSmoothingConfig::init`]) and builds the loss on `device`.
+    /// Validates the configuration for `num_classes` classes (the core crate's [`LabelSmoothingConfig::init`])
+    /// and builds the loss on `device`.
     pub fn init(&self, num_classes: usize, device: &Device) -> Result<LabelSmoothingCrossEntropy, LossError> {
-        let core = LabelSmoothingConfig {
-            spread: self.spread,
-            smoothing: self.smoothing,
-            reduction: self.reduction,
-            ignore_index: self.ignore_index,
-            weights: self.weights.clone(),
-        };
-        core.init(num_classes)?;
+        self.loss.clone().init(num_classes)?;
         Ok(LabelSmoothingCrossEntropy {
             config: self.clone(),
             k: num_classes,
             weights: self
+                .loss
                 .weights
                 .as_ref()
                 .map(|w| Tensor::<1>::from_floats(w.as_slice(), device).reshape([1, num_classes])),
@@ -128,14 +99,8 @@ impl LabelSmoothingCrossEntropyConfig {
 }
 
 impl From<LabelSmoothingConfig> for LabelSmoothingCrossEntropyConfig {
-    fn from(c: LabelSmoothingConfig) -> Self {
-        Self {
-            spread: c.spread,
-            smoothing: c.smoothing,
-            reduction: c.reduction,
-            ignore_index: c.ignore_index,
-            weights: c.weights,
-        }
+    fn from(loss: LabelSmoothingConfig) -> Self {
+        Self { loss }
     }
 }
 
@@ -204,7 +169,7 @@ impl LabelSmoothingCrossEntropy {
                 got: tn,
             });
         }
-        let ignore = self.config.ignore_index;
+        let ignore = self.config.loss.ignore_index;
         let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
         if let Some((row, &label)) = labels
             .iter()
@@ -229,7 +194,7 @@ impl LabelSmoothingCrossEntropy {
         let one_hot: Tensor<2> = safe.clone().one_hot::<2>(self.k).float();
 
         let log_p = log_softmax(logits, 1);
-        let e: Tensor<2> = match self.config.smoothing {
+        let e: Tensor<2> = match self.config.loss.smoothing {
             Smoothing::Fixed(eps) => Tensor::<2>::ones([n, 1], &device).mul_scalar(eps),
             Smoothing::Adaptive { alpha } => {
                 // alpha * p(label), held constant: no gradient flows through the smoothing.
@@ -237,7 +202,7 @@ impl LabelSmoothingCrossEntropy {
                 p_y.mul_scalar(alpha)
             }
         };
-        let (off, on) = hard_target_masses(self.config.spread, e, self.k);
+        let (off, on) = hard_target_masses(self.config.loss.spread, e, self.k);
         let q = one_hot.clone() * (on - off.clone()) + off;
         let weighted = match &self.weights {
             Some(w) => q * w.clone(),
@@ -268,12 +233,12 @@ impl LabelSmoothingCrossEntropy {
                 got: soft_targets.dims().iter().product(),
             });
         }
-        let eps = match self.config.smoothing {
+        let eps = match self.config.loss.smoothing {
             Smoothing::Fixed(e) => e,
             Smoothing::Adaptive { .. } => return Err(LossError::AdaptiveWithSoftTargets),
         };
         let kf = self.k as f32;
-        let q = match self.config.spread {
+        let q = match self.config.loss.spread {
             // (1-e) t + e (1-t)/(K-1)
             Spread::Others => soft_targets
                 .clone()
@@ -291,7 +256,7 @@ impl LabelSmoothingCrossEntropy {
     }
 
     fn reduce(&self, per_row: Tensor<1>, denominator: impl FnOnce() -> Tensor<1>) -> Tensor<1> {
-        match self.config.reduction {
+        match self.config.loss.reduction {
             Reduction::None => per_row,
             Reduction::Sum => per_row.sum(),
             // A mean over nothing is 0 (PyTorch gives NaN): the numerator is 0 then, and the clamp keeps 0/0 away.

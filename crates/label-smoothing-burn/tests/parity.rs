@@ -58,7 +58,7 @@ fn close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
 }
 
 fn config_of(o: &Value) -> LabelSmoothingCrossEntropyConfig {
-    LabelSmoothingCrossEntropyConfig {
+    LabelSmoothingCrossEntropyConfig::from(LabelSmoothingConfig {
         spread: o["spread"].as_str().unwrap().parse().unwrap(),
         smoothing: match o["alpha"].as_f64() {
             Some(a) => Smoothing::Adaptive { alpha: a as f32 },
@@ -69,7 +69,7 @@ fn config_of(o: &Value) -> LabelSmoothingCrossEntropyConfig {
         weights: o["weights"]
             .as_array()
             .map(|w| w.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
-    }
+    })
 }
 
 #[test]
