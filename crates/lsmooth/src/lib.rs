@@ -6,10 +6,12 @@
 //! - [`rng`]: the seeded generator;
 //! - [`commands`]: one module per subcommand;
 //! - [`sweep`]: settings parsing and summary statistics of sweeps;
+//! - [`analysis`]: the penultimate-layer projection;
 //! - [`report`]: charts (SVG);
 //! - [`cli`]: the argument definitions.
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod cli;
 pub mod commands;
 pub mod data;

@@ -10,7 +10,7 @@ use label_smoothing::calibration::{Bin, CalibrationReport};
 use crate::cli::{CompareArgs, ModelChoice};
 use crate::io::atomic;
 use crate::report::{html, lines, projection, reliability};
-use crate::run::{self, features_of, ModelKind, Regularizer, RunMetrics, TrainConfig, Verbosity};
+use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity};
 use crate::sweep::settings::{config, parse_full_setting, Setting};
 use crate::sweep::summary::{cell, text_table, HtmlColumn, SettingSummary, Stat, Summary, COLUMNS};
 use crate::CliError;
@@ -20,7 +20,7 @@ struct SettingRuns {
     name: String,
     runs: Vec<RunMetrics>,
     reports: Vec<CalibrationReport>,
-    projection: Option<projection::Projection>,
+    projection: Option<crate::analysis::projection::Projection>,
 }
 
 /// Pools reliability bins over seeds (counts add; confidence and accuracy are count-weighted).
@@ -284,7 +284,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         for &seed in &args.seeds {
             let run_dir = |name: &str| args.out.join("runs").join(format!("{}-seed{seed}", dir_name(name)));
             let regularizer = match (&spec.teacher, spec.temperature, spec.beta) {
-                (Some(t), Some(temperature), Some(beta)) => Some(Regularizer::Distill {
+                (Some(t), Some(temperature), Some(beta)) => Some(Objective::Distill {
                     teacher: run_dir(t),
                     temperature,
                     beta,
@@ -318,7 +318,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     .model
                     .head_weight_values()
                     .map_err(|e| CliError::Train(e.to_string()))?;
-                let p = projection::project(&features, d, &labels, &w, data.classes, classes)
+                let p = crate::analysis::projection::project(&features, d, &labels, &w, data.classes, classes)
                     .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
                 s.projection = Some(p);
             }

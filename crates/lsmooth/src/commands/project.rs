@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
+use crate::analysis::projection::{project, Projection};
 use crate::cli::ProjectArgs;
 use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
-use crate::report::projection::{project, svg, Projection};
+use crate::report::projection::svg;
 use crate::CliError;
 
 /// One class's cluster in the plane.

@@ -73,10 +73,12 @@ impl LossSpec {
     }
 }
 
-/// A training objective beyond plain (smoothed) cross-entropy, from the core crate's related losses.
+/// The training objective when it is more than the (smoothed) cross-entropy: a term added to it (mixup, CutMix,
+/// OLS, the confidence penalty) or a loss that replaces it (label relaxation, distillation), from the core crate's
+/// related losses. Stored under the key `regularizer` of `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Regularizer {
+pub enum Objective {
     /// mixup: inputs mixed with `lambda ~ Beta(alpha, alpha)`, targets mixed alike (smoothed by the loss).
     Mixup {
         /// Beta's parameter.
@@ -110,16 +112,16 @@ pub enum Regularizer {
     },
 }
 
-impl Regularizer {
+impl Objective {
     /// A short name: `mixup-0.2`, `ols`, `distill`...
     pub fn describe(&self) -> String {
         match self {
-            Regularizer::Mixup { alpha } => format!("mixup-{alpha}"),
-            Regularizer::Cutmix { alpha } => format!("cutmix-{alpha}"),
-            Regularizer::Ols => "ols".into(),
-            Regularizer::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
-            Regularizer::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
-            Regularizer::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
+            Objective::Mixup { alpha } => format!("mixup-{alpha}"),
+            Objective::Cutmix { alpha } => format!("cutmix-{alpha}"),
+            Objective::Ols => "ols".into(),
+            Objective::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
+            Objective::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
+            Objective::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
         }
     }
 }
@@ -151,7 +153,7 @@ pub struct TrainConfig {
     pub loss: LossSpec,
     /// mixup, CutMix, online label smoothing, a penalty, relaxation or distillation, if any.
     #[serde(default)]
-    pub regularizer: Option<Regularizer>,
+    pub regularizer: Option<Objective>,
 }
 
 impl TrainConfig {
@@ -159,7 +161,7 @@ impl TrainConfig {
     pub fn describe(&self) -> String {
         match &self.regularizer {
             // These replace the cross-entropy: the smoothing flags do not apply.
-            Some(r @ (Regularizer::Ols | Regularizer::LabelRelaxation { .. })) => r.describe(),
+            Some(r @ (Objective::Ols | Objective::LabelRelaxation { .. })) => r.describe(),
             Some(r) => format!("{}+{}", self.loss.describe(), r.describe()),
             None => self.loss.describe(),
         }

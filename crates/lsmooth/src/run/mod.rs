@@ -26,7 +26,7 @@ use crate::io::atomic;
 use crate::rng::SplitMix64;
 use crate::CliError;
 use checkpoint::{save_tensors, write_atomic};
-pub use config::{read_config, LossSpec, Regularizer, TrainConfig, ECE_BINS};
+pub use config::{read_config, LossSpec, Objective, TrainConfig, ECE_BINS};
 use metrics::{accuracy, epochs_csv, report};
 pub use metrics::{EpochMetrics, Outcome, RunMetrics};
 pub use model::{Model, ModelKind};
@@ -120,9 +120,9 @@ struct Run {
     optimizer: Optimizer,
     loss: LabelSmoothingCrossEntropy,
     history: Vec<EpochMetrics>,
-    /// Online label smoothing's state, with `Regularizer::Ols`.
+    /// Online label smoothing's state, with `Objective::Ols`.
     ols: Option<OnlineLabelSmoothing>,
-    /// The teacher network, with `Regularizer::Distill`.
+    /// The teacher network, with `Objective::Distill`.
     teacher: Option<Model>,
 }
 
@@ -152,13 +152,13 @@ impl Run {
         let optimizer =
             Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
         let ols = match config.regularizer {
-            Some(Regularizer::Ols) => {
+            Some(Objective::Ols) => {
                 Some(OnlineLabelSmoothing::new(data.classes).map_err(|e| CliError::Train(e.to_string()))?)
             }
             _ => None,
         };
         let teacher = match &config.regularizer {
-            Some(Regularizer::Distill {
+            Some(Objective::Distill {
                 teacher,
                 temperature,
                 beta,
@@ -247,20 +247,20 @@ impl Run {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 self.loss.forward(&logits, y).map_err(loss_err)
             }
-            Some(Regularizer::Mixup { alpha }) => {
+            Some(Objective::Mixup { alpha }) => {
                 let mut host = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?;
                 let mix = label_smoothing::mixup::mixup(&mut host, indices.len(), &labels, *alpha, &mut rng)
                     .map_err(|e| CliError::Usage(format!("--mixup: {e}")))?;
                 mixed(host, mix, &self.model)
             }
-            Some(Regularizer::Cutmix { alpha }) => {
+            Some(Objective::Cutmix { alpha }) => {
                 let mut host = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?;
                 let shape = [indices.len(), 1, self.data.rows, self.data.cols];
                 let (mix, _) = label_smoothing::mixup::cutmix(&mut host, shape, &labels, *alpha, &mut rng)
                     .map_err(|e| CliError::Usage(format!("--cutmix: {e}")))?;
                 mixed(host, mix, &self.model)
             }
-            Some(Regularizer::Ols) => {
+            Some(Objective::Ols) => {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 let ols = self.ols.as_mut().expect("created with the run");
                 let loss =
@@ -274,15 +274,15 @@ impl Run {
                     .map_err(|e| CliError::Train(e.to_string()))?;
                 Ok(loss)
             }
-            Some(Regularizer::ConfidencePenalty { beta }) => {
+            Some(Objective::ConfidencePenalty { beta }) => {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 label_smoothing_candle::related::confidence_penalty(&logits, y, &core, *beta).map_err(loss_err)
             }
-            Some(Regularizer::LabelRelaxation { alpha }) => {
+            Some(Objective::LabelRelaxation { alpha }) => {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 label_smoothing_candle::related::label_relaxation(&logits, y, *alpha).map_err(loss_err)
             }
-            Some(Regularizer::Distill { temperature, beta, .. }) => {
+            Some(Objective::Distill { temperature, beta, .. }) => {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 let teacher = self.teacher.as_ref().expect("loaded with the run");
                 let t = teacher.forward(&x).map_err(candle_err)?.detach();

@@ -3,7 +3,7 @@
 
 use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Preset, TrainFlags};
 use crate::data::Source;
-use crate::run::{LossSpec, ModelKind, OptimizerKind, Regularizer, TrainConfig};
+use crate::run::{LossSpec, ModelKind, Objective, OptimizerKind, TrainConfig};
 use crate::CliError;
 use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
 
@@ -34,19 +34,19 @@ pub fn loss_spec(flags: &LossFlags) -> LossSpec {
 }
 
 /// The regulariser given by the loss flags.
-pub fn regularizer(flags: &LossFlags) -> Option<Regularizer> {
+pub fn regularizer(flags: &LossFlags) -> Option<Objective> {
     if let Some(alpha) = flags.mixup {
-        Some(Regularizer::Mixup { alpha })
+        Some(Objective::Mixup { alpha })
     } else if let Some(alpha) = flags.cutmix {
-        Some(Regularizer::Cutmix { alpha })
+        Some(Objective::Cutmix { alpha })
     } else if flags.ols {
-        Some(Regularizer::Ols)
+        Some(Objective::Ols)
     } else if let Some(beta) = flags.confidence_penalty {
-        Some(Regularizer::ConfidencePenalty { beta })
+        Some(Objective::ConfidencePenalty { beta })
     } else if let Some(alpha) = flags.label_relaxation {
-        Some(Regularizer::LabelRelaxation { alpha })
+        Some(Objective::LabelRelaxation { alpha })
     } else {
-        flags.distill_from.as_ref().map(|dir| Regularizer::Distill {
+        flags.distill_from.as_ref().map(|dir| Objective::Distill {
             teacher: dir.clone(),
             temperature: flags.temperature,
             beta: flags.beta,
@@ -60,7 +60,7 @@ pub struct Setting {
     /// The loss.
     pub loss: LossSpec,
     /// The regulariser, if any (for distillation, filled in per seed).
-    pub regularizer: Option<Regularizer>,
+    pub regularizer: Option<Objective>,
     /// The teacher setting of `distill:SETTING`.
     pub teacher: Option<String>,
     /// Distillation temperature (`lsmooth compare` fills it in for `distill:` settings).
@@ -91,19 +91,19 @@ pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
     let mut regularizer = None;
     for part in s.split('+') {
         let reg = match part.split_once(':') {
-            Some(("mixup", v)) => Some(Regularizer::Mixup {
+            Some(("mixup", v)) => Some(Objective::Mixup {
                 alpha: number(part, v)?,
             }),
-            Some(("cutmix", v)) => Some(Regularizer::Cutmix {
+            Some(("cutmix", v)) => Some(Objective::Cutmix {
                 alpha: number(part, v)?,
             }),
-            Some(("confidence-penalty", v)) => Some(Regularizer::ConfidencePenalty {
+            Some(("confidence-penalty", v)) => Some(Objective::ConfidencePenalty {
                 beta: number(part, v)? as f32,
             }),
-            Some(("label-relaxation", v)) => Some(Regularizer::LabelRelaxation {
+            Some(("label-relaxation", v)) => Some(Objective::LabelRelaxation {
                 alpha: number(part, v)? as f32,
             }),
-            None if part == "ols" => Some(Regularizer::Ols),
+            None if part == "ols" => Some(Objective::Ols),
             _ => None,
         };
         match reg {
@@ -158,7 +158,7 @@ pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
 }
 
 /// The run configuration of the shared training flags, a loss and a seed.
-pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Regularizer>, seed: u64) -> TrainConfig {
+pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Objective>, seed: u64) -> TrainConfig {
     TrainConfig {
         data: match (&flags.data, flags.dataset) {
             (Some(dir), _) => Source::Dir(dir.clone()),

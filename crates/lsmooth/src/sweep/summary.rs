@@ -1,6 +1,6 @@
 //! The statistics of a sweep over settings and seeds: mean and spread per metric, and the table that shows them.
 
-use crate::run::{LossSpec, Regularizer, TrainConfig};
+use crate::run::{LossSpec, Objective, TrainConfig};
 use serde::Serialize;
 
 /// Mean and sample standard deviation over seeds, with the values.
@@ -36,7 +36,7 @@ pub struct SettingSummary {
     /// Its loss.
     pub loss: LossSpec,
     /// Its regulariser (mixup, CutMix, OLS, a penalty, relaxation), if any.
-    pub regularizer: Option<Regularizer>,
+    pub regularizer: Option<Objective>,
     /// For `distill:SETTING`, the teacher setting (each seed distils from the same seed's teacher).
     pub teacher: Option<String>,
     /// For `distill:SETTING`, the distillation temperature.

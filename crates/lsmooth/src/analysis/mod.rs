@@ -1,0 +1,3 @@
+//! Analyses of trained models beyond their metrics.
+
+pub mod projection;
