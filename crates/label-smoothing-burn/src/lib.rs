@@ -85,9 +85,10 @@ impl LabelSmoothingCrossEntropyConfig {
     /// Validates the configuration for `num_classes` classes (the core crate's [`LabelSmoothingConfig::init`])
     /// and builds the loss on `device`.
     pub fn init(&self, num_classes: usize, device: &Device) -> Result<LabelSmoothingCrossEntropy, LossError> {
-        self.loss.clone().init(num_classes)?;
+        let core = self.loss.clone().init(num_classes)?;
         Ok(LabelSmoothingCrossEntropy {
             config: self.clone(),
+            core,
             k: num_classes,
             weights: self
                 .loss
@@ -112,6 +113,9 @@ impl From<LabelSmoothingConfig> for LabelSmoothingCrossEntropyConfig {
 pub struct LabelSmoothingCrossEntropy {
     #[module(skip)]
     config: LabelSmoothingCrossEntropyConfig,
+    /// The core crate's loss of the same configuration: its validation of the labels.
+    #[module(skip)]
+    core: label_smoothing::LabelSmoothingLoss,
     #[module(skip)]
     k: usize,
     /// The class weights as a `[1, K]` row.
@@ -171,18 +175,9 @@ impl LabelSmoothingCrossEntropy {
         }
         let ignore = self.config.loss.ignore_index;
         let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
-        if let Some((row, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|&(_, &y)| Some(y) != ignore && !(0..self.k as i64).contains(&y))
-        {
-            return Err(LossError::LabelOutOfRange {
-                row,
-                label,
-                k: self.k,
-                ignore_index: ignore,
-            });
-        }
+        // The core crate's checks: each label in [0, K) or the ignore index, the first that is not named by row.
+        self.core
+            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
         let device = logits.device();
         let kept: Vec<f32> = labels
             .iter()

@@ -73,6 +73,7 @@ pub enum CalibrationError {
 
 /// One bin of a reliability diagram.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Bin {
     /// Lower edge of the bin.
     pub lower: f64,
@@ -86,8 +87,10 @@ pub struct Bin {
     pub accuracy: f64,
 }
 
-/// Every metric of SPEC.md's calibration section for one set of predictions.
+/// Every metric of SPEC.md's calibration section for one set of predictions. With the `serde` feature it
+/// serialises with these field names, the bins under `reliability`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CalibrationReport {
     /// Rows.
     pub n: usize,
@@ -108,6 +111,7 @@ pub struct CalibrationReport {
     /// Mean over classes of the per-class binned ECE (Kull et al. 2019).
     pub classwise_ece: f64,
     /// The equal-width bins: the data of a reliability diagram.
+    #[cfg_attr(feature = "serde", serde(rename = "reliability"))]
     pub bins: Vec<Bin>,
 }
 

@@ -11,51 +11,12 @@ use label_smoothing::calibration::{
 use serde::Serialize;
 use std::path::Path;
 
-/// The metrics printed with `--json`.
-#[derive(Debug, Serialize)]
-pub struct Metrics {
-    /// Rows.
-    pub n: usize,
-    /// Top-1 accuracy.
-    pub accuracy: f64,
-    /// Top-5 accuracy.
-    pub top5_accuracy: f64,
-    /// Mean negative log-likelihood.
-    pub nll: f64,
-    /// Brier score.
-    pub brier: f64,
-    /// Expected calibration error (equal-width bins).
-    pub ece: f64,
-    /// Maximum calibration error.
-    pub mce: f64,
-    /// ECE with equal-mass bins.
-    pub adaptive_ece: f64,
-    /// Classwise ECE.
-    pub classwise_ece: f64,
-}
-
-impl From<&CalibrationReport> for Metrics {
-    fn from(r: &CalibrationReport) -> Self {
-        Metrics {
-            n: r.n,
-            accuracy: r.accuracy,
-            top5_accuracy: r.top5_accuracy,
-            nll: r.nll,
-            brier: r.brier,
-            ece: r.ece,
-            mce: r.mce,
-            adaptive_ece: r.adaptive_ece,
-            classwise_ece: r.classwise_ece,
-        }
-    }
-}
-
 /// What `--json` prints.
 #[derive(Debug, Serialize)]
 pub struct Output {
-    /// The metrics of the inputs as given.
+    /// The metrics of the inputs as given (the core crate's report: its fields, and its bins as `reliability`).
     #[serde(flatten)]
-    pub metrics: Metrics,
+    pub metrics: CalibrationReport,
     /// Classes.
     pub k: usize,
     /// Bins.
@@ -65,7 +26,7 @@ pub struct Output {
     pub temperature: Option<f64>,
     /// The metrics after temperature scaling.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub calibrated: Option<Metrics>,
+    pub calibrated: Option<CalibrationReport>,
 }
 
 fn calib_err(path: &Path, e: CalibrationError) -> CliError {
@@ -92,7 +53,7 @@ fn read_labels(path: &Path, n: usize) -> Result<Vec<i64>, CliError> {
 }
 
 /// A row of the printed table: the metric's name and how to read it.
-type MetricRow = (&'static str, fn(&Metrics) -> f64);
+type MetricRow = (&'static str, fn(&CalibrationReport) -> f64);
 
 /// Runs the command.
 pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
@@ -167,11 +128,11 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
     if args.json {
         let o = Output {
-            metrics: Metrics::from(&report),
+            metrics: report.clone(),
             k,
             bins: args.bins,
             temperature,
-            calibrated: calibrated.as_ref().map(Metrics::from),
+            calibrated: calibrated.clone(),
         };
         writeln!(
             out,
@@ -190,19 +151,19 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
             ("adaptive ECE", |m| m.adaptive_ece),
             ("classwise ECE", |m| m.classwise_ece),
         ];
-        let before = Metrics::from(&report);
-        let after = calibrated.as_ref().map(Metrics::from);
+        let before = &report;
+        let after = calibrated.as_ref();
         writeln!(out, "{n} examples, {k} classes, {} bins", args.bins).map_err(w)?;
         match (&after, temperature) {
             (Some(a), Some(t)) => {
                 writeln!(out, "{:<16}{:>12}{:>16}", "metric", "as given", format!("T = {t:.4}")).map_err(w)?;
                 for (name, f) in rows {
-                    writeln!(out, "{name:<16}{:>12.5}{:>16.5}", f(&before), f(a)).map_err(w)?;
+                    writeln!(out, "{name:<16}{:>12.5}{:>16.5}", f(before), f(a)).map_err(w)?;
                 }
             }
             _ => {
                 for (name, f) in rows {
-                    writeln!(out, "{name:<16}{:>12.5}", f(&before)).map_err(w)?;
+                    writeln!(out, "{name:<16}{:>12.5}", f(before)).map_err(w)?;
                 }
             }
         }
