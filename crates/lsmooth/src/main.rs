@@ -24,18 +24,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line whatever the error holds: control characters from a file or a library are escaped.
-            let message: String = e
-                .to_string()
-                .chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_debug().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect();
+            let message = lsmooth::io::escape_controls(&e.to_string());
             eprintln!("lsmooth: error: {message}");
             ExitCode::from(2)
         }

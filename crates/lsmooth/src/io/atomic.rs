@@ -105,29 +105,23 @@ fn stage(dest: &Path, bytes: &[u8]) -> Result<Staged, WriteError> {
     })
 }
 
-fn rename(staged: Staged) -> Result<(), (Staged, WriteError)> {
+fn rename(staged: Staged) -> Result<(), WriteError> {
     let Staged { tmp, dest } = staged;
-    match tmp.persist(&dest) {
-        Ok(_) => {
-            sync_folder(folder(&dest));
-            write_event();
-            Ok(())
-        }
-        Err(e) => {
-            let err = WriteError {
-                path: dest.clone(),
-                what: "cannot rename the output into place",
-                source: e.error,
-            };
-            Err((Staged { tmp: e.file, dest }, err))
-        }
-    }
+    // On failure the temporary file is dropped with the error, which deletes it.
+    tmp.persist(&dest).map_err(|e| WriteError {
+        path: dest.clone(),
+        what: "cannot rename the output into place",
+        source: e.error,
+    })?;
+    sync_folder(folder(&dest));
+    write_event();
+    Ok(())
 }
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let staged = stage(dest, bytes)?;
-    rename(staged).map_err(|(_, e)| e)
+    rename(staged)
 }
 
 /// Several output files committed together: [`Outputs::add`] writes each to its temporary file, and
@@ -164,21 +158,13 @@ impl Outputs {
         // Keep the old content of each destination under a hard link, to put back on failure.
         let backups: Vec<Backup> = dests.iter().map(|d| backup(d)).collect();
         let mut renamed = 0;
-        let mut failure = None;
-        for s in self.staged {
-            if let Err(e) = refuse_directory(&s.dest) {
-                failure = Some(e);
-                break;
-            }
-            match rename(s) {
-                Ok(()) => renamed += 1,
-                Err((_, e)) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        if failure.is_some() {
+        let result = self.staged.into_iter().try_for_each(|s| {
+            refuse_directory(&s.dest)?;
+            rename(s)?;
+            renamed += 1;
+            Ok(())
+        });
+        if result.is_err() {
             for (dest, b) in dests.iter().zip(&backups).take(renamed) {
                 let _ = match b {
                     Backup::Linked(b) => std::fs::rename(b, dest),
@@ -187,12 +173,13 @@ impl Outputs {
                 };
             }
         }
-        for b in backups.iter().skip(if failure.is_some() { renamed } else { 0 }) {
+        // The backups not used to restore an output are no longer needed.
+        for b in backups.iter().skip(if result.is_err() { renamed } else { 0 }) {
             if let Backup::Linked(b) = b {
                 let _ = std::fs::remove_file(b);
             }
         }
-        failure.map_or(Ok(()), Err)
+        result
     }
 }
 

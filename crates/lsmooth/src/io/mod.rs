@@ -11,6 +11,19 @@ pub mod pyliteral;
 
 use std::path::Path;
 
+/// `s` with its control characters escaped (`\n`, `\u{1b}`), everything else as it is: a message stays one line.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A path for a message: as `Path::display`, with control characters escaped so that the message stays one line.
 pub fn show_path(p: &Path) -> String {
     let s = p.display().to_string();
