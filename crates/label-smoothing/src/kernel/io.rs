@@ -8,8 +8,9 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Where a row's logits come from and where its output goes: read only, into a second buffer, or in place.
-/// Indices are class indices within the row. The logits' side is the same for all three (the defaults below,
-/// through [`RowIo::logits`]); so is the output's side when the output is the logits' buffer.
+/// Indices are class indices within the row. An implementation names its two slices ([`RowIo::logits`] and
+/// [`RowIo::output`], the same buffer in place, empty when read only); every access below is written once on
+/// top of them.
 pub(crate) trait RowIo<E: Element> {
     /// Whether this holds an output (a gradient is wanted).
     const WRITES: bool;
@@ -24,6 +25,10 @@ pub(crate) trait RowIo<E: Element> {
     fn reborrow(&mut self) -> Self::Reborrow<'_>;
     /// The row's logits (in place: the buffer, which the statistics and gradient passes overwrite).
     fn logits(&self) -> &[E];
+    /// The row's output: the gradient buffer (in place, the logits' buffer); empty when read only.
+    fn output(&self) -> &[E];
+    /// The row's output, to write; empty when read only.
+    fn output_mut(&mut self) -> &mut [E];
     #[inline(always)]
     fn len(&self) -> usize {
         self.logits().len()
@@ -53,14 +58,31 @@ pub(crate) trait RowIo<E: Element> {
         crate::simd::prefetch(self.logits().as_ptr().wrapping_add(c));
     }
     /// Writes the output at `c` (no-op when read only).
-    fn store(&mut self, c: usize, v: f32);
-    /// Writes `LANES` outputs from `c`.
+    #[inline(always)]
+    fn store(&mut self, c: usize, v: f32) {
+        if Self::WRITES {
+            self.output_mut()[c] = E::from_f32(v);
+        }
+    }
+    /// Writes `LANES` outputs from `c` (no-op when read only).
     ///
     /// # Safety
     /// `c + LANES <= self.len()`.
-    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes);
+    #[inline(always)]
+    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
+        if Self::WRITES {
+            // SAFETY: the caller guarantees c + LANES <= len, and a writer's output has the logits' length
+            // (`Separate::new`; in place it is the logits' buffer).
+            unsafe { put_lanes::<S, E>(self.output_mut(), c, v) }
+        }
+    }
     /// Writes lanes `0..rem` of `v` to the outputs from `c` (no-op when read only).
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes);
+    #[inline(always)]
+    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
+        if Self::WRITES {
+            put_partial::<S, E>(&mut self.output_mut()[c..c + rem], v)
+        }
+    }
     /// Whether the statistics pass keeps `e_c = exp(z_c - chunk max)` for the gradient pass (through the
     /// `*_exp` methods): in the output for f32 (the default), in a scratch row for [`WithScratch`]. Where it is
     /// not kept, the gradient pass recomputes it with the same instructions, so the gradient has the same bits
@@ -85,25 +107,24 @@ pub(crate) trait RowIo<E: Element> {
     fn store_exp_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
         self.store_tail::<S>(c, rem, v)
     }
-    /// The kept `e_c` at `c`. By default the output's value there, which is the logits' buffer's unless
-    /// overridden.
+    /// The kept `e_c` at `c`. By default the output's value there (only called when [`RowIo::KEEPS_EXP`]).
     #[inline(always)]
     fn load_exp(&self, c: usize) -> f32 {
-        self.load(c)
+        self.output()[c].to_f32()
     }
     /// The `LANES` kept values from `c`.
     ///
     /// # Safety
-    /// `c + LANES <= self.len()`.
+    /// `c + LANES <= self.len()`, and [`RowIo::KEEPS_EXP`].
     #[inline(always)]
     unsafe fn load_exp_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.load_lanes::<S>(c) }
+        // SAFETY: the caller guarantees c + LANES <= len, and a writer's output has the logits' length.
+        unsafe { lanes_of::<S, E>(self.output(), c) }
     }
     /// The `rem <= LANES` kept values from `c` in lanes `0..rem`, `fill` in the others.
     #[inline(always)]
     fn load_exp_tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        self.tail::<S>(c, rem, fill)
+        partial_of::<S, E>(&self.output()[c..c + rem], fill)
     }
 }
 
@@ -196,11 +217,13 @@ impl<E: Element> RowIo<E> for ReadOnly<'_, E> {
         self.0
     }
     #[inline(always)]
-    fn store(&mut self, _: usize, _: f32) {}
+    fn output(&self) -> &[E] {
+        &[]
+    }
     #[inline(always)]
-    unsafe fn store_lanes<S: Isa>(&mut self, _: usize, _: Lanes) {}
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, _: usize, _: usize, _: Lanes) {}
+    fn output_mut(&mut self) -> &mut [E] {
+        &mut []
+    }
 }
 
 impl<E: Element> RowIo<E> for Separate<'_, E> {
@@ -218,30 +241,12 @@ impl<E: Element> RowIo<E> for Separate<'_, E> {
         self.0
     }
     #[inline(always)]
-    fn store(&mut self, c: usize, v: f32) {
-        self.1[c] = E::from_f32(v);
+    fn output(&self) -> &[E] {
+        self.1
     }
     #[inline(always)]
-    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
-        // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
-        unsafe { put_lanes::<S, E>(self.1, c, v) }
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
-        put_partial::<S, E>(&mut self.1[c..c + rem], v)
-    }
-    #[inline(always)]
-    fn load_exp(&self, c: usize) -> f32 {
-        self.1[c].to_f32()
-    }
-    #[inline(always)]
-    unsafe fn load_exp_lanes<S: Isa>(&self, c: usize) -> Lanes {
-        // SAFETY: the caller guarantees c + LANES <= len, and the output has the logits' length.
-        unsafe { lanes_of::<S, E>(self.1, c) }
-    }
-    #[inline(always)]
-    fn load_exp_tail<S: Isa>(&self, c: usize, rem: usize, fill: f32) -> Lanes {
-        partial_of::<S, E>(&self.1[c..c + rem], fill)
+    fn output_mut(&mut self) -> &mut [E] {
+        self.1
     }
 }
 
@@ -260,17 +265,12 @@ impl<E: Element> RowIo<E> for InPlace<'_, E> {
         self.0
     }
     #[inline(always)]
-    fn store(&mut self, c: usize, v: f32) {
-        self.0[c] = E::from_f32(v);
+    fn output(&self) -> &[E] {
+        self.0
     }
     #[inline(always)]
-    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { put_lanes::<S, E>(self.0, c, v) }
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
-        put_partial::<S, E>(&mut self.0[c..c + rem], v)
+    fn output_mut(&mut self) -> &mut [E] {
+        self.0
     }
 }
 
@@ -307,17 +307,12 @@ impl<E: Element, IO: RowIo<E>> RowIo<E> for WithScratch<'_, IO> {
         self.0.logits()
     }
     #[inline(always)]
-    fn store(&mut self, c: usize, v: f32) {
-        self.0.store(c, v)
+    fn output(&self) -> &[E] {
+        self.0.output()
     }
     #[inline(always)]
-    unsafe fn store_lanes<S: Isa>(&mut self, c: usize, v: Lanes) {
-        // SAFETY: the caller guarantees c + LANES <= len.
-        unsafe { self.0.store_lanes::<S>(c, v) }
-    }
-    #[inline(always)]
-    fn store_tail<S: Isa>(&mut self, c: usize, rem: usize, v: Lanes) {
-        self.0.store_tail::<S>(c, rem, v)
+    fn output_mut(&mut self) -> &mut [E] {
+        self.0.output_mut()
     }
     #[inline(always)]
     fn store_exp(&mut self, c: usize, v: f32) {
