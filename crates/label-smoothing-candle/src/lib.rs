@@ -8,7 +8,9 @@
 //!   the backward pass recomputes the row statistics and writes the gradient in one fused pass (no softmax, target
 //!   or log-probability tensor is ever materialised);
 //! - on any other device (CUDA, Metal) it composes the same definition from candle ops, so the numbers are
-//!   right everywhere; [`LabelSmoothingCrossEntropy::forward_composed`] forces that path on any device.
+//!   right everywhere; [`LabelSmoothingCrossEntropy::forward_composed`] forces that path on any device;
+//! - [`linear_cross_entropy`] is the loss of a linear classifier `x W^T + b` through the core's fused linear
+//!   loss: the gradients of `x`, `W` and `b` without the `[N, K]` logits.
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -30,10 +32,12 @@
 mod composed;
 mod error_slot;
 mod fused;
+mod linear;
 pub mod related;
 
 use candle_core::{DType, Tensor};
 pub use label_smoothing::{LabelSmoothingConfig, LabelSmoothingLoss, LossError, Reduction, Smoothing, Spread};
+pub use linear::{linear_cross_entropy, linear_cross_entropy_composed};
 
 /// What can go wrong: a bad input (typed, from the core crate), a tensor of the wrong shape or type, or a candle
 /// failure.

@@ -16,7 +16,8 @@
 //!
 //! Its relatives, each with its gradient: [`mixup`] (mixup and CutMix targets, without materialising them),
 //! [`distillation`] (knowledge distillation), [`confidence_penalty`], [`label_relaxation`] and [`online`] (online
-//! label smoothing); [`calibration`] measures what smoothing does to confidence.
+//! label smoothing); [`linear`] computes the loss of a linear classifier without materialising its logits;
+//! [`calibration`] measures what smoothing does to confidence.
 //!
 //! ```
 //! use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
@@ -38,6 +39,7 @@ mod driver;
 mod element;
 mod error;
 mod kernel;
+pub mod linear;
 pub mod reference;
 mod related;
 pub mod rng;

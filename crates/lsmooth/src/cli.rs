@@ -112,12 +112,26 @@ pub enum DType {
 #[command(
     after_help = "Counts 8*N*K bytes per call for f32 forward+backward (read logits, write gradient), \
 4*N*K forward only, half that for bf16/f16; the copy moves the logits' bytes into another buffer (read + write).\n\
-Example:\n  lsmooth bench --shape 2048x32000 --threads 2 --json"
+With --linear NxDxK, counts 6*N*D*K floating-point operations per forward+backward (three products) and \
+reports the peak resident memory of each schedule.\n\
+Example:\n  lsmooth bench --shape 2048x32000 --threads 2 --json\n  lsmooth bench --linear 4096x1024x32000 --json"
 )]
 pub struct BenchArgs {
     /// Problem size, rows x classes.
-    #[arg(long, value_name = "NxK")]
-    pub shape: String,
+    #[arg(
+        long,
+        value_name = "NxK",
+        required_unless_present = "linear",
+        conflicts_with = "linear"
+    )]
+    pub shape: Option<String>,
+    /// Time the fused linear loss instead (hidden states [N, D], weight [K, D], f32, forward and backward),
+    /// next to the unfused composition and the three products alone, in alternating rounds.
+    #[arg(long, value_name = "NxDxK", conflicts_with_all = ["forward_only", "in_place"])]
+    pub linear: Option<String>,
+    /// With --linear: rows per block (default: chosen from K, see `LinearCrossEntropy::block_rows`).
+    #[arg(long, value_name = "B", requires = "linear", value_parser = usize_in::<1, 100_000_000>)]
+    pub block_rows: Option<usize>,
     /// Threads (default: all cores).
     #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]
     pub threads: Option<usize>,

@@ -130,7 +130,7 @@ macro_rules! instantiate {
 instantiate!(run_f32: f32, run_bf16: half::bf16, run_f16: half::f16);
 
 /// The denominator of the mean for hard labels: the count (or the weight) of the rows not ignored.
-fn mean_denominator(config: &LabelSmoothingConfig, n: usize, targets: Targets<'_>) -> f64 {
+pub(crate) fn mean_denominator(config: &LabelSmoothingConfig, n: usize, targets: Targets<'_>) -> f64 {
     match targets {
         Targets::Soft(_) => n as f64,
         Targets::Labels(labels) => {

@@ -1,4 +1,10 @@
-//! `lsmooth bench`: the fused kernel on seeded random logits, timed next to a copy and a read of the same bytes.
+//! `lsmooth bench`: the fused kernel on seeded random logits, timed next to a copy and a read of the same bytes
+//! ([`linear`]: the fused linear loss, next to the unfused composition and the products alone).
+
+mod linear;
+mod timing;
+
+use timing::{median, peak_rss, quartiles, time_warm};
 
 use crate::cli::{BenchArgs, DType};
 use crate::CliError;
@@ -50,41 +56,6 @@ pub struct BenchReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The lower quartile, median and upper quartile of `v` (not empty), by linear interpolation between order
-/// statistics.
-fn quartiles(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| {
-        let x = q * (v.len() - 1) as f64;
-        let (i, f) = (x.floor() as usize, x - x.floor());
-        if i + 1 < v.len() {
-            v[i] + f * (v[i + 1] - v[i])
-        } else {
-            v[i]
-        }
-    };
-    [at(0.25), median(v.clone()), at(0.75)]
-}
-
-/// Seconds the second of two calls of `f` takes: the first leaves the caches as a run of back-to-back calls
-/// would (the timed call finds its own buffers where its previous call left them, not the other measurements').
-fn time_warm(f: &mut impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
 /// Per-round times of the three measurements, taken in turn: round `i` times one call of the loss, then one
 /// copy, then one read (each after an untimed call of the same, [`time_warm`]), so that a neighbour's burst on
 /// this shared machine slows all three of a round rather than one whole measurement, and the per-round ratios
@@ -113,13 +84,6 @@ fn interleaved<B>(
         r.read.push(time_warm(&mut read));
     }
     r
-}
-
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
@@ -257,7 +221,10 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
 
 /// Runs the benchmark and prints a short table, or one JSON object with `--json`.
 pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
-    let (n, k) = parse_shape(&args.shape)?;
+    if let Some(shape) = &args.linear {
+        return linear::run(args, shape, out);
+    }
+    let (n, k) = parse_shape(args.shape.as_deref().unwrap_or_default())?;
     if args.forward_only && args.in_place {
         return Err(CliError::Usage(
             "--forward-only and --in-place exclude each other".into(),

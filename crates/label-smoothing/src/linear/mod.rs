@@ -1,0 +1,321 @@
+//! The label-smoothed cross-entropy of a linear classifier, `logits = x W^T (+ b)`, computed without ever
+//! holding the `[N, K]` logits: [`LinearCrossEntropy`].
+//!
+//! The rows are cut into blocks of `B` rows ([`LinearCrossEntropy::block_rows`]). For each block, in row order:
+//! the block's logits `[B, K]` come from one product, the fused kernel turns them in place into their gradient
+//! `G = dL/dlogits` (and the block's per-row losses), then `grad_x = G W` for the block's rows, and
+//! `grad_W += G^T x`, `grad_b += sum_rows G`. The scratch memory is the one `[B, K]` block; the logits and
+//! their gradient for all `N` rows (`8 N K` bytes in f32) never exist. The products are `gemm`'s (the crate
+//! candle uses) on a fixed grid of single-threaded tasks ([`products`]), so the whole result is bit-identical
+//! for any number of threads. It is not bit-identical across block sizes: `grad_W` and `grad_b` add the
+//! blocks' contributions in block order.
+//!
+//! The smoothing costs nothing beyond the plain cross-entropy: the kernel writes `coef (Q p - w q)` with the
+//! smoothed target `q` directly, in the one pass over the block that the softmax needs anyway, and the three
+//! products are the same dense products as without smoothing.
+//!
+//! The whole family of SPEC.md for hard labels: both spreads, fixed and adaptive smoothing, class weights, the
+//! ignore index, every reduction and an upstream gradient. Soft targets are not supported (a `[N, K]` target
+//! would be the very tensor this avoids); compose [`LabelSmoothingLoss::loss_and_grad`] with your own products
+//! for them.
+
+mod baseline;
+mod products;
+
+pub use baseline::{gemms_only, unfused};
+
+use crate::api::{check_labels, LabelSmoothingLoss};
+use crate::config::{LabelSmoothingConfig, Reduction};
+use crate::driver::mean_denominator;
+use crate::error::{LossError, Result};
+use crate::types::{GradOutput, Loss, Targets};
+
+/// The scratch budget that chooses the default block of rows: the `[B, K]` logits block in f32.
+pub const BLOCK_BYTES: usize = 128 << 20;
+/// Rows of a block are a multiple of this (and at least this, unless `N` is smaller).
+pub const BLOCK_ROW_MULTIPLE: usize = 16;
+
+/// The inputs of a linear classifier: hidden states `x [N, D]`, weight `W [K, D]` (row-major, as `nn.Linear`
+/// stores it) and an optional bias `[K]`.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearInputs<'a> {
+    /// Hidden states `[N, D]`, row-major.
+    pub x: &'a [f32],
+    /// Classifier weight `[K, D]`, row-major.
+    pub weight: &'a [f32],
+    /// Bias `[K]`, if the classifier has one.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// Where the gradients go; each is fully overwritten, and `None` skips its computation.
+#[derive(Debug, Default)]
+pub struct LinearGrads<'a> {
+    /// `dL/dx`, `[N, D]`.
+    pub x: Option<&'a mut [f32]>,
+    /// `dL/dW`, `[K, D]`.
+    pub weight: Option<&'a mut [f32]>,
+    /// `dL/db`, `[K]`.
+    pub bias: Option<&'a mut [f32]>,
+}
+
+/// The label-smoothed cross-entropy of `x W^T (+ b)` for hidden size `D`, with the `[N, K]` logits never
+/// materialised (see the [module](self) documentation).
+///
+/// ```
+/// use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
+/// use label_smoothing::{GradOutput, LabelSmoothingConfig};
+/// let (n, d, k) = (4, 3, 5);
+/// let x: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let w: Vec<f32> = (0..k * d).map(|i| (i as f32 * 0.11).cos()).collect();
+/// let labels = vec![0i64, 4, 2, 1];
+///
+/// // PyTorch: F.cross_entropy(F.linear(x, w), labels, label_smoothing=0.1)
+/// let lce = LinearCrossEntropy::new(LabelSmoothingConfig::pytorch(0.1).init(k)?, d)?;
+/// let (mut gx, mut gw) = (vec![0.0; n * d], vec![0.0; k * d]);
+/// let grads = LinearGrads { x: Some(&mut gx), weight: Some(&mut gw), bias: None };
+/// let inputs = LinearInputs { x: &x, weight: &w, bias: None };
+/// let loss = lce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)?;
+/// assert!(loss.scalar().unwrap() > 0.0);
+/// # Ok::<(), label_smoothing::LossError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LinearCrossEntropy {
+    loss: LabelSmoothingLoss,
+    per_row: LabelSmoothingLoss,
+    hidden: usize,
+    block_rows: Option<usize>,
+}
+
+impl LinearCrossEntropy {
+    /// The loss `loss` (its configuration and `K`) on top of a linear layer with `hidden` inputs (`D >= 1`).
+    pub fn new(loss: LabelSmoothingLoss, hidden: usize) -> Result<Self> {
+        if hidden == 0 {
+            return Err(LossError::InvalidParameter {
+                name: "hidden",
+                value: 0.0,
+                expected: "[1, inf)",
+            });
+        }
+        let per_row = LabelSmoothingConfig {
+            reduction: Reduction::None,
+            ..loss.config().clone()
+        }
+        .init(loss.num_classes())?;
+        Ok(Self {
+            loss,
+            per_row,
+            hidden,
+            block_rows: None,
+        })
+    }
+
+    /// Uses blocks of `rows` rows (at least 1) instead of the default chosen from the shapes.
+    pub fn with_block_rows(mut self, rows: usize) -> Result<Self> {
+        if rows == 0 {
+            return Err(LossError::InvalidParameter {
+                name: "block_rows",
+                value: 0.0,
+                expected: "[1, inf)",
+            });
+        }
+        self.block_rows = Some(rows);
+        Ok(self)
+    }
+
+    /// The loss this computes on the logits.
+    pub fn loss_fn(&self) -> &LabelSmoothingLoss {
+        &self.loss
+    }
+
+    /// The hidden size `D`.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// The rows per block for `n` rows: the override, or the most rows whose `[B, K]` f32 logits fit in
+    /// [`BLOCK_BYTES`], rounded down to a multiple of [`BLOCK_ROW_MULTIPLE`] (at least that many), at most `n`.
+    pub fn block_rows(&self, n: usize) -> usize {
+        let k = self.loss.num_classes();
+        let rows = self.block_rows.unwrap_or_else(|| {
+            let fit = BLOCK_BYTES / (4 * k);
+            (fit / BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE).max(BLOCK_ROW_MULTIPLE)
+        });
+        rows.min(n).max(1)
+    }
+
+    /// The loss alone.
+    ///
+    /// `inputs`: `x [N, D]`, `W [K, D]`, bias `[K]`; `labels`: `[N]`. Returns a scalar, or `[N]` values for
+    /// reduction `none`.
+    pub fn loss(&self, inputs: LinearInputs<'_>, labels: &[i64]) -> Result<Loss> {
+        self.run(inputs, labels, GradOutput::ONE, LinearGrads::default(), false)
+    }
+
+    /// The loss and the gradients asked for in `grads`, scaled by the upstream gradient `grad_output` (per row
+    /// only with reduction `none`). Everything is validated before anything is written.
+    pub fn loss_and_grad(
+        &self,
+        inputs: LinearInputs<'_>,
+        labels: &[i64],
+        grad_output: GradOutput<'_>,
+        grads: LinearGrads<'_>,
+    ) -> Result<Loss> {
+        self.run(inputs, labels, grad_output, grads, true)
+    }
+
+    /// Validates the shapes and labels; returns `N`.
+    pub(crate) fn check(
+        &self,
+        inputs: &LinearInputs<'_>,
+        labels: &[i64],
+        grad_output: &GradOutput<'_>,
+        grads: &LinearGrads<'_>,
+    ) -> Result<usize> {
+        let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
+        let len = |what: &'static str, got: usize, rows: usize, shape: &str| {
+            if rows.checked_mul(d) == Some(got) {
+                Ok(())
+            } else {
+                Err(LossError::Length {
+                    what,
+                    expected: format!("{} ({shape} = [{rows}, {d}])", rows.saturating_mul(d)),
+                    got,
+                })
+            }
+        };
+        len("x", inputs.x.len(), n, "[N, D]")?;
+        len("weight", inputs.weight.len(), k, "[K, D]")?;
+        let bias = |what: &'static str, got: usize| {
+            if got == k {
+                Ok(())
+            } else {
+                Err(LossError::Length {
+                    what,
+                    expected: format!("{k} ([K])"),
+                    got,
+                })
+            }
+        };
+        if let Some(b) = inputs.bias {
+            bias("bias", b.len())?;
+        }
+        if let Some(g) = &grads.x {
+            len("grad x", g.len(), n, "[N, D]")?;
+        }
+        if let Some(g) = &grads.weight {
+            len("grad weight", g.len(), k, "[K, D]")?;
+        }
+        if let Some(g) = &grads.bias {
+            bias("grad bias", g.len())?;
+        }
+        check_labels(labels, k, self.loss.config().ignore_index)?;
+        if let GradOutput::PerRow(g) = grad_output {
+            let reduction = self.loss.config().reduction;
+            if reduction != Reduction::None {
+                return Err(LossError::GradOutputShape {
+                    reduction: reduction.name(),
+                    got: g.len(),
+                });
+            }
+            if g.len() != n {
+                return Err(LossError::Length {
+                    what: "grad_output",
+                    expected: format!("{n} (one per row)"),
+                    got: g.len(),
+                });
+            }
+        }
+        Ok(n)
+    }
+
+    fn run(
+        &self,
+        inputs: LinearInputs<'_>,
+        labels: &[i64],
+        grad_output: GradOutput<'_>,
+        mut grads: LinearGrads<'_>,
+        backward: bool,
+    ) -> Result<Loss> {
+        let n = self.check(&inputs, labels, &grad_output, &grads)?;
+        let config = self.loss.config();
+        let (k, d) = (self.loss.num_classes(), self.hidden);
+        let kept = labels.iter().filter(|&&y| Some(y) != config.ignore_index).count();
+        // As in the fused loss: mean-nonzero assumes every kept row has a non-zero loss and corrects the
+        // gradient at the end in the rare case one fits exactly.
+        let denominator = match config.reduction {
+            Reduction::None | Reduction::Sum => 1.0,
+            Reduction::Mean => mean_denominator(config, n, Targets::Labels(labels)),
+            Reduction::MeanNonZero => kept.max(1) as f64,
+        };
+        let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
+        let backward = backward && (grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some());
+
+        let rows = self.block_rows(n);
+        let mut block = vec![0.0f32; rows.min(n) * k];
+        let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
+        let mut losses: Vec<f32> = Vec::with_capacity(n);
+        let mut upstream: Vec<f32> = Vec::with_capacity(rows);
+        for start in (0..n).step_by(rows.max(1)) {
+            let end = (start + rows).min(n);
+            let (x, y) = (&inputs.x[start * d..end * d], &labels[start..end]);
+            let z = &mut block[..(end - start) * k];
+            products::logits(x, inputs.weight, inputs.bias, d, k, z);
+            if !backward {
+                losses.extend_from_slice(self.per_row.loss(z, Targets::Labels(y))?.as_slice());
+                continue;
+            }
+            upstream.clear();
+            upstream.extend((start..end).map(|i| {
+                let g = match grad_output {
+                    GradOutput::Scalar(g) => g,
+                    GradOutput::PerRow(g) => g[i],
+                };
+                (g as f64 * scale) as f32
+            }));
+            let l = self
+                .per_row
+                .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
+            losses.extend_from_slice(l.as_slice());
+            if let Some(gx) = grads.x.as_deref_mut() {
+                products::grad_input(z, inputs.weight, d, k, &mut gx[start * d..end * d]);
+            }
+            products::grad_weight(
+                z,
+                x,
+                d,
+                k,
+                start > 0,
+                grads.weight.as_deref_mut(),
+                bias_acc.as_deref_mut(),
+            );
+        }
+        if backward && n == 0 {
+            if let Some(gw) = grads.weight.as_deref_mut() {
+                gw.fill(0.0);
+            }
+        }
+
+        // The per-row losses in row order, in f64: the same bits for any number of threads.
+        let total = || losses.iter().map(|&l| l as f64).sum::<f64>();
+        let mut ratio = 1.0;
+        let loss = match config.reduction {
+            Reduction::None => Loss::PerRow(losses.clone()),
+            Reduction::Sum => Loss::Scalar(total() as f32),
+            Reduction::Mean => Loss::Scalar((total() * scale) as f32),
+            Reduction::MeanNonZero => {
+                let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
+                ratio = denominator / nonzero as f64;
+                Loss::Scalar((total() / nonzero as f64) as f32)
+            }
+        };
+        if let (Some(gb), Some(acc)) = (grads.bias.as_deref_mut(), &bias_acc) {
+            gb.iter_mut().zip(acc).for_each(|(g, &a)| *g = (a * ratio) as f32);
+        }
+        if ratio != 1.0 && backward {
+            let rescale = |g: &mut [f32]| g.iter_mut().for_each(|v| *v = (*v as f64 * ratio) as f32);
+            grads.x.as_deref_mut().map(rescale);
+            grads.weight.as_deref_mut().map(rescale);
+        }
+        Ok(loss)
+    }
+}

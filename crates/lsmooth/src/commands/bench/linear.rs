@@ -1,0 +1,282 @@
+//! `lsmooth bench --linear NxDxK`: the fused linear loss (forward and backward) next to the unfused
+//! composition (the same products around the fused loss on materialised logits) and the three products alone.
+
+use super::timing::{median, peak_rss, reset_peak_rss, rss};
+use crate::cli::{BenchArgs, DType};
+use crate::CliError;
+use label_smoothing::linear::{self, LinearCrossEntropy, LinearGrads, LinearInputs};
+use label_smoothing::rng::SplitMix64;
+use label_smoothing::GradOutput;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// What `lsmooth bench --linear ... --json` prints.
+#[derive(Debug, Serialize)]
+pub struct LinearBenchReport {
+    /// Rows (tokens, examples).
+    pub n: usize,
+    /// Hidden size.
+    pub d: usize,
+    /// Classes.
+    pub k: usize,
+    /// Rayon threads.
+    pub threads: usize,
+    /// The instruction set the loss kernel dispatched to.
+    pub isa: &'static str,
+    /// Rows per block of the fused loss.
+    pub block_rows: usize,
+    /// Rounds timed; each times one fused call, one unfused call and the products alone, in that order.
+    pub repeat: usize,
+    /// Median seconds of the fused loss, forward and backward (`grad_x`, `grad_W`, `grad_b`).
+    pub median_s: f64,
+    /// Median seconds of the unfused composition.
+    pub unfused_median_s: f64,
+    /// Median seconds of the three products alone, on full `[N, K]` buffers.
+    pub gemm_median_s: f64,
+    /// The fused time over the products' time: the median of the per-round ratios.
+    pub ratio_to_gemm: f64,
+    /// The fused time over the unfused time: the median of the per-round ratios.
+    pub ratio_to_unfused: f64,
+    /// `6 N D K / median_s`, in GFLOP/s.
+    pub gflops: f64,
+    /// Median bandwidth of a copy of the weight's bytes into another buffer (read + write), in GB/s.
+    pub copy_gbps: f64,
+    /// Resident memory before the calls, with the inputs and the three gradient buffers allocated and written.
+    pub base_rss_bytes: Option<u64>,
+    /// Peak resident memory during one fused call (VmHWM, reset before it).
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak resident memory during one unfused call.
+    pub unfused_peak_rss_bytes: Option<u64>,
+    /// Peak resident memory during the products alone.
+    pub gemm_peak_rss_bytes: Option<u64>,
+    /// `peak_rss_bytes - base_rss_bytes`: the fused loss's own memory.
+    pub scratch_bytes: Option<u64>,
+    /// `unfused_peak_rss_bytes - base_rss_bytes`.
+    pub unfused_scratch_bytes: Option<u64>,
+    /// The fused loss (mean over the rows), as a check that the two schedules compute the same thing.
+    pub loss: f32,
+    /// The unfused composition's loss.
+    pub unfused_loss: f32,
+}
+
+fn parse(s: &str) -> Result<(usize, usize, usize), CliError> {
+    let err = || {
+        CliError::Usage(format!(
+            "--linear {s}: expected NxDxK with positive integers, e.g. 4096x1024x32000"
+        ))
+    };
+    let parts: Vec<usize> = s
+        .split(['x', 'X'])
+        .map(|p| p.trim().parse::<usize>().map_err(|_| err()))
+        .collect::<Result<_, _>>()?;
+    let [n, d, k] = parts[..] else { return Err(err()) };
+    if n == 0 || d == 0 || k < 2 {
+        return Err(CliError::Usage(format!(
+            "--linear {s}: needs N >= 1, D >= 1 and K >= 2"
+        )));
+    }
+    // The unfused composition allocates [N, K] twice, and the inputs and gradients [N, D] and [K, D] twice each.
+    const MAX_ELEMS: usize = 1 << 31;
+    for (what, a, b) in [("N*K", n, k), ("N*D", n, d), ("K*D", k, d)] {
+        if a.checked_mul(b).is_none_or(|c| c > MAX_ELEMS) {
+            return Err(CliError::Usage(format!("--linear {s}: {what} is at most {MAX_ELEMS}")));
+        }
+    }
+    Ok((n, d, k))
+}
+
+/// Uniform values in `[-scale, scale)`, seeded, filled in parallel pieces of fixed size (the same values for
+/// any number of threads).
+fn uniform(len: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0f32; len];
+    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        let mut rng = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        c.iter_mut()
+            .for_each(|x| *x = (rng.next_f64() as f32 * 2.0 - 1.0) * scale);
+    });
+    v
+}
+
+/// The peak resident memory while `f` runs once, where the OS lets it be reset.
+fn peak_of(f: &mut impl FnMut()) -> Option<u64> {
+    let reset = reset_peak_rss();
+    f();
+    peak_rss().filter(|_| reset)
+}
+
+fn timed(f: &mut impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Result<LinearBenchReport, CliError> {
+    let loss_fn = args.loss.config(0.1)?.init(k)?;
+    let mut lce = LinearCrossEntropy::new(loss_fn, d)?;
+    if let Some(b) = args.block_rows {
+        lce = lce.with_block_rows(b)?;
+    }
+    // Logits of standard deviation about 1: x uniform in [-1, 1), W scaled by 1/sqrt(D).
+    let x = uniform(n * d, 1.0, args.seed);
+    let w = uniform(k * d, (3.0 / d as f32).sqrt(), args.seed.wrapping_add(1));
+    let bias = uniform(k, 0.1, args.seed.wrapping_add(2));
+    let mut rng = SplitMix64::new(args.seed.wrapping_add(3));
+    let labels: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
+    let (mut gx, mut gw, mut gb) = (vec![1.0f32; n * d], vec![1.0f32; k * d], vec![1.0f32; k]);
+    let inputs = LinearInputs {
+        x: &x,
+        weight: &w,
+        bias: Some(&bias),
+    };
+
+    let mut fused_loss = f32::NAN;
+    let mut unfused_loss = f32::NAN;
+    let fused_call = |gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]| {
+        let grads = LinearGrads {
+            x: Some(gx),
+            weight: Some(gw),
+            bias: Some(gb),
+        };
+        lce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
+            .map(|l| l.scalar().unwrap_or(f32::NAN))
+    };
+    let base_rss_bytes = rss();
+    let mut err = None;
+    let mut fused = || match fused_call(&mut gx, &mut gw, &mut gb) {
+        Ok(l) => fused_loss = l,
+        Err(e) => err = Some(e),
+    };
+    let peak_rss_bytes = peak_of(&mut fused);
+    let probe = timed(&mut fused);
+    if let Some(e) = err.take() {
+        return Err(e.into());
+    }
+
+    // The three schedules share the gradient buffers (each overwrites them), so the base memory is theirs.
+    let mut unfused = || {
+        let grads = LinearGrads {
+            x: Some(&mut gx),
+            weight: Some(&mut gw),
+            bias: Some(&mut gb),
+        };
+        match linear::unfused(&lce, inputs, &labels, GradOutput::ONE, grads) {
+            Ok(l) => unfused_loss = l.scalar().unwrap_or(f32::NAN),
+            Err(e) => err = Some(e),
+        }
+    };
+    let unfused_peak_rss_bytes = peak_of(&mut unfused);
+    if let Some(e) = err.take() {
+        return Err(e.into());
+    }
+    let mut gemms = || linear::gemms_only(&lce, inputs, &mut gx, &mut gw);
+    let gemm_peak_rss_bytes = peak_of(&mut gemms);
+
+    // About 30 s of fused calls in all, unless given; every round times the three schedules in turn.
+    let repeat = args
+        .repeat
+        .unwrap_or_else(|| ((30.0 / probe.max(1e-9)) as usize).clamp(3, 50));
+    let (mut tf, mut tu, mut tg, mut tc) = (vec![], vec![], vec![], vec![]);
+    let mut copy = vec![0.0f32; k * d];
+    for _ in 0..repeat {
+        tf.push(timed(&mut || {
+            let _ = fused_call(&mut gx, &mut gw, &mut gb);
+        }));
+        tu.push(timed(&mut || {
+            let grads = LinearGrads {
+                x: Some(&mut gx),
+                weight: Some(&mut gw),
+                bias: Some(&mut gb),
+            };
+            let _ = linear::unfused(&lce, inputs, &labels, GradOutput::ONE, grads);
+        }));
+        tg.push(timed(&mut || linear::gemms_only(&lce, inputs, &mut gx, &mut gw)));
+        tc.push(timed(&mut || {
+            copy.par_chunks_mut(1 << 15)
+                .zip(w.par_chunks(1 << 15))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&copy);
+        }));
+    }
+    let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let median_s = median(tf.clone());
+    let sub = |p: Option<u64>| Some(p?.saturating_sub(base_rss_bytes?));
+    Ok(LinearBenchReport {
+        n,
+        d,
+        k,
+        threads,
+        isa: label_smoothing::instruction_set(),
+        block_rows: lce.block_rows(n),
+        repeat,
+        median_s,
+        unfused_median_s: median(tu.clone()),
+        gemm_median_s: median(tg.clone()),
+        ratio_to_gemm: ratio(&tf, &tg),
+        ratio_to_unfused: ratio(&tf, &tu),
+        gflops: 6.0 * n as f64 * d as f64 * k as f64 / median_s / 1e9,
+        copy_gbps: 8.0 * (k * d) as f64 / median(tc) / 1e9,
+        base_rss_bytes,
+        peak_rss_bytes,
+        unfused_peak_rss_bytes,
+        gemm_peak_rss_bytes,
+        scratch_bytes: sub(peak_rss_bytes),
+        unfused_scratch_bytes: sub(unfused_peak_rss_bytes),
+        loss: fused_loss,
+        unfused_loss,
+    })
+}
+
+/// Runs `bench --linear` and prints a short table, or one JSON object with `--json`.
+pub(super) fn run(args: &BenchArgs, shape: &str, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    let (n, d, k) = parse(shape)?;
+    if args.dtype != DType::F32 {
+        return Err(CliError::Usage("--linear takes f32 inputs only (--dtype f32)".into()));
+    }
+    let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start {threads} threads: {e}")))?;
+    let r = pool.install(|| bench(args, n, d, k, threads))?;
+    let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
+    if args.json {
+        let line = serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?;
+        return writeln!(out, "{line}").map_err(w);
+    }
+    let mib = |b: Option<u64>| {
+        b.map_or("unknown".to_string(), |b| {
+            format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+        })
+    };
+    writeln!(
+        out,
+        "linear {}x{}x{} f32, {} thread(s), {}, blocks of {} rows ({} rounds)\n\
+         fused    median {:>9.3} s  {:>6.1} GFLOP/s  peak RSS {} (scratch {})\n\
+         unfused  median {:>9.3} s  peak RSS {} (scratch {})\n\
+         products median {:>9.3} s  peak RSS {}\n\
+         fused/products {:.3}x, fused/unfused {:.3}x; copy {:.1} GB/s; loss {} (unfused {})",
+        r.n,
+        r.d,
+        r.k,
+        r.threads,
+        r.isa,
+        r.block_rows,
+        r.repeat,
+        r.median_s,
+        r.gflops,
+        mib(r.peak_rss_bytes),
+        mib(r.scratch_bytes),
+        r.unfused_median_s,
+        mib(r.unfused_peak_rss_bytes),
+        mib(r.unfused_scratch_bytes),
+        r.gemm_median_s,
+        mib(r.gemm_peak_rss_bytes),
+        r.ratio_to_gemm,
+        r.ratio_to_unfused,
+        r.copy_gbps,
+        r.loss,
+        r.unfused_loss,
+    )
+    .map_err(w)
+}
