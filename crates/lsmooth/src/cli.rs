@@ -68,9 +68,10 @@ pub struct ProjectArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["logits", "probs"])))]
 #[command(
-    after_help = "ECE bins are equal-width: confidence c falls in bin floor(c * bins), 1.0 in the last.\n\
+    after_help = "ECE bins are equal-width: confidence c falls in bin floor(c * bins), 1.0 in the last; adaptive \
+ECE and the debiased L2 error use equal-mass bins. Smooth ECE is computed as relplot's smECE.\n\
 Example:\n  lsmooth calibrate --logits test_logits.npy --labels test_labels.npy \\\n      \
---fit-temperature val_logits.npy val_labels.npy --plot reliability.svg"
+--fit-temperature val_logits.npy val_labels.npy --bootstrap 1000 --plot reliability.svg"
 )]
 pub struct CalibrateArgs {
     /// Logits, [N, K], float32 or float64 (for example saved from PyTorch with numpy.save).
@@ -88,12 +89,34 @@ pub struct CalibrateArgs {
     /// Fit a temperature on held-out logits and labels, and report the metrics after scaling too.
     #[arg(long, num_args = 2, value_names = ["VAL_LOGITS.npy", "VAL_LABELS.npy"])]
     pub fit_temperature: Option<Vec<PathBuf>>,
+    /// Fit vector scaling (a weight and a bias per class) on held-out logits and labels, and report the metrics
+    /// after it too.
+    #[arg(long, num_args = 2, value_names = ["VAL_LOGITS.npy", "VAL_LABELS.npy"])]
+    pub fit_vector: Option<Vec<PathBuf>>,
+    /// Bootstrap confidence intervals of accuracy, NLL, Brier, ECE, smooth ECE and the debiased L2 error from R
+    /// resamples of the rows.
+    #[arg(long, value_name = "R", value_parser = usize_in::<2, 1_000_000>)]
+    pub bootstrap: Option<usize>,
+    /// Seed of the bootstrap resampling.
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "bootstrap")]
+    pub bootstrap_seed: u64,
+    /// Coverage of the bootstrap intervals, in (0, 1).
+    #[arg(long, value_name = "L", default_value_t = 0.95, requires = "bootstrap", value_parser = open_unit)]
+    pub level: f64,
     /// Write a reliability diagram: SVG or PNG by the file's extension.
     #[arg(long, value_name = "OUT.svg|OUT.png")]
     pub plot: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A number strictly between 0 and 1.
+fn open_unit(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("expected a number strictly between 0 and 1, got {s}")),
+    }
 }
 
 /// Logit types for `lsmooth bench`.
@@ -476,19 +499,22 @@ mean-nonzero), fast-reid-adaptive (alpha 0.2, mean-nonzero), pytorch (uniform 0.
 distill:SETTING (a plain student distilled, with --temperature and --beta, from the same seed's run of an \
 earlier SETTING; --student-hidden makes the students smaller).\n\
 Writes OUT/summary.json, report.md, report.html (self-contained) and one run directory per setting and seed.\n\
-Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2"
+Example:\n  lsmooth compare --settings plain,others:0.1,adaptive:0.2 --seeds 0,1,2 --label-noise 0.2\n  \
+lsmooth compare --grid others:0,0.01,0.02,0.05,0.1,0.2 --grid uniform:0,0.01,0.02,0.05,0.1,0.2"
 )]
 pub struct CompareArgs {
     /// Data, model and optimiser (as in `lsmooth train`).
     #[command(flatten)]
     pub flags: TrainFlags,
-    /// The settings to compare, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "plain,others:0.1,adaptive:0.2,uniform:0.1"
-    )]
-    pub settings: Vec<String>,
+    /// The settings to compare, comma-separated [default: plain,others:0.1,adaptive:0.2,uniform:0.1, or none
+    /// with --grid].
+    #[arg(long, value_delimiter = ',')]
+    pub settings: Option<Vec<String>>,
+    /// A strength sweep, KIND:V1,V2,... with KIND others, uniform or adaptive (repeatable): one setting per
+    /// strength, after --settings; the report charts the metrics against the strength and names the strengths
+    /// with the lowest validation NLL and ECE.
+    #[arg(long, value_name = "KIND:V1,V2,...", action = clap::ArgAction::Append)]
+    pub grid: Vec<String>,
     /// Seeds, comma-separated: each setting is trained once per seed.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     pub seeds: Vec<u64>,

@@ -437,6 +437,218 @@ fn bench_reports_json_with_the_copy_bandwidth() {
 }
 
 #[test]
+fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
+    // 37 rows in blocks of 16: two full blocks and a partial one; K = 300 is not a multiple of the products' grid.
+    let args = [
+        "bench",
+        "--linear",
+        "37x24x300",
+        "--block-rows",
+        "16",
+        "--threads",
+        "2",
+        "--repeat",
+        "2",
+        "--json",
+    ];
+    let out = lsmooth(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["n"].as_u64(),
+            r["d"].as_u64(),
+            r["k"].as_u64(),
+            r["block_rows"].as_u64()
+        ),
+        (Some(37), Some(24), Some(300), Some(16))
+    );
+    for key in [
+        "median_s",
+        "unfused_median_s",
+        "gemm_median_s",
+        "ratio_to_gemm",
+        "copy_gbps",
+    ] {
+        assert!(r[key].as_f64().unwrap() > 0.0, "{key} in {r}");
+    }
+    for key in ["peak_rss_bytes", "unfused_peak_rss_bytes"] {
+        assert!(r.get(key).is_some(), "{key} missing in {r}");
+    }
+    // The two schedules compute the same mean loss within SPEC.md's 1e-5 relative tolerance; a random
+    // classifier on 300 classes gives about ln 300.
+    let (fused, unfused) = (r["loss"].as_f64().unwrap(), r["unfused_loss"].as_f64().unwrap());
+    assert!((fused - unfused).abs() <= 1e-5 * unfused.abs(), "{r}");
+    assert!(fused > 1.0 && fused < 20.0, "{r}");
+    for bad in ["64x8", "0x8x10", "4x8x1", "axbxc"] {
+        let out = lsmooth(&["bench", "--linear", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(stderr(&out).contains(&format!("--linear {bad}")), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
+    let d = Dir::new();
+    let (n, k) = (600, 5);
+    let mut s = 23u64;
+    let mut u = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Labels follow softmax(base); the file holds class c's logit times a per-class factor, so one temperature
+    // cannot undo it and vector scaling can.
+    let factor = [3.0, 1.0, 0.5, 2.0, 1.0];
+    let (mut logits, mut labels) = (Vec::new(), Vec::new());
+    for _ in 0..2 * n {
+        let base: Vec<f64> = (0..k).map(|_| u() * 4.0 - 2.0).collect();
+        let e: Vec<f64> = base.iter().map(|b| b.exp()).collect();
+        let mut r = u() * e.iter().sum::<f64>();
+        let mut y = k - 1;
+        for (c, v) in e.iter().enumerate() {
+            if r < *v {
+                y = c;
+                break;
+            }
+            r -= v;
+        }
+        labels.push(y as i64);
+        logits.extend((0..k).map(|c| (factor[c] * base[c]) as f32));
+    }
+    npy::write_f32(&d.p("test.npy"), &[n, k], &logits[..n * k]).unwrap();
+    write_i32(&d.p("test_y.npy"), &labels[..n]);
+    npy::write_f32(&d.p("val.npy"), &[n, k], &logits[n * k..]).unwrap();
+    write_i32(&d.p("val_y.npy"), &labels[n..]);
+    let (test, test_y, val, val_y) = (d.s("test.npy"), d.s("test_y.npy"), d.s("val.npy"), d.s("val_y.npy"));
+    let args = |seed: &'static str| {
+        vec![
+            "calibrate",
+            "--logits",
+            &test,
+            "--labels",
+            &test_y,
+            "--fit-temperature",
+            &val,
+            &val_y,
+            "--fit-vector",
+            &val,
+            &val_y,
+            "--bootstrap",
+            "40",
+            "--bootstrap-seed",
+            seed,
+            "--json",
+        ]
+    };
+    let out = lsmooth(&args("5"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = |v: &Value, key: &str| v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"));
+    for key in ["smooth_ece", "smooth_ece_bandwidth", "debiased_l2_ce"] {
+        assert!((0.0..=1.0).contains(&f(&r, key)), "{key}: {r}");
+    }
+    for key in [
+        "accuracy_ci",
+        "nll_ci",
+        "brier_ci",
+        "ece_ci",
+        "smooth_ece_ci",
+        "debiased_l2_ce_ci",
+    ] {
+        let ci = r[key].as_array().unwrap_or_else(|| panic!("{key} in {r}"));
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo <= hi && lo >= 0.0, "{key}: {r}");
+        assert!(
+            r["calibrated_ci"][key].is_array() && r["vector_calibrated_ci"][key].is_array(),
+            "{key}"
+        );
+    }
+    let acc = r["accuracy_ci"].as_array().unwrap();
+    assert!(acc[0].as_f64().unwrap() <= f(&r, "accuracy") && f(&r, "accuracy") <= acc[1].as_f64().unwrap());
+    assert_eq!(r["bootstrap"]["resamples"].as_u64(), Some(40));
+    // Vector scaling: five weights, biases of mean zero, the largest factor (class 0) given the smallest weight,
+    // and a lower test NLL than the logits as given.
+    let v = &r["vector_scaling"];
+    let weights: Vec<f64> = v["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let biases: Vec<f64> = v["biases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!((weights.len(), biases.len()), (k, k));
+    assert!(biases.iter().sum::<f64>().abs() < 1e-9, "{v}");
+    assert!(weights[0] < weights[1] && weights[2] > weights[1], "{v}");
+    assert!(f(&r["vector_calibrated"], "nll") < f(&r, "nll"), "{r}");
+    // The same seed gives the same bytes; another seed other intervals.
+    assert_eq!(lsmooth(&args("5")).stdout, out.stdout);
+    let other: Value = serde_json::from_slice(&lsmooth(&args("6")).stdout).unwrap();
+    assert_ne!(other["ece_ci"], r["ece_ci"]);
+
+    let plot = d.s("band.svg");
+    let human = lsmooth(&[
+        "calibrate",
+        "--logits",
+        &test,
+        "--labels",
+        &test_y,
+        "--fit-vector",
+        &val,
+        &val_y,
+        "--bootstrap",
+        "20",
+        "--plot",
+        &plot,
+    ]);
+    // The diagram shows the smoothed curve of the vector-scaled predictions with its bootstrap band.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("Reliability after vector scaling"), "{svg}");
+    assert_eq!(svg.matches("class=\"smooth-curve\"").count(), 1);
+    assert_eq!(svg.matches("class=\"smooth-band\"").count(), 1);
+    assert!(svg.contains("95% bootstrap band"));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{}", stderr(&human));
+    assert!(
+        text.contains("smooth ECE") && text.contains("vector") && text.contains("95% bootstrap"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ECE") && l.matches('[').count() == 2),
+        "{text}"
+    );
+
+    for (extra, want) in [
+        (&["--bootstrap", "1"][..], "--bootstrap"),
+        (&["--bootstrap", "10", "--level", "1.5"][..], "--level"),
+        (&["--level", "0.9"][..], "--bootstrap"),
+    ] {
+        let mut a = vec!["calibrate", "--logits", &test, "--labels", &test_y];
+        a.extend_from_slice(extra);
+        let out = lsmooth(&a);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(stderr(&out).contains(want), "{extra:?}: {}", stderr(&out));
+    }
+    let out = lsmooth(&[
+        "calibrate",
+        "--probs",
+        &test,
+        "--labels",
+        &test_y,
+        "--fit-vector",
+        &val,
+        &val_y,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--fit-vector needs --logits"), "{}", stderr(&out));
+}
+
+#[test]
 fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
     let d = Dir::new();
     let (n, k) = (400, 5);
@@ -513,6 +725,9 @@ fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
     let bars = svg.matches("class=\"acc-bar\"").count();
     assert!((3..=15).contains(&bars), "{bars} bars");
     assert_eq!(bars, svg.matches("class=\"gap\"").count());
+    // The smoothed curve, without a band when there is no bootstrap.
+    assert_eq!(svg.matches("class=\"smooth-curve\"").count(), 1);
+    assert_eq!(svg.matches("class=\"smooth-band\"").count(), 0);
 
     // The same diagram as PNG: it decodes, at twice the SVG's size, and shows the bars' blue and the text's black.
     let out = lsmooth(&[

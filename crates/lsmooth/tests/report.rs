@@ -87,8 +87,27 @@ fn summary_json_has_every_setting_with_mean_and_sd() {
             assert_eq!(s["test_accuracy"]["values"][i], m["test_accuracy"]);
         }
     }
+    // Two seeds are few: each setting carries bootstrap intervals over its pooled test predictions (2 x 2000
+    // rows), which hold the pooled accuracy, and the tables show them next to the means.
+    for s in settings {
+        let b = &s["test_bootstrap"];
+        let acc = b["accuracy"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no test_bootstrap in {s}"));
+        let (lo, hi) = (acc[0].as_f64().unwrap(), acc[1].as_f64().unwrap());
+        let pooled = s["test_accuracy"]["mean"].as_f64().unwrap(); // equal test sizes: the pooled accuracy
+        assert!(lo <= pooled && pooled <= hi && hi - lo < 0.05, "{lo} {pooled} {hi}");
+        assert_eq!(b["config"]["resamples"].as_u64(), Some(1000));
+        assert!(b["smooth_ece"].is_null());
+    }
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| plain |") && md.contains("| others:0.1 |"), "{md}");
+    let plain_row = md.lines().find(|l| l.starts_with("| plain |")).unwrap();
+    assert_eq!(
+        plain_row.matches('[').count(),
+        4,
+        "accuracy, NLL, ECE and Brier intervals: {plain_row}"
+    );
 }
 
 #[test]
@@ -103,6 +122,9 @@ fn report_html_is_self_contained() {
     assert_eq!(urls, html.matches("http://www.w3.org/2000/svg").count());
     // 4 learning-curve charts, a reliability diagram and a projection per setting.
     assert_eq!(html.matches("<svg").count(), 4 + 2 * SETTINGS.len());
+    // Each reliability diagram carries the smoothed curve of the pooled predictions and its bootstrap band.
+    assert_eq!(html.matches("class=\"smooth-curve\"").count(), SETTINGS.len());
+    assert_eq!(html.matches("class=\"smooth-band\"").count(), SETTINGS.len());
 }
 
 fn chromium() -> Option<PathBuf> {

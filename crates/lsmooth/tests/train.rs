@@ -594,6 +594,95 @@ fn every_regulariser_trains_and_resumes_to_the_same_numbers() {
 }
 
 #[test]
+fn compare_grid_sweeps_the_strength_and_names_the_validation_picks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("grid");
+    let stdout = ok(&lsmooth(&[
+        "compare",
+        "--grid",
+        "others:0,0.1",
+        "--grid",
+        "uniform:0.2,0",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--train-size",
+        "800",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("others grid: lowest validation NLL at"), "{stdout}");
+    let summary = json(&out.join("summary.json"));
+    // Only the grid's settings (no default settings when --grid is given alone), in order.
+    let names: Vec<&str> = summary["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["others:0", "others:0.1", "uniform:0.2", "uniform:0"]);
+    let grid = summary["grid"].as_array().unwrap();
+    assert_eq!(grid.len(), 2);
+    for g in grid {
+        let settings: Vec<&str> = g["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        // The pick is the grid point of the lowest mean validation NLL (ECE), recomputed here from the settings.
+        for (pick, key) in [
+            ("best_validation_nll", "validation_nll"),
+            ("best_validation_ece", "validation_ece"),
+        ] {
+            let best = settings
+                .iter()
+                .map(|n| {
+                    let s = summary["settings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|s| s["name"] == *n)
+                        .unwrap();
+                    (s[key]["mean"].as_f64().unwrap(), *n)
+                })
+                .fold((f64::INFINITY, ""), |a, b| if b.0 < a.0 { b } else { a });
+            assert_eq!(g[pick]["setting"].as_str().unwrap(), best.1, "{g}");
+            assert_eq!(g[pick]["criterion"].as_f64().unwrap(), best.0);
+            assert!(g[pick]["test_accuracy"].as_f64().unwrap() > 0.3);
+        }
+    }
+    // A run's metrics carry the validation metrics the picks are made from.
+    let m = json(&out.join("runs/others-0.1-seed0/metrics.json"));
+    assert!(m["validation_nll"].as_f64().unwrap() > 0.0 && m["validation_ece"].as_f64().unwrap() >= 0.0);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Smoothing strength") && html.contains("Fitted temperature against the strength"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("- uniform grid: lowest validation ECE at"), "{md}");
+
+    for (grid, want) in [
+        ("others:0.1", "at least two strengths"),
+        ("soft:0,0.1", "not others, uniform or adaptive"),
+        ("others:0,x", "\"x\" is not a number"),
+        ("others:0,1.5", "outside [0, 1)"),
+        ("others:0,0", "given twice"),
+    ] {
+        let e = fails(&lsmooth(&[
+            "compare",
+            "--grid",
+            grid,
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        assert!(e.contains(&format!("--grid {grid}")) && e.contains(want), "{grid}: {e}");
+    }
+}
+
+#[test]
 fn compare_accepts_regularisers_and_distillation_settings() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cmp");

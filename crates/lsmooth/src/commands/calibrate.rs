@@ -1,15 +1,48 @@
-//! `lsmooth calibrate`: calibration metrics of saved logits or probabilities, optional temperature scaling and a
-//! reliability diagram.
+//! `lsmooth calibrate`: calibration metrics of saved logits or probabilities, optional temperature or vector
+//! scaling fitted on held-out data, bootstrap intervals, and a reliability diagram.
 
 use crate::cli::CalibrateArgs;
 use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
+use crate::report::reliability::SmoothCurve;
 use crate::CliError;
+use label_smoothing::calibration::smoothed_reliability;
 use label_smoothing::calibration::{
-    calibration, fit_temperature, nll_of_logits, softmax_rows, CalibrationError, CalibrationReport,
+    bootstrap, bootstrap_reliability, calibration, fit_temperature, fit_vector_scaling, nll_of_logits, softmax_rows,
+    BootstrapConfig, BootstrapIntervals, CalibrationError, CalibrationReport, RowScores, VectorScaling,
 };
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Bootstrap intervals of one set of metrics, under the names `--json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Intervals {
+    /// Top-1 accuracy.
+    pub accuracy_ci: [f64; 2],
+    /// Mean NLL.
+    pub nll_ci: [f64; 2],
+    /// Brier score.
+    pub brier_ci: [f64; 2],
+    /// ECE.
+    pub ece_ci: [f64; 2],
+    /// Smooth ECE.
+    pub smooth_ece_ci: Option<[f64; 2]>,
+    /// Debiased L2 calibration error.
+    pub debiased_l2_ce_ci: [f64; 2],
+}
+
+impl From<&BootstrapIntervals> for Intervals {
+    fn from(b: &BootstrapIntervals) -> Self {
+        Intervals {
+            accuracy_ci: b.accuracy,
+            nll_ci: b.nll,
+            brier_ci: b.brier,
+            ece_ci: b.ece,
+            smooth_ece_ci: b.smooth_ece,
+            debiased_l2_ce_ci: b.debiased_l2_ce,
+        }
+    }
+}
 
 /// What `--json` prints.
 #[derive(Debug, Serialize)]
@@ -17,16 +50,34 @@ pub struct Output {
     /// The metrics of the inputs as given (the core crate's report: its fields, and its bins as `reliability`).
     #[serde(flatten)]
     pub metrics: CalibrationReport,
+    /// With `--bootstrap`: the intervals of the metrics as given (`ece_ci: [lo, hi]` and so on).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Intervals>,
     /// Classes.
     pub k: usize,
     /// Bins.
     pub bins: usize,
+    /// The bootstrap's resamples, seed and level, with `--bootstrap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapConfig>,
     /// The fitted temperature, with `--fit-temperature`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// The metrics after temperature scaling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibrated: Option<CalibrationReport>,
+    /// Their intervals, with `--bootstrap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibrated_ci: Option<Intervals>,
+    /// The fitted vector scaling (per-class weights, mean-zero biases), with `--fit-vector`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_scaling: Option<VectorScaling>,
+    /// The metrics after vector scaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_calibrated: Option<CalibrationReport>,
+    /// Their intervals, with `--bootstrap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_calibrated_ci: Option<Intervals>,
 }
 
 fn calib_err(path: &Path, e: CalibrationError) -> CliError {
@@ -52,8 +103,62 @@ fn read_labels(path: &Path, n: usize) -> Result<Vec<i64>, CliError> {
     Ok(y)
 }
 
-/// A row of the printed table: the metric's name and how to read it.
-type MetricRow = (&'static str, fn(&CalibrationReport) -> f64);
+/// Held-out logits and labels from `--fit-temperature` or `--fit-vector`, checked against `k` classes.
+fn read_validation(paths: &[PathBuf], k: usize, input: &Path) -> Result<(Vec<f32>, Vec<i64>), CliError> {
+    let (vl, vy) = (&paths[0], &paths[1]);
+    let (vn, vk, val) = read_logits(vl, "validation logits")?;
+    if vk != k {
+        return Err(CliError::input(
+            vl,
+            format!("expected {k} classes like {}, found {vk}", input.display()),
+        ));
+    }
+    Ok((val, read_labels(vy, vn)?))
+}
+
+/// A row of the printed table: the metric's name, how to read it, and its interval if bootstrapped.
+type MetricRow = (
+    &'static str,
+    fn(&CalibrationReport) -> f64,
+    fn(&Intervals) -> Option<[f64; 2]>,
+);
+
+/// One scaled (or unscaled) set of predictions: its report and, with `--bootstrap`, its intervals.
+struct Evaluated {
+    report: CalibrationReport,
+    intervals: Option<Intervals>,
+    rows: RowScores,
+}
+
+/// The smoothed reliability curve of `e` at its smooth-ECE bandwidth over the confidences its rows cover, with
+/// a bootstrap band when `boot` is given.
+fn smooth_curve(e: &Evaluated, boot: Option<&BootstrapConfig>) -> Result<SmoothCurve, CalibrationError> {
+    const POINTS: usize = 201;
+    let sigma = e.report.smooth_ece_bandwidth;
+    let (lo, hi) = e
+        .rows
+        .confidence
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
+    let inside = |t: f64| t >= lo - 1e-12 && t <= hi + 1e-12;
+    let points = smoothed_reliability(&e.rows.confidence, &e.rows.correct, sigma, POINTS)
+        .into_iter()
+        .filter(|p| inside(p.0))
+        .map(|(t, a, _)| (t, a))
+        .collect();
+    let band = match boot {
+        Some(config) => {
+            let band = bootstrap_reliability(&e.rows, sigma, POINTS, config)?;
+            Some((band.into_iter().filter(|p| inside(p.0)).collect(), config.level))
+        }
+        None => None,
+    };
+    Ok(SmoothCurve {
+        points,
+        band,
+        bandwidth: sigma,
+    })
+}
 
 /// Runs the command.
 pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
@@ -73,6 +178,11 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
             "--fit-temperature needs --logits: a temperature rescales logits, not probabilities".into(),
         ));
     }
+    if args.probs.is_some() && args.fit_vector.is_some() {
+        return Err(CliError::Usage(
+            "--fit-vector needs --logits: vector scaling rescales logits, not probabilities".into(),
+        ));
+    }
     if n == 0 {
         return Err(CliError::input(input, "no rows"));
     }
@@ -81,46 +191,82 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
         CalibrationError::LabelOutOfRange { .. } => calib_err(&args.labels, e),
         other => calib_err(input, other),
     };
-    let probs: Vec<f64> = if args.logits.is_some() {
-        softmax_rows(&values, k, 1.0).map_err(label_err)?
-    } else {
-        values.iter().map(|&v| v as f64).collect()
+    let boot = args.bootstrap.map(|r| {
+        BootstrapConfig::default()
+            .with_resamples(r)
+            .with_seed(args.bootstrap_seed)
+            .with_level(args.level)
+    });
+    // The metrics of logits at temperature `t` (NLL from the logits, finite where a probability underflows).
+    let of_logits = |z: &[f32], t: f64| -> Result<Evaluated, CliError> {
+        let probs = softmax_rows(z, k, t).map_err(label_err)?;
+        let mut report = calibration(&probs, &labels, k, args.bins).map_err(label_err)?;
+        report.nll = nll_of_logits(z, &labels, k, t).map_err(label_err)?;
+        let rows = RowScores::from_logits(z, &labels, k, t).map_err(label_err)?;
+        let intervals = match &boot {
+            Some(config) => Some(Intervals::from(
+                &bootstrap(&rows, args.bins, config).map_err(label_err)?,
+            )),
+            None => None,
+        };
+        Ok(Evaluated {
+            report,
+            intervals,
+            rows,
+        })
     };
-    let mut report = calibration(&probs, &labels, k, args.bins).map_err(label_err)?;
-    if args.logits.is_some() {
-        report.nll = nll_of_logits(&values, &labels, k, 1.0).map_err(label_err)?;
-    }
+
+    let given = if args.logits.is_some() {
+        of_logits(&values, 1.0)?
+    } else {
+        let probs: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        let report = calibration(&probs, &labels, k, args.bins).map_err(label_err)?;
+        let rows = RowScores::from_probs(&probs, &labels, k).map_err(label_err)?;
+        let intervals = match &boot {
+            Some(config) => Some(Intervals::from(
+                &bootstrap(&rows, args.bins, config).map_err(label_err)?,
+            )),
+            None => None,
+        };
+        Evaluated {
+            report,
+            intervals,
+            rows,
+        }
+    };
 
     let mut temperature = None;
     let mut calibrated = None;
     if let Some(paths) = &args.fit_temperature {
-        let (vl, vy) = (&paths[0], &paths[1]);
-        let (vn, vk, val) = read_logits(vl, "validation logits")?;
-        if vk != k {
-            return Err(CliError::input(
-                vl,
-                format!("expected {k} classes like {}, found {vk}", input.display()),
-            ));
-        }
-        let val_labels = read_labels(vy, vn)?;
+        let (val, val_labels) = read_validation(paths, k, input)?;
         let t = fit_temperature(&val, &val_labels, k).map_err(|e| match e {
-            CalibrationError::LabelOutOfRange { .. } => calib_err(vy, e),
-            other => calib_err(vl, other),
+            CalibrationError::LabelOutOfRange { .. } => calib_err(&paths[1], e),
+            other => calib_err(&paths[0], other),
         })?;
-        let scaled = softmax_rows(&values, k, t).map_err(label_err)?;
-        let mut r = calibration(&scaled, &labels, k, args.bins).map_err(label_err)?;
-        r.nll = nll_of_logits(&values, &labels, k, t).map_err(label_err)?;
         temperature = Some(t);
-        calibrated = Some(r);
+        calibrated = Some(of_logits(&values, t)?);
+    }
+    let mut vector = None;
+    let mut vector_calibrated = None;
+    if let Some(paths) = &args.fit_vector {
+        let (val, val_labels) = read_validation(paths, k, input)?;
+        let v = fit_vector_scaling(&val, &val_labels, k).map_err(|e| match e {
+            CalibrationError::LabelOutOfRange { .. } => calib_err(&paths[1], e),
+            other => calib_err(&paths[0], other),
+        })?;
+        let scaled = v.apply(&values).map_err(label_err)?;
+        vector_calibrated = Some(of_logits(&scaled, 1.0)?);
+        vector = Some(v);
     }
 
     if let Some(plot) = &args.plot {
-        let shown = calibrated.as_ref().unwrap_or(&report);
-        let title = match temperature {
-            Some(t) => format!("Reliability after temperature scaling (T = {t:.3})"),
-            None => "Reliability diagram".to_string(),
+        let (shown, title) = match (&calibrated, temperature, &vector_calibrated) {
+            (Some(c), Some(t), _) => (c, format!("Reliability after temperature scaling (T = {t:.3})")),
+            (None, _, Some(v)) => (v, "Reliability after vector scaling".to_string()),
+            _ => (&given, "Reliability diagram".to_string()),
         };
-        let svg = crate::report::reliability::svg(shown, &title);
+        let curve = smooth_curve(shown, boot.as_ref()).map_err(label_err)?;
+        let svg = crate::report::reliability::svg_with_curve(&shown.report, &title, Some(&curve));
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;
     }
@@ -128,11 +274,17 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
     if args.json {
         let o = Output {
-            metrics: report.clone(),
+            metrics: given.report.clone(),
+            intervals: given.intervals.clone(),
             k,
             bins: args.bins,
+            bootstrap: boot,
             temperature,
-            calibrated: calibrated.clone(),
+            calibrated: calibrated.as_ref().map(|c| c.report.clone()),
+            calibrated_ci: calibrated.as_ref().and_then(|c| c.intervals.clone()),
+            vector_scaling: vector,
+            vector_calibrated: vector_calibrated.as_ref().map(|c| c.report.clone()),
+            vector_calibrated_ci: vector_calibrated.as_ref().and_then(|c| c.intervals.clone()),
         };
         writeln!(
             out,
@@ -140,33 +292,57 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
             serde_json::to_string(&o).map_err(|e| CliError::Usage(e.to_string()))?
         )
         .map_err(w)?;
-    } else {
-        let rows: [MetricRow; 8] = [
-            ("accuracy", |m| m.accuracy),
-            ("top-5 accuracy", |m| m.top5_accuracy),
-            ("NLL", |m| m.nll),
-            ("Brier", |m| m.brier),
-            ("ECE", |m| m.ece),
-            ("MCE", |m| m.mce),
-            ("adaptive ECE", |m| m.adaptive_ece),
-            ("classwise ECE", |m| m.classwise_ece),
-        ];
-        let before = &report;
-        let after = calibrated.as_ref();
-        writeln!(out, "{n} examples, {k} classes, {} bins", args.bins).map_err(w)?;
-        match (&after, temperature) {
-            (Some(a), Some(t)) => {
-                writeln!(out, "{:<16}{:>12}{:>16}", "metric", "as given", format!("T = {t:.4}")).map_err(w)?;
-                for (name, f) in rows {
-                    writeln!(out, "{name:<16}{:>12.5}{:>16.5}", f(before), f(a)).map_err(w)?;
-                }
-            }
-            _ => {
-                for (name, f) in rows {
-                    writeln!(out, "{name:<16}{:>12.5}", f(before)).map_err(w)?;
-                }
-            }
+        return Ok(());
+    }
+
+    let none = |_: &Intervals| None;
+    let rows: [MetricRow; 10] = [
+        ("accuracy", |m| m.accuracy, |i| Some(i.accuracy_ci)),
+        ("top-5 accuracy", |m| m.top5_accuracy, none),
+        ("NLL", |m| m.nll, |i| Some(i.nll_ci)),
+        ("Brier", |m| m.brier, |i| Some(i.brier_ci)),
+        ("ECE", |m| m.ece, |i| Some(i.ece_ci)),
+        ("smooth ECE", |m| m.smooth_ece, |i| i.smooth_ece_ci),
+        ("debiased L2 CE", |m| m.debiased_l2_ce, |i| Some(i.debiased_l2_ce_ci)),
+        ("MCE", |m| m.mce, none),
+        ("adaptive ECE", |m| m.adaptive_ece, none),
+        ("classwise ECE", |m| m.classwise_ece, none),
+    ];
+    let mut columns: Vec<(String, &Evaluated)> = vec![("as given".into(), &given)];
+    if let (Some(c), Some(t)) = (&calibrated, temperature) {
+        columns.push((format!("T = {t:.4}"), c));
+    }
+    if let Some(v) = &vector_calibrated {
+        columns.push(("vector".into(), v));
+    }
+    // With intervals each cell is "value [lo, hi]".
+    let width = if boot.is_some() { 30 } else { 14 };
+    writeln!(out, "{n} examples, {k} classes, {} bins", args.bins).map_err(w)?;
+    if let Some(b) = &boot {
+        writeln!(
+            out,
+            "{:.0}% bootstrap intervals from {} resamples (seed {})",
+            b.level * 100.0,
+            b.resamples,
+            b.seed
+        )
+        .map_err(w)?;
+    }
+    let mut header = format!("{:<16}", "metric");
+    for (name, _) in &columns {
+        header.push_str(&format!("{name:>width$}"));
+    }
+    writeln!(out, "{}", header.trim_end()).map_err(w)?;
+    for (name, value, interval) in rows {
+        let mut line = format!("{name:<16}");
+        for (_, e) in &columns {
+            let cell = match e.intervals.as_ref().and_then(interval) {
+                Some([lo, hi]) => format!("{:.5} [{lo:.5}, {hi:.5}]", value(&e.report)),
+                None => format!("{:.5}", value(&e.report)),
+            };
+            line.push_str(&format!("{cell:>width$}"));
         }
+        writeln!(out, "{}", line.trim_end()).map_err(w)?;
     }
     Ok(())
 }

@@ -5,21 +5,32 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use label_smoothing::calibration::{Bin, CalibrationReport};
+use label_smoothing::calibration::{
+    bootstrap, bootstrap_reliability, smooth_ece, smoothed_reliability, Bin, BootstrapConfig, CalibrationReport,
+    RowScores,
+};
 
 use crate::cli::{CompareArgs, ModelChoice};
 use crate::io::atomic;
 use crate::report::{html, lines, projection, reliability};
-use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity};
+use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity, ECE_BINS};
+use crate::sweep::grid::{self, parse_grid, Grid};
 use crate::sweep::settings::{config, parse_full_setting, Setting};
-use crate::sweep::summary::{cell, text_table, HtmlColumn, SettingSummary, Stat, Summary, COLUMNS};
+use crate::sweep::summary::{
+    cell_of, text_table, HtmlColumn, SettingSummary, Stat, Summary, COLUMNS, FEW_SEEDS, POOLED_BOOTSTRAP,
+};
 use crate::CliError;
+
+/// The settings of `lsmooth compare` without `--settings` or `--grid`.
+pub const DEFAULT_SETTINGS: [&str; 4] = ["plain", "others:0.1", "adaptive:0.2", "uniform:0.1"];
 
 /// What the report draws of one setting.
 struct SettingRuns {
     name: String,
     runs: Vec<RunMetrics>,
     reports: Vec<CalibrationReport>,
+    /// The test predictions of every seed, pooled.
+    rows: RowScores,
     projection: Option<crate::analysis::projection::Projection>,
 }
 
@@ -79,6 +90,16 @@ fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummar
         temperature: stat(|m| m.temperature),
         test_ece_scaled: stat(|m| m.test_ece_scaled),
         test_nll_scaled: stat(|m| m.test_nll_scaled),
+        validation_nll: stat(|m| m.validation_nll),
+        validation_ece: stat(|m| m.validation_ece),
+        test_bootstrap: (seeds.len() < FEW_SEEDS)
+            .then(|| {
+                let config = BootstrapConfig::default()
+                    .with_resamples(POOLED_BOOTSTRAP)
+                    .with_smooth_ece(false);
+                bootstrap(&s.rows, ECE_BINS, &config).ok()
+            })
+            .flatten(),
     }
 }
 
@@ -108,9 +129,15 @@ fn markdown(summary: &Summary, seeds: &[u64]) -> String {
     for st in &summary.settings {
         s.push_str(&format!("| {} |", st.name));
         for c in COLUMNS {
-            s.push_str(&format!(" {} |", cell(c.1(st), c.2, c.3)));
+            s.push_str(&format!(" {} |", cell_of(st, &c)));
         }
         s.push('\n');
+    }
+    for g in &summary.grid {
+        s.push('\n');
+        for line in grid::describe(g).lines() {
+            s.push_str(&format!("- {line}\n"));
+        }
     }
     s.push_str("\nCharts (learning curves, reliability diagrams, projections) are in `report.html`.\n");
     s
@@ -184,8 +211,12 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
         .iter()
         .zip(&summary.settings)
         .map(|(s, st)| {
-            let p = pooled(&s.reports);
-            reliability::svg(
+            let mut p = pooled(&s.reports);
+            let curve = pooled_curve(&s.rows);
+            if let Some(c) = &curve {
+                p.smooth_ece_bandwidth = c.bandwidth;
+            }
+            reliability::svg_with_curve(
                 &p,
                 &format!(
                     "{}: ECE {:.2}% (after T: {:.2}%)",
@@ -193,6 +224,7 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
                     100.0 * st.test_ece.mean,
                     100.0 * st.test_ece_scaled.mean
                 ),
+                curve.as_ref(),
             )
         })
         .collect();
@@ -213,7 +245,100 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
         curves,
         reliability,
         projections,
+        grid: grid_charts(settings, summary),
     }
+}
+
+/// Resamples of the band around the pooled smoothed reliability curve.
+const CURVE_BOOTSTRAP: usize = 100;
+
+/// The smoothed reliability curve of the pooled test predictions at their smooth-ECE bandwidth, over the
+/// confidences they cover, with a 95% bootstrap band ([`CURVE_BOOTSTRAP`] resamples, seed 0).
+fn pooled_curve(rows: &RowScores) -> Option<reliability::SmoothCurve> {
+    if rows.is_empty() {
+        return None;
+    }
+    const POINTS: usize = 201;
+    let sigma = smooth_ece(&rows.confidence, &rows.correct).bandwidth;
+    let (lo, hi) = rows
+        .confidence
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
+    let inside = |t: f64| t >= lo - 1e-12 && t <= hi + 1e-12;
+    let points = smoothed_reliability(&rows.confidence, &rows.correct, sigma, POINTS)
+        .into_iter()
+        .filter(|p| inside(p.0))
+        .map(|(t, a, _)| (t, a))
+        .collect();
+    let config = BootstrapConfig::default().with_resamples(CURVE_BOOTSTRAP);
+    let band = bootstrap_reliability(rows, sigma, POINTS, &config)
+        .ok()
+        .map(|b| (b.into_iter().filter(|p| inside(p.0)).collect(), config.level));
+    Some(reliability::SmoothCurve {
+        points,
+        band,
+        bandwidth: sigma,
+    })
+}
+
+/// Per metric, one chart against the strength with one line per grid (mean over seeds, band = range).
+fn grid_charts(settings: &[SettingRuns], summary: &Summary) -> Vec<String> {
+    if summary.grid.is_empty() {
+        return Vec::new();
+    }
+    type Metric = (&'static str, &'static str, fn(&RunMetrics) -> f64);
+    let metrics: [Metric; 4] = [
+        ("Test accuracy against the strength", "test accuracy", |m| {
+            m.test_accuracy
+        }),
+        ("Test NLL against the strength", "test NLL", |m| m.test_nll),
+        ("Test ECE (15 bins) against the strength", "test ECE", |m| m.test_ece),
+        (
+            "Fitted temperature against the strength",
+            "T (fitted on validation)",
+            |m| m.temperature,
+        ),
+    ];
+    metrics
+        .iter()
+        .map(|&(title, y_label, f)| {
+            let series: Vec<lines::Series> = summary
+                .grid
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let (mut points, mut band) = (Vec::new(), Vec::new());
+                    for (&x, name) in g.strengths.iter().zip(&g.settings) {
+                        let runs = &settings
+                            .iter()
+                            .find(|s| &s.name == name)
+                            .expect("grid settings ran")
+                            .runs;
+                        let v: Vec<f64> = runs.iter().map(f).collect();
+                        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        points.push((x, v.iter().sum::<f64>() / v.len() as f64));
+                        band.push((lo, hi));
+                    }
+                    // Drawn in increasing strength whatever order the grid was given in.
+                    let mut order: Vec<usize> = (0..points.len()).collect();
+                    order.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0));
+                    lines::Series {
+                        name: g.kind.clone(),
+                        color: lines::PALETTE[i % lines::PALETTE.len()].into(),
+                        points: order.iter().map(|&j| points[j]).collect(),
+                        band: Some(order.iter().map(|&j| band[j]).collect()),
+                    }
+                })
+                .collect();
+            lines::svg(
+                title,
+                "smoothing strength (eps, or alpha for adaptive)",
+                y_label,
+                &series,
+            )
+        })
+        .collect()
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
@@ -223,7 +348,18 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 
 /// Runs the command.
 pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.settings.is_empty() || args.seeds.is_empty() {
+    let grids: Vec<Grid> = args.grid.iter().map(|g| parse_grid(g)).collect::<Result<_, _>>()?;
+    let mut names: Vec<String> = match (&args.settings, grids.is_empty()) {
+        (Some(s), _) => s.clone(),
+        (None, true) => DEFAULT_SETTINGS.iter().map(|s| s.to_string()).collect(),
+        (None, false) => Vec::new(),
+    };
+    for name in grids.iter().flat_map(Grid::settings) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() || args.seeds.is_empty() {
         return Err(CliError::Usage(
             "--settings and --seeds need at least one value each".into(),
         ));
@@ -238,7 +374,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         return Err(CliError::Usage("--student-hidden needs --model mlp".into()));
     }
     let mut specs: Vec<(String, Setting)> = Vec::new();
-    for name in &args.settings {
+    for name in &names {
         let mut spec = parse_full_setting(name)?;
         if spec.teacher.is_none() {
             specs.push((name.clone(), spec));
@@ -279,6 +415,12 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             name: name.clone(),
             runs: Vec::new(),
             reports: Vec::new(),
+            rows: RowScores {
+                confidence: Vec::new(),
+                correct: Vec::new(),
+                nll: Vec::new(),
+                brier: Vec::new(),
+            },
             projection: None,
         };
         for &seed in &args.seeds {
@@ -322,23 +464,34 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
                 s.projection = Some(p);
             }
+            let r = outcome.test_rows;
+            s.rows.confidence.extend(r.confidence);
+            s.rows.correct.extend(r.correct);
+            s.rows.nll.extend(r.nll);
+            s.rows.brier.extend(r.brier);
             s.runs.push(outcome.metrics);
             s.reports.push(outcome.test_report);
         }
         settings.push(s);
     }
     let base = config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]);
+    let summaries: Vec<SettingSummary> = settings
+        .iter()
+        .zip(&specs)
+        .map(|(s, (_, spec))| summarise(s, spec, &args.seeds))
+        .collect();
     let summary = Summary {
-        settings: settings
-            .iter()
-            .zip(&specs)
-            .map(|(s, (_, spec))| summarise(s, spec, &args.seeds))
-            .collect(),
+        grid: grids.iter().map(|g| grid::summarise(g, &summaries)).collect(),
+        settings: summaries,
         model: settings[0].runs[0].model.clone(),
         base,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let table = text_table(&summary);
+    let mut table = text_table(&summary);
+    for g in &summary.grid {
+        table.push('\n');
+        table.push_str(&grid::describe(g));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::input(&args.out, e.to_string()))?;
     write(
         &args.out.join("summary.json"),
@@ -366,9 +519,10 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
 fn html_columns() -> Vec<HtmlColumn> {
     COLUMNS
         .iter()
-        .map(|&(h, f, scale, dec)| {
-            let g: Box<dyn Fn(&SettingSummary) -> String> = Box::new(move |s| cell(f(s), scale, dec));
-            (h, g)
+        .map(|c| {
+            let c = *c;
+            let g: Box<dyn Fn(&SettingSummary) -> String> = Box::new(move |s| cell_of(s, &c));
+            (c.0, g)
         })
         .collect()
 }

@@ -13,6 +13,8 @@ pub struct Sections {
     pub reliability: Vec<String>,
     /// Penultimate-layer projections, one per setting.
     pub projections: Vec<String>,
+    /// Metrics against the smoothing strength, with `--grid`.
+    pub grid: Vec<String>,
 }
 
 /// Strips an SVG document's XML prolog, if any, for inlining.
@@ -61,7 +63,8 @@ pub fn page(summary: &Summary, seeds: &[u64], columns: &[HtmlColumn], sections: 
         summary.seconds
     ));
     s.push_str(
-        "<h2>Results</h2>\n<p class=\"note\">Mean &plusmn; standard deviation over seeds, on the test split. \
+        "<h2>Results</h2>\n<p class=\"note\">Mean &plusmn; standard deviation over seeds, on the test split; with \
+fewer than three seeds, also a 95% bootstrap interval [lo, hi] over the pooled test predictions. \
 ECE uses 15 equal-width bins. T is the temperature fitted on the validation split; &ldquo;after T&rdquo; are the \
 test metrics once the logits are divided by it. A setting that calibrates as well as temperature scaling has a \
 small ECE already and T near 1; T below 1 means the model is under-confident (over-smoothed).</p>\n",
@@ -92,6 +95,18 @@ small ECE already and T near 1; T below 1 means the model is under-confident (ov
         }
         s.push_str("</div>\n");
     };
+    if !summary.grid.is_empty() {
+        let mut note = String::from(
+            "Each point is one strength, trained once per seed: the line is the mean, the band the range over \
+seeds. A strength of 0 is plain cross-entropy. The validation split picks:",
+        );
+        for g in &summary.grid {
+            for line in crate::sweep::grid::describe(g).lines() {
+                note.push_str(&format!("<br>{}", esc(line)));
+            }
+        }
+        section(&mut s, "Smoothing strength", &note, &sections.grid);
+    }
     section(
         &mut s,
         "Learning curves",
@@ -102,7 +117,8 @@ small ECE already and T near 1; T below 1 means the model is under-confident (ov
         &mut s,
         "Reliability diagrams",
         "Test predictions of all seeds pooled. Bars: accuracy per confidence bin; shaded: the gap to the diagonal \
-(above the bar: over-confident, below: under-confident); below: how many predictions fall in each bin.",
+(above the bar: over-confident, below: under-confident); orange: the smoothed reliability curve of smooth ECE \
+(Błasiok and Nakkiran 2023) with a 95% bootstrap band; below: how many predictions fall in each bin.",
         &sections.reliability,
     );
     if !sections.projections.is_empty() {

@@ -1,5 +1,6 @@
 //! A reliability diagram in the style of Guo et al. (2017): accuracy per confidence bin as bars, the gap to the
-//! diagonal shaded, and the confidence histogram below.
+//! diagonal shaded, and the confidence histogram below; optionally the smoothed reliability curve of smooth ECE
+//! (Błasiok and Nakkiran 2023) over it, with a bootstrap band.
 
 use super::esc;
 use label_smoothing::calibration::CalibrationReport;
@@ -21,12 +22,33 @@ fn y(v: f64) -> f64 {
     TOP + (1.0 - v) * PLOT
 }
 
+/// A pointwise band `(t, lo, hi)` and its coverage level.
+pub type Band = (Vec<(f64, f64, f64)>, f64);
+
+/// The smoothed reliability curve to draw over the bars: `(t, accuracy)` points and optionally a band of
+/// `(t, lo, hi)`, both over the confidences the data cover.
+#[derive(Debug, Clone, Default)]
+pub struct SmoothCurve {
+    /// The curve.
+    pub points: Vec<(f64, f64)>,
+    /// The band around it, if bootstrapped, with its level.
+    pub band: Option<Band>,
+    /// The kernel bandwidth.
+    pub bandwidth: f64,
+}
+
 /// The SVG text of a reliability diagram for `report`, titled `title`.
+pub fn svg(report: &CalibrationReport, title: &str) -> String {
+    svg_with_curve(report, title, None)
+}
+
+/// The SVG text of a reliability diagram for `report`, titled `title`, with the smoothed curve if given
+/// (`class="smooth-curve"`, a polyline; its band `class="smooth-band"`, a polygon).
 ///
 /// Each non-empty bin gets one bar (`class="acc-bar"`, height = accuracy) and one gap rectangle
 /// (`class="gap"`, from the accuracy to the bin's mean confidence); each bin one histogram bar
 /// (`class="hist-bar"`, height proportional to its share of the examples).
-pub fn svg(report: &CalibrationReport, title: &str) -> String {
+pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&SmoothCurve>) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -77,12 +99,58 @@ pub fn svg(report: &CalibrationReport, title: &str) -> String {
             gh = (acc_top - conf_top).abs(),
         );
     }
+    if let Some(c) = curve {
+        let clamp = |v: f64| v.clamp(0.0, 1.0);
+        if let Some((band, _)) = &c.band {
+            let upper = band
+                .iter()
+                .map(|&(t, _, hi)| format!("{:.2},{:.2}", x(t), y(clamp(hi))));
+            let lower = band
+                .iter()
+                .rev()
+                .map(|&(t, lo, _)| format!("{:.2},{:.2}", x(t), y(clamp(lo))));
+            let pts: Vec<String> = upper.chain(lower).collect();
+            let _ = writeln!(
+                s,
+                r##"<polygon class="smooth-band" points="{}" fill="#f28e2b" fill-opacity="0.25" stroke="none"/>"##,
+                pts.join(" ")
+            );
+        }
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|&(t, a)| format!("{:.2},{:.2}", x(t), y(clamp(a))))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline class="smooth-curve" points="{}" fill="none" stroke="#d9590b" stroke-width="2"/>"##,
+            pts.join(" ")
+        );
+        let detail = match &c.band {
+            Some((_, level)) => format!(
+                "smoothed reliability curve (sigma {:.4}) with its {:.0}% bootstrap band",
+                c.bandwidth,
+                level * 100.0
+            ),
+            None => format!("smoothed reliability curve (sigma {:.4})", c.bandwidth),
+        };
+        let _ = writeln!(
+            s,
+            r##"<g class="smooth-legend"><title>{detail}</title><line x1="{lx}" y1="{ly}" x2="{lx2}" y2="{ly}" stroke="#d9590b" stroke-width="2"/><text x="{tx}" y="{ty}">smoothed</text></g>"##,
+            lx = LEFT + 236.0,
+            lx2 = LEFT + 250.0,
+            ly = 56.0,
+            tx = LEFT + 254.0,
+            ty = 60.0,
+            detail = esc(&detail),
+        );
+    }
     let _ = write!(
         s,
         r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#555" stroke-dasharray="5,4"/>
 <rect x="{x0}" y="{y1}" width="{PLOT}" height="{PLOT}" fill="none" stroke="#333"/>
 <text x="{lx}" y="{ly}" text-anchor="middle" transform="rotate(-90 {lx} {ly})">accuracy</text>
-<text x="{tx}" y="{ty}" font-size="12">ECE {ece:.4} · MCE {mce:.4} · accuracy {acc:.4} · n {n}</text>
+<text x="{tx}" y="{ty}" font-size="12">ECE {ece:.4} · smECE {smece:.4} · MCE {mce:.4} · acc {acc:.4} · n {n}</text>
 <rect x="{kx}" y="{ky}" width="12" height="10" fill="#3b6fb6"/><text x="{kx2}" y="{ky2}">accuracy</text>
 <rect x="{kx3}" y="{ky}" width="12" height="10" fill="#e34a33" fill-opacity="0.35" stroke="#e34a33"/><text x="{kx4}" y="{ky2}">gap to the diagonal</text>
 "##,
@@ -95,6 +163,7 @@ pub fn svg(report: &CalibrationReport, title: &str) -> String {
         tx = LEFT,
         ty = 42.0,
         ece = report.ece,
+        smece = report.smooth_ece,
         mce = report.mce,
         acc = report.accuracy,
         n = report.n,

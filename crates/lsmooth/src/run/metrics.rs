@@ -61,6 +61,12 @@ pub struct RunMetrics {
     pub convergence_epoch: usize,
     /// The temperature fitted on the validation split.
     pub temperature: f64,
+    /// Validation NLL (before temperature scaling): what a strength sweep picks by.
+    #[serde(default)]
+    pub validation_nll: f64,
+    /// Validation ECE (15 bins, before temperature scaling).
+    #[serde(default)]
+    pub validation_ece: f64,
     /// Test ECE after temperature scaling.
     pub test_ece_scaled: f64,
     /// Test NLL after temperature scaling.
@@ -80,6 +86,9 @@ pub struct Outcome {
     pub test_report: CalibrationReport,
     /// The same after temperature scaling.
     pub test_report_scaled: CalibrationReport,
+    /// Each test example's confidence, correctness, NLL and Brier term (before scaling), for bootstrap intervals
+    /// and the smoothed reliability curve.
+    pub test_rows: label_smoothing::calibration::RowScores,
     /// The trained network.
     pub model: Model,
     /// The data it was trained on.

@@ -400,9 +400,13 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
     let val = logits_of(&run.model, &run.data.validation, pixels)?;
     let val_labels: Vec<i64> = run.data.validation.labels.iter().map(|&y| y as i64).collect();
     let temperature = fit_temperature(&val, &val_labels, k).map_err(|e| CliError::Train(e.to_string()))?;
+    let val_report = report(&val, &run.data.validation.labels, k, 1.0)?;
     let test = logits_of(&run.model, &run.data.test, pixels)?;
     let test_report = report(&test, &run.data.test.labels, k, 1.0)?;
     let test_report_scaled = report(&test, &run.data.test.labels, k, temperature)?;
+    let test_labels: Vec<i64> = run.data.test.labels.iter().map(|&y| y as i64).collect();
+    let test_rows = label_smoothing::calibration::RowScores::from_logits(&test, &test_labels, k, 1.0)
+        .map_err(|e| CliError::Train(e.to_string()))?;
     let train = logits_of(&run.model, &run.data.train, pixels)?;
     let train_accuracy = accuracy(&train, &run.data.train.labels, k);
     let best = run.history.iter().map(|h| h.test_accuracy).fold(0.0, f64::max);
@@ -426,6 +430,8 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
         best_test_accuracy: best,
         convergence_epoch,
         temperature,
+        validation_nll: val_report.nll,
+        validation_ece: val_report.ece,
         test_ece_scaled: test_report_scaled.ece,
         test_nll_scaled: test_report_scaled.nll,
         test_brier_scaled: test_report_scaled.brier,
@@ -447,6 +453,7 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
         metrics,
         test_report,
         test_report_scaled,
+        test_rows,
         model: run.model,
         dataset: run.data,
     })

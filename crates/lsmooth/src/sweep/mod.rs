@@ -1,4 +1,5 @@
-//! Sweeps over settings and seeds: parsing the settings, and summarising the runs.
+//! Sweeps over settings and seeds: parsing the settings and strength grids, and summarising the runs.
 
+pub mod grid;
 pub mod settings;
 pub mod summary;

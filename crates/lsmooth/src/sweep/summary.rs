@@ -1,6 +1,7 @@
 //! The statistics of a sweep over settings and seeds: mean and spread per metric, and the table that shows them.
 
 use crate::run::{LossSpec, Objective, TrainConfig};
+use label_smoothing::calibration::BootstrapIntervals;
 use serde::Serialize;
 
 /// Mean and sample standard deviation over seeds, with the values.
@@ -65,7 +66,20 @@ pub struct SettingSummary {
     pub test_ece_scaled: Stat,
     /// Test NLL after temperature scaling.
     pub test_nll_scaled: Stat,
+    /// Validation NLL (before temperature scaling).
+    pub validation_nll: Stat,
+    /// Validation ECE (before temperature scaling).
+    pub validation_ece: Stat,
+    /// With fewer than [`FEW_SEEDS`] seeds: bootstrap intervals of the test metrics over the test predictions of
+    /// all seeds pooled ([`POOLED_BOOTSTRAP`] resamples, seed 0, 95%), where a spread over seeds says little.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_bootstrap: Option<BootstrapIntervals>,
 }
+
+/// Below this many seeds the table shows bootstrap intervals next to the means.
+pub const FEW_SEEDS: usize = 3;
+/// Resamples of those intervals.
+pub const POOLED_BOOTSTRAP: usize = 1000;
 
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -78,28 +92,51 @@ pub struct Summary {
     pub model: String,
     /// Wall-clock seconds of the whole sweep.
     pub seconds: f64,
+    /// The strength sweeps (`--grid`), with the strengths the validation split picks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grid: Vec<super::grid::GridSummary>,
 }
 
-/// A table column: header, how to read the statistic, scale (100 for percentages), decimals.
-pub(crate) type Column = (&'static str, fn(&SettingSummary) -> &Stat, f64, usize);
+/// A table column: header, how to read the statistic, scale (100 for percentages), decimals, and the
+/// statistic's bootstrap interval if it has one.
+pub(crate) type Column = (
+    &'static str,
+    fn(&SettingSummary) -> &Stat,
+    f64,
+    usize,
+    Option<fn(&BootstrapIntervals) -> [f64; 2]>,
+);
 
 /// A column of the HTML table: its header and how to format a setting's cell.
 pub type HtmlColumn = (&'static str, Box<dyn Fn(&SettingSummary) -> String>);
 
 pub(crate) const COLUMNS: [Column; 9] = [
-    ("test accuracy %", |s| &s.test_accuracy, 100.0, 2),
-    ("NLL", |s| &s.test_nll, 1.0, 4),
-    ("ECE %", |s| &s.test_ece, 100.0, 2),
-    ("Brier", |s| &s.test_brier, 1.0, 4),
-    ("train-test gap (points)", |s| &s.train_test_gap, 100.0, 2),
-    ("converged by epoch", |s| &s.convergence_epoch, 1.0, 1),
-    ("T (fitted)", |s| &s.temperature, 1.0, 3),
-    ("ECE % after T", |s| &s.test_ece_scaled, 100.0, 2),
-    ("NLL after T", |s| &s.test_nll_scaled, 1.0, 4),
+    ("test accuracy %", |s| &s.test_accuracy, 100.0, 2, Some(|b| b.accuracy)),
+    ("NLL", |s| &s.test_nll, 1.0, 4, Some(|b| b.nll)),
+    ("ECE %", |s| &s.test_ece, 100.0, 2, Some(|b| b.ece)),
+    ("Brier", |s| &s.test_brier, 1.0, 4, Some(|b| b.brier)),
+    ("train-test gap (points)", |s| &s.train_test_gap, 100.0, 2, None),
+    ("converged by epoch", |s| &s.convergence_epoch, 1.0, 1, None),
+    ("T (fitted)", |s| &s.temperature, 1.0, 3, None),
+    ("ECE % after T", |s| &s.test_ece_scaled, 100.0, 2, None),
+    ("NLL after T", |s| &s.test_nll_scaled, 1.0, 4, None),
 ];
 
 pub(crate) fn cell(stat: &Stat, scale: f64, decimals: usize) -> String {
     format!("{:.*} ± {:.*}", decimals, stat.mean * scale, decimals, stat.sd * scale)
+}
+
+/// A setting's cell of a column: `mean ± sd`, and `[lo, hi]` after it where the setting has bootstrap intervals
+/// and the column one.
+pub(crate) fn cell_of(s: &SettingSummary, c: &Column) -> String {
+    let base = cell(c.1(s), c.2, c.3);
+    match (&s.test_bootstrap, c.4) {
+        (Some(b), Some(f)) => {
+            let [lo, hi] = f(b);
+            format!("{base} [{:.*}, {:.*}]", c.3, lo * c.2, c.3, hi * c.2)
+        }
+        _ => base,
+    }
 }
 
 /// The table as plain text (aligned columns).
@@ -110,7 +147,7 @@ pub fn text_table(summary: &Summary) -> String {
     for s in &summary.settings {
         rows.push(
             std::iter::once(s.name.clone())
-                .chain(COLUMNS.iter().map(|c| cell(c.1(s), c.2, c.3)))
+                .chain(COLUMNS.iter().map(|c| cell_of(s, c)))
                 .collect(),
         );
     }

@@ -1,6 +1,7 @@
 //! Calibration metrics (SPEC.md, "Calibration"): accuracy, top-k accuracy, NLL, Brier, ECE and MCE with
-//! equal-width bins, adaptive ECE with equal-mass bins, classwise ECE, the data of a reliability diagram, and
-//! temperature scaling. Everything accumulates in f64.
+//! equal-width bins, adaptive ECE with equal-mass bins, classwise ECE, smooth ECE ([`smooth`]), the debiased L2
+//! calibration error ([`debiased`]), the data of a reliability diagram, bootstrap confidence intervals
+//! ([`bootstrap`]), and temperature and vector scaling ([`scaling`]). Everything accumulates in f64.
 //!
 //! Bins: with `M` equal-width bins, a confidence `c` falls in bin `floor(c * M)`, so bin `m` holds `[m/M, (m+1)/M)`
 //! and a confidence of exactly 1 falls in the last bin.
@@ -16,6 +17,16 @@
 //! ```
 
 use thiserror::Error;
+
+pub mod bootstrap;
+pub mod debiased;
+pub mod scaling;
+pub mod smooth;
+
+pub use bootstrap::{bootstrap, bootstrap_reliability, BootstrapConfig, BootstrapIntervals, RowScores};
+pub use debiased::debiased_l2_ce;
+pub use scaling::{fit_temperature, fit_vector_scaling, VectorScaling};
+pub use smooth::{smooth_ece, smooth_ece_at, smoothed_reliability, SmoothEce};
 
 /// Why a calibration metric could not be computed.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -66,6 +77,9 @@ pub enum CalibrationError {
     /// Zero bins.
     #[error("the number of bins must be at least 1")]
     ZeroBins,
+    /// A bootstrap configuration out of range.
+    #[error("bootstrap: {0}")]
+    BadBootstrap(String),
     /// A temperature that is not a finite positive number.
     #[error("temperature must be finite and positive, got {0}")]
     BadTemperature(f64),
@@ -110,6 +124,15 @@ pub struct CalibrationReport {
     pub adaptive_ece: f64,
     /// Mean over classes of the per-class binned ECE (Kull et al. 2019).
     pub classwise_ece: f64,
+    /// Smooth ECE (Błasiok and Nakkiran 2023, as `relplot.smECE` computes it): see [`smooth`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub smooth_ece: f64,
+    /// The kernel bandwidth smooth ECE was computed at.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub smooth_ece_bandwidth: f64,
+    /// The debiased L2 calibration error (Kumar et al. 2019), top-label, `bins` equal-mass bins: see [`debiased`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub debiased_l2_ce: f64,
     /// The equal-width bins: the data of a reliability diagram.
     #[cfg_attr(feature = "serde", serde(rename = "reliability"))]
     pub bins: Vec<Bin>,
@@ -195,107 +218,18 @@ fn check_inputs(len: usize, labels: &[i64], k: usize, what: &'static str) -> Res
     Ok(n)
 }
 
-/// Fits the temperature `T > 0` that minimises the NLL of `softmax(z / T)` on held-out logits.
-///
-/// A golden-section search on `ln T` over `[ln 0.01, ln 100]`: the NLL is convex in `1/T`, so it is unimodal in
-/// `ln T` and the search cannot diverge; 80 iterations narrow the bracket to about `1e-15` in `ln T`. Scaling by
-/// `T` never changes the argmax.
-///
-/// Every logit must be finite ([`CalibrationError::NonFiniteLogit`] names the first that is not): one NaN or
-/// infinity makes the NLL undefined or infinite at every temperature, and the search would end on a bound.
-pub fn fit_temperature(logits: &[f32], labels: &[i64], k: usize) -> Result<f64, CalibrationError> {
-    check_inputs(logits.len(), labels, k, "logits")?;
-    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
-        return Err(CalibrationError::NonFiniteLogit {
-            row: i / k,
-            class: i % k,
-            value: logits[i],
-        });
-    }
-    let f = |t: f64| nll_of_logits(logits, labels, k, t.exp()).unwrap_or(f64::INFINITY);
-    let (mut a, mut b) = (0.01f64.ln(), 100f64.ln());
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
-    let (mut fc, mut fd) = (f(c), f(d));
-    for _ in 0..80 {
-        if fc <= fd {
-            b = d;
-            d = c;
-            fd = fc;
-            c = b - g * (b - a);
-            fc = f(c);
-        } else {
-            a = c;
-            c = d;
-            fc = fd;
-            d = a + g * (b - a);
-            fd = f(d);
-        }
-    }
-    Ok(((a + b) / 2.0).exp())
-}
-
 fn bin_of(c: f64, m: usize) -> usize {
     ((c * m as f64).floor() as usize).min(m - 1)
 }
 
-/// Every calibration metric from probabilities `[N, K]` (rows must be distributions within `1e-3`), labels `[N]`
-/// in `[0, K)`, and `bins` equal-width (and equal-mass) bins.
-pub fn calibration(
-    probs: &[f64],
-    labels: &[i64],
-    k: usize,
-    bins: usize,
-) -> Result<CalibrationReport, CalibrationError> {
-    if bins == 0 {
-        return Err(CalibrationError::ZeroBins);
-    }
-    let n = check_inputs(probs.len(), labels, k, "probabilities")?;
-    for (row, p) in probs.chunks_exact(k).enumerate() {
-        if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
-            return Err(CalibrationError::NotADistribution {
-                row,
-                why: format!("entry {v}"),
-            });
-        }
-        let s: f64 = p.iter().sum();
-        if (s - 1.0).abs() > 1e-3 {
-            return Err(CalibrationError::NotADistribution {
-                row,
-                why: format!("sums to {s}"),
-            });
-        }
-    }
-    let nf = n as f64;
-    // Top-label confidence and correctness per row (ties: the first maximal class, like argmax).
-    let mut top: Vec<(f64, bool)> = Vec::with_capacity(n);
-    let (mut correct, mut top5, mut nll, mut brier) = (0usize, 0usize, 0.0f64, 0.0f64);
-    for (p, &y) in probs.chunks_exact(k).zip(labels) {
-        let y = y as usize;
-        let (arg, &conf) = p
-            .iter()
-            .enumerate()
-            .fold((0, &p[0]), |best, (c, v)| if *v > *best.1 { (c, v) } else { best });
-        top.push((conf, arg == y));
-        correct += (arg == y) as usize;
-        let better = p.iter().filter(|&&v| v > p[y]).count();
-        top5 += (better < 5.min(k)) as usize;
-        nll -= p[y].ln();
-        brier += p
-            .iter()
-            .enumerate()
-            .map(|(c, &v)| {
-                let t = if c == y { 1.0 } else { 0.0 };
-                (v - t) * (v - t)
-            })
-            .sum::<f64>();
-    }
-
-    // Equal-width bins.
+/// ECE, MCE and the bins of a reliability diagram from top-label confidences and their correctness, with `bins`
+/// equal-width bins.
+fn equal_width(confidence: &[f64], correct: &[bool], bins: usize) -> (f64, f64, Vec<Bin>) {
+    let nf = confidence.len() as f64;
     let mut count = vec![0usize; bins];
     let mut conf_sum = vec![0.0f64; bins];
     let mut acc_sum = vec![0.0f64; bins];
-    for &(c, ok) in &top {
+    for (&c, &ok) in confidence.iter().zip(correct) {
         let b = bin_of(c, bins);
         count[b] += 1;
         conf_sum[b] += c;
@@ -323,6 +257,74 @@ pub fn calibration(
             accuracy,
         });
     }
+    (ece, mce, bin_list)
+}
+
+/// Checks `[N, K]` probabilities (rows distributions within `1e-3`) and their labels; returns `N`.
+fn check_probabilities(probs: &[f64], labels: &[i64], k: usize) -> Result<usize, CalibrationError> {
+    let n = check_inputs(probs.len(), labels, k, "probabilities")?;
+    for (row, p) in probs.chunks_exact(k).enumerate() {
+        if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(CalibrationError::NotADistribution {
+                row,
+                why: format!("entry {v}"),
+            });
+        }
+        let s: f64 = p.iter().sum();
+        if (s - 1.0).abs() > 1e-3 {
+            return Err(CalibrationError::NotADistribution {
+                row,
+                why: format!("sums to {s}"),
+            });
+        }
+    }
+    Ok(n)
+}
+
+/// The top label of one row of probabilities (ties: the first maximal class, like argmax) and its probability.
+fn top_label(p: &[f64]) -> (usize, f64) {
+    p.iter()
+        .enumerate()
+        .fold((0, p[0]), |best, (c, &v)| if v > best.1 { (c, v) } else { best })
+}
+
+/// Every calibration metric from probabilities `[N, K]` (rows must be distributions within `1e-3`), labels `[N]`
+/// in `[0, K)`, and `bins` equal-width (and equal-mass) bins.
+pub fn calibration(
+    probs: &[f64],
+    labels: &[i64],
+    k: usize,
+    bins: usize,
+) -> Result<CalibrationReport, CalibrationError> {
+    if bins == 0 {
+        return Err(CalibrationError::ZeroBins);
+    }
+    let n = check_probabilities(probs, labels, k)?;
+    let nf = n as f64;
+    // Top-label confidence and correctness per row (ties: the first maximal class, like argmax).
+    let mut top: Vec<(f64, bool)> = Vec::with_capacity(n);
+    let (mut correct, mut top5, mut nll, mut brier) = (0usize, 0usize, 0.0f64, 0.0f64);
+    for (p, &y) in probs.chunks_exact(k).zip(labels) {
+        let y = y as usize;
+        let (arg, conf) = top_label(p);
+        top.push((conf, arg == y));
+        correct += (arg == y) as usize;
+        let better = p.iter().filter(|&&v| v > p[y]).count();
+        top5 += (better < 5.min(k)) as usize;
+        nll -= p[y].ln();
+        brier += p
+            .iter()
+            .enumerate()
+            .map(|(c, &v)| {
+                let t = if c == y { 1.0 } else { 0.0 };
+                (v - t) * (v - t)
+            })
+            .sum::<f64>();
+    }
+
+    let (confidence, correct_top): (Vec<f64>, Vec<bool>) = top.iter().copied().unzip();
+    let (ece, mce, bin_list) = equal_width(&confidence, &correct_top, bins);
+    let smooth = smooth_ece(&confidence, &correct_top);
 
     // Equal-mass bins: sorted by confidence (ties by row), sizes differing by at most one.
     let mut order: Vec<usize> = (0..n).collect();
@@ -366,6 +368,9 @@ pub fn calibration(
         mce,
         adaptive_ece,
         classwise_ece: classwise / k as f64,
+        smooth_ece: smooth.value,
+        smooth_ece_bandwidth: smooth.bandwidth,
+        debiased_l2_ce: debiased_l2_ce(&confidence, &correct_top, bins),
         bins: bin_list,
     })
 }
