@@ -410,3 +410,72 @@ fn empty_batches_give_zero_gradients() {
     assert_eq!(loss, Loss::Scalar(0.0));
     assert!(gw.iter().chain(&gb).all(|&v| v == 0.0));
 }
+
+/// The loss of `x W^T + b` in f64 through the reference, as a function of the three parameters.
+fn loss64(
+    config: &LabelSmoothingConfig,
+    labels: &[i64],
+    dims: (usize, usize, usize),
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+) -> f64 {
+    let (n, d, k) = dims;
+    let z: Vec<f64> = (0..n * k)
+        .map(|ik| {
+            let (i, c) = (ik / k, ik % k);
+            b[c] + (0..d).map(|e| x[i * d + e] * w[c * d + e]).sum::<f64>()
+        })
+        .collect();
+    reference::loss_and_grad(config, k, &z, RefTargets::Labels(labels), None)
+        .unwrap()
+        .loss[0]
+}
+
+#[test]
+fn gradients_match_central_finite_differences() {
+    // Fixed smoothing only: adaptive smoothing holds alpha * p constant in its gradient by definition, so its
+    // gradient is not the derivative of its loss (the composition test covers it).
+    let (n, d, k) = (6, 4, 7);
+    let p = problem(n, d, k, 31, Some(-100));
+    let weights: Vec<f32> = (0..k).map(|c| 0.5 + 0.25 * c as f32).collect();
+    for config in [
+        LabelSmoothingConfig::pytorch(0.1).with_weights(Some(weights.clone())),
+        LabelSmoothingConfig::pytorch(0.2)
+            .with_spread(Spread::Others)
+            .with_reduction(Reduction::Sum),
+        LabelSmoothingConfig::pytorch(0.0),
+    ] {
+        let lce = LinearCrossEntropy::new(config.clone().init(k).unwrap(), d)
+            .unwrap()
+            .with_block_rows(4)
+            .unwrap();
+        let got = fused(&lce, &p, true, GradOutput::ONE);
+        let (x, w, b): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            p.x.iter().map(|&v| v as f64).collect(),
+            p.w.iter().map(|&v| v as f64).collect(),
+            p.b.iter().map(|&v| v as f64).collect(),
+        );
+        let f = |x: &[f64], w: &[f64], b: &[f64]| loss64(&config, &p.labels, (n, d, k), x, w, b);
+        let h = 1e-6;
+        let fd = |which: usize, i: usize| {
+            let (mut xp, mut wp, mut bp) = (x.clone(), w.clone(), b.clone());
+            let (mut xm, mut wm, mut bm) = (x.clone(), w.clone(), b.clone());
+            match which {
+                0 => (xp[i] += h, xm[i] -= h),
+                1 => (wp[i] += h, wm[i] -= h),
+                _ => (bp[i] += h, bm[i] -= h),
+            };
+            (f(&xp, &wp, &bp) - f(&xm, &wm, &bm)) / (2.0 * h)
+        };
+        for (which, name, grad) in [(0, "x", &got.gx), (1, "W", &got.gw), (2, "b", &got.gb)] {
+            for (i, &g) in grad.iter().enumerate() {
+                let want = fd(which, i);
+                assert!(
+                    (g as f64 - want).abs() <= 1e-5 + 1e-4 * want.abs(),
+                    "{config:?}: grad {name}[{i}] {g} vs finite difference {want}"
+                );
+            }
+        }
+    }
+}

@@ -17,7 +17,8 @@
 //!    (below `1e-3` counts as the other side, as in `relplot`).
 //!
 //! The kernel is cut at 12 standard deviations (its weight there is `e^-72`, far below a rounding error of the
-//! sums), which makes each evaluation `O(N + G * min(G, 24 sigma G))`.
+//! sums), and the smoothed grids are computed only at the grid points the interpolation of step 3 reads, which
+//! makes each evaluation `O(N + min(G, 2 P) * min(G, 24 sigma G))` for `P` evaluation points.
 
 /// A smooth ECE and the bandwidth it was computed at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,51 +55,71 @@ fn round_to_grid(f: &[f64], values: impl Iterator<Item = f64>, g: usize) -> Vec<
     grid
 }
 
-/// The grid convolved with a Gaussian of standard deviation `sigma`, reflected at both ends.
-fn reflected_convolution(grid: &[f64], kernel: &[f64], reach: usize) -> Vec<f64> {
+/// `reflected(grid)`: the grid extended by its mirror images, reversed without its last point before it and
+/// reversed without its first after it (`numpy.flip(v)[:-1], v, numpy.flip(v)[1:]`).
+fn reflected(grid: &[f64]) -> Vec<f64> {
     let g = grid.len();
-    // The mirrored extension: grid reversed without its last point, the grid, grid reversed without its first.
-    let ext: Vec<f64> = grid[1..]
+    grid[1..]
         .iter()
         .rev()
         .chain(grid)
         .chain(grid[..g - 1].iter().rev())
         .copied()
-        .collect();
-    // numpy.convolve(ext, kernel, "valid")[g/2 .. g/2 + g]: out[j] = sum_kk ext[j + g/2 + g - 1 - kk] kernel[kk],
-    // over the kernel indices kk in lo..=hi within `reach` of its centre (g - 1) / 2. With the kernel reversed
-    // the sum is a dot product of two contiguous slices.
+        .collect()
+}
+
+/// The two grids convolved with the Gaussian `kernel`, reflected at both ends, at the output points marked in
+/// `needed` (the others are left 0: linear interpolation at the evaluation points reads only the marked ones).
+///
+/// `numpy.convolve(ext, kernel, "valid")[g/2 .. g/2 + g]`: `out[j] = sum_kk ext[j + g/2 + g - 1 - kk] kernel[kk]`,
+/// over the kernel indices `kk` within `reach` of its centre `(g - 1) / 2`. With the kernel reversed each output
+/// is a dot product of contiguous slices, and the two grids share one pass over the kernel.
+fn reflected_convolutions(a: &[f64], b: &[f64], kernel: &[f64], reach: usize, needed: &[bool]) -> (Vec<f64>, Vec<f64>) {
+    let g = a.len();
+    let (ea, eb) = (reflected(a), reflected(b));
     let centre = (g - 1) as f64 / 2.0;
     let lo = (centre - reach as f64).ceil().max(0.0) as usize;
     let hi = ((centre + reach as f64).floor() as usize).min(g - 1);
     let reversed: Vec<f64> = kernel[lo..=hi].iter().rev().copied().collect();
-    (0..g)
-        .map(|j| {
-            let start = j + g / 2 + (g - 1) - hi;
-            dot(&ext[start..start + reversed.len()], &reversed)
-        })
-        .collect()
+    let len = reversed.len();
+    let (mut oa, mut ob) = (vec![0.0; g], vec![0.0; g]);
+    for j in (0..g).filter(|&j| needed[j]) {
+        let start = j + g / 2 + (g - 1) - hi;
+        (oa[j], ob[j]) = dot2(&ea[start..start + len], &eb[start..start + len], &reversed);
+    }
+    (oa, ob)
 }
 
-/// `sum_i a_i b_i` with eight independent partial sums (the sum is bound by the latency of one addition chain
-/// otherwise).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+/// `(sum_i a_i k_i, sum_i b_i k_i)` with four independent partial sums each (the sums are bound by the latency
+/// of one addition chain otherwise).
+fn dot2(a: &[f64], b: &[f64], k: &[f64]) -> (f64, f64) {
+    let (mut sa, mut sb) = ([0.0f64; 4], [0.0f64; 4]);
+    let (ca, cb, ck) = (a.chunks_exact(4), b.chunks_exact(4), k.chunks_exact(4));
+    let (ra, rb, rk) = (ca.remainder(), cb.remainder(), ck.remainder());
+    for ((x, y), w) in ca.zip(cb).zip(ck) {
+        for l in 0..4 {
+            sa[l] += x[l] * w[l];
+            sb[l] += y[l] * w[l];
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    let ta: f64 = ra.iter().zip(rk).map(|(x, w)| x * w).sum();
+    let tb: f64 = rb.iter().zip(rk).map(|(y, w)| y * w).sum();
+    (
+        (sa[0] + sa[2]) + (sa[1] + sa[3]) + ta,
+        (sb[0] + sb[2]) + (sb[1] + sb[3]) + tb,
+    )
+}
+
+/// The grid index linear interpolation at `t` starts from (it reads that index and the next).
+fn cell(g: usize, t: f64) -> usize {
+    ((t * (g - 1) as f64) as i64).clamp(0, g as i64 - 2) as usize
 }
 
 /// Linear interpolation of the grid (point `i` at `i / (len - 1)`) at `t`.
 fn interpolate(grid: &[f64], t: f64) -> f64 {
     let g = grid.len();
     let bucket = 1.0 / (g - 1) as f64;
-    let i = ((t * (g - 1) as f64) as i64).clamp(0, g as i64 - 2) as usize;
+    let i = cell(g, t);
     let r = (t - i as f64 * bucket) / bucket;
     grid[i] * (1.0 - r) + grid[i + 1] * r
 }
@@ -119,9 +140,14 @@ fn smooth(confidence: &[f64], correct: &[bool], sigma: f64, points: usize) -> (V
         g,
     );
     let ones = round_to_grid(confidence, std::iter::repeat(1.0), g);
-    let rs = reflected_convolution(&residual, &kernel, reach);
-    let dens = reflected_convolution(&ones, &kernel, reach);
     let eval = linspace01(points);
+    let mut needed = vec![false; g];
+    for &x in &eval {
+        let i = cell(g, x);
+        needed[i] = true;
+        needed[i + 1] = true;
+    }
+    let (rs, dens) = reflected_convolutions(&residual, &ones, &kernel, reach, &needed);
     let d: Vec<f64> = eval.iter().map(|&x| interpolate(&dens, x) + 1e-4).collect();
     let r: Vec<f64> = eval.iter().zip(&d).map(|(&x, &dx)| interpolate(&rs, x) / dx).collect();
     (r, d)

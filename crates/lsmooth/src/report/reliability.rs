@@ -150,7 +150,7 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
         r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#555" stroke-dasharray="5,4"/>
 <rect x="{x0}" y="{y1}" width="{PLOT}" height="{PLOT}" fill="none" stroke="#333"/>
 <text x="{lx}" y="{ly}" text-anchor="middle" transform="rotate(-90 {lx} {ly})">accuracy</text>
-<text x="{tx}" y="{ty}" font-size="12">ECE {ece:.4} · smECE {smece:.4} · MCE {mce:.4} · acc {acc:.4} · n {n}</text>
+<text x="{tx}" y="{ty}" font-size="12">ECE {ece:.4} · smECE {smece:.4} · MCE {mce:.4} · acc {acc:.4}</text>
 <rect x="{kx}" y="{ky}" width="12" height="10" fill="#3b6fb6"/><text x="{kx2}" y="{ky2}">accuracy</text>
 <rect x="{kx3}" y="{ky}" width="12" height="10" fill="#e34a33" fill-opacity="0.35" stroke="#e34a33"/><text x="{kx4}" y="{ky2}">gap to the diagonal</text>
 "##,
@@ -166,7 +166,6 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
         smece = report.smooth_ece,
         mce = report.mce,
         acc = report.accuracy,
-        n = report.n,
         kx = LEFT,
         ky = 51.0,
         kx2 = LEFT + 16.0,
