@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 /// What each row contributes to the metrics: its top-label confidence and correctness, `-ln p[label]` and its
 /// Brier term `sum_k (p_k - [k = label])^2`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowScores {
     /// Top-label confidence per row.
     pub confidence: Vec<f64>,
@@ -39,13 +39,7 @@ pub struct RowScores {
 impl RowScores {
     /// From probabilities `[N, K]` (rows distributions within `1e-3`) and labels `[N]` in `[0, K)`.
     pub fn from_probs(probs: &[f64], labels: &[i64], k: usize) -> Result<Self, CalibrationError> {
-        let n = check_probabilities(probs, labels, k)?;
-        let mut rows = RowScores {
-            confidence: Vec::with_capacity(n),
-            correct: Vec::with_capacity(n),
-            nll: Vec::with_capacity(n),
-            brier: Vec::with_capacity(n),
-        };
+        let mut rows = RowScores::with_capacity(check_probabilities(probs, labels, k)?);
         for (p, &y) in probs.chunks_exact(k).zip(labels) {
             rows.push(p, y as usize, -p[y as usize].ln());
         }
@@ -55,14 +49,8 @@ impl RowScores {
     /// From logits `[N, K]` at a temperature (`softmax(z / T)`), the NLL computed from the logits (finite where
     /// the probability of the label underflows).
     pub fn from_logits(logits: &[f32], labels: &[i64], k: usize, temperature: f64) -> Result<Self, CalibrationError> {
-        let n = check_inputs(logits.len(), labels, k, "logits")?;
+        let mut rows = RowScores::with_capacity(check_inputs(logits.len(), labels, k, "logits")?);
         let probs = super::softmax_rows(logits, k, temperature)?;
-        let mut rows = RowScores {
-            confidence: Vec::with_capacity(n),
-            correct: Vec::with_capacity(n),
-            nll: Vec::with_capacity(n),
-            brier: Vec::with_capacity(n),
-        };
         for ((p, z), &y) in probs.chunks_exact(k).zip(logits.chunks_exact(k)).zip(labels) {
             let y = y as usize;
             let m = z
@@ -73,6 +61,30 @@ impl RowScores {
             rows.push(p, y, lse - z[y] as f64 / temperature);
         }
         Ok(rows)
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        RowScores {
+            confidence: Vec::with_capacity(n),
+            correct: Vec::with_capacity(n),
+            nll: Vec::with_capacity(n),
+            brier: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends another set's rows after these (to pool the predictions of several runs).
+    pub fn append(&mut self, other: RowScores) {
+        self.confidence.extend(other.confidence);
+        self.correct.extend(other.correct);
+        self.nll.extend(other.nll);
+        self.brier.extend(other.brier);
+    }
+
+    /// Resample `r` of [`bootstrap`]: row indices drawn with replacement from a generator seeded by `(seed, r)`.
+    fn resample(&self, seed: u64, r: usize) -> Vec<usize> {
+        let n = self.len() as u64;
+        let mut rng = SplitMix64::new(seed ^ (r as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        (0..n).map(|_| rng.below(n) as usize).collect()
     }
 
     fn push(&mut self, p: &[f64], y: usize, nll: f64) {
@@ -219,8 +231,7 @@ pub fn bootstrap(
     let samples: Vec<[f64; 6]> = (0..config.resamples)
         .into_par_iter()
         .map(|r| {
-            let mut rng = SplitMix64::new(config.seed ^ (r as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let idx: Vec<usize> = (0..n).map(|_| rng.below(n as u64) as usize).collect();
+            let idx = rows.resample(config.seed, r);
             let conf: Vec<f64> = idx.iter().map(|&i| rows.confidence[i]).collect();
             let ok: Vec<bool> = idx.iter().map(|&i| rows.correct[i]).collect();
             let mean = |v: &[f64]| idx.iter().map(|&i| v[i]).sum::<f64>() / n as f64;
@@ -273,8 +284,7 @@ pub fn bootstrap_reliability(
     let curves: Vec<Vec<(f64, f64, f64)>> = (0..config.resamples)
         .into_par_iter()
         .map(|r| {
-            let mut rng = SplitMix64::new(config.seed ^ (r as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let idx: Vec<usize> = (0..n).map(|_| rng.below(n as u64) as usize).collect();
+            let idx = rows.resample(config.seed, r);
             let conf: Vec<f64> = idx.iter().map(|&i| rows.confidence[i]).collect();
             let ok: Vec<bool> = idx.iter().map(|&i| rows.correct[i]).collect();
             smoothed_reliability(&conf, &ok, sigma, points)

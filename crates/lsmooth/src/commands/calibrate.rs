@@ -4,12 +4,11 @@
 use crate::cli::CalibrateArgs;
 use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
-use crate::report::reliability::SmoothCurve;
+use crate::report::reliability::smooth_curve;
 use crate::CliError;
-use label_smoothing::calibration::smoothed_reliability;
 use label_smoothing::calibration::{
-    bootstrap, bootstrap_reliability, calibration, fit_temperature, fit_vector_scaling, nll_of_logits, softmax_rows,
-    BootstrapConfig, BootstrapIntervals, CalibrationError, CalibrationReport, RowScores, VectorScaling,
+    bootstrap, calibration, fit_temperature, fit_vector_scaling, nll_of_logits, softmax_rows, BootstrapConfig,
+    BootstrapIntervals, CalibrationError, CalibrationReport, RowScores, VectorScaling,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -130,36 +129,6 @@ struct Evaluated {
     rows: RowScores,
 }
 
-/// The smoothed reliability curve of `e` at its smooth-ECE bandwidth over the confidences its rows cover, with
-/// a bootstrap band when `boot` is given.
-fn smooth_curve(e: &Evaluated, boot: Option<&BootstrapConfig>) -> Result<SmoothCurve, CalibrationError> {
-    const POINTS: usize = 201;
-    let sigma = e.report.smooth_ece_bandwidth;
-    let (lo, hi) = e
-        .rows
-        .confidence
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
-    let inside = |t: f64| t >= lo - 1e-12 && t <= hi + 1e-12;
-    let points = smoothed_reliability(&e.rows.confidence, &e.rows.correct, sigma, POINTS)
-        .into_iter()
-        .filter(|p| inside(p.0))
-        .map(|(t, a, _)| (t, a))
-        .collect();
-    let band = match boot {
-        Some(config) => {
-            let band = bootstrap_reliability(&e.rows, sigma, POINTS, config)?;
-            Some((band.into_iter().filter(|p| inside(p.0)).collect(), config.level))
-        }
-        None => None,
-    };
-    Ok(SmoothCurve {
-        points,
-        band,
-        bandwidth: sigma,
-    })
-}
-
 /// Runs the command.
 pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
     if args.bins == 0 {
@@ -265,7 +234,7 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
             (None, _, Some(v)) => (v, "Reliability after vector scaling".to_string()),
             _ => (&given, "Reliability diagram".to_string()),
         };
-        let curve = smooth_curve(shown, boot.as_ref()).map_err(label_err)?;
+        let curve = smooth_curve(&shown.rows, shown.report.smooth_ece_bandwidth, boot.as_ref()).map_err(label_err)?;
         let svg = crate::report::reliability::svg_with_curve(&shown.report, &title, Some(&curve));
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;

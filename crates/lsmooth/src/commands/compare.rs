@@ -5,10 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use label_smoothing::calibration::{
-    bootstrap, bootstrap_reliability, smooth_ece, smoothed_reliability, Bin, BootstrapConfig, CalibrationReport,
-    RowScores,
-};
+use label_smoothing::calibration::{bootstrap, smooth_ece, Bin, BootstrapConfig, CalibrationReport, RowScores};
 
 use crate::cli::{CompareArgs, ModelChoice};
 use crate::io::atomic;
@@ -212,7 +209,14 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
         .zip(&summary.settings)
         .map(|(s, st)| {
             let mut p = pooled(&s.reports);
-            let curve = pooled_curve(&s.rows);
+            // The pooled predictions' own bandwidth; a 95% band of CURVE_BOOTSTRAP resamples, seed 0.
+            let curve = (!s.rows.is_empty())
+                .then(|| {
+                    let sigma = smooth_ece(&s.rows.confidence, &s.rows.correct).bandwidth;
+                    let config = BootstrapConfig::default().with_resamples(CURVE_BOOTSTRAP);
+                    reliability::smooth_curve(&s.rows, sigma, Some(&config)).ok()
+                })
+                .flatten();
             if let Some(c) = &curve {
                 p.smooth_ece_bandwidth = c.bandwidth;
             }
@@ -251,35 +255,6 @@ fn charts(settings: &[SettingRuns], summary: &Summary) -> html::Sections {
 
 /// Resamples of the band around the pooled smoothed reliability curve.
 const CURVE_BOOTSTRAP: usize = 100;
-
-/// The smoothed reliability curve of the pooled test predictions at their smooth-ECE bandwidth, over the
-/// confidences they cover, with a 95% bootstrap band ([`CURVE_BOOTSTRAP`] resamples, seed 0).
-fn pooled_curve(rows: &RowScores) -> Option<reliability::SmoothCurve> {
-    if rows.is_empty() {
-        return None;
-    }
-    const POINTS: usize = 201;
-    let sigma = smooth_ece(&rows.confidence, &rows.correct).bandwidth;
-    let (lo, hi) = rows
-        .confidence
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
-    let inside = |t: f64| t >= lo - 1e-12 && t <= hi + 1e-12;
-    let points = smoothed_reliability(&rows.confidence, &rows.correct, sigma, POINTS)
-        .into_iter()
-        .filter(|p| inside(p.0))
-        .map(|(t, a, _)| (t, a))
-        .collect();
-    let config = BootstrapConfig::default().with_resamples(CURVE_BOOTSTRAP);
-    let band = bootstrap_reliability(rows, sigma, POINTS, &config)
-        .ok()
-        .map(|b| (b.into_iter().filter(|p| inside(p.0)).collect(), config.level));
-    Some(reliability::SmoothCurve {
-        points,
-        band,
-        bandwidth: sigma,
-    })
-}
 
 /// Per metric, one chart against the strength with one line per grid (mean over seeds, band = range).
 fn grid_charts(settings: &[SettingRuns], summary: &Summary) -> Vec<String> {
@@ -415,12 +390,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             name: name.clone(),
             runs: Vec::new(),
             reports: Vec::new(),
-            rows: RowScores {
-                confidence: Vec::new(),
-                correct: Vec::new(),
-                nll: Vec::new(),
-                brier: Vec::new(),
-            },
+            rows: RowScores::default(),
             projection: None,
         };
         for &seed in &args.seeds {
@@ -464,11 +434,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
                 s.projection = Some(p);
             }
-            let r = outcome.test_rows;
-            s.rows.confidence.extend(r.confidence);
-            s.rows.correct.extend(r.correct);
-            s.rows.nll.extend(r.nll);
-            s.rows.brier.extend(r.brier);
+            s.rows.append(outcome.test_rows);
             s.runs.push(outcome.metrics);
             s.reports.push(outcome.test_report);
         }

@@ -3,7 +3,9 @@
 //! (Błasiok and Nakkiran 2023) over it, with a bootstrap band.
 
 use super::esc;
-use label_smoothing::calibration::CalibrationReport;
+use label_smoothing::calibration::{
+    bootstrap_reliability, smoothed_reliability, BootstrapConfig, CalibrationError, CalibrationReport, RowScores,
+};
 use std::fmt::Write;
 
 const W: f64 = 420.0;
@@ -35,6 +37,38 @@ pub struct SmoothCurve {
     pub band: Option<Band>,
     /// The kernel bandwidth.
     pub bandwidth: f64,
+}
+
+/// The smoothed reliability curve of `rows` at bandwidth `sigma`, over the confidences they cover (201 points
+/// of `[0, 1]`), with a pointwise bootstrap band when `band` is given.
+pub fn smooth_curve(
+    rows: &RowScores,
+    sigma: f64,
+    band: Option<&BootstrapConfig>,
+) -> Result<SmoothCurve, CalibrationError> {
+    const POINTS: usize = 201;
+    let (lo, hi) = rows
+        .confidence
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
+    let inside = |t: f64| t >= lo - 1e-12 && t <= hi + 1e-12;
+    let points = smoothed_reliability(&rows.confidence, &rows.correct, sigma, POINTS)
+        .into_iter()
+        .filter(|p| inside(p.0))
+        .map(|(t, a, _)| (t, a))
+        .collect();
+    let band = match band {
+        Some(config) => {
+            let b = bootstrap_reliability(rows, sigma, POINTS, config)?;
+            Some((b.into_iter().filter(|p| inside(p.0)).collect(), config.level))
+        }
+        None => None,
+    };
+    Ok(SmoothCurve {
+        points,
+        band,
+        bandwidth: sigma,
+    })
 }
 
 /// The SVG text of a reliability diagram for `report`, titled `title`.
