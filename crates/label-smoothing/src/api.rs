@@ -48,6 +48,11 @@ impl LabelSmoothingLoss {
         }
     }
 
+    /// `sum_c u_c` in f64 (`K` without weights), in class order.
+    pub(crate) fn weight_total(&self) -> f64 {
+        self.weight_total
+    }
+
     /// The number of classes `K`.
     pub fn num_classes(&self) -> usize {
         self.k

@@ -102,6 +102,12 @@ pub enum LossError {
     /// Adaptive smoothing asks for `p[label]`, which soft targets do not have.
     #[error("adaptive smoothing needs hard labels; it is not defined for soft targets")]
     AdaptiveWithSoftTargets,
+    /// Class shards that do not tile `[0, K)` in order, or a shard that does not belong to its layout.
+    #[error("bad class-shard layout: {reason}")]
+    ShardLayout {
+        /// What is wrong, naming the shard.
+        reason: String,
+    },
     /// A per-row upstream gradient given for a reduction that produces a scalar.
     #[error("a per-row grad_output ({got} values) needs reduction `none`; reduction `{reduction}` gives a scalar, so pass a scalar")]
     GradOutputShape {

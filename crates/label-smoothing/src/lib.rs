@@ -17,7 +17,8 @@
 //! Its relatives, each with its gradient: [`mixup`] (mixup and CutMix targets, without materialising them),
 //! [`distillation`] (knowledge distillation), [`confidence_penalty`], [`label_relaxation`] and [`online`] (online
 //! label smoothing); [`linear`] computes the loss of a linear classifier without materialising its logits;
-//! [`calibration`] measures what smoothing does to confidence.
+//! [`calibration`] measures what smoothing does to confidence; [`shard`] splits the classes across processes
+//! (the transport-free half of a class-sharded loss, bit-identical to one process).
 //!
 //! ```
 //! use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
@@ -44,6 +45,7 @@ pub mod reference;
 mod related;
 pub mod rng;
 mod row;
+pub mod shard;
 mod simd;
 mod types;
 

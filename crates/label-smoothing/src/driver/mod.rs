@@ -42,6 +42,7 @@ macro_rules! with_variant {
 
 pub(crate) mod lanes;
 mod rows;
+pub(crate) mod shard;
 mod wide;
 
 /// Classes per parallel task, at most: a task's rows stay in L2 while their gradient is written.

@@ -23,7 +23,7 @@ pub(crate) use io::{CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch
 pub(crate) use stats::{row_stats, slice_stats};
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
-pub(crate) const CHUNK: usize = 2048;
+pub const CHUNK: usize = 2048;
 
 /// Softmax statistics of a slice of one row of logits, relative to the slice's maximum.
 ///

@@ -21,8 +21,10 @@
 
 mod baseline;
 mod products;
+mod shard;
 
 pub use baseline::{gemms_only, unfused};
+pub use shard::LinearShard;
 
 use crate::api::{check_labels, LabelSmoothingLoss};
 use crate::config::{LabelSmoothingConfig, Reduction};

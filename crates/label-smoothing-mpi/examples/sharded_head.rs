@@ -1,0 +1,176 @@
+//! Trains the classifier head of a synthetic 100,000-class problem with its classes sharded over the MPI ranks,
+//! and prints the loss of every step, the same as one process.
+//!
+//! ```text
+//! cargo build --release --example sharded_head -p label-smoothing-mpi
+//! mpirun -np 4 target/release/examples/sharded_head            # sharded over 4 processes
+//! target/release/examples/sharded_head --single                 # one process, no MPI: the same losses
+//! ```
+//!
+//! Each class `c` has a prototype in `D` dimensions; a row is its class's prototype plus noise; the head
+//! `W [K, D]`, `b [K]` starts small and is trained by SGD on the label-smoothed loss (PyTorch's convention,
+//! 0.1). Rank `r` generates and trains only its rows `W_r`, `b_r` (the classes of an even split cut at chunk
+//! boundaries); the features `x` are the same on every rank.
+
+use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
+use label_smoothing::shard::ShardLayout;
+use label_smoothing::{GradOutput, LabelSmoothingConfig};
+use label_smoothing_mpi::ShardedLinearLoss;
+use mpi::traits::*;
+use std::time::Instant;
+
+struct Args {
+    classes: usize,
+    hidden: usize,
+    rows: usize,
+    steps: usize,
+    lr: f32,
+    single: bool,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        classes: 100_000,
+        hidden: 64,
+        rows: 512,
+        steps: 10,
+        lr: 50.0,
+        single: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a positive integer"))
+        };
+        match flag.as_str() {
+            "--classes" => a.classes = value("--classes"),
+            "--hidden" => a.hidden = value("--hidden"),
+            "--rows" => a.rows = value("--rows"),
+            "--steps" => a.steps = value("--steps"),
+            "--lr" => a.lr = value("--lr") as f32,
+            "--single" => a.single = true,
+            other => panic!("unknown flag {other}; flags: --classes K --hidden D --rows N --steps S --lr LR --single"),
+        }
+    }
+    a
+}
+
+/// `len` deterministic values in [-scale, scale] from `seed`.
+fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// The rows' labels and features: prototype of the label plus noise.
+fn batch(a: &Args) -> (Vec<i64>, Vec<f32>) {
+    let labels: Vec<i64> = (0..a.rows)
+        .map(|i| ((i as u64 * 2_654_435_761) % a.classes as u64) as i64)
+        .collect();
+    let mut x = Vec::with_capacity(a.rows * a.hidden);
+    for (i, &y) in labels.iter().enumerate() {
+        let proto = values(a.hidden, 1_000_003 + y as u64, 1.0);
+        let noise = values(a.hidden, 7 + i as u64, 0.3);
+        x.extend(proto.iter().zip(&noise).map(|(p, e)| p + e));
+    }
+    (labels, x)
+}
+
+/// The head's rows for the classes `range`: each class's row from its own seed, so a shard needs only its own.
+fn head(a: &Args, range: std::ops::Range<usize>) -> (Vec<f32>, Vec<f32>) {
+    let w: Vec<f32> = range
+        .clone()
+        .flat_map(|c| values(a.hidden, 42 + c as u64, 0.01))
+        .collect();
+    (w, vec![0.0; range.len()])
+}
+
+fn sgd(p: &mut [f32], g: &[f32], lr: f32) {
+    p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g);
+}
+
+fn main() {
+    let a = parse();
+    let config = LabelSmoothingConfig::pytorch(0.1);
+    let (labels, x) = batch(&a);
+    let d = a.hidden;
+    if a.single {
+        let lce = LinearCrossEntropy::new(config.init(a.classes).expect("config"), d).expect("hidden");
+        let (mut w, mut b) = head(&a, 0..a.classes);
+        let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+        println!("one process, {} classes, {} rows, D = {d}", a.classes, a.rows);
+        for step in 0..a.steps {
+            let t = Instant::now();
+            let inputs = LinearInputs {
+                x: &x,
+                weight: &w,
+                bias: Some(&b),
+            };
+            let grads = LinearGrads {
+                x: None,
+                weight: Some(&mut gw),
+                bias: Some(&mut gb),
+            };
+            let loss = lce
+                .loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
+                .expect("loss");
+            sgd(&mut w, &gw, a.lr);
+            sgd(&mut b, &gb, a.lr);
+            let l = loss.scalar().unwrap();
+            println!("step {step}: loss {l:.6} (bits {:08x})", l.to_bits());
+            eprintln!("step {step}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+        return;
+    }
+    let universe = mpi::initialize().expect("MPI could not be initialised");
+    let world = universe.world();
+    let (p, rank) = (world.size() as usize, world.rank() as usize);
+    let layout = ShardLayout::even(a.classes, p).expect("layout");
+    let range = layout.range(rank);
+    let loss_fn = ShardedLinearLoss::new(&world, config, a.classes, range.start, range.len(), d).unwrap_or_else(|e| {
+        eprintln!("rank {rank}: {e}");
+        std::process::exit(1)
+    });
+    let (mut w, mut b) = head(&a, range.clone());
+    let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+    if rank == 0 {
+        println!(
+            "{p} processes, {} classes, {} rows, D = {d}; rank 0 holds classes {range:?}",
+            a.classes, a.rows
+        );
+    }
+    for step in 0..a.steps {
+        let t = Instant::now();
+        let inputs = LinearInputs {
+            x: &x,
+            weight: &w,
+            bias: Some(&b),
+        };
+        let grads = LinearGrads {
+            x: None,
+            weight: Some(&mut gw),
+            bias: Some(&mut gb),
+        };
+        let loss = loss_fn
+            .loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
+            .unwrap_or_else(|e| {
+                eprintln!("rank {rank}: {e}");
+                std::process::exit(1)
+            });
+        sgd(&mut w, &gw, a.lr);
+        sgd(&mut b, &gb, a.lr);
+        if rank == 0 {
+            let l = loss.scalar().unwrap();
+            println!("step {step}: loss {l:.6} (bits {:08x})", l.to_bits());
+            eprintln!("step {step}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+}
