@@ -161,10 +161,25 @@ fn close(what: &str, got: &[f32], want: &[f64], mag: Option<&[f64]>, terms: usiz
 }
 
 fn check(p: &Problem, config: LabelSmoothingConfig, bias: bool, block: usize, per_row_go: bool) {
-    let lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
+    check_blocks(p, config, bias, block, None, per_row_go)
+}
+
+/// [`check`] with blocks of `classes` classes too.
+fn check_blocks(
+    p: &Problem,
+    config: LabelSmoothingConfig,
+    bias: bool,
+    block: usize,
+    classes: Option<usize>,
+    per_row_go: bool,
+) {
+    let mut lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
         .unwrap()
         .with_block_rows(block)
         .unwrap();
+    if let Some(c) = classes {
+        lce = lce.with_block_classes(c).unwrap();
+    }
     let go: Vec<f32> = (0..p.n).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
     let go64: Vec<f64> = go.iter().map(|&v| v as f64).collect();
     let (grad_output, go_ref) = if per_row_go {
@@ -174,7 +189,7 @@ fn check(p: &Problem, config: LabelSmoothingConfig, bias: bool, block: usize, pe
     };
     let want = expected(p, &config, bias, go_ref);
     let got = fused(&lce, p, bias, grad_output);
-    let name = format!("{config:?} bias {bias} block {block}");
+    let name = format!("{config:?} bias {bias} block {block} classes {classes:?}");
     for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
         assert!(
             (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
@@ -225,6 +240,74 @@ fn matches_the_f64_composition_for_the_whole_family() {
 }
 
 #[test]
+fn class_blocks_match_the_f64_composition() {
+    // Blocks of whole chunks with a partial last one (2 * 2048 of 5000), and blocks that cut chunks (700).
+    let p = problem(21, 19, 5000, 7, Some(-100));
+    let weights: Vec<f32> = (0..5000).map(|c| 0.25 + (c % 5) as f32 * 0.25).collect();
+    for classes in [4096, 2048, 700] {
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::MeanNonZero] {
+            let base = LabelSmoothingConfig::new()
+                .with_reduction(reduction)
+                .with_ignore_index(Some(-100));
+            check_blocks(
+                &p,
+                base.clone().with_smoothing(0.1).with_spread(Spread::Uniform),
+                true,
+                8,
+                Some(classes),
+                false,
+            );
+            check_blocks(
+                &p,
+                base.clone().with_adaptive(0.2).with_ignore_index(Some(-100)),
+                false,
+                21,
+                Some(classes),
+                reduction == Reduction::None,
+            );
+            check_blocks(
+                &p,
+                base.with_smoothing(0.05)
+                    .with_ignore_index(Some(-100))
+                    .with_weights(Some(weights.clone())),
+                true,
+                5,
+                Some(classes),
+                false,
+            );
+        }
+    }
+}
+
+#[test]
+fn class_blocks_agree_with_one_block_and_the_loss_alone() {
+    let p = problem(40, 16, 3 * 2048 + 5, 8, None);
+    let config = LabelSmoothingConfig::pytorch(0.1).with_reduction(Reduction::None);
+    let lce = LinearCrossEntropy::new(config.init(p.k).unwrap(), p.d)
+        .unwrap()
+        .with_block_rows(16)
+        .unwrap();
+    let blocked_lce = lce.clone().with_block_classes(2048).unwrap();
+    let whole = fused(&lce, &p, true, GradOutput::ONE);
+    let blocked = fused(&blocked_lce, &p, true, GradOutput::ONE);
+    let diff = whole
+        .loss
+        .iter()
+        .zip(&blocked.loss)
+        .map(|(a, b)| (a - b).abs() / b.abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-6, "largest relative per-row difference {diff}");
+    // The loss alone runs the first pass only: the same values.
+    let inputs = LinearInputs {
+        x: &p.x,
+        weight: &p.w,
+        bias: Some(&p.b),
+    };
+    let alone = blocked_lce.loss(inputs, &p.labels).unwrap();
+    assert_eq!(alone.as_slice(), &blocked.loss[..]);
+}
+
+#[test]
 fn default_blocks_and_the_unfused_baseline_agree() {
     let p = problem(70, 40, 3000, 3, None);
     let config = LabelSmoothingConfig::pytorch(0.1);
@@ -258,6 +341,12 @@ fn block_rows_follow_the_budget() {
     assert_eq!(lce(32_000).block_rows(1 << 20), 1040);
     assert_eq!(lce(128_000).block_rows(1 << 20), 256);
     assert_eq!(lce(10_000_000).block_rows(1 << 20), 16);
+    // Two million classes fit 16 rows in the budget; beyond, the classes are blocked.
+    assert_eq!(lce(2_097_152).block_classes(), 2_097_152);
+    assert_eq!(lce(10_000_000).block_classes(), 2_097_152);
+    assert_eq!(lce(128_000).block_classes(), 128_000);
+    assert_eq!(lce(128_000).with_block_classes(4096).unwrap().block_rows(1 << 20), 8192);
+    assert!(lce(10).with_block_classes(0).is_err());
     assert_eq!(lce(8192).block_rows(100), 100);
     assert_eq!(lce(8192).with_block_rows(7).unwrap().block_rows(100), 7);
 }
@@ -272,13 +361,14 @@ fn bits_do_not_depend_on_the_number_of_threads() {
         .unwrap()
         .with_block_rows(16)
         .unwrap();
-    let run = |threads| {
+    let blocked = lce.clone().with_block_classes(1024).unwrap();
+    let run = |lce: &LinearCrossEntropy, threads| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| fused(&lce, &p, true, GradOutput::ONE))
+        pool.install(|| fused(lce, &p, true, GradOutput::ONE))
     };
-    let one = run(1);
-    for threads in [2, 3, 5] {
-        let other = run(threads);
+    for (lce, threads) in [(&lce, 2), (&lce, 3), (&lce, 5), (&blocked, 2), (&blocked, 3)] {
+        let one = run(lce, 1);
+        let other = run(lce, threads);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&one.loss), bits(&other.loss), "{threads} threads: loss");
         assert_eq!(bits(&one.gx), bits(&other.gx), "{threads} threads: grad x");

@@ -155,6 +155,10 @@ pub struct BenchArgs {
     /// With --linear: rows per block (default: chosen from K, see `LinearCrossEntropy::block_rows`).
     #[arg(long, value_name = "B", requires = "linear", value_parser = usize_in::<1, 100_000_000>)]
     pub block_rows: Option<usize>,
+    /// With --linear: classes per block (default: all K up to two million classes, see
+    /// `LinearCrossEntropy::block_classes`).
+    #[arg(long, value_name = "C", requires = "linear", value_parser = usize_in::<1, 1_000_000_000>)]
+    pub block_classes: Option<usize>,
     /// Threads (default: all cores).
     #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]
     pub threads: Option<usize>,

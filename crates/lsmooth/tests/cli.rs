@@ -480,6 +480,16 @@ fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
     let (fused, unfused) = (r["loss"].as_f64().unwrap(), r["unfused_loss"].as_f64().unwrap());
     assert!((fused - unfused).abs() <= 1e-5 * unfused.abs(), "{r}");
     assert!(fused > 1.0 && fused < 20.0, "{r}");
+    assert_eq!(r["block_classes"].as_u64(), Some(300), "{r}");
+    // Blocks of 128 classes: the same loss within the tolerance, and the block reported.
+    let mut blocked_args = args.to_vec();
+    blocked_args.extend(["--block-classes", "128"]);
+    let out = lsmooth(&blocked_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["block_classes"].as_u64(), Some(128), "{b}");
+    let blocked = b["loss"].as_f64().unwrap();
+    assert!((blocked - unfused).abs() <= 1e-5 * unfused.abs(), "{b}");
     for bad in ["64x8", "0x8x10", "4x8x1", "axbxc"] {
         let out = lsmooth(&["bench", "--linear", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");

@@ -25,7 +25,7 @@ pub fn unfused(
         .loss_fn()
         .loss_and_grad(&logits, Targets::Labels(labels), grad_output, &mut g)?;
     if let Some(gx) = grads.x {
-        products::grad_input(&g, inputs.weight, d, k, gx);
+        products::grad_input(&g, inputs.weight, d, k, false, gx);
     }
     let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
     products::grad_weight(&g, inputs.x, d, k, false, grads.weight, bias_acc.as_deref_mut());
@@ -43,6 +43,6 @@ pub fn gemms_only(lce: &LinearCrossEntropy, inputs: LinearInputs<'_>, grad_x: &m
     let n = inputs.x.len() / d;
     let mut logits = vec![0.0f32; n * k];
     products::logits(inputs.x, inputs.weight, None, d, k, &mut logits);
-    products::grad_input(&logits, inputs.weight, d, k, grad_x);
+    products::grad_input(&logits, inputs.weight, d, k, false, grad_x);
     products::grad_weight(&logits, inputs.x, d, k, false, Some(grad_weight), None);
 }

@@ -10,6 +10,14 @@
 //! for any number of threads. It is not bit-identical across block sizes: `grad_W` and `grad_b` add the
 //! blocks' contributions in block order.
 //!
+//! Where even [`BLOCK_ROW_MULTIPLE`] rows of all `K` classes would not fit in [`BLOCK_BYTES`] (more than two
+//! million classes), the classes are cut into blocks too ([`LinearCrossEntropy::block_classes`]): for each block
+//! of rows, a first pass over the class blocks computes each one's logits and their softmax statistics (the
+//! pieces of [`crate::shard`], folded in class order as in one pass), and a second pass recomputes each class
+//! block's logits, turns them into their gradient and runs the products. The scratch is then one `[B, K_c]` block:
+//! bounded by the budget whatever `K`, for four products instead of three. With class blocks that are multiples
+//! of [`CHUNK`](crate::shard::CHUNK) (the default), the kernel's part is the same as without them.
+//!
 //! The smoothing costs nothing beyond the plain cross-entropy: the kernel writes `coef (Q p - w q)` with the
 //! smoothed target `q` directly, in the one pass over the block that the softmax needs anyway, and the three
 //! products are the same dense products as without smoothing.
@@ -30,6 +38,7 @@ use crate::api::{check_labels, LabelSmoothingLoss};
 use crate::config::{LabelSmoothingConfig, Reduction};
 use crate::driver::mean_denominator;
 use crate::error::{LossError, Result};
+use crate::shard::{ShardLayout, ShardPlan};
 use crate::types::{GradOutput, Loss, Targets};
 
 /// The scratch budget that chooses the default block of rows: the `[B, K]` logits block in f32.
@@ -86,6 +95,7 @@ pub struct LinearCrossEntropy {
     per_row: LabelSmoothingLoss,
     hidden: usize,
     block_rows: Option<usize>,
+    block_classes: Option<usize>,
 }
 
 impl LinearCrossEntropy {
@@ -108,6 +118,7 @@ impl LinearCrossEntropy {
             per_row,
             hidden,
             block_rows: None,
+            block_classes: None,
         })
     }
 
@@ -124,6 +135,34 @@ impl LinearCrossEntropy {
         Ok(self)
     }
 
+    /// Uses blocks of `classes` classes (at least 1) instead of the default chosen from the shapes; `classes >= K`
+    /// turns class blocking off. Multiples of [`CHUNK`](crate::shard::CHUNK) keep the kernel's part of the
+    /// result the same as without class blocks; other sizes agree within SPEC.md's tolerances.
+    pub fn with_block_classes(mut self, classes: usize) -> Result<Self> {
+        if classes == 0 {
+            return Err(LossError::InvalidParameter {
+                name: "block_classes",
+                value: 0.0,
+                expected: "[1, inf)",
+            });
+        }
+        self.block_classes = Some(classes);
+        Ok(self)
+    }
+
+    /// The classes per block: the override, or all `K` when [`BLOCK_ROW_MULTIPLE`] rows of `K` f32 logits fit
+    /// in [`BLOCK_BYTES`], else the most multiple of [`CHUNK`](crate::shard::CHUNK) classes that do. At most `K`.
+    pub fn block_classes(&self) -> usize {
+        let k = self.loss.num_classes();
+        let fit = BLOCK_BYTES / (4 * BLOCK_ROW_MULTIPLE);
+        let classes = self.block_classes.unwrap_or(if k <= fit {
+            k
+        } else {
+            (fit / crate::shard::CHUNK * crate::shard::CHUNK).max(crate::shard::CHUNK)
+        });
+        classes.min(k)
+    }
+
     /// The loss this computes on the logits.
     pub fn loss_fn(&self) -> &LabelSmoothingLoss {
         &self.loss
@@ -134,10 +173,11 @@ impl LinearCrossEntropy {
         self.hidden
     }
 
-    /// The rows per block for `n` rows: the override, or the most rows whose `[B, K]` f32 logits fit in
-    /// [`BLOCK_BYTES`], rounded down to a multiple of [`BLOCK_ROW_MULTIPLE`] (at least that many), at most `n`.
+    /// The rows per block for `n` rows: the override, or the most rows whose `[B, K_c]` f32 logits (`K_c` from
+    /// [`block_classes`](Self::block_classes)) fit in [`BLOCK_BYTES`], rounded down to a multiple of
+    /// [`BLOCK_ROW_MULTIPLE`] (at least that many), at most `n`.
     pub fn block_rows(&self, n: usize) -> usize {
-        let k = self.loss.num_classes();
+        let k = self.block_classes();
         let rows = self.block_rows.unwrap_or_else(|| {
             let fit = BLOCK_BYTES / (4 * k);
             (fit / BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE).max(BLOCK_ROW_MULTIPLE)
@@ -230,6 +270,84 @@ impl LinearCrossEntropy {
         Ok(n)
     }
 
+    /// The blocks of rows with the classes in blocks too (see the [module](self) documentation): the per-row
+    /// losses into `losses`, the gradients (before the `mean-nonzero` correction) into `grads` and `bias_acc`.
+    #[allow(clippy::too_many_arguments)]
+    fn class_blocks(
+        &self,
+        inputs: &LinearInputs<'_>,
+        labels: &[i64],
+        backward: bool,
+        upstream_of: &dyn Fn(usize, usize, &mut Vec<f32>),
+        grads: &mut LinearGrads<'_>,
+        mut bias_acc: Option<&mut [f64]>,
+        losses: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
+        let kc = self.block_classes();
+        let lens: Vec<usize> = (0..k.div_ceil(kc)).map(|j| kc.min(k - j * kc)).collect();
+        let layout = ShardLayout::from_lens(&lens)?;
+        let plans: Vec<ShardPlan> = (0..lens.len())
+            .map(|j| ShardPlan::new(self.per_row.clone(), layout.clone(), j))
+            .collect::<Result<_>>()?;
+        let rows = self.block_rows(n);
+        let mut block = vec![0.0f32; rows.min(n) * kc];
+        let mut records: Vec<Vec<f64>> = (0..lens.len())
+            .map(|j| vec![0.0; rows.min(n) * plans[j].record_len(j)])
+            .collect();
+        let mut upstream: Vec<f32> = Vec::with_capacity(rows);
+        let weight_of = |j: usize| {
+            let r = layout.range(j);
+            (&inputs.weight[r.start * d..r.end * d], inputs.bias.map(|b| &b[r]))
+        };
+        for start in (0..n).step_by(rows.max(1)) {
+            let end = (start + rows).min(n);
+            let (x, y, nb) = (&inputs.x[start * d..end * d], &labels[start..end], end - start);
+            // Pass 1: every class block's statistics.
+            for (j, plan) in plans.iter().enumerate() {
+                let (w, b) = weight_of(j);
+                let z = &mut block[..nb * lens[j]];
+                products::logits(x, w, b, d, lens[j], z);
+                plan.local_stats(z, y, &mut records[j][..nb * plan.record_len(j)])?;
+            }
+            let recs: Vec<&[f64]> = records
+                .iter()
+                .enumerate()
+                .map(|(j, r)| &r[..nb * plans[j].record_len(j)])
+                .collect();
+            if !backward {
+                losses.extend_from_slice(plans[0].combine(y, GradOutput::ONE, &recs)?.loss().as_slice());
+                continue;
+            }
+            upstream_of(start, end, &mut upstream);
+            // Pass 2: each class block's gradient and its products.
+            for (j, plan) in plans.iter().enumerate() {
+                let combined = plan.combine(y, GradOutput::PerRow(&upstream), &recs)?;
+                if j == 0 {
+                    losses.extend_from_slice(combined.loss().as_slice());
+                }
+                let (w, b) = weight_of(j);
+                let z = &mut block[..nb * lens[j]];
+                products::logits(x, w, b, d, lens[j], z);
+                plan.local_grad_rows(&combined, 0, z)?;
+                if let Some(gx) = grads.x.as_deref_mut() {
+                    products::grad_input(z, w, d, lens[j], j > 0, &mut gx[start * d..end * d]);
+                }
+                let r = layout.range(j);
+                products::grad_weight(
+                    z,
+                    x,
+                    d,
+                    lens[j],
+                    start > 0,
+                    grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
+                    bias_acc.as_deref_mut().map(|b| &mut b[r]),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn run(
         &self,
         inputs: LinearInputs<'_>,
@@ -253,43 +371,58 @@ impl LinearCrossEntropy {
         let backward = backward && (grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some());
 
         let rows = self.block_rows(n);
-        let mut block = vec![0.0f32; rows.min(n) * k];
         let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
         let mut losses: Vec<f32> = Vec::with_capacity(n);
-        let mut upstream: Vec<f32> = Vec::with_capacity(rows);
-        for start in (0..n).step_by(rows.max(1)) {
-            let end = (start + rows).min(n);
-            let (x, y) = (&inputs.x[start * d..end * d], &labels[start..end]);
-            let z = &mut block[..(end - start) * k];
-            products::logits(x, inputs.weight, inputs.bias, d, k, z);
-            if !backward {
-                losses.extend_from_slice(self.per_row.loss(z, Targets::Labels(y))?.as_slice());
-                continue;
-            }
-            upstream.clear();
-            upstream.extend((start..end).map(|i| {
+        let upstream_of = |start: usize, end: usize, out: &mut Vec<f32>| {
+            out.clear();
+            out.extend((start..end).map(|i| {
                 let g = match grad_output {
                     GradOutput::Scalar(g) => g,
                     GradOutput::PerRow(g) => g[i],
                 };
                 (g as f64 * scale) as f32
             }));
-            let l = self
-                .per_row
-                .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
-            losses.extend_from_slice(l.as_slice());
-            if let Some(gx) = grads.x.as_deref_mut() {
-                products::grad_input(z, inputs.weight, d, k, &mut gx[start * d..end * d]);
-            }
-            products::grad_weight(
-                z,
-                x,
-                d,
-                k,
-                start > 0,
-                grads.weight.as_deref_mut(),
+        };
+        if self.block_classes() < k {
+            self.class_blocks(
+                &inputs,
+                labels,
+                backward,
+                &upstream_of,
+                &mut grads,
                 bias_acc.as_deref_mut(),
-            );
+                &mut losses,
+            )?;
+        } else {
+            let mut block = vec![0.0f32; rows.min(n) * k];
+            let mut upstream: Vec<f32> = Vec::with_capacity(rows);
+            for start in (0..n).step_by(rows.max(1)) {
+                let end = (start + rows).min(n);
+                let (x, y) = (&inputs.x[start * d..end * d], &labels[start..end]);
+                let z = &mut block[..(end - start) * k];
+                products::logits(x, inputs.weight, inputs.bias, d, k, z);
+                if !backward {
+                    losses.extend_from_slice(self.per_row.loss(z, Targets::Labels(y))?.as_slice());
+                    continue;
+                }
+                upstream_of(start, end, &mut upstream);
+                let l = self
+                    .per_row
+                    .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
+                losses.extend_from_slice(l.as_slice());
+                if let Some(gx) = grads.x.as_deref_mut() {
+                    products::grad_input(z, inputs.weight, d, k, false, &mut gx[start * d..end * d]);
+                }
+                products::grad_weight(
+                    z,
+                    x,
+                    d,
+                    k,
+                    start > 0,
+                    grads.weight.as_deref_mut(),
+                    bias_acc.as_deref_mut(),
+                );
+            }
         }
         if backward && n == 0 {
             if let Some(gw) = grads.weight.as_deref_mut() {

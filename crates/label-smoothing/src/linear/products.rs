@@ -72,8 +72,9 @@ pub(crate) fn logits(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize, k: us
     });
 }
 
-/// `gx[r, e] = sum_c g[r, c] w[c, e]`: the input's gradient, `[rows, D]`, fully overwritten.
-pub(crate) fn grad_input(g: &[f32], w: &[f32], d: usize, k: usize, gx: &mut [f32]) {
+/// `gx[r, e] (+)= sum_c g[r, c] w[c, e]`: the input's gradient, `[rows, D]`, added to `gx` when `accumulate`,
+/// written otherwise.
+pub(crate) fn grad_input(g: &[f32], w: &[f32], d: usize, k: usize, accumulate: bool, gx: &mut [f32]) {
     let rows = gx.len() / d;
     assert!(g.len() == rows * k && w.len() == k * d);
     if rows == 0 {
@@ -93,7 +94,7 @@ pub(crate) fn grad_input(g: &[f32], w: &[f32], d: usize, k: usize, gx: &mut [f32
                 dst.at(e0),
                 1,
                 d as isize,
-                false,
+                accumulate,
                 g.as_ptr(),
                 1,
                 k as isize,

@@ -167,7 +167,7 @@ impl LinearShard {
             products::logits(x, inputs.weight, inputs.bias, d, kr, z);
             self.plan.local_grad_rows(combined, start, z)?;
             if let Some(gx) = grads.x.as_deref_mut() {
-                products::grad_input(z, inputs.weight, d, kr, &mut gx[start * d..end * d]);
+                products::grad_input(z, inputs.weight, d, kr, false, &mut gx[start * d..end * d]);
             }
             products::grad_weight(
                 z,

@@ -26,6 +26,8 @@ pub struct LinearBenchReport {
     pub isa: &'static str,
     /// Rows per block of the fused loss.
     pub block_rows: usize,
+    /// Classes per block of the fused loss (`k` when the classes are not blocked).
+    pub block_classes: usize,
     /// Rounds timed; each times one fused call, one unfused call and the products alone, in that order.
     pub repeat: usize,
     /// Median seconds of the fused loss, forward and backward (`grad_x`, `grad_W`, `grad_b`).
@@ -116,6 +118,9 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
     let mut lce = LinearCrossEntropy::new(loss_fn, d)?;
     if let Some(b) = args.block_rows {
         lce = lce.with_block_rows(b)?;
+    }
+    if let Some(c) = args.block_classes {
+        lce = lce.with_block_classes(c)?;
     }
     // Logits of standard deviation about 1: x uniform in [-1, 1), W scaled by 1/sqrt(D).
     let x = uniform(n * d, 1.0, args.seed);
@@ -208,6 +213,7 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
         threads,
         isa: label_smoothing::instruction_set(),
         block_rows: lce.block_rows(n),
+        block_classes: lce.block_classes(),
         repeat,
         median_s,
         unfused_median_s: median(tu.clone()),
@@ -251,7 +257,7 @@ pub(super) fn run(args: &BenchArgs, shape: &str, out: &mut dyn std::io::Write) -
     };
     writeln!(
         out,
-        "linear {}x{}x{} f32, {} thread(s), {}, blocks of {} rows ({} rounds)\n\
+        "linear {}x{}x{} f32, {} thread(s), {}, blocks of {} rows x {} classes ({} rounds)\n\
          fused    median {:>9.3} s  {:>6.1} GFLOP/s  peak RSS {} (scratch {})\n\
          unfused  median {:>9.3} s  peak RSS {} (scratch {})\n\
          products median {:>9.3} s  peak RSS {}\n\
@@ -262,6 +268,7 @@ pub(super) fn run(args: &BenchArgs, shape: &str, out: &mut dyn std::io::Write) -
         r.threads,
         r.isa,
         r.block_rows,
+        r.block_classes,
         r.repeat,
         r.median_s,
         r.gflops,
