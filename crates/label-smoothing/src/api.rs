@@ -141,15 +141,7 @@ impl LabelSmoothingLoss {
                 check_soft_targets(t.iter().map(|&x| x as f64), k)?;
             }
         }
-        if let GradOutput::PerRow(g) = grad_output {
-            if self.config.reduction != Reduction::None {
-                return Err(LossError::GradOutputShape {
-                    reduction: self.config.reduction.name(),
-                    got: g.len(),
-                });
-            }
-            check_len("grad_output", g.len(), n, || format!("{n} (one per row)"))?;
-        }
+        check_grad_output(self.config.reduction, grad_output, n)?;
         if let Some(len) = grad_len {
             check_len("grad", len, n * k, || format!("{} ([{n}, {k}] like the logits)", n * k))?;
         }
@@ -190,6 +182,33 @@ fn check_len(what: &'static str, got: usize, want: usize, expected: impl FnOnce(
             expected: expected(),
             got,
         })
+    }
+}
+
+/// A per-row upstream gradient needs reduction `none` and one value per row.
+pub(crate) fn check_grad_output(reduction: Reduction, grad_output: GradOutput<'_>, n: usize) -> Result<()> {
+    if let GradOutput::PerRow(g) = grad_output {
+        if reduction != Reduction::None {
+            return Err(LossError::GradOutputShape {
+                reduction: reduction.name(),
+                got: g.len(),
+            });
+        }
+        check_len("grad_output", g.len(), n, || format!("{n} (one per row)"))?;
+    }
+    Ok(())
+}
+
+/// `Ok` for a count of at least 1, else the typed error naming the option.
+pub(crate) fn check_positive(name: &'static str, value: usize) -> Result<usize> {
+    if value == 0 {
+        Err(LossError::InvalidParameter {
+            name,
+            value: 0.0,
+            expected: "[1, inf)",
+        })
+    } else {
+        Ok(value)
     }
 }
 

@@ -58,7 +58,7 @@
 //! # Ok::<(), label_smoothing::LossError>(())
 //! ```
 
-use crate::api::{check_labels, LabelSmoothingLoss};
+use crate::api::{check_grad_output, check_labels, LabelSmoothingLoss};
 use crate::config::{Reduction, Smoothing};
 use crate::driver::mean_denominator;
 use crate::driver::shard::{run_shard_rows, ShardOp, ShardRows};
@@ -315,22 +315,7 @@ impl ShardPlan {
             });
         }
         check_labels(labels, self.loss.num_classes(), self.loss.config().ignore_index)?;
-        if let GradOutput::PerRow(g) = grad_output {
-            let reduction = self.loss.config().reduction;
-            if reduction != Reduction::None {
-                return Err(LossError::GradOutputShape {
-                    reduction: reduction.name(),
-                    got: g.len(),
-                });
-            }
-            if g.len() != n {
-                return Err(LossError::Length {
-                    what: "grad_output",
-                    expected: format!("{n} (one per row)"),
-                    got: g.len(),
-                });
-            }
-        }
+        check_grad_output(self.loss.config().reduction, grad_output, n)?;
         Ok(n)
     }
 

@@ -34,7 +34,7 @@ mod shard;
 pub use baseline::{gemms_only, unfused};
 pub use shard::LinearShard;
 
-use crate::api::{check_labels, LabelSmoothingLoss};
+use crate::api::{check_grad_output, check_labels, check_positive, LabelSmoothingLoss};
 use crate::config::{LabelSmoothingConfig, Reduction};
 use crate::driver::mean_denominator;
 use crate::error::{LossError, Result};
@@ -45,6 +45,29 @@ use crate::types::{GradOutput, Loss, Targets};
 pub const BLOCK_BYTES: usize = 128 << 20;
 /// Rows of a block are a multiple of this (and at least this, unless `N` is smaller).
 pub const BLOCK_ROW_MULTIPLE: usize = 16;
+
+/// Rows per block of `k` classes for `n` rows: `rows` if given, else as many as fit in [`BLOCK_BYTES`] in
+/// multiples of [`BLOCK_ROW_MULTIPLE`] (at least that many); at most `n`, at least 1.
+fn rows_per_block(rows: Option<usize>, k: usize, n: usize) -> usize {
+    let rows = rows.unwrap_or_else(|| {
+        let fit = BLOCK_BYTES / (4 * k.max(1));
+        (fit / BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE).max(BLOCK_ROW_MULTIPLE)
+    });
+    rows.min(n).max(1)
+}
+
+/// Checks that a buffer holds `rows x d` values (`shape` names it, as `[N, D]`).
+fn check_rows(what: &'static str, got: usize, rows: usize, d: usize, shape: &str) -> Result<()> {
+    if rows.checked_mul(d) == Some(got) {
+        Ok(())
+    } else {
+        Err(LossError::Length {
+            what,
+            expected: format!("{} ({shape} = [{rows}, {d}])", rows.saturating_mul(d)),
+            got,
+        })
+    }
+}
 
 /// The inputs of a linear classifier: hidden states `x [N, D]`, weight `W [K, D]` (row-major, as `nn.Linear`
 /// stores it) and an optional bias `[K]`.
@@ -101,13 +124,7 @@ pub struct LinearCrossEntropy {
 impl LinearCrossEntropy {
     /// The loss `loss` (its configuration and `K`) on top of a linear layer with `hidden` inputs (`D >= 1`).
     pub fn new(loss: LabelSmoothingLoss, hidden: usize) -> Result<Self> {
-        if hidden == 0 {
-            return Err(LossError::InvalidParameter {
-                name: "hidden",
-                value: 0.0,
-                expected: "[1, inf)",
-            });
-        }
+        check_positive("hidden", hidden)?;
         let per_row = LabelSmoothingConfig {
             reduction: Reduction::None,
             ..loss.config().clone()
@@ -124,14 +141,7 @@ impl LinearCrossEntropy {
 
     /// Uses blocks of `rows` rows (at least 1) instead of the default chosen from the shapes.
     pub fn with_block_rows(mut self, rows: usize) -> Result<Self> {
-        if rows == 0 {
-            return Err(LossError::InvalidParameter {
-                name: "block_rows",
-                value: 0.0,
-                expected: "[1, inf)",
-            });
-        }
-        self.block_rows = Some(rows);
+        self.block_rows = Some(check_positive("block_rows", rows)?);
         Ok(self)
     }
 
@@ -139,14 +149,7 @@ impl LinearCrossEntropy {
     /// turns class blocking off. Multiples of [`CHUNK`](crate::shard::CHUNK) keep the kernel's part of the
     /// result the same as without class blocks; other sizes agree within SPEC.md's tolerances.
     pub fn with_block_classes(mut self, classes: usize) -> Result<Self> {
-        if classes == 0 {
-            return Err(LossError::InvalidParameter {
-                name: "block_classes",
-                value: 0.0,
-                expected: "[1, inf)",
-            });
-        }
-        self.block_classes = Some(classes);
+        self.block_classes = Some(check_positive("block_classes", classes)?);
         Ok(self)
     }
 
@@ -177,12 +180,7 @@ impl LinearCrossEntropy {
     /// [`block_classes`](Self::block_classes)) fit in [`BLOCK_BYTES`], rounded down to a multiple of
     /// [`BLOCK_ROW_MULTIPLE`] (at least that many), at most `n`.
     pub fn block_rows(&self, n: usize) -> usize {
-        let k = self.block_classes();
-        let rows = self.block_rows.unwrap_or_else(|| {
-            let fit = BLOCK_BYTES / (4 * k);
-            (fit / BLOCK_ROW_MULTIPLE * BLOCK_ROW_MULTIPLE).max(BLOCK_ROW_MULTIPLE)
-        });
-        rows.min(n).max(1)
+        rows_per_block(self.block_rows, self.block_classes(), n)
     }
 
     /// The loss alone.
@@ -214,17 +212,7 @@ impl LinearCrossEntropy {
         grads: &LinearGrads<'_>,
     ) -> Result<usize> {
         let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
-        let len = |what: &'static str, got: usize, rows: usize, shape: &str| {
-            if rows.checked_mul(d) == Some(got) {
-                Ok(())
-            } else {
-                Err(LossError::Length {
-                    what,
-                    expected: format!("{} ({shape} = [{rows}, {d}])", rows.saturating_mul(d)),
-                    got,
-                })
-            }
-        };
+        let len = |what, got, rows, shape| check_rows(what, got, rows, d, shape);
         len("x", inputs.x.len(), n, "[N, D]")?;
         len("weight", inputs.weight.len(), k, "[K, D]")?;
         let bias = |what: &'static str, got: usize| {
@@ -251,22 +239,7 @@ impl LinearCrossEntropy {
             bias("grad bias", g.len())?;
         }
         check_labels(labels, k, self.loss.config().ignore_index)?;
-        if let GradOutput::PerRow(g) = grad_output {
-            let reduction = self.loss.config().reduction;
-            if reduction != Reduction::None {
-                return Err(LossError::GradOutputShape {
-                    reduction: reduction.name(),
-                    got: g.len(),
-                });
-            }
-            if g.len() != n {
-                return Err(LossError::Length {
-                    what: "grad_output",
-                    expected: format!("{n} (one per row)"),
-                    got: g.len(),
-                });
-            }
-        }
+        check_grad_output(self.loss.config().reduction, *grad_output, n)?;
         Ok(n)
     }
 

@@ -1,7 +1,8 @@
 //! [`LinearShard`]: one shard of a class-sharded linear classifier, the classifier rows `W_r [K_r, D]` (and
 //! bias `[K_r]`) of the classes of a [`ShardPlan`], with the hidden states replicated on every shard.
 
-use super::{products, LinearCrossEntropy, LinearGrads, LinearInputs};
+use super::{check_rows, products, rows_per_block, LinearCrossEntropy, LinearGrads, LinearInputs};
+use crate::api::check_positive;
 use crate::error::{LossError, Result};
 use crate::shard::{ShardCombined, ShardPlan};
 use crate::types::GradOutput;
@@ -34,14 +35,7 @@ impl LinearShard {
 
     /// Uses blocks of `rows` rows (at least 1) instead of the default chosen from the shapes.
     pub fn with_block_rows(mut self, rows: usize) -> Result<Self> {
-        if rows == 0 {
-            return Err(LossError::InvalidParameter {
-                name: "block_rows",
-                value: 0.0,
-                expected: "[1, inf)",
-            });
-        }
-        self.block_rows = Some(rows);
+        self.block_rows = Some(check_positive("block_rows", rows)?);
         Ok(self)
     }
 
@@ -57,12 +51,7 @@ impl LinearShard {
 
     /// Rows per block for `n` rows: the override, or as [`LinearCrossEntropy::block_rows`] for `K_r` classes.
     pub fn block_rows(&self, n: usize) -> usize {
-        let kr = self.plan.classes().len();
-        let rows = self.block_rows.unwrap_or_else(|| {
-            let fit = super::BLOCK_BYTES / (4 * kr);
-            (fit / super::BLOCK_ROW_MULTIPLE * super::BLOCK_ROW_MULTIPLE).max(super::BLOCK_ROW_MULTIPLE)
-        });
-        rows.min(n).max(1)
+        rows_per_block(self.block_rows, self.plan.classes().len(), n)
     }
 
     /// Checks the shard's inputs (`x [N, D]`, `W_r [K_r, D]`, bias `[K_r]`, the global labels `[N]`, the
@@ -75,17 +64,7 @@ impl LinearShard {
         grads: &LinearGrads<'_>,
     ) -> Result<usize> {
         let (n, d, kr) = (labels.len(), self.hidden, self.plan.classes().len());
-        let len = |what: &'static str, got: usize, rows: usize, shape: &str| {
-            if rows.checked_mul(d) == Some(got) {
-                Ok(())
-            } else {
-                Err(LossError::Length {
-                    what,
-                    expected: format!("{} ({shape} = [{rows}, {d}])", rows.saturating_mul(d)),
-                    got,
-                })
-            }
-        };
+        let len = |what, got, rows, shape| check_rows(what, got, rows, d, shape);
         let bias = |what: &'static str, got: usize| {
             if got == kr {
                 Ok(())
