@@ -31,7 +31,8 @@ impl<C: Communicator> std::fmt::Debug for ShardedLinearLoss<'_, C> {
 impl<'c, C: Communicator> ShardedLinearLoss<'c, C> {
     /// Collective: this rank's classes `[offset, offset + len)` of `num_classes`, on top of a linear layer with
     /// `hidden` inputs; `config` as for [`ShardedLoss::new`](crate::ShardedLoss::new) (weights, if any, of this
-    /// rank's classes). The same errors, on every rank.
+    /// rank's classes). The same errors, on every rank, and [`ShardError::Mismatch`](crate::ShardError::Mismatch)
+    /// when the ranks disagree on `hidden`.
     pub fn new(
         comm: &'c C,
         config: LabelSmoothingConfig,
@@ -41,6 +42,9 @@ impl<'c, C: Communicator> ShardedLinearLoss<'c, C> {
         hidden: usize,
     ) -> Result<Self> {
         let plan = make_plan(comm, config, num_classes, offset, len)?;
+        // Every rank sums grad_x [N, D]: a rank with another D would leave the others waiting.
+        let hidden_all = crate::exchange::gather_fixed(comm, &[hidden as u64]);
+        crate::exchange::same(&hidden_all, 0, "the hidden size D")?;
         Ok(Self {
             comm,
             shard: LinearShard::new(plan, hidden)?,

@@ -84,6 +84,10 @@ fn bad_inputs_are_the_same_typed_error_on_every_rank() {
             "the ranks disagree on N (the number of rows): rank 0 has 6, rank 2 has 5",
         ),
         ("bad-config", "the ranks disagree on the loss configuration"),
+        (
+            "bad-hidden",
+            "the ranks disagree on the hidden size D: rank 0 has 8, rank 2 has 9",
+        ),
     ] {
         let (ok, out) = mpirun(3, CHECK, &[mode], Duration::from_secs(60));
         assert!(ok, "{mode}: {out}");

@@ -243,3 +243,25 @@ fn one_shard_is_bit_identical_for_few_classes_too() {
         }
     }
 }
+
+#[test]
+fn unaligned_shards_give_the_same_bits_for_any_number_of_threads() {
+    let (n, k) = (40, 3000);
+    let z = logits(n, k, 9);
+    let labels: Vec<i64> = (0..n).map(|i| ((i * 31 + 2) % k) as i64).collect();
+    let loss_fn = LabelSmoothingConfig::new().with_adaptive(0.2).init(k).unwrap();
+    let layout = ShardLayout::from_lens(&[1000, 1500, 500]).unwrap();
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| sharded(&loss_fn, &layout, &z, &labels, GradOutput::ONE).unwrap())
+    };
+    let (l1, g1) = run(1);
+    for threads in [2, 3] {
+        let (l, g) = run(threads);
+        assert_eq!(l, l1, "{threads} threads");
+        assert!(
+            g.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
+    }
+}

@@ -7,7 +7,7 @@
 //!   against the single-process loss on the whole logits, computed on every rank: bit for bit where the layout is
 //!   cut at chunk boundaries, within 1e-5 elsewhere; the sharded linear loss against the single-process one;
 //!   Megatron-LM's vocabulary-parallel smoothing formula against the float64 definition.
-//! - `bad-layout`, `bad-label`, `bad-rows`, `bad-config`: one rank's input is wrong; every rank must return the
+//! - `bad-layout`, `bad-label`, `bad-rows`, `bad-config`, `bad-hidden`: one rank's input is wrong; every rank must return the
 //!   expected typed error (and the process exit, not hang).
 
 use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
@@ -356,6 +356,18 @@ fn bad_input(world: &impl Communicator, mode: &str) -> Result<String, String> {
                     if !matches!(&e, ShardError::Mismatch { rank: r, what: "the loss configuration", .. } if *r == last)
                     {
                         return Err(format!("expected a configuration mismatch at rank {last}, got {e}"));
+                    }
+                    e
+                }
+            }
+        }
+        "bad-hidden" => {
+            let hidden = if rank == last { 9 } else { 8 };
+            match ShardedLinearLoss::new(world, config, k, range.start, range.len(), hidden) {
+                Ok(_) => return Err("ranks with different hidden sizes were accepted".into()),
+                Err(e) => {
+                    if !matches!(&e, ShardError::Mismatch { rank: r, what: "the hidden size D", .. } if *r == last) {
+                        return Err(format!("expected a hidden-size mismatch at rank {last}, got {e}"));
                     }
                     e
                 }
