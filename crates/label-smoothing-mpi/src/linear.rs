@@ -83,10 +83,9 @@ impl<'c, C: Communicator> ShardedLinearLoss<'c, C> {
         mut grads: LinearGrads<'_>,
     ) -> Result<Loss> {
         let local = self.shard.check(&inputs, labels, grad_output, &grads).map(|_| ());
-        check_all(self.comm, local, labels, grad_output)?;
-        // Whether grad_x is summed is itself agreed: a rank that skipped the sum would deadlock the others.
-        let wants_x = crate::exchange::gather_fixed(self.comm, &[u64::from(grads.x.is_some())]);
-        crate::exchange::same(&wants_x, 0, "whether grad_x is asked for")?;
+        // Whether grad_x is summed is agreed too: a rank that skipped the sum would leave the others waiting.
+        let wants_x = ("whether grad_x is asked for", u64::from(grads.x.is_some()));
+        check_all(self.comm, local, labels, grad_output, Some(wants_x))?;
         let plan = self.shard.plan();
         let n = labels.len();
         let mut record = vec![0.0f64; n * plan.record_len(plan.rank())];

@@ -100,7 +100,7 @@ impl<'c, C: Communicator> ShardedLoss<'c, C> {
         extra: std::result::Result<(), LossError>,
     ) -> Result<ShardCombined> {
         let local = extra.and_then(|()| self.plan.check(logits.len(), labels, grad_output).map(|_| ()));
-        check_all(self.comm, local, labels, grad_output)?;
+        check_all(self.comm, local, labels, grad_output, None)?;
         let n = labels.len();
         let mut record = vec![0.0f64; n * self.plan.record_len(self.plan.rank())];
         self.plan.local_stats(logits, labels, &mut record)?;
@@ -166,22 +166,28 @@ pub(crate) fn make_plan<C: Communicator>(
     Ok(ShardPlan::new(loss, layout, comm.rank() as usize)?)
 }
 
-/// Agrees on validity and on `N`, the labels and the upstream gradient.
+/// Agrees on validity and on `N`, the labels and the upstream gradient, and on `also` (a named value that must
+/// be the same everywhere), in one all-gather.
 pub(crate) fn check_all<C: Communicator>(
     comm: &C,
     local: std::result::Result<(), LossError>,
     labels: &[i64],
     grad_output: GradOutput<'_>,
+    also: Option<(&'static str, u64)>,
 ) -> Result<()> {
     let labels_hash = fnv1a(labels.iter().flat_map(|y| y.to_le_bytes()));
     let go_hash = match grad_output {
         GradOutput::Scalar(g) => fnv1a(g.to_bits().to_le_bytes()),
         GradOutput::PerRow(g) => fnv1a(g.iter().flat_map(|v| v.to_bits().to_le_bytes())) ^ 1,
     };
-    let headers = agree(comm, &[labels.len() as u64, labels_hash, go_hash], local)?;
+    let extra = also.map_or(0, |(_, v)| v);
+    let headers = agree(comm, &[labels.len() as u64, labels_hash, go_hash, extra], local)?;
     same(&headers, 0, "N (the number of rows)")?;
     same(&headers, 1, "the labels (their hash)")?;
     same(&headers, 2, "the upstream gradient (its hash)")?;
+    if let Some((what, _)) = also {
+        same(&headers, 3, what)?;
+    }
     Ok(())
 }
 
