@@ -107,7 +107,7 @@ impl From<LabelSmoothingConfig> for LabelSmoothingCrossEntropyConfig {
 
 /// The label-smoothed cross-entropy on burn tensors; build it with [`LabelSmoothingCrossEntropyConfig::init`].
 ///
-/// A burn [`Module`](burn::module::Module), like burn's own losses, so a model can hold it as a field; its
+/// A burn [`Module`], like burn's own losses, so a model can hold it as a field; its
 /// configuration is skipped (not a parameter), the class weights are a constant tensor.
 #[derive(Module, Debug)]
 pub struct LabelSmoothingCrossEntropy {

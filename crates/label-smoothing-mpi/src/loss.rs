@@ -90,6 +90,20 @@ impl<'c, C: Communicator> ShardedLoss<'c, C> {
         Ok(combined.loss().clone())
     }
 
+    /// Collective: the loss, with this rank's slice of its gradient written over its logits (no second
+    /// `[N, K_r]` buffer). Everything is checked and agreed before the first write: on an error the logits are
+    /// untouched.
+    pub fn loss_and_grad_in_place(
+        &self,
+        logits: &mut [f32],
+        labels: &[i64],
+        grad_output: GradOutput<'_>,
+    ) -> Result<Loss> {
+        let combined = self.forward(logits, labels, grad_output, Ok(()))?;
+        self.plan.local_grad_in_place(&combined, logits)?;
+        Ok(combined.loss().clone())
+    }
+
     /// The checks (this rank's, `extra` among them, then the agreement of all) and the exchange: every rank's
     /// record gathered and combined.
     fn forward(

@@ -157,9 +157,18 @@ fn logits_cases(world: &impl Communicator) -> Result<(usize, usize), String> {
                         return Err(format!("{what}: grad[{i}] = {} vs one process {}", g[i], want[i]));
                     }
                 }
-                // The loss alone agrees with the loss of loss_and_grad.
-                if loss.loss(&zr, &labels).map_err(|e| e.to_string())? != l && go == GradOutput::Scalar(0.7) {
-                    // `loss` uses grad_output 1, which does not change the loss value.
+                // In place: the same loss and gradient bits as with a separate buffer.
+                let mut zi = zr.clone();
+                let li = loss
+                    .loss_and_grad_in_place(&mut zi, &labels, go)
+                    .map_err(|e| format!("{name}, {lname}: {e}"))?;
+                if li != l || zi.iter().zip(&g).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                    return Err(format!(
+                        "[{n}, {k}] {name}, layout {lname}: in place differs from a separate gradient"
+                    ));
+                }
+                // The loss alone (upstream gradient 1, which does not change the value) agrees.
+                if loss.loss(&zr, &labels).map_err(|e| e.to_string())? != l {
                     return Err(format!("{what}: loss() differs from loss_and_grad()"));
                 }
                 done.0 += 1;

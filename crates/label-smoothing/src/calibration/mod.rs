@@ -1,7 +1,7 @@
 //! Calibration metrics (SPEC.md, "Calibration"): accuracy, top-k accuracy, NLL, Brier, ECE and MCE with
 //! equal-width bins, adaptive ECE with equal-mass bins, classwise ECE, smooth ECE ([`smooth`]), the debiased L2
 //! calibration error ([`debiased`]), the data of a reliability diagram, bootstrap confidence intervals
-//! ([`bootstrap`]), and temperature and vector scaling ([`scaling`]). Everything accumulates in f64.
+//! ([`bootstrap`](fn@bootstrap)), and temperature and vector scaling ([`scaling`]). Everything accumulates in f64.
 //!
 //! Bins: with `M` equal-width bins, a confidence `c` falls in bin `floor(c * M)`, so bin `m` holds `[m/M, (m+1)/M)`
 //! and a confidence of exactly 1 falls in the last bin.

@@ -6,7 +6,7 @@
 //! `G = dL/dlogits` (and the block's per-row losses), then `grad_x = G W` for the block's rows, and
 //! `grad_W += G^T x`, `grad_b += sum_rows G`. The scratch memory is the one `[B, K]` block; the logits and
 //! their gradient for all `N` rows (`8 N K` bytes in f32) never exist. The products are `gemm`'s (the crate
-//! candle uses) on a fixed grid of single-threaded tasks ([`products`]), so the whole result is bit-identical
+//! candle uses) on a fixed grid of single-threaded tasks (the private module `products`), so the whole result is bit-identical
 //! for any number of threads. It is not bit-identical across block sizes: `grad_W` and `grad_b` add the
 //! blocks' contributions in block order.
 //!
