@@ -362,11 +362,30 @@ fn bits_do_not_depend_on_the_number_of_threads() {
         .with_block_rows(16)
         .unwrap();
     let blocked = lce.clone().with_block_classes(1024).unwrap();
+    let filtered = LinearCrossEntropy::new(
+        LabelSmoothingConfig::pytorch(0.1)
+            .with_ignore_index(Some(-100))
+            .init(p.k)
+            .unwrap(),
+        p.d,
+    )
+    .unwrap()
+    .with_block_rows(16)
+    .unwrap()
+    .with_gradient_filter(1e-6)
+    .unwrap();
     let run = |lce: &LinearCrossEntropy, threads| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| fused(lce, &p, true, GradOutput::ONE))
     };
-    for (lce, threads) in [(&lce, 2), (&lce, 3), (&lce, 5), (&blocked, 2), (&blocked, 3)] {
+    for (lce, threads) in [
+        (&lce, 2),
+        (&lce, 3),
+        (&lce, 5),
+        (&blocked, 2),
+        (&blocked, 3),
+        (&filtered, 3),
+    ] {
         let one = run(lce, 1);
         let other = run(lce, threads);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -568,4 +587,152 @@ fn gradients_match_central_finite_differences() {
             }
         }
     }
+}
+
+/// A problem whose softmax is peaked, as a trained classifier's: each row is its label's weight row, scaled so
+/// that its own logit is about `margin`, plus noise.
+fn peaked(n: usize, d: usize, k: usize, margin: f64, seed: u64) -> Problem {
+    let mut p = problem(n, d, k, seed, Some(-100));
+    let mut rng = Rng::new(seed + 1000);
+    for i in 0..n {
+        if p.labels[i] < 0 {
+            continue;
+        }
+        let y = p.labels[i] as usize;
+        let wy = &p.w[y * d..(y + 1) * d];
+        let norm2: f64 = wy.iter().map(|&v| v as f64 * v as f64).sum();
+        for (xe, &we) in p.x[i * d..(i + 1) * d].iter_mut().zip(wy) {
+            *xe = (margin * we as f64 / norm2 + 0.05 * rng.normal()) as f32;
+        }
+    }
+    p.b.iter_mut().for_each(|b| *b = 0.0);
+    p
+}
+
+#[test]
+fn gradient_filter_at_zero_gives_the_exact_gradients() {
+    // Threshold 0 skips only tiles that are exactly zero: the split itself must be exact, for both spreads,
+    // with weights, the ignore index and every reduction.
+    let p = problem(37, 19, 1100, 11, Some(-100));
+    let weights: Vec<f32> = (0..1100).map(|c| 0.25 + (c % 7) as f32 * 0.25).collect();
+    for spread in [Spread::Others, Spread::Uniform] {
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::MeanNonZero] {
+            let base = LabelSmoothingConfig::new()
+                .with_spread(spread)
+                .with_reduction(reduction)
+                .with_ignore_index(Some(-100));
+            for config in [
+                base.clone().with_smoothing(0.1),
+                base.with_smoothing(0.2).with_weights(Some(weights.clone())),
+            ] {
+                let lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
+                    .unwrap()
+                    .with_block_rows(16)
+                    .unwrap()
+                    .with_gradient_filter(0.0)
+                    .unwrap();
+                let want = expected(&p, &config, true, None);
+                let got = fused(&lce, &p, true, GradOutput::ONE);
+                let name = format!("{config:?} filter 0");
+                for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
+                    assert!(
+                        (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
+                        "{name}: loss[{i}] {g} vs {w}"
+                    );
+                }
+                close(&format!("{name}: grad x"), &got.gx, &want.gx, Some(&want.gx_mag), p.k);
+                close(&format!("{name}: grad W"), &got.gw, &want.gw, Some(&want.gw_mag), p.n);
+                close(&format!("{name}: grad b"), &got.gb, &want.gb, None, p.n);
+            }
+        }
+    }
+}
+
+#[test]
+fn gradient_filter_errors_stay_within_the_documented_bound() {
+    let (n, d, k) = (64, 32, 6000);
+    let p = peaked(n, d, k, 30.0, 12);
+    for (config, t) in [
+        (LabelSmoothingConfig::pytorch(0.1), 1e-7f32),
+        (LabelSmoothingConfig::pytorch(0.1), 1e-5),
+        (
+            LabelSmoothingConfig::new()
+                .with_smoothing(0.1)
+                .with_reduction(Reduction::Sum),
+            1e-4,
+        ),
+    ] {
+        let config = config.with_ignore_index(Some(-100));
+        let exact = LinearCrossEntropy::new(config.clone().init(k).unwrap(), d)
+            .unwrap()
+            .with_block_rows(16)
+            .unwrap();
+        let filtered = exact.clone().with_gradient_filter(t).unwrap();
+        let a = fused(&exact, &p, true, GradOutput::ONE);
+        let b = fused(&filtered, &p, true, GradOutput::ONE);
+        assert_eq!(a.loss, b.loss, "the loss is not filtered");
+        let t = t as f64;
+        // |d grad_x[i, e]| <= t sum_c |W[c, e]|; |d grad_W[c, e]| <= t sum_i |x[i, e]|; |d grad_b| <= t N; plus
+        // f32 rounding of the exact result's size.
+        let w_col: Vec<f64> = (0..d)
+            .map(|e| (0..k).map(|c| p.w[c * d + e].abs() as f64).sum())
+            .collect();
+        let x_col: Vec<f64> = (0..d)
+            .map(|e| (0..n).map(|i| p.x[i * d + e].abs() as f64).sum())
+            .collect();
+        let round = |v: f32| 1e-6 * (v.abs() as f64) + 1e-9;
+        let mut skipped = false;
+        for (j, (&u, &v)) in a.gx.iter().zip(&b.gx).enumerate() {
+            let bound = t * w_col[j % d] + round(u);
+            assert!(
+                ((u - v) as f64).abs() <= bound,
+                "t = {t}: grad_x[{j}] {v} vs exact {u}, bound {bound:e}"
+            );
+            skipped |= u != v;
+        }
+        for (j, (&u, &v)) in a.gw.iter().zip(&b.gw).enumerate() {
+            let bound = t * x_col[j % d] + round(u);
+            assert!(
+                ((u - v) as f64).abs() <= bound,
+                "t = {t}: grad_W[{j}] {v} vs exact {u}, bound {bound:e}"
+            );
+        }
+        for (j, (&u, &v)) in a.gb.iter().zip(&b.gb).enumerate() {
+            let bound = t * n as f64 + round(u);
+            assert!(
+                ((u - v) as f64).abs() <= bound,
+                "t = {t}: grad_b[{j}] {v} vs exact {u}, bound {bound:e}"
+            );
+        }
+        assert!(skipped, "t = {t}: no tile was skipped on a peaked softmax");
+    }
+}
+
+#[test]
+fn gradient_filter_refuses_what_it_cannot_filter() {
+    let lce = |c: LabelSmoothingConfig| LinearCrossEntropy::new(c.init(5000).unwrap(), 4).unwrap();
+    assert!(matches!(
+        lce(LabelSmoothingConfig::pytorch(0.1)).with_gradient_filter(-1.0),
+        Err(LossError::InvalidParameter { .. })
+    ));
+    assert!(lce(LabelSmoothingConfig::pytorch(0.1))
+        .with_gradient_filter(f32::NAN)
+        .is_err());
+    let adaptive = lce(LabelSmoothingConfig::new().with_adaptive(0.2))
+        .with_gradient_filter(1e-6)
+        .unwrap_err();
+    assert!(adaptive.to_string().contains("adaptive smoothing"), "{adaptive}");
+    let blocked = lce(LabelSmoothingConfig::pytorch(0.1))
+        .with_gradient_filter(1e-6)
+        .unwrap()
+        .with_block_classes(2048)
+        .unwrap();
+    let p = problem(3, 4, 5000, 13, None);
+    let inputs = LinearInputs {
+        x: &p.x,
+        weight: &p.w,
+        bias: None,
+    };
+    let err = blocked.loss(inputs, &p.labels).unwrap_err();
+    assert!(err.to_string().contains("blocks of classes"), "{err}");
 }

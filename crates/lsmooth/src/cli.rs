@@ -112,6 +112,13 @@ pub struct CalibrateArgs {
 }
 
 /// A number strictly between 0 and 1.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number >= 0, got {s}")),
+    }
+}
+
 fn open_unit(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
@@ -159,6 +166,14 @@ pub struct BenchArgs {
     /// `LinearCrossEntropy::block_classes`).
     #[arg(long, value_name = "C", requires = "linear", value_parser = usize_in::<1, 1_000_000_000>)]
     pub block_classes: Option<usize>,
+    /// With --linear: also time the fused loss with the gradient filter at threshold T
+    /// (`LinearCrossEntropy::with_gradient_filter`), in the same rounds.
+    #[arg(long, value_name = "T", requires = "linear", value_parser = non_negative)]
+    pub filter: Option<f64>,
+    /// With --linear: peaked logits, as a trained classifier's: each row of x is its label's row of W scaled so
+    /// that its own logit is about M, plus noise (default: x and W uniform, logits of standard deviation 1).
+    #[arg(long, value_name = "M", requires = "linear", value_parser = non_negative)]
+    pub peaked: Option<f64>,
     /// Threads (default: all cores).
     #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]
     pub threads: Option<usize>,

@@ -490,6 +490,16 @@ fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
     assert_eq!(b["block_classes"].as_u64(), Some(128), "{b}");
     let blocked = b["loss"].as_f64().unwrap();
     assert!((blocked - unfused).abs() <= 1e-5 * unfused.abs(), "{b}");
+    // The gradient filter on peaked logits: timed in the same rounds, the same loss, grad_x barely changed.
+    let mut filtered_args = args.to_vec();
+    filtered_args.extend(["--filter", "1e-7", "--peaked", "20"]);
+    let out = lsmooth(&filtered_args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(f["filtered_median_s"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["ratio_filtered_to_fused"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["filtered_grad_x_rel_diff"].as_f64().unwrap() < 1e-3, "{f}");
+    assert_eq!(f["peaked"].as_f64(), Some(20.0), "{f}");
     for bad in ["64x8", "0x8x10", "4x8x1", "axbxc"] {
         let out = lsmooth(&["bench", "--linear", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");

@@ -22,12 +22,18 @@
 //! smoothed target `q` directly, in the one pass over the block that the softmax needs anyway, and the three
 //! products are the same dense products as without smoothing.
 //!
+//! An optional gradient filter ([`LinearCrossEntropy::with_gradient_filter`], off by default) takes the
+//! smoothing's rank-one part and the label entries out of each block's gradient in closed form and skips, in the
+//! two backward products, every tile whose remaining entries are all below a threshold, with a documented bound
+//! on the error: it pays on the peaked softmax of a confident classifier.
+//!
 //! The whole family of SPEC.md for hard labels: both spreads, fixed and adaptive smoothing, class weights, the
 //! ignore index, every reduction and an upstream gradient. Soft targets are not supported (a `[N, K]` target
 //! would be the very tensor this avoids); compose [`LabelSmoothingLoss::loss_and_grad`] with your own products
 //! for them.
 
 mod baseline;
+mod filter;
 mod products;
 mod shard;
 
@@ -119,6 +125,7 @@ pub struct LinearCrossEntropy {
     hidden: usize,
     block_rows: Option<usize>,
     block_classes: Option<usize>,
+    filter: Option<f32>,
 }
 
 impl LinearCrossEntropy {
@@ -136,6 +143,7 @@ impl LinearCrossEntropy {
             hidden,
             block_rows: None,
             block_classes: None,
+            filter: None,
         })
     }
 
@@ -151,6 +159,38 @@ impl LinearCrossEntropy {
     pub fn with_block_classes(mut self, classes: usize) -> Result<Self> {
         self.block_classes = Some(check_positive("block_classes", classes)?);
         Ok(self)
+    }
+
+    /// Turns on the gradient filter (off by default): the products skip every tile of 512 classes of a block of
+    /// rows where the logits' gradient, less its closed-form smoothing and label parts, is at most `threshold`
+    /// in absolute value. Each gradient is then off by at most `threshold * sum_c |W[c, e]|` (`grad_x`),
+    /// `threshold * sum_i |x[i, e]|` (`grad_W`) or `threshold * N` (`grad_b`); the loss is exact. It pays where
+    /// the softmax is peaked (a trained classifier), where most tiles are skipped; see the `filter` module's
+    /// documentation in the source and docs/BENCHMARKS.md.
+    ///
+    /// Errors: a negative or non-finite threshold; adaptive smoothing, whose target depends on `p` and has no
+    /// constant part to take out ([`LossError::Unsupported`]).
+    pub fn with_gradient_filter(mut self, threshold: f32) -> Result<Self> {
+        if !(threshold.is_finite() && threshold >= 0.0) {
+            return Err(LossError::InvalidParameter {
+                name: "gradient filter threshold",
+                value: threshold as f64,
+                expected: "[0, inf)",
+            });
+        }
+        if matches!(self.loss.config().smoothing, crate::config::Smoothing::Adaptive { .. }) {
+            return Err(LossError::Unsupported {
+                loss: "the gradient filter",
+                option: "adaptive smoothing",
+            });
+        }
+        self.filter = Some(threshold);
+        Ok(self)
+    }
+
+    /// The gradient filter's threshold, if on.
+    pub fn gradient_filter(&self) -> Option<f32> {
+        self.filter
     }
 
     /// The classes per block: the override, or all `K` when [`BLOCK_ROW_MULTIPLE`] rows of `K` f32 logits fit
@@ -356,6 +396,22 @@ impl LinearCrossEntropy {
                 (g as f64 * scale) as f32
             }));
         };
+        if self.filter.is_some() && self.block_classes() < k {
+            return Err(LossError::Unsupported {
+                loss: "the gradient filter",
+                option: "blocks of classes",
+            });
+        }
+        // The filter's constants: the spread of the target, and u = sum_c w_c W_c for grad_x.
+        let off = match config.smoothing {
+            crate::config::Smoothing::Fixed(e) => config.spread.hard_target(e as f64, k).0,
+            crate::config::Smoothing::Adaptive { .. } => 0.0,
+        };
+        let weights = config.weights.as_deref();
+        let u = match (self.filter, &grads.x) {
+            (Some(_), Some(_)) if backward => filter::weighted_column_sums(inputs.weight, weights, d),
+            _ => Vec::new(),
+        };
         if self.block_classes() < k {
             self.class_blocks(
                 &inputs,
@@ -383,18 +439,36 @@ impl LinearCrossEntropy {
                     .per_row
                     .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
                 losses.extend_from_slice(l.as_slice());
+                let split = self
+                    .filter
+                    .map(|t| filter::split(z, k, y, config.ignore_index, &upstream, off, weights, t));
+                let keep = split.as_ref().map(|s| &s.keep[..]);
                 if let Some(gx) = grads.x.as_deref_mut() {
-                    products::grad_input(z, inputs.weight, d, k, false, &mut gx[start * d..end * d]);
+                    products::grad_input_kept(z, inputs.weight, d, k, false, keep, &mut gx[start * d..end * d]);
                 }
-                products::grad_weight(
+                products::grad_weight_kept(
                     z,
                     x,
                     d,
                     k,
                     start > 0,
+                    keep,
                     grads.weight.as_deref_mut(),
                     bias_acc.as_deref_mut(),
                 );
+                if let Some(split) = &split {
+                    filter::add_closed_forms(
+                        split,
+                        x,
+                        inputs.weight,
+                        weights,
+                        &u,
+                        d,
+                        grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
+                        grads.weight.as_deref_mut(),
+                        bias_acc.as_deref_mut(),
+                    );
+                }
             }
         }
         if backward && n == 0 {

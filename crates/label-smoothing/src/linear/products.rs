@@ -75,9 +75,70 @@ pub(crate) fn logits(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize, k: us
 /// `gx[r, e] (+)= sum_c g[r, c] w[c, e]`: the input's gradient, `[rows, D]`, added to `gx` when `accumulate`,
 /// written otherwise.
 pub(crate) fn grad_input(g: &[f32], w: &[f32], d: usize, k: usize, accumulate: bool, gx: &mut [f32]) {
+    grad_input_kept(g, w, d, k, accumulate, None, gx)
+}
+
+/// [`grad_input`] over the class tiles of [`CLASS_BLOCK`] classes whose `keep` entry is set (all of them for
+/// `None`): the gradient filter's product, which leaves out the tiles of `g` it found negligible.
+pub(crate) fn grad_input_kept(
+    g: &[f32],
+    w: &[f32],
+    d: usize,
+    k: usize,
+    accumulate: bool,
+    keep: Option<&[bool]>,
+    gx: &mut [f32],
+) {
     let rows = gx.len() / d;
     assert!(g.len() == rows * k && w.len() == k * d);
+    assert!(keep.is_none_or(|t| t.len() == k.div_ceil(CLASS_BLOCK)));
     if rows == 0 {
+        return;
+    }
+    if let Some(keep) = keep {
+        let dst = SharedOut(gx.as_mut_ptr());
+        (0..d.div_ceil(HIDDEN_BLOCK)).into_par_iter().for_each(|j| {
+            let e0 = j * HIDDEN_BLOCK;
+            let dc = HIDDEN_BLOCK.min(d - e0);
+            let mut read = accumulate;
+            for (t, _) in keep.iter().enumerate().filter(|&(_, &kept)| kept) {
+                let c0 = t * CLASS_BLOCK;
+                let kc = CLASS_BLOCK.min(k - c0);
+                // SAFETY: as in `grad_input`: this task writes only columns e0..e0 + dc of gx; it reads columns
+                // c0..c0 + kc of g [rows, K] and rows c0..c0 + kc, columns e0..e0 + dc of w [K, D].
+                unsafe {
+                    gemm(
+                        rows,
+                        dc,
+                        kc,
+                        dst.at(e0),
+                        1,
+                        d as isize,
+                        read,
+                        g.as_ptr().add(c0),
+                        1,
+                        k as isize,
+                        w.as_ptr().add(c0 * d + e0),
+                        1,
+                        d as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+                read = true;
+            }
+            if !read {
+                // No tile kept and nothing to add to: the columns are zero.
+                for r in 0..rows {
+                    // SAFETY: row r, columns e0..e0 + dc of gx [rows, D]: this task's own.
+                    unsafe { std::slice::from_raw_parts_mut(dst.at(r * d + e0), dc) }.fill(0.0);
+                }
+            }
+        });
         return;
     }
     let dst = SharedOut(gx.as_mut_ptr());
@@ -123,12 +184,34 @@ pub(crate) fn grad_weight(
     gw: Option<&mut [f32]>,
     gb: Option<&mut [f64]>,
 ) {
+    grad_weight_kept(g, x, d, k, accumulate, None, gw, gb)
+}
+
+/// [`grad_weight`] over the class tiles whose `keep` entry is set (all for `None`); a tile left out gets no
+/// contribution (zeros where not `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grad_weight_kept(
+    g: &[f32],
+    x: &[f32],
+    d: usize,
+    k: usize,
+    accumulate: bool,
+    keep: Option<&[bool]>,
+    gw: Option<&mut [f32]>,
+    gb: Option<&mut [f64]>,
+) {
     let rows = x.len() / d;
     assert!(g.len() == rows * k && gw.as_ref().is_none_or(|w| w.len() == k * d));
     assert!(gb.as_ref().is_none_or(|b| b.len() == k));
     let task = |j: usize, gwj: Option<&mut [f32]>, gbj: Option<&mut [f64]>| {
         let c0 = j * CLASS_BLOCK;
         let kc = CLASS_BLOCK.min(k - c0);
+        if keep.is_some_and(|t| !t[j]) {
+            if let (Some(gwj), false) = (gwj, accumulate) {
+                gwj.fill(0.0);
+            }
+            return;
+        }
         if let Some(gwj) = gwj {
             if rows == 0 {
                 if !accumulate {

@@ -60,6 +60,17 @@ pub struct LinearBenchReport {
     pub loss: f32,
     /// The unfused composition's loss.
     pub unfused_loss: f32,
+    /// With `--peaked M`: the margin of the peaked logits.
+    pub peaked: Option<f64>,
+    /// With `--filter T`: the threshold.
+    pub filter: Option<f64>,
+    /// With `--filter T`: median seconds of the fused loss with the gradient filter.
+    pub filtered_median_s: Option<f64>,
+    /// With `--filter T`: the median over rounds of filtered / fused.
+    pub ratio_filtered_to_fused: Option<f64>,
+    /// With `--filter T`: the largest `|grad_x|` difference between the filtered and the exact fused loss,
+    /// relative to the largest `|grad_x|`.
+    pub filtered_grad_x_rel_diff: Option<f64>,
 }
 
 fn parse(s: &str) -> Result<(usize, usize, usize), CliError> {
@@ -123,11 +134,25 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
         lce = lce.with_block_classes(c)?;
     }
     // Logits of standard deviation about 1: x uniform in [-1, 1), W scaled by 1/sqrt(D).
-    let x = uniform(n * d, 1.0, args.seed);
+    let mut x = uniform(n * d, 1.0, args.seed);
     let w = uniform(k * d, (3.0 / d as f32).sqrt(), args.seed.wrapping_add(1));
     let bias = uniform(k, 0.1, args.seed.wrapping_add(2));
     let mut rng = SplitMix64::new(args.seed.wrapping_add(3));
     let labels: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
+    if let Some(margin) = args.peaked {
+        // Row i: W[y_i] scaled so that x_i . W[y_i] = margin, plus noise of a tenth of x's default spread.
+        for (xi, &y) in x.chunks_exact_mut(d).zip(&labels) {
+            let wy = &w[y as usize * d..(y as usize + 1) * d];
+            let norm2: f64 = wy.iter().map(|&v| v as f64 * v as f64).sum();
+            for (v, &we) in xi.iter_mut().zip(wy) {
+                *v = (margin * we as f64 / norm2) as f32 + 0.1 * *v;
+            }
+        }
+    }
+    let filtered_lce = match args.filter {
+        Some(t) => Some(lce.clone().with_gradient_filter(t as f32)?),
+        None => None,
+    };
     let (mut gx, mut gw, mut gb) = (vec![1.0f32; n * d], vec![1.0f32; k * d], vec![1.0f32; k]);
     let inputs = LinearInputs {
         x: &x,
@@ -183,10 +208,36 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
         .unwrap_or_else(|| ((30.0 / probe.max(1e-9)) as usize).clamp(3, 50));
     let (mut tf, mut tu, mut tg, mut tc) = (vec![], vec![], vec![], vec![]);
     let mut copy = vec![0.0f32; k * d];
+    let mut tfl = vec![];
+    // The filtered loss's grad_x against the exact fused one's, once.
+    let mut filtered_rel = None;
+    if let Some(flce) = &filtered_lce {
+        let _ = fused_call(&mut gx, &mut gw, &mut gb);
+        let exact = gx.clone();
+        let grads = LinearGrads {
+            x: Some(&mut gx),
+            weight: Some(&mut gw),
+            bias: Some(&mut gb),
+        };
+        flce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)?;
+        let big = exact.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+        let diff = exact.iter().zip(&gx).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+        filtered_rel = Some(if big > 0.0 { diff / big } else { 0.0 });
+    }
     for _ in 0..repeat {
         tf.push(timed(&mut || {
             let _ = fused_call(&mut gx, &mut gw, &mut gb);
         }));
+        if let Some(flce) = &filtered_lce {
+            tfl.push(timed(&mut || {
+                let grads = LinearGrads {
+                    x: Some(&mut gx),
+                    weight: Some(&mut gw),
+                    bias: Some(&mut gb),
+                };
+                let _ = flce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads);
+            }));
+        }
         tu.push(timed(&mut || {
             let grads = LinearGrads {
                 x: Some(&mut gx),
@@ -230,6 +281,11 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
         unfused_scratch_bytes: sub(unfused_peak_rss_bytes),
         loss: fused_loss,
         unfused_loss,
+        peaked: args.peaked,
+        filter: args.filter,
+        filtered_median_s: (!tfl.is_empty()).then(|| median(tfl.clone())),
+        ratio_filtered_to_fused: (!tfl.is_empty()).then(|| ratio(&tfl, &tf)),
+        filtered_grad_x_rel_diff: filtered_rel,
     })
 }
 
@@ -285,5 +341,18 @@ pub(super) fn run(args: &BenchArgs, shape: &str, out: &mut dyn std::io::Write) -
         r.loss,
         r.unfused_loss,
     )
-    .map_err(w)
+    .map_err(w)?;
+    if let (Some(t), Some(m), Some(q), Some(e)) = (
+        r.filter,
+        r.filtered_median_s,
+        r.ratio_filtered_to_fused,
+        r.filtered_grad_x_rel_diff,
+    ) {
+        writeln!(
+            out,
+            "filtered median {m:>9.3} s  (threshold {t:e}): {q:.3}x the fused loss; grad_x off by {e:.1e} of its largest entry"
+        )
+        .map_err(w)?;
+    }
+    Ok(())
 }
