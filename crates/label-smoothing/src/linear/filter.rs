@@ -32,11 +32,14 @@ pub(crate) struct Split {
     pub keep: Vec<bool>,
 }
 
-/// Turns the block's gradient `g [rows, K]` into `F` in place and returns the rest of the split.
+/// Turns the block's gradient `g [rows, k]` of the classes `[offset, offset + k)` into `F` in place and returns
+/// the rest of the split (label entries only for the labels in those classes, indexed from `offset`; `weights`
+/// are those classes' weights).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn split(
     g: &mut [f32],
     k: usize,
+    offset: usize,
     labels: &[i64],
     ignore: Option<i64>,
     coef: &[f32],
@@ -64,8 +67,11 @@ pub(crate) fn split(
             }
         }
         let y = labels[i] as usize;
-        label[i] = Some((y, row[y]));
-        row[y] = 0.0;
+        if (offset..offset + k).contains(&y) {
+            let yl = y - offset;
+            label[i] = Some((yl, row[yl]));
+            row[yl] = 0.0;
+        }
         for (t, tile) in row.chunks(CLASS_BLOCK).enumerate() {
             // A NaN keeps its tile: a non-finite gradient must reach the products.
             if !keep[t] && tile.iter().any(|v| v.abs() > threshold || v.is_nan()) {
@@ -86,15 +92,17 @@ pub(crate) fn weighted_column_sums(w: &[f32], weights: Option<&[f32]>, d: usize)
     u
 }
 
-/// Adds the rank-one and label parts of a block (rows `x [rows, D]`) to the gradients: `gx` is the block's rows
-/// of `grad_x`, `gw` all of `grad_W`, `gb` the bias accumulator.
+/// Adds the rank-one and label parts of a block of rows `x [rows, D]` and of classes (`w`, `weights`, `gw`, `gb`:
+/// those classes' rows of `W`, weights, rows of `grad_W` and bias accumulator) to the gradients; `gx` is the
+/// block's rows of `grad_x`. The rank-one part of `grad_x`, `r u^T` over all the classes, is added when `u` is
+/// given (once per block of rows).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_closed_forms(
     split: &Split,
     x: &[f32],
     w: &[f32],
     weights: Option<&[f32]>,
-    u: &[f64],
+    u: Option<&[f64]>,
     d: usize,
     gx: Option<&mut [f32]>,
     gw: Option<&mut [f32]>,
@@ -103,7 +111,7 @@ pub(crate) fn add_closed_forms(
     if let Some(gx) = gx {
         for (i, row) in gx.chunks_exact_mut(d).enumerate() {
             let ri = split.r[i];
-            if ri != 0.0 {
+            if let (true, Some(u)) = (ri != 0.0, u) {
                 row.iter_mut()
                     .zip(u)
                     .for_each(|(v, &ue)| *v = (*v as f64 + ri * ue) as f32);

@@ -169,7 +169,7 @@ impl LinearCrossEntropy {
     /// documentation in the source and docs/BENCHMARKS.md.
     ///
     /// Errors: a negative or non-finite threshold; adaptive smoothing, whose target depends on `p` and has no
-    /// constant part to take out ([`LossError::Unsupported`]).
+    /// constant part to take out ([`LossError::Unsupported`]). Works with blocks of classes too.
     pub fn with_gradient_filter(mut self, threshold: f32) -> Result<Self> {
         if !(threshold.is_finite() && threshold >= 0.0) {
             return Err(LossError::InvalidParameter {
@@ -291,12 +291,14 @@ impl LinearCrossEntropy {
         inputs: &LinearInputs<'_>,
         labels: &[i64],
         backward: bool,
+        (off, u): (f64, &[f64]),
         upstream_of: &dyn Fn(usize, usize, &mut Vec<f32>),
         grads: &mut LinearGrads<'_>,
         mut bias_acc: Option<&mut [f64]>,
         losses: &mut Vec<f32>,
     ) -> Result<()> {
         let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
+        let weights = self.loss.config().weights.as_deref();
         let kc = self.block_classes();
         let lens: Vec<usize> = (0..k.div_ceil(kc)).map(|j| kc.min(k - j * kc)).collect();
         let layout = ShardLayout::from_lens(&lens)?;
@@ -343,19 +345,39 @@ impl LinearCrossEntropy {
                 let z = &mut block[..nb * lens[j]];
                 products::logits(x, w, b, d, lens[j], z);
                 plan.local_grad_rows(&combined, 0, z)?;
-                if let Some(gx) = grads.x.as_deref_mut() {
-                    products::grad_input(z, w, d, lens[j], j > 0, &mut gx[start * d..end * d]);
-                }
                 let r = layout.range(j);
-                products::grad_weight(
+                let block_weights = weights.map(|w| &w[r.clone()]);
+                let split = self.filter.map(|t| {
+                    let ignore = self.loss.config().ignore_index;
+                    filter::split(z, lens[j], r.start, y, ignore, &upstream, off, block_weights, t)
+                });
+                let keep = split.as_ref().map(|s| &s.keep[..]);
+                if let Some(gx) = grads.x.as_deref_mut() {
+                    products::grad_input_kept(z, w, d, lens[j], j > 0, keep, &mut gx[start * d..end * d]);
+                }
+                products::grad_weight_kept(
                     z,
                     x,
                     d,
                     lens[j],
                     start > 0,
+                    keep,
                     grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
-                    bias_acc.as_deref_mut().map(|b| &mut b[r]),
+                    bias_acc.as_deref_mut().map(|b| &mut b[r.clone()]),
                 );
+                if let Some(split) = &split {
+                    filter::add_closed_forms(
+                        split,
+                        x,
+                        w,
+                        block_weights,
+                        (j == 0).then_some(u),
+                        d,
+                        grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
+                        grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
+                        bias_acc.as_deref_mut().map(|b| &mut b[r.clone()]),
+                    );
+                }
             }
         }
         Ok(())
@@ -396,12 +418,6 @@ impl LinearCrossEntropy {
                 (g as f64 * scale) as f32
             }));
         };
-        if self.filter.is_some() && self.block_classes() < k {
-            return Err(LossError::Unsupported {
-                loss: "the gradient filter",
-                option: "blocks of classes",
-            });
-        }
         // The filter's constants: the spread of the target, and u = sum_c w_c W_c for grad_x.
         let off = match config.smoothing {
             crate::config::Smoothing::Fixed(e) => config.spread.hard_target(e as f64, k).0,
@@ -417,6 +433,7 @@ impl LinearCrossEntropy {
                 &inputs,
                 labels,
                 backward,
+                (off, &u),
                 &upstream_of,
                 &mut grads,
                 bias_acc.as_deref_mut(),
@@ -441,7 +458,7 @@ impl LinearCrossEntropy {
                 losses.extend_from_slice(l.as_slice());
                 let split = self
                     .filter
-                    .map(|t| filter::split(z, k, y, config.ignore_index, &upstream, off, weights, t));
+                    .map(|t| filter::split(z, k, 0, y, config.ignore_index, &upstream, off, weights, t));
                 let keep = split.as_ref().map(|s| &s.keep[..]);
                 if let Some(gx) = grads.x.as_deref_mut() {
                     products::grad_input_kept(z, inputs.weight, d, k, false, keep, &mut gx[start * d..end * d]);
@@ -462,7 +479,7 @@ impl LinearCrossEntropy {
                         x,
                         inputs.weight,
                         weights,
-                        &u,
+                        Some(&u),
                         d,
                         grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
                         grads.weight.as_deref_mut(),
