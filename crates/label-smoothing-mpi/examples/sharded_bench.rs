@@ -10,6 +10,7 @@
 //! ends with a barrier, so a round's time is the slowest rank's. Also measured, in the same run: the
 //! all-gather of the records alone (the communication) and the machine's copy bandwidth (a 256 MiB copy).
 
+use label_smoothing::rng::SplitMix64;
 use label_smoothing::shard::ShardLayout;
 use label_smoothing::{GradOutput, LabelSmoothingConfig};
 use label_smoothing_mpi::ShardedLoss;
@@ -43,15 +44,8 @@ fn main() {
     let layout = ShardLayout::even(k, p).expect("layout");
     let range = layout.range(rank);
     let loss = ShardedLoss::new(&world, LabelSmoothingConfig::pytorch(0.1), k, range.start, range.len()).expect("loss");
-    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ (rank as u64 + 1);
-    let logits: Vec<f32> = (0..n * range.len())
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 16.0 - 8.0
-        })
-        .collect();
+    let mut g = SplitMix64::new(rank as u64 + 1);
+    let logits: Vec<f32> = (0..n * range.len()).map(|_| g.uniform(-8.0, 8.0) as f32).collect();
     let labels: Vec<i64> = (0..n).map(|i| ((i * 2_654_435_761) % k) as i64).collect();
     let mut grad = vec![0.0f32; logits.len()];
 

@@ -13,8 +13,9 @@
 //! boundaries); the features `x` are the same on every rank.
 
 use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
+use label_smoothing::rng::SplitMix64;
 use label_smoothing::shard::ShardLayout;
-use label_smoothing::{GradOutput, LabelSmoothingConfig};
+use label_smoothing::{GradOutput, LabelSmoothingConfig, Loss};
 use label_smoothing_mpi::ShardedLinearLoss;
 use mpi::traits::*;
 use std::time::Instant;
@@ -59,15 +60,8 @@ fn parse() -> Args {
 
 /// `len` deterministic values in [-scale, scale] from `seed`.
 fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let mut g = SplitMix64::new(seed);
+    (0..len).map(|_| g.uniform(-1.0, 1.0) as f32 * scale).collect()
 }
 
 /// The rows' labels and features: prototype of the label plus noise.
@@ -93,8 +87,39 @@ fn head(a: &Args, range: std::ops::Range<usize>) -> (Vec<f32>, Vec<f32>) {
     (w, vec![0.0; range.len()])
 }
 
-fn sgd(p: &mut [f32], g: &[f32], lr: f32) {
-    p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g);
+/// Trains the head rows `classes` by SGD for `a.steps` steps, one call of `loss_and_grad` (the single-process
+/// or the sharded loss) per step; prints each step's loss when `print`.
+fn train(
+    a: &Args,
+    x: &[f32],
+    classes: std::ops::Range<usize>,
+    print: bool,
+    mut loss_and_grad: impl FnMut(LinearInputs<'_>, LinearGrads<'_>) -> Loss,
+) {
+    let (mut w, mut b) = head(a, classes);
+    let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+    for step in 0..a.steps {
+        let t = Instant::now();
+        let inputs = LinearInputs {
+            x,
+            weight: &w,
+            bias: Some(&b),
+        };
+        let grads = LinearGrads {
+            x: None,
+            weight: Some(&mut gw),
+            bias: Some(&mut gb),
+        };
+        let loss = loss_and_grad(inputs, grads);
+        for (p, g) in w.iter_mut().zip(&gw).chain(b.iter_mut().zip(&gb)) {
+            *p -= a.lr * g;
+        }
+        if print {
+            let l = loss.scalar().unwrap();
+            println!("step {step}: loss {l:.6} (bits {:08x})", l.to_bits());
+            eprintln!("step {step}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
 }
 
 fn main() {
@@ -104,30 +129,11 @@ fn main() {
     let d = a.hidden;
     if a.single {
         let lce = LinearCrossEntropy::new(config.init(a.classes).expect("config"), d).expect("hidden");
-        let (mut w, mut b) = head(&a, 0..a.classes);
-        let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
         println!("one process, {} classes, {} rows, D = {d}", a.classes, a.rows);
-        for step in 0..a.steps {
-            let t = Instant::now();
-            let inputs = LinearInputs {
-                x: &x,
-                weight: &w,
-                bias: Some(&b),
-            };
-            let grads = LinearGrads {
-                x: None,
-                weight: Some(&mut gw),
-                bias: Some(&mut gb),
-            };
-            let loss = lce
-                .loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
-                .expect("loss");
-            sgd(&mut w, &gw, a.lr);
-            sgd(&mut b, &gb, a.lr);
-            let l = loss.scalar().unwrap();
-            println!("step {step}: loss {l:.6} (bits {:08x})", l.to_bits());
-            eprintln!("step {step}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-        }
+        train(&a, &x, 0..a.classes, true, |inputs, grads| {
+            lce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
+                .expect("loss")
+        });
         return;
     }
     let universe = mpi::initialize().expect("MPI could not be initialised");
@@ -135,42 +141,21 @@ fn main() {
     let (p, rank) = (world.size() as usize, world.rank() as usize);
     let layout = ShardLayout::even(a.classes, p).expect("layout");
     let range = layout.range(rank);
-    let loss_fn = ShardedLinearLoss::new(&world, config, a.classes, range.start, range.len(), d).unwrap_or_else(|e| {
+    let fail = |e: label_smoothing_mpi::ShardError| -> ! {
         eprintln!("rank {rank}: {e}");
         std::process::exit(1)
-    });
-    let (mut w, mut b) = head(&a, range.clone());
-    let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+    };
+    let loss_fn =
+        ShardedLinearLoss::new(&world, config, a.classes, range.start, range.len(), d).unwrap_or_else(|e| fail(e));
     if rank == 0 {
         println!(
             "{p} processes, {} classes, {} rows, D = {d}; rank 0 holds classes {range:?}",
             a.classes, a.rows
         );
     }
-    for step in 0..a.steps {
-        let t = Instant::now();
-        let inputs = LinearInputs {
-            x: &x,
-            weight: &w,
-            bias: Some(&b),
-        };
-        let grads = LinearGrads {
-            x: None,
-            weight: Some(&mut gw),
-            bias: Some(&mut gb),
-        };
-        let loss = loss_fn
+    train(&a, &x, range, rank == 0, |inputs, grads| {
+        loss_fn
             .loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
-            .unwrap_or_else(|e| {
-                eprintln!("rank {rank}: {e}");
-                std::process::exit(1)
-            });
-        sgd(&mut w, &gw, a.lr);
-        sgd(&mut b, &gb, a.lr);
-        if rank == 0 {
-            let l = loss.scalar().unwrap();
-            println!("step {step}: loss {l:.6} (bits {:08x})", l.to_bits());
-            eprintln!("step {step}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+            .unwrap_or_else(|e| fail(e))
+    });
 }

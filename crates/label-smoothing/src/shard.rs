@@ -59,15 +59,16 @@
 //! ```
 
 use crate::api::{check_grad_output, check_labels, LabelSmoothingLoss};
-use crate::config::{Reduction, Smoothing};
-use crate::driver::mean_denominator;
+use crate::config::Smoothing;
 use crate::driver::shard::{run_shard_rows, ShardOp, ShardRows};
+use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
 use crate::kernel::{GradRow, RowStats};
 use crate::row::{CallPlan, RowKind};
 use crate::types::{GradOutput, Loss, Targets};
 use rayon::prelude::*;
 use std::ops::Range;
+use std::sync::Arc;
 
 pub use crate::kernel::CHUNK;
 
@@ -203,11 +204,12 @@ impl ShardLayout {
 /// and class weights are the global ones). See the [module](self) documentation for the protocol.
 #[derive(Debug, Clone)]
 pub struct ShardPlan {
-    loss: LabelSmoothingLoss,
+    /// Shared by the plans of every shard of one loss ([`ShardPlan::for_rank`]): the weights can be large.
+    loss: Arc<LabelSmoothingLoss>,
     layout: ShardLayout,
     rank: usize,
     /// The pieces of every shard.
-    pieces: Vec<Vec<(usize, usize)>>,
+    pieces: Arc<Vec<Vec<(usize, usize)>>>,
 }
 
 /// What every shard computes the same from the gathered records: the loss, and what the gradient pass needs.
@@ -216,7 +218,7 @@ pub struct ShardCombined {
     loss: Loss,
     losses: Vec<f64>,
     rows: Vec<Option<GradRow>>,
-    /// This shard's piece maxima, `[N, pieces]`.
+    /// Every piece's max, `[N, all pieces]` in class order: what each shard's gradient pass reads its own from.
     maxima: Vec<f32>,
     /// The `mean-nonzero` correction of the gradient (1 when every kept row has a non-zero loss).
     ratio: f64,
@@ -264,13 +266,23 @@ impl ShardPlan {
                 reason: format!("rank {rank} of a layout of {} shards", layout.parts()),
             });
         }
-        let pieces = (0..layout.parts()).map(|r| layout.pieces(r)).collect();
+        let pieces = Arc::new((0..layout.parts()).map(|r| layout.pieces(r)).collect());
         Ok(Self {
-            loss,
+            loss: Arc::new(loss),
             layout,
             rank,
             pieces,
         })
+    }
+
+    /// The plan of shard `rank` of the same loss and layout (sharing the loss, without copying its weights).
+    pub fn for_rank(&self, rank: usize) -> Result<Self> {
+        if rank >= self.layout.parts() {
+            return Err(LossError::ShardLayout {
+                reason: format!("rank {rank} of a layout of {} shards", self.layout.parts()),
+            });
+        }
+        Ok(Self { rank, ..self.clone() })
     }
 
     /// The global loss.
@@ -416,15 +428,8 @@ impl ShardPlan {
             }
         }
         let config = self.loss.config();
-        let kept = labels.iter().filter(|&&y| Some(y) != config.ignore_index).count();
-        // As the single-process driver: mean-nonzero assumes every kept row has a non-zero loss and corrects
-        // the gradient afterwards in the rare case one fits exactly.
-        let denominator = match config.reduction {
-            Reduction::None | Reduction::Sum => 1.0,
-            Reduction::Mean => mean_denominator(config, n, Targets::Labels(labels)),
-            Reduction::MeanNonZero => kept.max(1) as f64,
-        };
-        let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
+        // As the single-process driver, with its reduction.
+        let (denominator, scale) = reduction_scale(config, n, Targets::Labels(labels));
         let plan = self.plan(labels, grad_output, scale);
         let lens: Vec<usize> = (0..records.len()).map(|r| self.record_len(r)).collect();
         let rows: Vec<(f64, Option<GradRow>)> = (0..n)
@@ -456,26 +461,16 @@ impl ShardPlan {
             })
             .collect();
         let (losses, rows): (Vec<f64>, Vec<Option<GradRow>>) = rows.into_iter().unzip();
-        let mine = records[self.rank];
-        let my_len = lens[self.rank];
-        let maxima: Vec<f32> = mine
-            .chunks_exact(my_len)
-            .flat_map(|rec| rec[1..].chunks_exact(VALUES_PER_PIECE).map(|v| v[0] as f32))
+        let maxima: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                records.iter().zip(&lens).flat_map(move |(rec, &len)| {
+                    rec[i * len + 1..(i + 1) * len]
+                        .chunks_exact(VALUES_PER_PIECE)
+                        .map(|v| v[0] as f32)
+                })
+            })
             .collect();
-        // The reductions as the single-process driver: the per-row f64 losses in row order.
-        let mut ratio = 1.0;
-        let loss = match config.reduction {
-            Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
-            Reduction::Sum => Loss::Scalar(losses.iter().sum::<f64>() as f32),
-            Reduction::Mean => Loss::Scalar((losses.iter().sum::<f64>() * scale) as f32),
-            Reduction::MeanNonZero => {
-                let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
-                if nonzero as f64 != denominator {
-                    ratio = denominator / nonzero as f64;
-                }
-                Loss::Scalar((losses.iter().sum::<f64>() / nonzero as f64) as f32)
-            }
-        };
+        let (loss, ratio) = reduce(config.reduction, &losses, denominator, scale);
         Ok(ShardCombined {
             loss,
             losses,
@@ -540,7 +535,12 @@ impl ShardPlan {
         let plan = self.plan(&[], GradOutput::ONE, 1.0);
         let rt = self.rows_per_task();
         let grad_rows = &combined.rows[first_row..first_row + rows];
-        let maxima = &combined.maxima[first_row * np..(first_row + rows) * np];
+        // This shard's piece maxima of those rows, out of every shard's.
+        let all: usize = self.pieces.iter().map(Vec::len).sum();
+        let before: usize = self.pieces[..self.rank].iter().map(Vec::len).sum();
+        let maxima: Vec<f32> = (first_row..first_row + rows)
+            .flat_map(|i| combined.maxima[i * all + before..i * all + before + np].iter().copied())
+            .collect();
         out.par_chunks_mut(rt * kr)
             .zip(grad_rows.par_chunks(rt))
             .zip(maxima.par_chunks(rt * np))

@@ -1,20 +1,14 @@
 //! The class-sharded loss (`shard`) against one process: bit for bit where the shards are cut at chunk
 //! boundaries, within SPEC.md's tolerances elsewhere, and the typed errors of a bad layout.
 
+use label_smoothing::rng::SplitMix64;
 use label_smoothing::shard::{ShardLayout, ShardPlan, CHUNK};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, LabelSmoothingLoss, Loss, LossError, Reduction, Targets};
 
 /// Deterministic pseudo-random logits in about [-6, 6].
 fn logits(n: usize, k: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n * k)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 12.0 - 6.0
-        })
-        .collect()
+    let mut g = SplitMix64::new(seed);
+    (0..n * k).map(|_| g.uniform(-6.0, 6.0) as f32).collect()
 }
 
 /// Runs the three steps for every shard in this process; returns the loss of shard 0 and the gradient

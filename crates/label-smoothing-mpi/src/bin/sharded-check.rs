@@ -12,6 +12,7 @@
 
 use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
 use label_smoothing::reference;
+use label_smoothing::rng::SplitMix64;
 use label_smoothing::shard::{ShardLayout, CHUNK};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Reduction, Spread, Targets};
 use label_smoothing_mpi::{ShardError, ShardedLinearLoss, ShardedLoss};
@@ -20,15 +21,8 @@ use std::process::ExitCode;
 
 /// Deterministic logits in about [-6, 6], the same on every rank.
 fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let mut g = SplitMix64::new(seed);
+    (0..len).map(|_| g.uniform(-1.0, 1.0) as f32 * scale).collect()
 }
 
 fn labels_for(n: usize, k: usize, seed: usize, ignore: Option<i64>) -> Vec<i64> {

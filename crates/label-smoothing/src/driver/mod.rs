@@ -144,6 +144,43 @@ pub(crate) fn mean_denominator(config: &LabelSmoothingConfig, n: usize, targets:
     }
 }
 
+/// The denominator of the configured reduction (1 for `none` and `sum`) and the gradient's scale, its inverse
+/// (0 for a zero denominator). `mean-nonzero` assumes every kept row has a non-zero loss (true unless a row is
+/// fit exactly); [`reduce`] gives the correction for the rare case it is not.
+pub(crate) fn reduction_scale(config: &LabelSmoothingConfig, n: usize, targets: Targets<'_>) -> (f64, f64) {
+    let denominator = match config.reduction {
+        Reduction::None | Reduction::Sum => 1.0,
+        Reduction::Mean => mean_denominator(config, n, targets),
+        Reduction::MeanNonZero => match targets {
+            Targets::Labels(labels) => labels.iter().filter(|&&y| Some(y) != config.ignore_index).count(),
+            Targets::Soft(_) => n,
+        }
+        .max(1) as f64,
+    };
+    (denominator, if denominator == 0.0 { 0.0 } else { 1.0 / denominator })
+}
+
+/// The reduced loss from the per-row losses, added in row order in f64 (the same bits for any number of
+/// threads), and the factor by which `mean-nonzero` corrects a gradient scaled by `scale` (1 unless some kept
+/// row fit exactly).
+pub(crate) fn reduce(reduction: Reduction, losses: &[f64], denominator: f64, scale: f64) -> (Loss, f64) {
+    let total = || losses.iter().sum::<f64>();
+    match reduction {
+        Reduction::None => (Loss::PerRow(losses.iter().map(|&l| l as f32).collect()), 1.0),
+        Reduction::Sum => (Loss::Scalar(total() as f32), 1.0),
+        Reduction::Mean => (Loss::Scalar((total() * scale) as f32), 1.0),
+        Reduction::MeanNonZero => {
+            let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
+            let ratio = if nonzero as f64 != denominator {
+                denominator / nonzero as f64
+            } else {
+                1.0
+            };
+            (Loss::Scalar((total() / nonzero as f64) as f32), ratio)
+        }
+    }
+}
+
 /// The computation of a validated call, for any element type (instantiated once per type by [`run`]).
 fn run_typed<E: Element>(
     config: &LabelSmoothingConfig,
@@ -154,19 +191,7 @@ fn run_typed<E: Element>(
     grad_output: GradOutput<'_>,
     mut out: CallBuffers<'_, E>,
 ) -> Result<Loss> {
-    let reduction = config.reduction;
-    let kept_rows = match targets {
-        Targets::Labels(labels) => labels.iter().filter(|&&y| Some(y) != config.ignore_index).count(),
-        Targets::Soft(_) => n,
-    };
-    // mean-nonzero: assume every kept row has a non-zero loss (true unless a row is fit exactly) and
-    // correct the gradient afterwards in the rare case it is not.
-    let denominator = match reduction {
-        Reduction::None | Reduction::Sum => 1.0,
-        Reduction::Mean => mean_denominator(config, n, targets),
-        Reduction::MeanNonZero => kept_rows.max(1) as f64,
-    };
-    let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
+    let (denominator, scale) = reduction_scale(config, n, targets);
     let plan = CallPlan {
         k,
         spread: config.spread,
@@ -197,25 +222,15 @@ fn run_typed<E: Element>(
         }
     }
 
-    // Reductions add the per-row f64 losses in row order: the same bits for any number of threads.
-    let loss = match reduction {
-        Reduction::None => Loss::PerRow(losses.iter().map(|&l| l as f32).collect()),
-        Reduction::Sum => Loss::Scalar(losses.iter().sum::<f64>() as f32),
-        Reduction::Mean => Loss::Scalar((losses.iter().sum::<f64>() * scale) as f32),
-        Reduction::MeanNonZero => {
-            let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
-            if nonzero as f64 != denominator {
-                // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
-                let ratio = denominator / nonzero as f64;
-                let grad: &mut [E] = out.output_mut().unwrap_or_default();
-                grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
-                    c.iter_mut()
-                        .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))
-                });
-            }
-            Loss::Scalar((losses.iter().sum::<f64>() / nonzero as f64) as f32)
-        }
-    };
+    let (loss, ratio) = reduce(config.reduction, &losses, denominator, scale);
+    if ratio != 1.0 {
+        // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
+        let grad: &mut [E] = out.output_mut().unwrap_or_default();
+        grad.par_chunks_mut(TASK_ELEMS).for_each(|c| {
+            c.iter_mut()
+                .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))
+        });
+    }
     Ok(loss)
 }
 

@@ -42,7 +42,7 @@ pub use shard::LinearShard;
 
 use crate::api::{check_grad_output, check_labels, check_positive, LabelSmoothingLoss};
 use crate::config::{LabelSmoothingConfig, Reduction};
-use crate::driver::mean_denominator;
+use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
 use crate::shard::{ShardLayout, ShardPlan};
 use crate::types::{GradOutput, Loss, Targets};
@@ -298,13 +298,11 @@ impl LinearCrossEntropy {
         losses: &mut Vec<f32>,
     ) -> Result<()> {
         let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
-        let weights = self.loss.config().weights.as_deref();
         let kc = self.block_classes();
         let lens: Vec<usize> = (0..k.div_ceil(kc)).map(|j| kc.min(k - j * kc)).collect();
         let layout = ShardLayout::from_lens(&lens)?;
-        let plans: Vec<ShardPlan> = (0..lens.len())
-            .map(|j| ShardPlan::new(self.per_row.clone(), layout.clone(), j))
-            .collect::<Result<_>>()?;
+        let first = ShardPlan::new(self.per_row.clone(), layout.clone(), 0)?;
+        let plans: Vec<ShardPlan> = (0..lens.len()).map(|j| first.for_rank(j)).collect::<Result<_>>()?;
         let rows = self.block_rows(n);
         let mut block = vec![0.0f32; rows.min(n) * kc];
         let mut records: Vec<Vec<f64>> = (0..lens.len())
@@ -335,52 +333,77 @@ impl LinearCrossEntropy {
                 continue;
             }
             upstream_of(start, end, &mut upstream);
-            // Pass 2: each class block's gradient and its products.
+            // Pass 2: the rows' statistics, then each class block's gradient and its products.
+            let combined = plans[0].combine(y, GradOutput::PerRow(&upstream), &recs)?;
+            losses.extend_from_slice(combined.loss().as_slice());
             for (j, plan) in plans.iter().enumerate() {
-                let combined = plan.combine(y, GradOutput::PerRow(&upstream), &recs)?;
-                if j == 0 {
-                    losses.extend_from_slice(combined.loss().as_slice());
-                }
                 let (w, b) = weight_of(j);
                 let z = &mut block[..nb * lens[j]];
                 products::logits(x, w, b, d, lens[j], z);
                 plan.local_grad_rows(&combined, 0, z)?;
                 let r = layout.range(j);
-                let block_weights = weights.map(|w| &w[r.clone()]);
-                let split = self.filter.map(|t| {
-                    let ignore = self.loss.config().ignore_index;
-                    filter::split(z, lens[j], r.start, y, ignore, &upstream, off, block_weights, t)
-                });
-                let keep = split.as_ref().map(|s| &s.keep[..]);
-                if let Some(gx) = grads.x.as_deref_mut() {
-                    products::grad_input_kept(z, w, d, lens[j], j > 0, keep, &mut gx[start * d..end * d]);
-                }
-                products::grad_weight_kept(
+                self.block_backward(
                     z,
                     x,
-                    d,
-                    lens[j],
-                    start > 0,
-                    keep,
+                    w,
+                    r.clone(),
+                    y,
+                    &upstream,
+                    (off, (j == 0).then_some(u)),
+                    (j > 0, start > 0),
+                    grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
                     grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
-                    bias_acc.as_deref_mut().map(|b| &mut b[r.clone()]),
+                    bias_acc.as_deref_mut().map(|b| &mut b[r]),
                 );
-                if let Some(split) = &split {
-                    filter::add_closed_forms(
-                        split,
-                        x,
-                        w,
-                        block_weights,
-                        (j == 0).then_some(u),
-                        d,
-                        grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
-                        grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
-                        bias_acc.as_deref_mut().map(|b| &mut b[r.clone()]),
-                    );
-                }
             }
         }
         Ok(())
+    }
+
+    /// The backward products of one block of rows and of the classes `classes` (all `K`, or one class block),
+    /// from the block's gradient `z [rows, classes]` and those classes' rows `w` of `W`: into `gx` (the block's
+    /// rows of `grad_x`), `gw` and `gb` (those classes' rows of `grad_W` and of the bias accumulator), added to
+    /// what they hold where `accumulate = (x, weight)` says so. Through the gradient filter when it is on, with
+    /// `filter = (off, u)`: the target's spread and, once per block of rows, `u = sum_c w_c W_c` over all classes.
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(
+        &self,
+        z: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        classes: std::ops::Range<usize>,
+        labels: &[i64],
+        upstream: &[f32],
+        (off, u): (f64, Option<&[f64]>),
+        (accumulate_x, accumulate_w): (bool, bool),
+        mut gx: Option<&mut [f32]>,
+        mut gw: Option<&mut [f32]>,
+        mut gb: Option<&mut [f64]>,
+    ) {
+        let (d, kc) = (self.hidden, classes.len());
+        let config = self.loss.config();
+        let weights = config.weights.as_deref().map(|w| &w[classes.clone()]);
+        let split = self.filter.map(|t| {
+            filter::split(
+                z,
+                kc,
+                classes.start,
+                labels,
+                config.ignore_index,
+                upstream,
+                off,
+                weights,
+                t,
+            )
+        });
+        let keep = split.as_ref().map(|s| &s.keep[..]);
+        if let Some(gx) = gx.as_deref_mut() {
+            products::grad_input_kept(z, w, d, kc, accumulate_x, keep, gx);
+        }
+        products::grad_weight_kept(z, x, d, kc, accumulate_w, keep, gw.as_deref_mut(), gb.as_deref_mut());
+        if let Some(split) = &split {
+            filter::add_closed_forms(split, x, w, weights, u, d, gx, gw, gb);
+        }
     }
 
     fn run(
@@ -394,15 +417,8 @@ impl LinearCrossEntropy {
         let n = self.check(&inputs, labels, &grad_output, &grads)?;
         let config = self.loss.config();
         let (k, d) = (self.loss.num_classes(), self.hidden);
-        let kept = labels.iter().filter(|&&y| Some(y) != config.ignore_index).count();
-        // As in the fused loss: mean-nonzero assumes every kept row has a non-zero loss and corrects the
-        // gradient at the end in the rare case one fits exactly.
-        let denominator = match config.reduction {
-            Reduction::None | Reduction::Sum => 1.0,
-            Reduction::Mean => mean_denominator(config, n, Targets::Labels(labels)),
-            Reduction::MeanNonZero => kept.max(1) as f64,
-        };
-        let scale = if denominator == 0.0 { 0.0 } else { 1.0 / denominator };
+        // As in the fused loss, with its reduction; mean-nonzero's correction is applied at the end.
+        let (denominator, scale) = reduction_scale(config, n, Targets::Labels(labels));
         let backward = backward && (grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some());
 
         let rows = self.block_rows(n);
@@ -423,9 +439,8 @@ impl LinearCrossEntropy {
             crate::config::Smoothing::Fixed(e) => config.spread.hard_target(e as f64, k).0,
             crate::config::Smoothing::Adaptive { .. } => 0.0,
         };
-        let weights = config.weights.as_deref();
         let u = match (self.filter, &grads.x) {
-            (Some(_), Some(_)) if backward => filter::weighted_column_sums(inputs.weight, weights, d),
+            (Some(_), Some(_)) if backward => filter::weighted_column_sums(inputs.weight, config.weights.as_deref(), d),
             _ => Vec::new(),
         };
         if self.block_classes() < k {
@@ -456,36 +471,19 @@ impl LinearCrossEntropy {
                     .per_row
                     .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
                 losses.extend_from_slice(l.as_slice());
-                let split = self
-                    .filter
-                    .map(|t| filter::split(z, k, 0, y, config.ignore_index, &upstream, off, weights, t));
-                let keep = split.as_ref().map(|s| &s.keep[..]);
-                if let Some(gx) = grads.x.as_deref_mut() {
-                    products::grad_input_kept(z, inputs.weight, d, k, false, keep, &mut gx[start * d..end * d]);
-                }
-                products::grad_weight_kept(
+                self.block_backward(
                     z,
                     x,
-                    d,
-                    k,
-                    start > 0,
-                    keep,
+                    inputs.weight,
+                    0..k,
+                    y,
+                    &upstream,
+                    (off, Some(&u)),
+                    (false, start > 0),
+                    grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
                     grads.weight.as_deref_mut(),
                     bias_acc.as_deref_mut(),
                 );
-                if let Some(split) = &split {
-                    filter::add_closed_forms(
-                        split,
-                        x,
-                        inputs.weight,
-                        weights,
-                        Some(&u),
-                        d,
-                        grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
-                        grads.weight.as_deref_mut(),
-                        bias_acc.as_deref_mut(),
-                    );
-                }
             }
         }
         if backward && n == 0 {
@@ -495,18 +493,9 @@ impl LinearCrossEntropy {
         }
 
         // The per-row losses in row order, in f64: the same bits for any number of threads.
-        let total = || losses.iter().map(|&l| l as f64).sum::<f64>();
-        let mut ratio = 1.0;
-        let loss = match config.reduction {
-            Reduction::None => Loss::PerRow(losses.clone()),
-            Reduction::Sum => Loss::Scalar(total() as f32),
-            Reduction::Mean => Loss::Scalar((total() * scale) as f32),
-            Reduction::MeanNonZero => {
-                let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
-                ratio = denominator / nonzero as f64;
-                Loss::Scalar((total() / nonzero as f64) as f32)
-            }
-        };
+        // The per-row losses are f32 here (the per-row loss's output), reduced in f64 in row order.
+        let losses64: Vec<f64> = losses.iter().map(|&l| l as f64).collect();
+        let (loss, ratio) = reduce(config.reduction, &losses64, denominator, scale);
         if let (Some(gb), Some(acc)) = (grads.bias.as_deref_mut(), &bias_acc) {
             gb.iter_mut().zip(acc).for_each(|(g, &a)| *g = (a * ratio) as f32);
         }

@@ -95,80 +95,54 @@ pub(crate) fn grad_input_kept(
     if rows == 0 {
         return;
     }
-    if let Some(keep) = keep {
-        let dst = SharedOut(gx.as_mut_ptr());
-        (0..d.div_ceil(HIDDEN_BLOCK)).into_par_iter().for_each(|j| {
-            let e0 = j * HIDDEN_BLOCK;
-            let dc = HIDDEN_BLOCK.min(d - e0);
-            let mut read = accumulate;
-            for (t, _) in keep.iter().enumerate().filter(|&(_, &kept)| kept) {
-                let c0 = t * CLASS_BLOCK;
-                let kc = CLASS_BLOCK.min(k - c0);
-                // SAFETY: as in `grad_input`: this task writes only columns e0..e0 + dc of gx; it reads columns
-                // c0..c0 + kc of g [rows, K] and rows c0..c0 + kc, columns e0..e0 + dc of w [K, D].
-                unsafe {
-                    gemm(
-                        rows,
-                        dc,
-                        kc,
-                        dst.at(e0),
-                        1,
-                        d as isize,
-                        read,
-                        g.as_ptr().add(c0),
-                        1,
-                        k as isize,
-                        w.as_ptr().add(c0 * d + e0),
-                        1,
-                        d as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    )
-                }
-                read = true;
-            }
-            if !read {
-                // No tile kept and nothing to add to: the columns are zero.
-                for r in 0..rows {
-                    // SAFETY: row r, columns e0..e0 + dc of gx [rows, D]: this task's own.
-                    unsafe { std::slice::from_raw_parts_mut(dst.at(r * d + e0), dc) }.fill(0.0);
-                }
-            }
-        });
-        return;
-    }
+    // The spans of classes the product runs over: all of them in one call, or the kept tiles one by one.
+    let spans: Vec<(usize, usize)> = match keep {
+        None => vec![(0, k)],
+        Some(keep) => (0..keep.len())
+            .filter(|&t| keep[t])
+            .map(|t| (t * CLASS_BLOCK, CLASS_BLOCK.min(k - t * CLASS_BLOCK)))
+            .collect(),
+    };
     let dst = SharedOut(gx.as_mut_ptr());
     (0..d.div_ceil(HIDDEN_BLOCK)).into_par_iter().for_each(|j| {
         let e0 = j * HIDDEN_BLOCK;
         let dc = HIDDEN_BLOCK.min(d - e0);
-        // SAFETY: this task writes only columns e0..e0 + dc of gx [rows, D] (row stride D), which no other task
-        // touches; it reads g [rows, K] and columns e0..e0 + dc of w [K, D], within the lengths asserted above.
-        unsafe {
-            gemm(
-                rows,
-                dc,
-                k,
-                dst.at(e0),
-                1,
-                d as isize,
-                accumulate,
-                g.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr().add(e0),
-                1,
-                d as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            )
+        let mut read = accumulate;
+        for &(c0, kc) in &spans {
+            // SAFETY: this task writes only columns e0..e0 + dc of gx [rows, D] (row stride D), which no other
+            // task touches; it reads columns c0..c0 + kc of g [rows, K] and rows c0..c0 + kc, columns
+            // e0..e0 + dc of w [K, D], within the lengths asserted above.
+            unsafe {
+                gemm(
+                    rows,
+                    dc,
+                    kc,
+                    dst.at(e0),
+                    1,
+                    d as isize,
+                    read,
+                    g.as_ptr().add(c0),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(c0 * d + e0),
+                    1,
+                    d as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                )
+            }
+            read = true;
+        }
+        if !read {
+            // No tile kept and nothing to add to: the columns are zero.
+            for r in 0..rows {
+                // SAFETY: row r, columns e0..e0 + dc of gx [rows, D]: this task's own.
+                unsafe { std::slice::from_raw_parts_mut(dst.at(r * d + e0), dc) }.fill(0.0);
+            }
         }
     });
 }
