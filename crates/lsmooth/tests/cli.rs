@@ -500,6 +500,15 @@ fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
     assert!(f["ratio_filtered_to_fused"].as_f64().unwrap() > 0.0, "{f}");
     assert!(f["filtered_grad_x_rel_diff"].as_f64().unwrap() < 1e-3, "{f}");
     assert_eq!(f["peaked"].as_f64(), Some(20.0), "{f}");
+    for flag in ["--block-rows", "--block-classes", "--filter", "--peaked"] {
+        let out = lsmooth(&["bench", "--shape", "4x10", flag, "3"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            stderr(&out).contains(&format!("{flag} applies to --linear only")),
+            "{}",
+            stderr(&out)
+        );
+    }
     for bad in ["64x8", "0x8x10", "4x8x1", "axbxc"] {
         let out = lsmooth(&["bench", "--linear", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");

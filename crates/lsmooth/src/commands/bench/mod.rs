@@ -224,6 +224,16 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
     if let Some(shape) = &args.linear {
         return linear::run(args, shape, out);
     }
+    // clap's `requires = "linear"` on these is not enforced next to `--shape`, which conflicts with --linear.
+    let linear_only = [
+        ("--block-rows", args.block_rows.is_some()),
+        ("--block-classes", args.block_classes.is_some()),
+        ("--filter", args.filter.is_some()),
+        ("--peaked", args.peaked.is_some()),
+    ];
+    if let Some((flag, _)) = linear_only.iter().find(|(_, given)| *given) {
+        return Err(CliError::Usage(format!("{flag} applies to --linear only")));
+    }
     let (n, k) = parse_shape(args.shape.as_deref().unwrap_or_default())?;
     if args.forward_only && args.in_place {
         return Err(CliError::Usage(
