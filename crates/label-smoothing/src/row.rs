@@ -100,8 +100,16 @@ impl CallPlan<'_> {
                 g.q_scale = (t_scale * st.target_mass + off * w_all) as f32;
                 g.t_scale = t_scale as f32;
                 g.off = off as f32;
+                // `ln_s` as the definition's `lse - max` rounds it: a row fit to within f64 round-off of `lse` (all
+                // its target mass on classes at the max) has a loss of exactly 0, as for hard labels, which matters
+                // to `mean-nonzero`.
+                let ln_s_def = if st.max.is_finite() {
+                    (st.max as f64 + ln_s) - st.max as f64
+                } else {
+                    ln_s
+                };
                 let target_term = if t_scale != 0.0 {
-                    t_scale * (st.target_mass * ln_s - st.target_shifted)
+                    t_scale * (st.target_mass * ln_s_def - st.target_shifted)
                 } else {
                     0.0
                 };

@@ -234,3 +234,27 @@ proptest! {
         assert_grad_close("masked, smoothed", &grad, &r.grad);
     }
 }
+
+#[test]
+fn a_soft_row_fit_to_round_off_counts_as_zero_for_mean_nonzero() {
+    // Row 0 puts all its target on a logit 35.5 above the other: lse - max rounds to 0 in f64, so the
+    // definition's loss is exactly 0 and mean-nonzero divides by the 3 other rows (found by fused_equals_reference).
+    let d = Draw {
+        n: 4,
+        k: 2,
+        scale: 30.0,
+        soft: true,
+        per_row_grad: false,
+        seed: 16834417802493534702,
+        config: LabelSmoothingConfig::new()
+            .with_smoothing(0.0)
+            .with_reduction(Reduction::MeanNonZero),
+    };
+    let inp = d.inputs();
+    let (loss, grad) = run_fused(&d, 2);
+    let z: Vec<f64> = inp.logits.iter().map(|&x| x as f64).collect();
+    let soft: Vec<f64> = inp.soft.iter().map(|&x| x as f64).collect();
+    let r = reference::loss_and_grad(&d.config, d.k, &z, RefTargets::Soft(&soft), None).unwrap();
+    assert_loss_close(&format!("{d:?}"), loss.as_slice(), &r.loss);
+    assert_grad_close(&format!("{d:?}"), &grad, &r.grad);
+}
