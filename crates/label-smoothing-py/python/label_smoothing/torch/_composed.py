@@ -1,0 +1,90 @@
+"""The loss of docs/SPEC.md composed of torch operations: what runs where the Rust kernel cannot (CUDA, MPS and
+other devices, float64, probability targets that require a gradient, ``torch.compile``), and the reference the
+tests compare the kernel with. Inputs are already flattened to ``[M, K]`` logits and ``[M]`` (or ``[M, K]``)
+targets and checked."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # 16-bit logits are computed in float32, as the kernel does.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _hard_target(spread: str, e, k: int):
+    """(off, on): the target mass of every other class and of the label for smoothing ``e``."""
+    if spread == "others":
+        return e / (k - 1), 1 - e
+    return e / k, 1 - e + e / k
+
+
+def _soft_target(spread: str, e: float, k: int):
+    """(scale, offset): the smoothed soft target is ``scale * t + offset``."""
+    if spread == "others":
+        return 1 - e - e / (k - 1), e / (k - 1)
+    return 1 - e, e / k
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    soft: bool,
+    weight: Optional[torch.Tensor],
+    ignore_index: Optional[int],
+    reduction: str,
+    smoothing: float,
+    spread: str,
+    adaptive: Optional[float],
+) -> torch.Tensor:
+    """The loss of ``[M, K]`` logits, differentiable by autograd (adaptive smoothing held constant)."""
+    m, k = logits.shape
+    dtype = _compute_dtype(logits.dtype)
+    logp = F.log_softmax(logits.to(dtype), dim=1)
+    w = None if weight is None else weight.to(device=logits.device, dtype=dtype)
+    if soft:
+        scale, offset = _soft_target(spread, smoothing, k)
+        q = scale * target.to(dtype) + offset
+        if w is not None:
+            q = q * w
+        rows = -(q * logp).sum(dim=1)
+        counted = torch.full((), m, dtype=dtype, device=logits.device)
+    else:
+        valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        y = torch.where(valid, target, torch.zeros_like(target))
+        logp_y = logp.gather(1, y.unsqueeze(1)).squeeze(1)
+        if adaptive is not None:
+            e = adaptive * logp_y.detach().exp()
+        else:
+            e = smoothing
+        off, on = _hard_target(spread, e, k)
+        if w is not None:
+            w_y = w[y]
+            all_classes = (logp * w).sum(dim=1)
+        else:
+            w_y = torch.ones_like(logp_y)
+            all_classes = logp.sum(dim=1)
+        rows = -(off * all_classes + (on - off) * w_y * logp_y)
+        rows = torch.where(valid, rows, torch.zeros_like(rows))
+        counted = (w_y * valid).sum() if w is not None else valid.sum().to(dtype)
+    if reduction == "none":
+        return rows.to(logits.dtype)
+    total = rows.sum()
+    if reduction == "sum":
+        out = total
+    elif reduction == "mean":
+        # A mean over no counted rows is 0 with a zero gradient (SPEC.md), where PyTorch gives NaN.
+        out = torch.where(counted > 0, total / torch.clamp(counted, min=torch.finfo(dtype).tiny), total * 0)
+    else:  # mean_nonzero: fast-reid's count of non-zero rows, a constant for the gradient
+        nonzero = (rows.detach() != 0).sum().clamp(min=1)
+        out = total / nonzero
+    return out.to(logits.dtype)
+
+
+def linear_logits(input: torch.Tensor, linear_weight: torch.Tensor, linear_bias: Optional[torch.Tensor]):
+    """``input @ linear_weight.T + linear_bias``."""
+    return F.linear(input, linear_weight, linear_bias)

@@ -1,0 +1,94 @@
+//! `linear_cross_entropy`: the loss of `x W^T + b` through the core's fused linear loss, never holding the
+//! `[N, K]` logits.
+
+use crate::arrays::{readonly, readwrite, slice, slice_mut};
+use crate::errors::value_error;
+use crate::loss::{config, loss_to_python};
+use crate::threads::detached;
+use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
+use label_smoothing::GradOutput;
+use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+fn writable<'py>(obj: Option<&Bound<'py, PyAny>>, what: &str) -> PyResult<Option<PyReadwriteArrayDyn<'py, f32>>> {
+    obj.map(|o| readwrite(o, what, "float32")).transpose()
+}
+
+/// The label-smoothed cross-entropy of `input [N, D] @ linear_weight[K, D]^T (+ linear_bias [K])` against
+/// `int64` labels `[N]`, all `float32` and C-contiguous; the gradients are written into `grad_input`,
+/// `grad_weight` and `grad_bias` when given. Returns a float, or a `float32` array `[N]` for reduction `none`.
+#[pyfunction]
+#[pyo3(signature = (input, linear_weight, target, *, linear_bias=None, weight=None, ignore_index=None,
+    reduction="mean", smoothing=0.0, spread="uniform", adaptive=None, grad_input=None, grad_weight=None,
+    grad_bias=None, grad_scale=1.0, grad_rows=None, block_rows=None, threads=0))]
+#[allow(clippy::too_many_arguments)] // One argument per option of `F.linear_cross_entropy`, called by keyword.
+pub fn linear_cross_entropy<'py>(
+    py: Python<'py>,
+    input: &Bound<'py, PyAny>,
+    linear_weight: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    linear_bias: Option<&Bound<'py, PyAny>>,
+    weight: Option<PyReadonlyArrayDyn<'py, f32>>,
+    ignore_index: Option<i64>,
+    reduction: &str,
+    smoothing: f32,
+    spread: &str,
+    adaptive: Option<f32>,
+    grad_input: Option<&Bound<'py, PyAny>>,
+    grad_weight: Option<&Bound<'py, PyAny>>,
+    grad_bias: Option<&Bound<'py, PyAny>>,
+    grad_scale: f32,
+    grad_rows: Option<PyReadonlyArrayDyn<'py, f32>>,
+    block_rows: Option<usize>,
+    threads: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x = readonly::<f32>(input, "input", "float32")?;
+    let w = readonly::<f32>(linear_weight, "linear_weight", "float32")?;
+    let b = linear_bias
+        .map(|o| readonly::<f32>(o, "linear_bias", "float32"))
+        .transpose()?;
+    let labels = readonly::<i64>(target, "target", "int64")?;
+    let (k, d) = match w.shape() {
+        [k, d] => (*k, *d),
+        s => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "linear_weight: expected shape [K, D], got {s:?}"
+            )))
+        }
+    };
+    let loss_fn = config(reduction, smoothing, spread, adaptive, weight, ignore_index)?
+        .init(k)
+        .map_err(value_error)?;
+    let mut lce = LinearCrossEntropy::new(loss_fn, d).map_err(value_error)?;
+    if let Some(rows) = block_rows {
+        lce = lce.with_block_rows(rows).map_err(value_error)?;
+    }
+    let (mut gx, mut gw, mut gb) = (
+        writable(grad_input, "grad_input")?,
+        writable(grad_weight, "grad_weight")?,
+        writable(grad_bias, "grad_bias")?,
+    );
+    let inputs = LinearInputs {
+        x: slice(&x, "input")?,
+        weight: slice(&w, "linear_weight")?,
+        bias: b.as_ref().map(|b| slice(b, "linear_bias")).transpose()?,
+    };
+    let labels = slice(&labels, "target")?;
+    let rows = grad_rows.as_ref().map(|r| slice(r, "grad_output")).transpose()?;
+    let grad_output = rows.map_or(GradOutput::Scalar(grad_scale), GradOutput::PerRow);
+    let grads = LinearGrads {
+        x: gx.as_mut().map(|g| slice_mut(g, "grad_input")).transpose()?,
+        weight: gw.as_mut().map(|g| slice_mut(g, "grad_weight")).transpose()?,
+        bias: gb.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
+    };
+    let wants_grad = grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some();
+    let loss = detached(py, threads, || {
+        if wants_grad {
+            lce.loss_and_grad(inputs, labels, grad_output, grads)
+        } else {
+            lce.loss(inputs, labels)
+        }
+    })?
+    .map_err(value_error)?;
+    loss_to_python(py, loss)
+}
