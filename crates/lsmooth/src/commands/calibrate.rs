@@ -115,33 +115,335 @@ fn read_validation(paths: &[PathBuf], k: usize, input: &Path) -> Result<(Vec<f32
     Ok((val, read_labels(vy, vn)?))
 }
 
-/// A row of the printed table: the metric's name, how to read it, and its interval if bootstrapped.
-type MetricRow = (
-    &'static str,
-    fn(&CalibrationReport) -> f64,
-    fn(&Intervals) -> Option<[f64; 2]>,
-);
-
-/// One scaled (or unscaled) set of predictions: its report and, with `--bootstrap`, its intervals.
-struct Evaluated {
-    report: CalibrationReport,
-    intervals: Option<Intervals>,
-    rows: RowScores,
+/// Held-out logits `[N, K]` (row-major) and their labels `[N]`, for fitting a temperature or vector scaling.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOut<'a> {
+    /// The logits.
+    pub logits: &'a [f32],
+    /// The labels.
+    pub labels: &'a [i64],
 }
 
-/// Runs the command.
-pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+/// Everything `calibrate` computes from: the predictions, their labels and the options.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// Logits (or, with `probs`, probabilities) `[N, K]`, row-major.
+    pub values: &'a [f32],
+    /// Whether `values` are probabilities (rows summing to 1) rather than logits.
+    pub probs: bool,
+    /// Labels `[N]` in `[0, K)`.
+    pub labels: &'a [i64],
+    /// Classes.
+    pub k: usize,
+    /// Bins of ECE, MCE, adaptive and classwise ECE and the debiased L2 error.
+    pub bins: usize,
+    /// Bootstrap intervals, if wanted.
+    pub bootstrap: Option<BootstrapConfig>,
+    /// Fit a temperature on this held-out set.
+    pub fit_temperature: Option<HeldOut<'a>>,
+    /// Fit vector scaling on this held-out set.
+    pub fit_vector: Option<HeldOut<'a>>,
+}
+
+/// Which input a [`Failure`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Culprit {
+    /// The predictions.
+    Values,
+    /// Their labels.
+    Labels,
+    /// The temperature's held-out logits.
+    TemperatureLogits,
+    /// The temperature's held-out labels.
+    TemperatureLabels,
+    /// Vector scaling's held-out logits.
+    VectorLogits,
+    /// Vector scaling's held-out labels.
+    VectorLabels,
+}
+
+/// Why the metrics could not be computed, and which input was at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The input.
+    pub culprit: Culprit,
+    /// What was wrong with it.
+    pub error: CalibrationError,
+}
+
+/// A failure about the predictions, or about `labels` when the error is a label out of range.
+fn blame(logits: Culprit, labels: Culprit) -> impl Fn(CalibrationError) -> Failure {
+    move |error| Failure {
+        culprit: match error {
+            CalibrationError::LabelOutOfRange { .. } => labels,
+            _ => logits,
+        },
+        error,
+    }
+}
+
+/// One scaled (or unscaled) set of predictions: its report and, with a bootstrap, its intervals.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// The metrics.
+    pub report: CalibrationReport,
+    /// Their bootstrap intervals.
+    pub intervals: Option<Intervals>,
+    /// The per-row scores they came from (for the smoothed reliability curve).
+    pub rows: RowScores,
+}
+
+/// The metrics (and intervals) of logits at temperature `t`, the NLL from the logits (finite where a
+/// probability underflows).
+pub fn evaluate_logits(
+    z: &[f32],
+    labels: &[i64],
+    k: usize,
+    t: f64,
+    bins: usize,
+    boot: Option<&BootstrapConfig>,
+) -> Result<Evaluated, CalibrationError> {
+    let probs = softmax_rows(z, k, t)?;
+    let mut report = calibration(&probs, labels, k, bins)?;
+    report.nll = nll_of_logits(z, labels, k, t)?;
+    let rows = RowScores::from_logits(z, labels, k, t)?;
+    let intervals = boot
+        .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
+        .transpose()?;
+    Ok(Evaluated {
+        report,
+        intervals,
+        rows,
+    })
+}
+
+/// The metrics (and intervals) of probabilities.
+pub fn evaluate_probs(
+    p: &[f32],
+    labels: &[i64],
+    k: usize,
+    bins: usize,
+    boot: Option<&BootstrapConfig>,
+) -> Result<Evaluated, CalibrationError> {
+    let probs: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+    let report = calibration(&probs, labels, k, bins)?;
+    let rows = RowScores::from_probs(&probs, labels, k)?;
+    let intervals = boot
+        .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
+        .transpose()?;
+    Ok(Evaluated {
+        report,
+        intervals,
+        rows,
+    })
+}
+
+/// What `calibrate` computed: the `--json` object and the evaluations behind it.
+#[derive(Debug)]
+pub struct Calibrated {
+    /// What `--json` prints.
+    pub output: Output,
+    /// The predictions as given.
+    pub given: Evaluated,
+    /// After temperature scaling.
+    pub calibrated: Option<Evaluated>,
+    /// After vector scaling.
+    pub vector_calibrated: Option<Evaluated>,
+}
+
+/// Every metric of the predictions, and of their temperature- and vector-scaled versions when a held-out set
+/// is given, with bootstrap intervals when asked for.
+pub fn compute(inputs: &Inputs<'_>) -> Result<Calibrated, Failure> {
+    let Inputs {
+        values,
+        labels,
+        k,
+        bins,
+        ..
+    } = *inputs;
+    if bins == 0 {
+        return Err(Failure {
+            culprit: Culprit::Values,
+            error: CalibrationError::ZeroBins,
+        });
+    }
+    let boot = inputs.bootstrap.as_ref();
+    let main = blame(Culprit::Values, Culprit::Labels);
+    let given = if inputs.probs {
+        evaluate_probs(values, labels, k, bins, boot).map_err(&main)?
+    } else {
+        evaluate_logits(values, labels, k, 1.0, bins, boot).map_err(&main)?
+    };
+    let (mut temperature, mut calibrated) = (None, None);
+    if let Some(held) = inputs.fit_temperature {
+        let fit = blame(Culprit::TemperatureLogits, Culprit::TemperatureLabels);
+        let t = fit_temperature(held.logits, held.labels, k).map_err(fit)?;
+        temperature = Some(t);
+        calibrated = Some(evaluate_logits(values, labels, k, t, bins, boot).map_err(&main)?);
+    }
+    let (mut vector, mut vector_calibrated) = (None, None);
+    if let Some(held) = inputs.fit_vector {
+        let fit = blame(Culprit::VectorLogits, Culprit::VectorLabels);
+        let v = fit_vector_scaling(held.logits, held.labels, k).map_err(fit)?;
+        let scaled = v.apply(values).map_err(&main)?;
+        vector_calibrated = Some(evaluate_logits(&scaled, labels, k, 1.0, bins, boot).map_err(&main)?);
+        vector = Some(v);
+    }
+    let output = Output {
+        metrics: given.report.clone(),
+        intervals: given.intervals.clone(),
+        k,
+        bins,
+        bootstrap: inputs.bootstrap,
+        temperature,
+        calibrated: calibrated.as_ref().map(|c| c.report.clone()),
+        calibrated_ci: calibrated.as_ref().and_then(|c| c.intervals.clone()),
+        vector_scaling: vector,
+        vector_calibrated: vector_calibrated.as_ref().map(|c| c.report.clone()),
+        vector_calibrated_ci: vector_calibrated.as_ref().and_then(|c| c.intervals.clone()),
+    };
+    Ok(Calibrated {
+        output,
+        given,
+        calibrated,
+        vector_calibrated,
+    })
+}
+
+impl Calibrated {
+    /// The reliability diagram `--plot` draws, as SVG: after temperature scaling when fitted, else after
+    /// vector scaling when fitted, else of the predictions as given; with the smoothed curve (and its band
+    /// when bootstrapped).
+    pub fn reliability_svg(&self) -> Result<String, CalibrationError> {
+        let (shown, title) = match (&self.calibrated, self.output.temperature, &self.vector_calibrated) {
+            (Some(c), Some(t), _) => (c, format!("Reliability after temperature scaling (T = {t:.3})")),
+            (None, _, Some(v)) => (v, "Reliability after vector scaling".to_string()),
+            _ => (&self.given, "Reliability diagram".to_string()),
+        };
+        let curve = smooth_curve(
+            &shown.rows,
+            shown.report.smooth_ece_bandwidth,
+            self.output.bootstrap.as_ref(),
+        )?;
+        Ok(crate::report::reliability::svg_with_curve(
+            &shown.report,
+            &title,
+            Some(&curve),
+        ))
+    }
+}
+
+/// A row of the printed table: the metric's name, how to read it, and its interval if bootstrapped.
+struct MetricRow {
+    name: &'static str,
+    value: fn(&CalibrationReport) -> f64,
+    interval: fn(&Intervals) -> Option<[f64; 2]>,
+}
+
+/// The rows of the printed table, in order.
+const METRIC_ROWS: [MetricRow; 10] = [
+    MetricRow {
+        name: "accuracy",
+        value: |m| m.accuracy,
+        interval: |i| Some(i.accuracy_ci),
+    },
+    MetricRow {
+        name: "top-5 accuracy",
+        value: |m| m.top5_accuracy,
+        interval: |_| None,
+    },
+    MetricRow {
+        name: "NLL",
+        value: |m| m.nll,
+        interval: |i| Some(i.nll_ci),
+    },
+    MetricRow {
+        name: "Brier",
+        value: |m| m.brier,
+        interval: |i| Some(i.brier_ci),
+    },
+    MetricRow {
+        name: "ECE",
+        value: |m| m.ece,
+        interval: |i| Some(i.ece_ci),
+    },
+    MetricRow {
+        name: "smooth ECE",
+        value: |m| m.smooth_ece,
+        interval: |i| i.smooth_ece_ci,
+    },
+    MetricRow {
+        name: "debiased L2 CE",
+        value: |m| m.debiased_l2_ce,
+        interval: |i| Some(i.debiased_l2_ce_ci),
+    },
+    MetricRow {
+        name: "MCE",
+        value: |m| m.mce,
+        interval: |_| None,
+    },
+    MetricRow {
+        name: "adaptive ECE",
+        value: |m| m.adaptive_ece,
+        interval: |_| None,
+    },
+    MetricRow {
+        name: "classwise ECE",
+        value: |m| m.classwise_ece,
+        interval: |_| None,
+    },
+];
+
+/// The table of every metric, one column per evaluation (as given, after T, after vector scaling).
+fn write_table(c: &Calibrated, n: usize, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut columns: Vec<(String, &Evaluated)> = vec![("as given".into(), &c.given)];
+    if let (Some(e), Some(t)) = (&c.calibrated, c.output.temperature) {
+        columns.push((format!("T = {t:.4}"), e));
+    }
+    if let Some(v) = &c.vector_calibrated {
+        columns.push(("vector".into(), v));
+    }
+    // With intervals each cell is "value [lo, hi]".
+    let boot = c.output.bootstrap.as_ref();
+    let width = if boot.is_some() { 30 } else { 14 };
+    writeln!(out, "{n} examples, {} classes, {} bins", c.output.k, c.output.bins)?;
+    if let Some(b) = boot {
+        writeln!(
+            out,
+            "{:.0}% bootstrap intervals from {} resamples (seed {})",
+            b.level * 100.0,
+            b.resamples,
+            b.seed
+        )?;
+    }
+    let mut header = format!("{:<16}", "metric");
+    for (name, _) in &columns {
+        header.push_str(&format!("{name:>width$}"));
+    }
+    writeln!(out, "{}", header.trim_end())?;
+    for row in &METRIC_ROWS {
+        let mut line = format!("{:<16}", row.name);
+        for (_, e) in &columns {
+            let value = (row.value)(&e.report);
+            let cell = match e.intervals.as_ref().and_then(row.interval) {
+                Some([lo, hi]) => format!("{value:.5} [{lo:.5}, {hi:.5}]"),
+                None => format!("{value:.5}"),
+            };
+            line.push_str(&format!("{cell:>width$}"));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// The arguments' checks that need no file.
+fn check_args(args: &CalibrateArgs) -> Result<(), CliError> {
     if args.bins == 0 {
         return Err(CliError::Usage("--bins must be at least 1".into()));
     }
     if let Some(plot) = &args.plot {
         check_extension(plot).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
     }
-    let (input, (n, k, values)) = match (&args.logits, &args.probs) {
-        (Some(l), None) => (l, read_logits(l, "logits")?),
-        (None, Some(p)) => (p, read_logits(p, "probabilities")?),
-        _ => unreachable!("clap requires exactly one of --logits and --probs"),
-    };
     if args.probs.is_some() && args.fit_temperature.is_some() {
         return Err(CliError::Usage(
             "--fit-temperature needs --logits: a temperature rescales logits, not probabilities".into(),
@@ -152,166 +454,86 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
             "--fit-vector needs --logits: vector scaling rescales logits, not probabilities".into(),
         ));
     }
+    Ok(())
+}
+
+/// The files of one call, read and checked against each other.
+struct Read {
+    input: PathBuf,
+    n: usize,
+    k: usize,
+    values: Vec<f32>,
+    labels: Vec<i64>,
+    temperature_set: Option<(Vec<f32>, Vec<i64>)>,
+    vector_set: Option<(Vec<f32>, Vec<i64>)>,
+}
+
+fn read(args: &CalibrateArgs) -> Result<Read, CliError> {
+    let (input, (n, k, values)) = match (&args.logits, &args.probs) {
+        (Some(l), None) => (l, read_logits(l, "logits")?),
+        (None, Some(p)) => (p, read_logits(p, "probabilities")?),
+        _ => unreachable!("clap requires exactly one of --logits and --probs"),
+    };
     if n == 0 {
         return Err(CliError::input(input, "no rows"));
     }
     let labels = read_labels(&args.labels, n)?;
-    let label_err = |e: CalibrationError| match e {
-        CalibrationError::LabelOutOfRange { .. } => calib_err(&args.labels, e),
-        other => calib_err(input, other),
+    let held = |paths: &Option<Vec<PathBuf>>| paths.as_ref().map(|p| read_validation(p, k, input)).transpose();
+    Ok(Read {
+        input: input.clone(),
+        n,
+        k,
+        values,
+        labels,
+        temperature_set: held(&args.fit_temperature)?,
+        vector_set: held(&args.fit_vector)?,
+    })
+}
+
+fn held_out(set: &Option<(Vec<f32>, Vec<i64>)>) -> Option<HeldOut<'_>> {
+    set.as_ref().map(|(l, y)| HeldOut { logits: l, labels: y })
+}
+
+/// Runs the command: read, compute, then write the plot and print.
+pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    check_args(args)?;
+    let r = read(args)?;
+    let inputs = Inputs {
+        values: &r.values,
+        probs: args.probs.is_some(),
+        labels: &r.labels,
+        k: r.k,
+        bins: args.bins,
+        bootstrap: args.bootstrap.map(|resamples| {
+            BootstrapConfig::default()
+                .with_resamples(resamples)
+                .with_seed(args.bootstrap_seed)
+                .with_level(args.level)
+        }),
+        fit_temperature: held_out(&r.temperature_set),
+        fit_vector: held_out(&r.vector_set),
     };
-    let boot = args.bootstrap.map(|r| {
-        BootstrapConfig::default()
-            .with_resamples(r)
-            .with_seed(args.bootstrap_seed)
-            .with_level(args.level)
-    });
-    // The metrics of logits at temperature `t` (NLL from the logits, finite where a probability underflows).
-    let of_logits = |z: &[f32], t: f64| -> Result<Evaluated, CliError> {
-        let probs = softmax_rows(z, k, t).map_err(label_err)?;
-        let mut report = calibration(&probs, &labels, k, args.bins).map_err(label_err)?;
-        report.nll = nll_of_logits(z, &labels, k, t).map_err(label_err)?;
-        let rows = RowScores::from_logits(z, &labels, k, t).map_err(label_err)?;
-        let intervals = match &boot {
-            Some(config) => Some(Intervals::from(
-                &bootstrap(&rows, args.bins, config).map_err(label_err)?,
-            )),
-            None => None,
+    let c = compute(&inputs).map_err(|f| {
+        let path = match f.culprit {
+            Culprit::Values => &r.input,
+            Culprit::Labels => &args.labels,
+            Culprit::TemperatureLogits => &args.fit_temperature.as_ref().expect("fitted")[0],
+            Culprit::TemperatureLabels => &args.fit_temperature.as_ref().expect("fitted")[1],
+            Culprit::VectorLogits => &args.fit_vector.as_ref().expect("fitted")[0],
+            Culprit::VectorLabels => &args.fit_vector.as_ref().expect("fitted")[1],
         };
-        Ok(Evaluated {
-            report,
-            intervals,
-            rows,
-        })
-    };
-
-    let given = if args.logits.is_some() {
-        of_logits(&values, 1.0)?
-    } else {
-        let probs: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        let report = calibration(&probs, &labels, k, args.bins).map_err(label_err)?;
-        let rows = RowScores::from_probs(&probs, &labels, k).map_err(label_err)?;
-        let intervals = match &boot {
-            Some(config) => Some(Intervals::from(
-                &bootstrap(&rows, args.bins, config).map_err(label_err)?,
-            )),
-            None => None,
-        };
-        Evaluated {
-            report,
-            intervals,
-            rows,
-        }
-    };
-
-    let mut temperature = None;
-    let mut calibrated = None;
-    if let Some(paths) = &args.fit_temperature {
-        let (val, val_labels) = read_validation(paths, k, input)?;
-        let t = fit_temperature(&val, &val_labels, k).map_err(|e| match e {
-            CalibrationError::LabelOutOfRange { .. } => calib_err(&paths[1], e),
-            other => calib_err(&paths[0], other),
-        })?;
-        temperature = Some(t);
-        calibrated = Some(of_logits(&values, t)?);
-    }
-    let mut vector = None;
-    let mut vector_calibrated = None;
-    if let Some(paths) = &args.fit_vector {
-        let (val, val_labels) = read_validation(paths, k, input)?;
-        let v = fit_vector_scaling(&val, &val_labels, k).map_err(|e| match e {
-            CalibrationError::LabelOutOfRange { .. } => calib_err(&paths[1], e),
-            other => calib_err(&paths[0], other),
-        })?;
-        let scaled = v.apply(&values).map_err(label_err)?;
-        vector_calibrated = Some(of_logits(&scaled, 1.0)?);
-        vector = Some(v);
-    }
-
+        calib_err(path, f.error)
+    })?;
     if let Some(plot) = &args.plot {
-        let (shown, title) = match (&calibrated, temperature, &vector_calibrated) {
-            (Some(c), Some(t), _) => (c, format!("Reliability after temperature scaling (T = {t:.3})")),
-            (None, _, Some(v)) => (v, "Reliability after vector scaling".to_string()),
-            _ => (&given, "Reliability diagram".to_string()),
-        };
-        let curve = smooth_curve(&shown.rows, shown.report.smooth_ece_bandwidth, boot.as_ref()).map_err(label_err)?;
-        let svg = crate::report::reliability::svg_with_curve(&shown.report, &title, Some(&curve));
+        let svg = c.reliability_svg().map_err(|e| calib_err(&r.input, e))?;
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;
     }
-
     let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
     if args.json {
-        let o = Output {
-            metrics: given.report.clone(),
-            intervals: given.intervals.clone(),
-            k,
-            bins: args.bins,
-            bootstrap: boot,
-            temperature,
-            calibrated: calibrated.as_ref().map(|c| c.report.clone()),
-            calibrated_ci: calibrated.as_ref().and_then(|c| c.intervals.clone()),
-            vector_scaling: vector,
-            vector_calibrated: vector_calibrated.as_ref().map(|c| c.report.clone()),
-            vector_calibrated_ci: vector_calibrated.as_ref().and_then(|c| c.intervals.clone()),
-        };
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&o).map_err(|e| CliError::Usage(e.to_string()))?
-        )
-        .map_err(w)?;
-        return Ok(());
+        let json = serde_json::to_string(&c.output).map_err(|e| CliError::Usage(e.to_string()))?;
+        writeln!(out, "{json}").map_err(w)
+    } else {
+        write_table(&c, r.n, out).map_err(w)
     }
-
-    let none = |_: &Intervals| None;
-    let rows: [MetricRow; 10] = [
-        ("accuracy", |m| m.accuracy, |i| Some(i.accuracy_ci)),
-        ("top-5 accuracy", |m| m.top5_accuracy, none),
-        ("NLL", |m| m.nll, |i| Some(i.nll_ci)),
-        ("Brier", |m| m.brier, |i| Some(i.brier_ci)),
-        ("ECE", |m| m.ece, |i| Some(i.ece_ci)),
-        ("smooth ECE", |m| m.smooth_ece, |i| i.smooth_ece_ci),
-        ("debiased L2 CE", |m| m.debiased_l2_ce, |i| Some(i.debiased_l2_ce_ci)),
-        ("MCE", |m| m.mce, none),
-        ("adaptive ECE", |m| m.adaptive_ece, none),
-        ("classwise ECE", |m| m.classwise_ece, none),
-    ];
-    let mut columns: Vec<(String, &Evaluated)> = vec![("as given".into(), &given)];
-    if let (Some(c), Some(t)) = (&calibrated, temperature) {
-        columns.push((format!("T = {t:.4}"), c));
-    }
-    if let Some(v) = &vector_calibrated {
-        columns.push(("vector".into(), v));
-    }
-    // With intervals each cell is "value [lo, hi]".
-    let width = if boot.is_some() { 30 } else { 14 };
-    writeln!(out, "{n} examples, {k} classes, {} bins", args.bins).map_err(w)?;
-    if let Some(b) = &boot {
-        writeln!(
-            out,
-            "{:.0}% bootstrap intervals from {} resamples (seed {})",
-            b.level * 100.0,
-            b.resamples,
-            b.seed
-        )
-        .map_err(w)?;
-    }
-    let mut header = format!("{:<16}", "metric");
-    for (name, _) in &columns {
-        header.push_str(&format!("{name:>width$}"));
-    }
-    writeln!(out, "{}", header.trim_end()).map_err(w)?;
-    for (name, value, interval) in rows {
-        let mut line = format!("{name:<16}");
-        for (_, e) in &columns {
-            let cell = match e.intervals.as_ref().and_then(interval) {
-                Some([lo, hi]) => format!("{:.5} [{lo:.5}, {hi:.5}]", value(&e.report)),
-                None => format!("{:.5}", value(&e.report)),
-            };
-            line.push_str(&format!("{cell:>width$}"));
-        }
-        writeln!(out, "{}", line.trim_end()).map_err(w)?;
-    }
-    Ok(())
 }
