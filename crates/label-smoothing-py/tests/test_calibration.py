@@ -114,7 +114,8 @@ def test_bootstrap_intervals_and_scaled_reports():
             assert lo <= r[name] <= hi, name
     assert r["temperature"] == pytest.approx(calibration.fit_temperature(val_z, val_y))
     assert r["calibrated"]["ece"] < r["ece"]
-    assert r["calibrated_ci"]["ece_ci"][0] <= r["calibrated"]["ece"]
+    lo, hi = r["calibrated_ci"]["nll_ci"]
+    assert lo <= r["calibrated"]["nll"] <= hi
     assert r["vector_scaling"]["weights"] == pytest.approx(list(calibration.fit_vector_scaling(val_z, val_y).weights))
     # Same seed, same intervals; torch tensors and lists read like numpy arrays.
     again = calibration.calibrate(torch.from_numpy(z), y.tolist(), bootstrap=200, bootstrap_seed=3,
