@@ -304,8 +304,9 @@ def cross_entropy(
 
 
 def _check_labels_composed(labels: torch.Tensor, k: int, ignore_index: Optional[int]) -> None:
-    """The kernel's label check for the composition (one device-to-host transfer of a flag)."""
-    if labels.numel() == 0:
+    """The kernel's label check for the composition (one device-to-host transfer of a flag). Skipped while
+    ``torch.compile`` traces, where a data-dependent branch would break the graph."""
+    if labels.numel() == 0 or _is_compiling():
         return
     bad = (labels < 0) | (labels >= k)
     if ignore_index is not None:
