@@ -135,6 +135,17 @@ impl<'py> FloatArrayMut<'py> {
     }
 }
 
+impl Floats<'_> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Floats::F32(s) => s.len(),
+            Floats::F16(s) => s.len(),
+            Floats::Bf16(s) => s.len(),
+        }
+    }
+}
+
 fn unsupported(what: &str, dtype: &str) -> PyErr {
     PyTypeError::new_err(format!(
         "{what}: dtype {dtype} is not supported by the kernel (float32, float16 or bfloat16)"

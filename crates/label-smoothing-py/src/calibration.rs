@@ -83,7 +83,7 @@ fn calibrate<'py>(
         fit_temperature: held(&fit_temperature, "fit_temperature")?,
         fit_vector: held(&fit_vector, "fit_vector")?,
     };
-    let result = detached(py, threads, || {
+    let result = detached(py, threads, usize::MAX, || {
         let c = compute(&inputs).map_err(|f| value_error(culprit_name(f.culprit), f.error))?;
         let chart = match &plot {
             Some(path) => {
@@ -114,7 +114,7 @@ fn fit_temperature_py(
     threads: usize,
 ) -> PyResult<f64> {
     let (z, y) = (slice(&logits, "logits")?, slice(&labels, "labels")?);
-    detached(py, threads, || fit_temperature(z, y, k))?.map_err(|e| value_error("logits", e))
+    detached(py, threads, usize::MAX, || fit_temperature(z, y, k))?.map_err(|e| value_error("logits", e))
 }
 
 /// Vector scaling fitted on `logits`/`labels`: `(weights [K], biases [K], nll, iterations)`.
@@ -129,7 +129,7 @@ fn fit_vector_scaling_py<'py>(
     threads: usize,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>, f64, usize)> {
     let (z, y) = (slice(&logits, "logits")?, slice(&labels, "labels")?);
-    let v = detached(py, threads, || fit_vector_scaling(z, y, k))?.map_err(|e| value_error("logits", e))?;
+    let v = detached(py, threads, usize::MAX, || fit_vector_scaling(z, y, k))?.map_err(|e| value_error("logits", e))?;
     Ok((
         PyArray1::from_vec(py, v.weights),
         PyArray1::from_vec(py, v.biases),

@@ -82,7 +82,8 @@ pub fn linear_cross_entropy<'py>(
         bias: gb.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
     };
     let wants_grad = grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some();
-    let loss = detached(py, threads, || {
+    let work = inputs.x.len().saturating_mul(k);
+    let loss = detached(py, threads, work, || {
         if wants_grad {
             lce.loss_and_grad(inputs, labels, grad_output, grads)
         } else {

@@ -142,7 +142,7 @@ pub fn cross_entropy<'py>(
         Some(r) => GradOutput::PerRow(r),
         None => GradOutput::Scalar(grad_scale),
     };
-    let loss = detached(py, threads, || compute(&loss_fn, z, t, grad_output, g))?
+    let loss = detached(py, threads, z.len(), || compute(&loss_fn, z, t, grad_output, g))?
         .map_err(PyTypeError::new_err)?
         .map_err(value_error)?;
     loss_to_python(py, loss)

@@ -83,3 +83,30 @@ def test_concurrent_calls_from_python_threads():
     for r in results:
         assert r[0] == expected[0] and r[2] == expected[2]
         assert torch.equal(r[1], expected[1]) and torch.equal(r[3], expected[3])
+
+
+def test_gradient_buffers_are_reused_only_when_free():
+    from label_smoothing.torch import _cache, empty_cache, set_gradient_cache_limit
+
+    empty_cache()
+    x = torch.randn(512, 1024, requires_grad=True)  # 2 MiB gradients: kept by the cache
+    y = torch.randint(0, 1024, (512,))
+    cross_entropy(x, y, label_smoothing=0.1).backward()
+    first = x.grad
+    ptr = first.data_ptr()
+    # In use as x.grad: the next gradient must not land in the same buffer.
+    (g,) = torch.autograd.grad(cross_entropy(x * 1, y, label_smoothing=0.1), x)
+    assert g.data_ptr() != ptr
+    assert torch.equal(first, x.grad)
+    expected = first.clone()
+    del g
+    x.grad = None
+    del first
+    # Free now: reused, and overwritten with the right values.
+    cross_entropy(x, y, label_smoothing=0.1).backward()
+    assert x.grad.data_ptr() == ptr
+    assert torch.equal(x.grad, expected)
+    assert _cache.CACHE.nbytes == 2 * 512 * 1024 * 4
+    set_gradient_cache_limit(0)
+    assert _cache.CACHE.nbytes == 0
+    set_gradient_cache_limit(1 << 30)

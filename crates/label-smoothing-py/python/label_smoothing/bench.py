@@ -5,7 +5,8 @@ against PyTorch's own CPU losses, forward and backward, in one process with alte
     python -m label_smoothing.bench --shapes 2048x32000 --rounds 30 --json
 
 For each ``N x K`` shape (seeded logits uniform in ``[-4, 4)``, uniform labels, ``label_smoothing=0.1``) every
-round times, one after the other and each after an untimed call of its own: ``ours`` (``cross_entropy`` then
+round times, one after the other (the order rotated from round to round) and each after an untimed call of its
+own: ``ours`` (``cross_entropy`` then
 ``.backward()``), ``torch`` (``F.cross_entropy`` then ``.backward()``) and ``native`` (the Rust kernel called
 directly on preallocated numpy buffers: the Rust-level time, without autograd or allocation). It prints the
 medians, ``torch / ours`` and the binding's cost ``ours / native - 1``.
@@ -53,6 +54,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _alternate(candidates: dict, times: dict, rounds: int) -> None:
+    """``rounds`` rounds of one timed call of each candidate, the order rotated every round: torch's OpenMP
+    threads spin for a while after its parallel regions, so whichever call follows torch's shares the cores."""
+    names = list(candidates)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(_timed(candidates[name]))
+
+
 def _rounds_for(probe: float, rounds: int) -> int:
     return rounds or max(5, min(200, int(20.0 / max(probe, 1e-6))))
 
@@ -84,9 +94,7 @@ def bench_loss(n: int, k: int, threads: int, rounds: int) -> dict:
     candidates = {"ours": ours, "torch": theirs, "native": native}
     times = {name: [] for name in candidates}
     total = _rounds_for(_timed(theirs), rounds)
-    for _ in range(total):
-        for name, fn in candidates.items():
-            times[name].append(_timed(fn))
+    _alternate(candidates, times, total)
     med = {name: statistics.median(v) for name, v in times.items()}
     return dict(shape=f"{n}x{k}", n=n, k=k, rounds=total, ours_s=med["ours"], torch_s=med["torch"],
                 native_s=med["native"], speedup=med["torch"] / med["ours"],
@@ -119,9 +127,7 @@ def bench_linear(n: int, d: int, k: int, threads: int, rounds: int) -> dict:
         del grads
     times = {name: [] for name in candidates}
     total = _rounds_for(_timed(candidates["torch"]), rounds)
-    for _ in range(total):
-        for name, fn in candidates.items():
-            times[name].append(_timed(fn))
+    _alternate(candidates, times, total)
     med = {name: statistics.median(v) for name, v in times.items()}
     return dict(shape=f"{n}x{d}x{k}", n=n, d=d, k=k, rounds=total, ours_s=med["ours"], torch_s=med["torch"],
                 speedup=med["torch"] / med["ours"], ours_scratch_bytes=scratch["ours"],

@@ -6,6 +6,7 @@ arguments, defaults and results, plus ``spread="others"`` (fast-reid's ``e/(K-1)
 tensors' own memory (the GIL released, the gradient computed in the forward's pass); on other devices and
 dtypes the same definition runs as torch operations, so code moves to a GPU unchanged.
 """
+from ._cache import empty_cache, set_gradient_cache_limit
 from .functional import cross_entropy, fast_reid_cross_entropy_loss, linear_cross_entropy
 from .modules import LabelSmoothingCrossEntropy, LinearCrossEntropyLoss
 
@@ -15,4 +16,6 @@ __all__ = [
     "linear_cross_entropy",
     "LabelSmoothingCrossEntropy",
     "LinearCrossEntropyLoss",
+    "empty_cache",
+    "set_gradient_cache_limit",
 ]

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import _native, _options
 from .. import _threads as _explicit_threads
-from . import _composed
+from . import _cache, _composed
 
 __all__ = ["cross_entropy", "fast_reid_cross_entropy_loss", "linear_cross_entropy"]
 
@@ -33,10 +33,11 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.bfl
 
 
 def _empty_like(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised CPU tensor like ``t`` for a gradient the kernel overwrites. Its memory comes from numpy,
-    which asks the kernel for transparent huge pages on large arrays: first touching a fresh 256 MB gradient then
-    costs a few milliseconds instead of the tens that torch's own allocation spends on 4 KiB page faults."""
-    a = np.empty(tuple(t.shape), dtype=_NUMPY_DTYPES[t.dtype])
+    """An uninitialised CPU tensor like ``t`` for a gradient the kernel overwrites: a buffer of the gradient
+    cache (``_cache.py``) when one is free, else numpy memory, which numpy asks the OS to back with transparent
+    huge pages (a fresh 256 MB gradient then costs a few milliseconds to touch, not the tens that 4 KiB page
+    faults cost)."""
+    a = _cache.CACHE.empty(tuple(t.shape), _NUMPY_DTYPES[t.dtype])
     out = torch.from_numpy(a)
     return out.view(torch.bfloat16) if t.dtype == torch.bfloat16 else out
 
