@@ -36,7 +36,7 @@ pub enum LossError {
     /// A fixed smoothing outside `[0, 1]`.
     #[error(
         "smoothing eps = {eps} is outside [0, 1]; for fast-reid's adaptive smoothing (written there as eps < 0) \
-         use adaptive smoothing with alpha instead (`with_adaptive(alpha)`, `--adaptive ALPHA`)"
+         use adaptive smoothing with alpha instead (`LabelSmoothingConfig::with_adaptive`)"
     )]
     InvalidSmoothing {
         /// The value given.

@@ -56,7 +56,7 @@ pub use error::{LossError, Result};
 pub use half::{bf16, f16};
 pub use kernel::RowStats;
 pub use related::{confidence_penalty, distillation, label_relaxation, mixup, online};
-pub use simd::{exp_f32, instruction_set};
+pub use simd::instruction_set;
 pub use types::{GradOutput, Loss, Targets};
 
 #[cfg(feature = "test-hooks")]

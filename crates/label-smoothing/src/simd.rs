@@ -13,45 +13,6 @@ pub(crate) const LANES: usize = 16;
 /// A lane array.
 pub(crate) type Lanes = [f32; LANES];
 
-/// `exp(x)` for f32, vectorisable: Cody-Waite range reduction and a degree-6 polynomial (the Cephes `expf`
-/// coefficients), within 2 ulp of the correctly rounded result on `[-87.3, 88.3]` (tested against `f64::exp`).
-/// Below `-87.33` (including `-inf`) it returns 0, above `88.37` `+inf`, and NaN stays NaN.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const LO: f32 = -87.336_54;
-    const HI: f32 = 88.376_26;
-    // 1.5 * 2^23: adding it rounds to the nearest integer and leaves that integer in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    // clamp keeps NaN as NaN.
-    let xc = x.clamp(LO, HI);
-    let t = xc * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut y = 1.987_569_1e-4_f32;
-    y = y * r + 1.398_199_9e-3;
-    y = y * r + 8.333_452e-3;
-    y = y * r + 4.166_579_6e-2;
-    y = y * r + 1.666_666_5e-1;
-    y = y * r + 0.5;
-    y = y * r * r + r + 1.0;
-    // 2^n split in two factors so that n = 128 (x near HI) does not overflow the exponent field.
-    let half = ni >> 1;
-    let s1 = f32::from_bits(((half + 127) as u32) << 23);
-    let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
-    let v = y * s1 * s2;
-    if x < LO {
-        0.0
-    } else if x > HI {
-        f32::INFINITY
-    } else {
-        v
-    }
-}
-
 /// A piece of work to compile once per instruction set. Implementations mark [`Kernel::run`]
 /// `#[inline(always)]` so that it, and everything it inlines, is compiled into the feature-enabled wrappers below.
 /// (A closure would not do: LLVM does not reliably inline a large closure body into its caller.)
@@ -342,7 +303,7 @@ pub(crate) fn exp_nonpos<S: Isa>(x: f32) -> f32 {
 /// `exp(x)` for `x` in `[EXP_RANGE_LO, 0]`, in 11 vector instructions per 8 or 16 values with FMA (8 of them
 /// multiplies or FMAs): `n = round(x / ln 2)` by the magic-number trick, whose low bits also give the scale
 /// `s = 2^n` with one shift; the reduction `r = x - n ln 2`; then `exp(x) = s + (r s) p(r)` with `p` the degree-4
-/// minimax fit of `(e^r - 1) / r` on `[-ln2/2, ln2/2]` (coefficients from `tools/fit_exp.py`).
+/// minimax fit of `(e^r - 1) / r` on `[-ln2/2, ln2/2]` (coefficients from `scripts/fit_exp.py`).
 ///
 /// Accuracy, against `f64::exp` (unit tests): with FMA, within 2.2 ulp of the correctly rounded result on
 /// `[-10, 0]` and 5 ulp on `[-87.33, -10)`; without FMA (the portable build), 2.5 ulp on the whole range. The
@@ -350,8 +311,8 @@ pub(crate) fn exp_nonpos<S: Isa>(x: f32) -> f32 {
 /// `|n| * 1.9e-9` into `r` (under 0.3 ulp of the result for `x >= -10`, up to 2.7 ulp at `x = -87`, where the
 /// term is below `e^-10 = 4.5e-5` of the row's largest and its error cannot reach the loss or the gradient);
 /// without FMA `n ln 2` must be exact, so it takes the two-step Cody-Waite split. The one-FMA reduction shortens
-/// the dependency chain and made the statistics pass 12% faster (docs/BENCHMARKS.md). [`exp_f32`]'s polynomial
-/// has two more terms and 1 ulp, but the kernels' sums need far less (SPEC: the loss to `1e-5`).
+/// the dependency chain and made the statistics pass 12% faster (docs/BENCHMARKS.md). A degree-6 polynomial would
+/// reach 1 ulp, but the kernels' sums need far less (SPEC: the loss to `1e-5`).
 #[inline(always)]
 pub(crate) fn exp_in_range<S: Isa>(x: f32) -> f32 {
     // 1.5 * 2^23 + 127: adding it rounds x / ln 2 to an integer n and leaves n + 127 in the low mantissa bits,
@@ -513,29 +474,6 @@ mod tests {
         let w = want as f32;
         let ulp = (f32::from_bits(w.to_bits() + 1) - w) as f64;
         (got as f64 - want).abs() / ulp
-    }
-
-    #[test]
-    fn exp_matches_f64_within_2_ulp() {
-        let mut worst = 0.0f64;
-        let n = 2_000_000;
-        for i in 0..=n {
-            let x = -87.3 + (88.3 + 87.3) * (i as f64 / n as f64);
-            let x = x as f32;
-            let e = ulp_err(exp_f32(x), (x as f64).exp());
-            worst = worst.max(e);
-        }
-        assert!(worst <= 2.0, "worst error {worst} ulp");
-    }
-
-    #[test]
-    fn exp_edges() {
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_f32(-1e4), 0.0);
-        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
-        assert!(exp_f32(f32::NAN).is_nan());
-        assert!(exp_f32(88.0).is_finite());
     }
 
     struct ExpAll<'a>(&'a [f32]);

@@ -42,8 +42,10 @@ impl Default for GradOutput<'_> {
     }
 }
 
-/// The value of the loss: a scalar, or one value per row for reduction `none`.
+/// The value of the loss: a scalar, or one value per row for reduction `none`. With the `serde` feature it
+/// serialises as the number or the array itself.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(untagged))]
 pub enum Loss {
     /// The reduced loss (`sum`, `mean`, `mean-nonzero`).
     Scalar(f32),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 pub use crate::io::idx::{parse_idx, read_idx, Idx, IdxError};
 use crate::io::show_path;
 
-use crate::rng::SplitMix64;
+use label_smoothing::rng::SplitMix64;
 
 static MNIST_IMAGES: &[u8] = include_bytes!("../../../data/mnist10k-images-idx3-ubyte.gz");
 static MNIST_LABELS: &[u8] = include_bytes!("../../../data/mnist10k-labels-idx1-ubyte.gz");

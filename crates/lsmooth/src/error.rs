@@ -34,6 +34,12 @@ pub enum CliError {
     /// The loss rejected its configuration.
     #[error(transparent)]
     Loss(#[from] LossError),
+    /// The report could not be written to standard output.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// The machine refused what the command needed (threads), or a result could not be encoded.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl CliError {

@@ -3,7 +3,6 @@
 //! - [`io`]: `.npy` and IDX reading, atomic writing;
 //! - [`data`]: MNIST-format datasets, splits and label noise;
 //! - [`run`]: training with candle and the label-smoothed loss (config, loop, checkpoint, metrics);
-//! - [`rng`]: the seeded generator;
 //! - [`commands`]: one module per subcommand;
 //! - [`sweep`]: settings parsing and summary statistics of sweeps;
 //! - [`analysis`]: the penultimate-layer projection;
@@ -18,7 +17,6 @@ pub mod data;
 pub mod error;
 pub mod io;
 pub mod report;
-pub mod rng;
 pub mod run;
 pub mod sweep;
 

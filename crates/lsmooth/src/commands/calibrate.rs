@@ -340,58 +340,26 @@ struct MetricRow {
     interval: fn(&Intervals) -> Option<[f64; 2]>,
 }
 
+const fn row(
+    name: &'static str,
+    value: fn(&CalibrationReport) -> f64,
+    interval: fn(&Intervals) -> Option<[f64; 2]>,
+) -> MetricRow {
+    MetricRow { name, value, interval }
+}
+
 /// The rows of the printed table, in order.
 const METRIC_ROWS: [MetricRow; 10] = [
-    MetricRow {
-        name: "accuracy",
-        value: |m| m.accuracy,
-        interval: |i| Some(i.accuracy_ci),
-    },
-    MetricRow {
-        name: "top-5 accuracy",
-        value: |m| m.top5_accuracy,
-        interval: |_| None,
-    },
-    MetricRow {
-        name: "NLL",
-        value: |m| m.nll,
-        interval: |i| Some(i.nll_ci),
-    },
-    MetricRow {
-        name: "Brier",
-        value: |m| m.brier,
-        interval: |i| Some(i.brier_ci),
-    },
-    MetricRow {
-        name: "ECE",
-        value: |m| m.ece,
-        interval: |i| Some(i.ece_ci),
-    },
-    MetricRow {
-        name: "smooth ECE",
-        value: |m| m.smooth_ece,
-        interval: |i| i.smooth_ece_ci,
-    },
-    MetricRow {
-        name: "debiased L2 CE",
-        value: |m| m.debiased_l2_ce,
-        interval: |i| Some(i.debiased_l2_ce_ci),
-    },
-    MetricRow {
-        name: "MCE",
-        value: |m| m.mce,
-        interval: |_| None,
-    },
-    MetricRow {
-        name: "adaptive ECE",
-        value: |m| m.adaptive_ece,
-        interval: |_| None,
-    },
-    MetricRow {
-        name: "classwise ECE",
-        value: |m| m.classwise_ece,
-        interval: |_| None,
-    },
+    row("accuracy", |m| m.accuracy, |i| Some(i.accuracy_ci)),
+    row("top-5 accuracy", |m| m.top5_accuracy, |_| None),
+    row("NLL", |m| m.nll, |i| Some(i.nll_ci)),
+    row("Brier", |m| m.brier, |i| Some(i.brier_ci)),
+    row("ECE", |m| m.ece, |i| Some(i.ece_ci)),
+    row("smooth ECE", |m| m.smooth_ece, |i| i.smooth_ece_ci),
+    row("debiased L2 CE", |m| m.debiased_l2_ce, |i| Some(i.debiased_l2_ce_ci)),
+    row("MCE", |m| m.mce, |_| None),
+    row("adaptive ECE", |m| m.adaptive_ece, |_| None),
+    row("classwise ECE", |m| m.classwise_ece, |_| None),
 ];
 
 /// The table of every metric, one column per evaluation (as given, after T, after vector scaling).
@@ -529,9 +497,10 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;
     }
-    let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
+    let w = CliError::Stdout;
     if args.json {
-        let json = serde_json::to_string(&c.output).map_err(|e| CliError::Usage(e.to_string()))?;
+        let json = serde_json::to_string(&c.output)
+            .map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
         writeln!(out, "{json}").map_err(w)
     } else {
         write_table(&c, r.n, out).map_err(w)

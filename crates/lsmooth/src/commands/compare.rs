@@ -13,9 +13,8 @@ use crate::report::{html, lines, projection, reliability};
 use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity, ECE_BINS};
 use crate::sweep::grid::{self, parse_grid, Grid};
 use crate::sweep::settings::{config, parse_full_setting, Setting};
-use crate::sweep::summary::{
-    cell_of, text_table, HtmlColumn, SettingSummary, Stat, Summary, COLUMNS, FEW_SEEDS, POOLED_BOOTSTRAP,
-};
+use crate::sweep::stats::{SettingSummary, Stat, FEW_SEEDS, POOLED_BOOTSTRAP};
+use crate::sweep::summary::{cell_of, text_table, HtmlColumn, Summary, COLUMNS};
 use crate::CliError;
 
 /// The settings of `lsmooth compare` without `--settings` or `--grid`.
@@ -28,7 +27,7 @@ struct SettingRuns {
     reports: Vec<CalibrationReport>,
     /// The test predictions of every seed, pooled.
     rows: RowScores,
-    projection: Option<crate::analysis::projection::Projection>,
+    projection: Option<crate::analysis::Projection>,
 }
 
 /// Pools reliability bins over seeds (counts add; confidence and accuracy are count-weighted).
@@ -116,7 +115,7 @@ fn markdown(summary: &Summary, seeds: &[u64]) -> String {
     );
     s.push_str("| setting |");
     for c in COLUMNS {
-        s.push_str(&format!(" {} |", c.0));
+        s.push_str(&format!(" {} |", c.header));
     }
     s.push_str("\n|---|");
     for _ in COLUMNS {
@@ -430,7 +429,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     .model
                     .head_weight_values()
                     .map_err(|e| CliError::Train(e.to_string()))?;
-                let p = crate::analysis::projection::project(&features, d, &labels, &w, data.classes, classes)
+                let p = crate::analysis::project(&features, d, &labels, &w, data.classes, classes)
                     .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
                 s.projection = Some(p);
             }
@@ -488,7 +487,7 @@ fn html_columns() -> Vec<HtmlColumn> {
         .map(|c| {
             let c = *c;
             let g: Box<dyn Fn(&SettingSummary) -> String> = Box::new(move |s| cell_of(s, &c));
-            (c.0, g)
+            (c.header, g)
         })
         .collect()
 }

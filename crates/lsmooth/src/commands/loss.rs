@@ -12,7 +12,7 @@ use std::path::Path;
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// The loss: a number, or one per row for reduction `none` (`null` where not finite).
-    pub loss: LossJson,
+    pub loss: Loss,
     /// Rows.
     pub n: usize,
     /// Classes.
@@ -31,16 +31,6 @@ pub struct Report {
     /// Where the loss was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_out: Option<String>,
-}
-
-/// A loss value for JSON: f32 numbers print in their shortest form.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum LossJson {
-    /// A scalar.
-    Scalar(f32),
-    /// Per row.
-    PerRow(Vec<f32>),
 }
 
 fn read_2d(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>), CliError> {
@@ -196,10 +186,7 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         Smoothing::Adaptive { alpha } => (None, Some(alpha)),
     };
     let report = Report {
-        loss: match loss {
-            Loss::Scalar(v) => LossJson::Scalar(v),
-            Loss::PerRow(v) => LossJson::PerRow(v),
-        },
+        loss,
         n,
         k,
         spread: args.loss.spread.name(),
@@ -209,7 +196,8 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         grad_out: args.grad_out.as_ref().map(|p| p.display().to_string()),
         loss_out: args.loss_out.as_ref().map(|p| p.display().to_string()),
     };
-    let line = serde_json::to_string(&report).map_err(|e| CliError::Usage(e.to_string()))?;
-    writeln!(out, "{line}").map_err(|e| CliError::Usage(format!("cannot write to stdout: {e}")))?;
+    let line =
+        serde_json::to_string(&report).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
+    writeln!(out, "{line}").map_err(CliError::Stdout)?;
     Ok(())
 }

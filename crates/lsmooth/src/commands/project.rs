@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::analysis::projection::{project, Projection};
+use crate::analysis::{project, Projection};
 use crate::cli::ProjectArgs;
 use crate::io::{atomic, npy};
 use crate::report::png::{check_extension, encode_for};
@@ -143,10 +143,12 @@ pub fn run(args: &ProjectArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
     non_finite(&args.features, &features, "feature")?;
     non_finite(&args.weights, &weights, "weight")?;
     let p = project(&features, d, &labels, &weights, k, classes).map_err(|e| {
-        if e.contains("templates") {
+        if e.contains("templates") || e.starts_with("weights") {
             CliError::input(&args.weights, e)
+        } else if e.starts_with("features") {
+            CliError::input(&args.features, e)
         } else {
-            CliError::Usage(e)
+            CliError::Usage(format!("--classes: {e}"))
         }
     })?;
     let stats = clusters(&p);
@@ -156,7 +158,7 @@ pub fn run(args: &ProjectArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
         let bytes = encode_for(plot, &chart).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;
     }
-    let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
+    let w = CliError::Stdout;
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&stats).expect("serialisable")).map_err(w)?;
     } else {

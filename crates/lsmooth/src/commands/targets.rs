@@ -25,6 +25,6 @@ pub fn run(args: &TargetsArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
         )));
     }
     let t = target_distribution(args.classes, args.label, args.smoothing, args.spread)?;
-    writeln!(out, "{t:?}").map_err(|e| CliError::Usage(format!("cannot write to stdout: {e}")))?;
+    writeln!(out, "{t:?}").map_err(CliError::Stdout)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Files in and out: `.npy` arrays ([`npy`], with its header's Python literals in [`pyliteral`]), IDX datasets,
+//! Files in and out: `.npy` arrays ([`npy`], with its header's Python literals in `npy::pyliteral`), IDX datasets,
 //! plain or gzipped ([`idx`]), and atomic output files ([`atomic`]).
 //!
 //! Every reader accepts what the format's reference reader accepts (numpy for `.npy`), refuses the rest with the
@@ -7,7 +7,6 @@
 pub mod atomic;
 pub mod idx;
 pub mod npy;
-pub mod pyliteral;
 
 use std::path::Path;
 

@@ -1,10 +1,10 @@
-//! The projection of [`crate::analysis::projection`] drawn as self-contained SVG.
+//! The projection of [`crate::analysis`] drawn as self-contained SVG.
 
 use std::fmt::Write;
 
 #[cfg(test)]
-use crate::analysis::projection::project;
-use crate::analysis::projection::Projection;
+use crate::analysis::project;
+use crate::analysis::Projection;
 
 const COLORS: [&str; 3] = ["#0072B2", "#D55E00", "#009E73"];
 

@@ -23,10 +23,10 @@ use label_smoothing_candle::LabelSmoothingCrossEntropy;
 
 use crate::data::{Dataset, Split};
 use crate::io::atomic;
-use crate::rng::SplitMix64;
 use crate::CliError;
 use checkpoint::{save_tensors, write_atomic};
 pub use config::{read_config, LossSpec, Objective, TrainConfig, ECE_BINS};
+use label_smoothing::rng::SplitMix64;
 use metrics::{accuracy, epochs_csv, report};
 pub use metrics::{EpochMetrics, Outcome, RunMetrics};
 pub use model::{Model, ModelKind};

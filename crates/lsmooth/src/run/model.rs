@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
+use label_smoothing::rng::SplitMix64;
 
 /// Which network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Strength sweeps (`lsmooth compare --grid others:0,0.01,0.05,0.1`): one setting per strength, and which
 //! strength the validation split picks.
 
-use super::summary::{SettingSummary, Stat};
+use super::stats::{SettingSummary, Stat};
 use crate::CliError;
 use serde::Serialize;
 

@@ -2,4 +2,5 @@
 
 pub mod grid;
 pub mod settings;
+pub mod stats;
 pub mod summary;

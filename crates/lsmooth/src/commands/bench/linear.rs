@@ -299,11 +299,12 @@ pub(super) fn run(args: &BenchArgs, shape: &str, out: &mut dyn std::io::Write) -
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| CliError::Usage(format!("cannot start {threads} threads: {e}")))?;
+        .map_err(|e| CliError::Runtime(format!("cannot start {threads} threads: {e}")))?;
     let r = pool.install(|| bench(args, n, d, k, threads))?;
-    let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
+    let w = CliError::Stdout;
     if args.json {
-        let line = serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?;
+        let line =
+            serde_json::to_string(&r).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
         return writeln!(out, "{line}").map_err(w);
     }
     let mib = |b: Option<u64>| {

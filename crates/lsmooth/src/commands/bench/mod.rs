@@ -250,15 +250,16 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| CliError::Usage(format!("cannot start {threads} threads: {e}")))?;
+        .map_err(|e| CliError::Runtime(format!("cannot start {threads} threads: {e}")))?;
     let report = pool.install(|| match args.dtype {
         DType::F32 => run_typed::<f32>(args, n, k, threads),
         DType::Bf16 => run_typed::<bf16>(args, n, k, threads),
         DType::F16 => run_typed::<f16>(args, n, k, threads),
     })?;
-    let w = |e: std::io::Error| CliError::Usage(format!("cannot write to stdout: {e}"));
+    let w = CliError::Stdout;
     if args.json {
-        let line = serde_json::to_string(&report).map_err(|e| CliError::Usage(e.to_string()))?;
+        let line =
+            serde_json::to_string(&report).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
         writeln!(out, "{line}").map_err(w)?;
     } else {
         let r = &report;

@@ -1,8 +1,8 @@
 //! The header dict of a `.npy` file, checked as `numpy.lib.format` checks it after `literal_eval`, and the
 //! `descr` strings `numpy.dtype` reads as the supported dtypes.
 
+use super::pyliteral::Value;
 use super::DType;
-use crate::io::pyliteral::Value;
 
 /// numpy's default `max_header_size`: `numpy.load` refuses longer headers unless pickles are allowed.
 pub const MAX_HEADER_CHARS: usize = 10_000;

@@ -5,15 +5,14 @@
 //! applies, the byte offset.
 //!
 //! Hand-written rather than taken from a crate: numpy reads the header with `ast.literal_eval`, and accepting
-//! exactly what it accepts needs a real Python-literal parser ([`super::pyliteral`]); the general-purpose readers
+//! exactly what it accepts needs a real Python-literal parser ([`pyliteral`]); the general-purpose readers
 //! match the header loosely, and their errors do not say where a file is wrong.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::pyliteral;
-
 mod header;
+pub mod pyliteral;
 
 use header::check_header;
 pub use header::{dtype_of_descr, escape, MAX_HEADER_CHARS};

@@ -1,3 +1,5 @@
+//! Analyses of trained models beyond their metrics: the penultimate-layer projection.
+//!
 //! The picture of Müller, Kornblith and Hinton (2019), "When does label smoothing help?", figure 1: penultimate
 //! activations of three classes projected onto the plane through those classes' final-layer weight vectors
 //! (the class templates). With label smoothing the clusters become tight and equidistant. The drawing is

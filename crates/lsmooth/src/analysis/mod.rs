@@ -1,3 +1,0 @@
-//! Analyses of trained models beyond their metrics.
-
-pub mod projection;
