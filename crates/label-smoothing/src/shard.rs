@@ -60,7 +60,7 @@
 
 use crate::api::{check_grad_output, check_labels, LabelSmoothingLoss};
 use crate::config::Smoothing;
-use crate::driver::shard::{run_shard_rows, ShardOp, ShardRows};
+use crate::driver::pieces::{run_shard_rows, ShardOp, ShardRows};
 use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
 use crate::kernel::{GradRow, RowStats};

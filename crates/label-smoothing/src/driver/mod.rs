@@ -41,8 +41,8 @@ macro_rules! with_variant {
 }
 
 pub(crate) mod lanes;
+pub(crate) mod pieces;
 mod rows;
-pub(crate) mod shard;
 mod wide;
 
 /// Classes per parallel task, at most: a task's rows stay in L2 while their gradient is written.

@@ -33,12 +33,12 @@
 //! for them.
 
 mod baseline;
+mod class_shard;
 mod filter;
 mod products;
-mod shard;
 
 pub use baseline::{gemms_only, unfused};
-pub use shard::LinearShard;
+pub use class_shard::LinearShard;
 
 use crate::api::{check_grad_output, check_labels, check_positive, LabelSmoothingLoss};
 use crate::config::{LabelSmoothingConfig, Reduction};
