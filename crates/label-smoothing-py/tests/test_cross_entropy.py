@@ -205,3 +205,27 @@ def test_golden_cases():
         g = grads(loss, x, up)
         expected = torch.tensor(c["expected_grad"], dtype=torch.float64).reshape(n, k)
         assert_grad_close(g, expected, atol=2e-6, rtol=1e-5)
+
+
+def test_no_gradient_computed_without_grad_mode(monkeypatch):
+    # Under torch.no_grad() the kernel computes the loss alone (reads the logits once), even for logits that
+    # require a gradient.
+    from label_smoothing.torch import functional as fn
+
+    calls = []
+    original = fn._kernel_loss
+
+    def spy(logits, target, opts, grad=None, **kw):
+        calls.append(grad is not None)
+        return original(logits, target, opts, grad=grad, **kw)
+
+    monkeypatch.setattr(fn, "_kernel_loss", spy)
+    x, y = problem(8, 50)
+    with torch.no_grad():
+        cross_entropy(x, y, label_smoothing=0.1)
+    with torch.inference_mode():
+        cross_entropy(x, y, label_smoothing=0.1)
+    cross_entropy(x.detach(), y, label_smoothing=0.1)
+    assert calls == [False, False, False]
+    cross_entropy(x, y, label_smoothing=0.1).backward()
+    assert calls[-1] is True and x.grad is not None

@@ -64,7 +64,8 @@ def _choose_backend(backend: Optional[str], kernel_ok: bool, why_not: str) -> bo
 class _Options:
     """The options of one loss call, as the native function takes them."""
 
-    __slots__ = ("k", "soft", "weight", "ignore_index", "reduction", "smoothing", "spread", "adaptive", "threads")
+    __slots__ = ("k", "soft", "weight", "ignore_index", "reduction", "smoothing", "spread", "adaptive", "threads",
+                 "grad_enabled")
 
     def __init__(self, k, soft, weight, ignore_index, reduction, smoothing, spread, adaptive):
         self.k = k
@@ -77,6 +78,9 @@ class _Options:
         self.spread = spread
         self.adaptive = adaptive
         self.threads = _threads()
+        # Read here, at the call: inside an autograd function's forward grad mode is always off, and
+        # ctx.needs_input_grad says True under torch.no_grad() too.
+        self.grad_enabled = torch.is_grad_enabled()
 
     def kwargs(self):
         return dict(
@@ -121,7 +125,7 @@ class _KernelCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, target, opts):
         ctx.opts = opts
         ctx.precomputed = None
-        needs_grad = ctx.needs_input_grad[0]
+        needs_grad = ctx.needs_input_grad[0] and opts.grad_enabled
         if needs_grad:
             ctx.save_for_backward(logits, target)
         if needs_grad and opts.reduction != "none":
@@ -369,7 +373,7 @@ class _KernelLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, w, b, target, opts):
         ctx.opts = opts
         ctx.precomputed = None
-        needs = ctx.needs_input_grad[:3]
+        needs = tuple(n and opts.grad_enabled for n in ctx.needs_input_grad[:3])
         if any(needs):
             ctx.save_for_backward(x, w, b, target)
         if any(needs) and opts.reduction != "none":
