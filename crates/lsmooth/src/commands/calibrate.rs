@@ -206,15 +206,7 @@ pub fn evaluate_logits(
     let probs = softmax_rows(z, k, t)?;
     let mut report = calibration(&probs, labels, k, bins)?;
     report.nll = nll_of_logits(z, labels, k, t)?;
-    let rows = RowScores::from_logits(z, labels, k, t)?;
-    let intervals = boot
-        .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
-        .transpose()?;
-    Ok(Evaluated {
-        report,
-        intervals,
-        rows,
-    })
+    with_intervals(report, RowScores::from_logits(z, labels, k, t)?, bins, boot)
 }
 
 /// The metrics (and intervals) of probabilities.
@@ -227,7 +219,16 @@ pub fn evaluate_probs(
 ) -> Result<Evaluated, CalibrationError> {
     let probs: Vec<f64> = p.iter().map(|&v| v as f64).collect();
     let report = calibration(&probs, labels, k, bins)?;
-    let rows = RowScores::from_probs(&probs, labels, k)?;
+    with_intervals(report, RowScores::from_probs(&probs, labels, k)?, bins, boot)
+}
+
+/// A report with the bootstrap intervals of its per-row scores, when asked for.
+fn with_intervals(
+    report: CalibrationReport,
+    rows: RowScores,
+    bins: usize,
+    boot: Option<&BootstrapConfig>,
+) -> Result<Evaluated, CalibrationError> {
     let intervals = boot
         .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
         .transpose()?;

@@ -47,8 +47,10 @@ def _is_compiling() -> bool:
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
-def _choose_backend(backend: Optional[str], kernel_ok: bool, why_not: str) -> bool:
-    """Whether to run the Rust kernel (``True``) or the torch composition."""
+def _choose_backend(backend: Optional[str], why_not: str) -> bool:
+    """Whether to run the Rust kernel (``True``) or the torch composition; ``why_not`` is empty where the kernel
+    can run, else the reason it cannot."""
+    kernel_ok = not why_not
     if backend not in _BACKENDS:
         raise ValueError(f"backend: {backend!r} is not a valid value; expected 'auto', 'kernel' or 'torch'")
     if backend == "torch":
@@ -290,7 +292,7 @@ def cross_entropy(
         why_not = f"the input's dtype is {input.dtype} (the kernel takes float32, bfloat16 or float16)"
     elif soft and target.requires_grad:
         why_not = "the probability target requires a gradient"
-    use_kernel = _choose_backend(backend, not why_not, why_not)
+    use_kernel = _choose_backend(backend, why_not)
 
     if use_kernel:
         if k < 2:
@@ -487,7 +489,7 @@ def linear_cross_entropy(
         kernel_why = "a tensor is not on the CPU"
     elif any(t.dtype != torch.float32 for t in tensors):
         kernel_why = "the fused linear loss takes float32 input, weight and bias"
-    use_kernel = _choose_backend(backend, not kernel_why, kernel_why)
+    use_kernel = _choose_backend(backend, kernel_why)
     if not use_kernel:
         logits = _composed.linear_logits(x2, linear_weight, linear_bias)
         flat = target.reshape(-1, k) if soft else target.reshape(-1)
