@@ -157,7 +157,12 @@ impl LabelSmoothingLoss {
         grad_output: GradOutput<'_>,
         out: CallBuffers<'_, E>,
     ) -> Result<Loss> {
-        driver::run(&self.config, self.k, self.weight_total, n, targets, grad_output, out)
+        let call = driver::Call {
+            n,
+            targets,
+            grad_output,
+        };
+        driver::run(self, call, out)
     }
 }
 

@@ -1,18 +1,14 @@
 //! One row's loss in f64, and what its gradient pass needs, from the row's [`RowStats`].
 
+use crate::api::LabelSmoothingLoss;
 use crate::config::{Smoothing, Spread};
 use crate::element::Element;
 use crate::kernel::{GradRow, RowIo, RowStats};
 use crate::types::{GradOutput, Targets};
 
-/// Per-call constants of the row computation.
+/// Per-call constants of the row computation: the loss, and what this call adds to it.
 pub(crate) struct CallPlan<'a> {
-    pub(crate) k: usize,
-    pub(crate) spread: Spread,
-    pub(crate) smoothing: Smoothing,
-    pub(crate) ignore: Option<i64>,
-    pub(crate) weights: Option<&'a [f32]>,
-    pub(crate) weight_total: f64,
+    pub(crate) loss: &'a LabelSmoothingLoss,
     pub(crate) targets: Targets<'a>,
     pub(crate) grad_output: GradOutput<'a>,
     /// Row `i`'s gradient is scaled by `scale * g_i` (`scale` is `1 / D` for the means).
@@ -30,18 +26,68 @@ pub(crate) enum RowKind<'a> {
     Soft(&'a [f32]),
 }
 
-impl CallPlan<'_> {
+impl<'a> CallPlan<'a> {
+    /// The plan of a call of `loss` on `targets`, each row's gradient scaled by `scale` and its upstream gradient.
+    pub(crate) fn new(
+        loss: &'a LabelSmoothingLoss,
+        targets: Targets<'a>,
+        grad_output: GradOutput<'a>,
+        scale: f64,
+        across_lanes: bool,
+    ) -> Self {
+        CallPlan {
+            loss,
+            targets,
+            grad_output,
+            scale,
+            shifted: !matches!(loss.config().smoothing, Smoothing::Fixed(e) if e == 0.0),
+            across_lanes,
+        }
+    }
+
+    /// The number of classes `K`.
+    #[inline(always)]
+    pub(crate) fn k(&self) -> usize {
+        self.loss.num_classes()
+    }
+
+    #[inline(always)]
+    pub(crate) fn spread(&self) -> Spread {
+        self.loss.config().spread
+    }
+
+    #[inline(always)]
+    pub(crate) fn smoothing(&self) -> Smoothing {
+        self.loss.config().smoothing
+    }
+
+    #[inline(always)]
+    pub(crate) fn ignore(&self) -> Option<i64> {
+        self.loss.config().ignore_index
+    }
+
+    /// The class weights `[K]`, if any.
+    #[inline(always)]
+    pub(crate) fn weights(&self) -> Option<&'a [f32]> {
+        self.loss.config().weights.as_deref()
+    }
+
+    /// `sum_c u_c` in f64 (`K` without weights).
+    #[inline(always)]
+    pub(crate) fn weight_total(&self) -> f64 {
+        self.loss.weight_total()
+    }
     pub(crate) fn row_kind<E: Element, IO: RowIo<E>>(&self, i: usize, io: &IO) -> RowKind<'_> {
         match self.targets {
             Targets::Labels(labels) => {
-                if Some(labels[i]) == self.ignore {
+                if Some(labels[i]) == self.ignore() {
                     RowKind::Ignored
                 } else {
                     let y = labels[i] as usize;
                     RowKind::Hard { y, zy: io.load(y) }
                 }
             }
-            Targets::Soft(t) => RowKind::Soft(&t[i * self.k..(i + 1) * self.k]),
+            Targets::Soft(t) => RowKind::Soft(&t[i * self.k()..(i + 1) * self.k()]),
         }
     }
 
@@ -65,18 +111,18 @@ impl CallPlan<'_> {
             off: 0.0,
             label: None,
         };
-        let w_all = self.weight_total;
+        let w_all = self.weight_total();
         let loss = match *kind {
             RowKind::Ignored => 0.0,
             RowKind::Hard { y, zy } => {
                 let d_y = zy as f64 - st.max as f64;
-                let e = match self.smoothing {
+                let e = match self.smoothing() {
                     Smoothing::Fixed(e) => e as f64,
                     Smoothing::Adaptive { alpha } => alpha as f64 * (d_y.exp() / st.sum_exp),
                 };
-                let (off, on) = self.spread.hard_target(e, self.k);
-                let w_y = self.weights.map_or(1.0, |w| w[y] as f64);
-                if self.weights.is_some() {
+                let (off, on) = self.spread().hard_target(e, self.k());
+                let w_y = self.weights().map_or(1.0, |w| w[y] as f64);
+                if self.weights().is_some() {
                     g.q_scale = (off * w_all + (on - off) * w_y) as f32;
                 }
                 g.off = off as f32;
@@ -92,11 +138,11 @@ impl CallPlan<'_> {
                 spread_term + (on - off) * w_y * nll_y
             }
             RowKind::Soft(_) => {
-                let e = match self.smoothing {
+                let e = match self.smoothing() {
                     Smoothing::Fixed(e) => e as f64,
                     Smoothing::Adaptive { .. } => 0.0, // rejected by `check`
                 };
-                let (t_scale, off) = self.spread.soft_target(e, self.k);
+                let (t_scale, off) = self.spread().soft_target(e, self.k());
                 g.q_scale = (t_scale * st.target_mass + off * w_all) as f32;
                 g.t_scale = t_scale as f32;
                 g.off = off as f32;

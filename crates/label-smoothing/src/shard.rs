@@ -59,7 +59,6 @@
 //! ```
 
 use crate::api::{check_grad_output, check_labels, LabelSmoothingLoss};
-use crate::config::Smoothing;
 use crate::driver::pieces::{run_shard_rows, ShardOp, ShardRows};
 use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
@@ -332,20 +331,7 @@ impl ShardPlan {
     }
 
     fn plan<'a>(&'a self, labels: &'a [i64], grad_output: GradOutput<'a>, scale: f64) -> CallPlan<'a> {
-        let config = self.loss.config();
-        CallPlan {
-            k: self.loss.num_classes(),
-            spread: config.spread,
-            smoothing: config.smoothing,
-            ignore: config.ignore_index,
-            weights: config.weights.as_deref(),
-            weight_total: self.loss.weight_total(),
-            targets: Targets::Labels(labels),
-            grad_output,
-            scale,
-            shifted: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
-            across_lanes: false,
-        }
+        CallPlan::new(&self.loss, Targets::Labels(labels), grad_output, scale, false)
     }
 
     fn rows_per_task(&self) -> usize {

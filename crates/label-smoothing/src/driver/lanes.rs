@@ -89,7 +89,7 @@ impl Group {
         rows: usize,
         losses: &mut [f64],
     ) -> u32 {
-        let k = plan.k;
+        let k = plan.k();
         #[cfg(feature = "test-hooks")]
         super::test_hooks::GROUPS.set(super::test_hooks::GROUPS.get() + 1);
         let all = (1u32 << rows) - 1;
@@ -99,7 +99,7 @@ impl Group {
         // Without class weights, weights of 1: every product with them is exact, so the bits are the row
         // kernel's unweighted ones (and one compiled variant fewer).
         const ONES: [f32; MAX_K] = [1.0; MAX_K];
-        let w: &[f32] = plan.weights.unwrap_or(&ONES[..k]);
+        let w: &[f32] = plan.weights().unwrap_or(&ONES[..k]);
         assert!(k <= MAX_K && rows <= LANES && losses.len() == rows && first + rows <= labels.len());
         assert!(w.len() == k);
 
@@ -139,7 +139,7 @@ impl Group {
         // As the row kernel's `RowStats::mass` (which a one-chunk row's loss does not use).
         let mass = if !plan.shifted {
             0.0
-        } else if plan.weights.is_some() {
+        } else if plan.weights().is_some() {
             let mut ms = [0.0f32; LANES];
             for (c, &u) in w.iter().enumerate() {
                 ms[c % LANES] += u;
@@ -165,7 +165,7 @@ impl Group {
         for l in 0..rows {
             let i = first + l;
             let y = labels[i];
-            if Some(y) == plan.ignore || mx[l] == f32::NEG_INFINITY || sum_exp[l].is_nan() {
+            if Some(y) == plan.ignore() || mx[l] == f32::NEG_INFINITY || sum_exp[l].is_nan() {
                 left |= 1 << l;
                 continue;
             }
@@ -264,7 +264,7 @@ impl Group {
         losses: &mut [f64],
         out: bool,
     ) -> u32 {
-        self.load::<S, E>(z, plan.k);
+        self.load::<S, E>(z, plan.k());
         S::outline(GroupTask {
             grp: self,
             plan,
@@ -306,7 +306,7 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
     #[inline(always)]
     fn run<S: Isa>(self) {
         let (plan, first, bufs, losses) = (self.plan, self.first, self.bufs, self.losses);
-        let k = plan.k;
+        let k = plan.k();
         let mut grp = Group::new();
         let span = LANES * k;
         // A row left to the row kernel, through its own dispatched task: inlining the row kernel here would compile

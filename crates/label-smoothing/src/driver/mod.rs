@@ -2,7 +2,8 @@
 //! threads), the reductions in row order, and the `mean-nonzero` rescale. Compiled once per element type
 //! ([`run`]'s three non-generic instances), so that every crate calling the generic API links to these.
 
-use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
+use crate::api::LabelSmoothingLoss;
+use crate::config::{LabelSmoothingConfig, Reduction};
 use crate::element::Element;
 use crate::error::Result;
 use crate::kernel::{CallBuffers, CHUNK};
@@ -85,29 +86,29 @@ fn serial(elems: usize, lanes: bool) -> bool {
 /// A row is split across threads when there are fewer rows than threads and it has at least this many chunks.
 const WIDE_MIN_CHUNKS: usize = 4;
 
+/// A validated call's inputs besides the logits: `N`, the targets and the upstream gradient.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) n: usize,
+    pub(crate) targets: Targets<'a>,
+    pub(crate) grad_output: GradOutput<'a>,
+}
+
 /// Computes a validated call through the instance compiled for its element type: the public calls are generic,
 /// and a generic function is compiled again in every crate that calls it (and the kernels are large); these
 /// non-generic, never inlined instances are compiled once, here, and every caller links to them.
 #[inline(always)]
-pub(crate) fn run<E: Element>(
-    config: &LabelSmoothingConfig,
-    k: usize,
-    weight_total: f64,
-    n: usize,
-    targets: Targets<'_>,
-    grad_output: GradOutput<'_>,
-    out: CallBuffers<'_, E>,
-) -> Result<Loss> {
+pub(crate) fn run<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, out: CallBuffers<'_, E>) -> Result<Loss> {
     let out = match out.cast::<f32>() {
-        Ok(out) => return run_f32(config, k, weight_total, n, targets, grad_output, out),
+        Ok(out) => return run_f32(loss, call, out),
         Err(out) => out,
     };
     let out = match out.cast::<half::bf16>() {
-        Ok(out) => return run_bf16(config, k, weight_total, n, targets, grad_output, out),
+        Ok(out) => return run_bf16(loss, call, out),
         Err(out) => out,
     };
     match out.cast::<half::f16>() {
-        Ok(out) => run_f16(config, k, weight_total, n, targets, grad_output, out),
+        Ok(out) => run_f16(loss, call, out),
         Err(_) => unreachable!("Element is sealed: f32, bf16 and f16 only"),
     }
 }
@@ -115,16 +116,8 @@ pub(crate) fn run<E: Element>(
 macro_rules! instantiate {
     ($($name:ident: $t:ty),*) => {$(
         #[inline(never)]
-        fn $name(
-            config: &LabelSmoothingConfig,
-            k: usize,
-            weight_total: f64,
-            n: usize,
-            targets: Targets<'_>,
-            grad_output: GradOutput<'_>,
-            out: CallBuffers<'_, $t>,
-        ) -> Result<Loss> {
-            run_typed(config, k, weight_total, n, targets, grad_output, out)
+        fn $name(loss: &LabelSmoothingLoss, call: Call<'_>, out: CallBuffers<'_, $t>) -> Result<Loss> {
+            run_typed(loss, call, out)
         }
     )*};
 }
@@ -182,29 +175,19 @@ pub(crate) fn reduce(reduction: Reduction, losses: &[f64], denominator: f64, sca
 }
 
 /// The computation of a validated call, for any element type (instantiated once per type by [`run`]).
-fn run_typed<E: Element>(
-    config: &LabelSmoothingConfig,
-    k: usize,
-    weight_total: f64,
-    n: usize,
-    targets: Targets<'_>,
-    grad_output: GradOutput<'_>,
-    mut out: CallBuffers<'_, E>,
-) -> Result<Loss> {
-    let (denominator, scale) = reduction_scale(config, n, targets);
-    let plan = CallPlan {
+fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: CallBuffers<'_, E>) -> Result<Loss> {
+    let (
+        config,
         k,
-        spread: config.spread,
-        smoothing: config.smoothing,
-        ignore: config.ignore_index,
-        weights: config.weights.as_deref(),
-        weight_total,
-        targets,
-        grad_output,
-        scale,
-        shifted: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
-        across_lanes: !rows_only() && k <= lanes::MAX_K && matches!(targets, Targets::Labels(_)),
-    };
+        Call {
+            n,
+            targets,
+            grad_output,
+        },
+    ) = (loss.config(), loss.num_classes(), call);
+    let (denominator, scale) = reduction_scale(config, n, targets);
+    let across_lanes = !rows_only() && k <= lanes::MAX_K && matches!(targets, Targets::Labels(_));
+    let plan = CallPlan::new(loss, targets, grad_output, scale, across_lanes);
 
     let mut losses = vec![0.0f64; n];
     let threads = rayon::current_num_threads();

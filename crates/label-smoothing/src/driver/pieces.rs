@@ -35,7 +35,7 @@ impl Kernel for ShardRows<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self) {
-        let has_w = self.plan.weights.is_some();
+        let has_w = self.plan.weights().is_some();
         match (has_w, self.plan.shifted) {
             (false, false) => self.run_variant::<S, false, false>(),
             (false, true) => self.run_variant::<S, false, true>(),
@@ -49,8 +49,8 @@ impl ShardRows<'_, '_> {
     #[inline(always)]
     fn run_variant<S: Isa, const W: bool, const SHIFTED: bool>(self) {
         let (plan, offset, pieces, len) = (self.plan, self.offset, self.pieces, self.len);
-        let full_w: &[f32] = plan.weights.unwrap_or(&[]);
-        let w: &[f32] = plan.weights.map_or(&[][..], |w| &w[offset..offset + len]);
+        let full_w: &[f32] = plan.weights().unwrap_or(&[]);
+        let w: &[f32] = plan.weights().map_or(&[][..], |w| &w[offset..offset + len]);
         let labels = match plan.targets {
             crate::types::Targets::Labels(l) => l,
             crate::types::Targets::Soft(_) => unreachable!("a shard takes hard labels only"),
@@ -62,7 +62,7 @@ impl ShardRows<'_, '_> {
             ShardOp::Stats(logits, stats) => {
                 let rows = logits.chunks_exact(len).zip(stats.chunks_exact_mut(pieces.len()));
                 for (r, (z, st)) in rows.enumerate() {
-                    if Some(labels[self.first + r]) == plan.ignore {
+                    if Some(labels[self.first + r]) == plan.ignore() {
                         st.fill(RowStats::EMPTY);
                         continue;
                     }
@@ -102,7 +102,6 @@ impl ShardRows<'_, '_> {
 
 /// One row's gradient over its pieces, then the label's entry when the label is in the shard.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn grad_row<S: Isa, IO: RowIo<f32>, const W: bool>(
     g: &GradRow,
     io: &mut IO,

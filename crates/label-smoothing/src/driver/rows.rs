@@ -25,7 +25,7 @@ impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for R
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self) {
-        let (k, first, plan) = (self.plan.k, self.first_row, self.plan);
+        let (k, first, plan) = (self.plan.k(), self.first_row, self.plan);
         // Chunk maxima of the current row (rows longer than one chunk only).
         let mut maxima = Vec::new();
         match self.bufs {
@@ -131,7 +131,7 @@ impl CallPlan<'_> {
         losses: &mut [f64],
     ) {
         let soft = matches!(self.targets, Targets::Soft(_));
-        with_variant!((self.weights.is_some(), soft, self.shifted) => |W, T, SHIFTED| dispatch(RowTask::<E, W, T, SHIFTED> {
+        with_variant!((self.weights().is_some(), soft, self.shifted) => |W, T, SHIFTED| dispatch(RowTask::<E, W, T, SHIFTED> {
             plan: self,
             first_row,
             bufs,
@@ -151,7 +151,7 @@ impl CallPlan<'_> {
         let kind = self.row_kind::<E, IO>(i, io);
         if matches!(kind, RowKind::Ignored) {
             if IO::WRITES {
-                for c in 0..self.k {
+                for c in 0..self.k() {
                     io.store(c, 0.0);
                 }
             }
@@ -184,7 +184,6 @@ impl CallPlan<'_> {
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn row_passes<
         S: Isa,
         E: Element,
@@ -200,7 +199,7 @@ impl CallPlan<'_> {
         io: &mut IO,
         maxima: &mut Vec<f32>,
     ) -> f64 {
-        let w: &[f32] = self.weights.unwrap_or(&[]);
+        let w: &[f32] = self.weights().unwrap_or(&[]);
         let t: &[f32] = match kind {
             RowKind::Soft(t) => t,
             _ => &[],

@@ -71,7 +71,7 @@ impl Kernel for LabelEntry<'_> {
 impl CallPlan<'_> {
     /// Loss of row `i` with its chunks spread over rayon's threads (rows with many classes, few rows).
     pub(crate) fn wide_row<E: Element>(&self, i: usize, mut bufs: CallBuffers<'_, E>) -> f64 {
-        let k = self.k;
+        let k = self.k();
         let n_chunks = k.div_ceil(CHUNK);
         // Parts of whole chunks; how many does not change the result, only the balance.
         let chunks_per_part = n_chunks.div_ceil(4 * rayon::current_num_threads()).max(1);
@@ -114,7 +114,7 @@ impl CallPlan<'_> {
                 g: &g,
                 stored,
                 chunk_max: maxima[y / CHUNK],
-                weights: self.weights,
+                weights: self.weights(),
             }
         });
         run_parts(&mut bufs, PartOp::Grad(&g, &maxima));
@@ -151,12 +151,12 @@ impl CallPlan<'_> {
         op: PartOp<'_>,
     ) -> Vec<RowStats> {
         let len = io.len();
-        let w_all: &[f32] = self.weights.map_or(&[][..], |w| &w[offset..offset + len]);
+        let w_all: &[f32] = self.weights().map_or(&[][..], |w| &w[offset..offset + len]);
         let t_all: &[f32] = match self.targets {
-            Targets::Soft(t) => &t[i * self.k + offset..i * self.k + offset + len],
+            Targets::Soft(t) => &t[i * self.k() + offset..i * self.k() + offset + len],
             Targets::Labels(_) => &[],
         };
-        let (has_w, has_t) = (self.weights.is_some(), !t_all.is_empty());
+        let (has_w, has_t) = (self.weights().is_some(), !t_all.is_empty());
         let mut out = Vec::new();
         let mut start = 0;
         while start < len {

@@ -55,7 +55,6 @@ pub(crate) fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f
 
 /// The gradient of classes `[start, end)` of a row, one chunk, for callers that split a row across threads:
 /// [`grad_range`], out of line ([`Isa::outline`]) like [`slice_stats`].
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn slice_grad<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     g: &GradRow,
@@ -170,7 +169,6 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
 /// The gradient of classes `[start, end)` in a chunk whose logits are all `-inf` (every probability `p`), when the
 /// exponentials were not kept: what [`grad_range`] computes from the zeros [`all_masked_chunk`] keeps.
 #[cold]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn masked_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool>(
     g: &GradRow,
     io: &mut IO,

@@ -117,9 +117,9 @@ pub(crate) fn chunk_stats<
     // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
     // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
     if lo - m >= EXP_RANGE_LO {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true>(io, &mut acc, start..body_end, end - start, m, w, t);
     } else {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false>(io, &mut acc, start, body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false>(io, &mut acc, start..body_end, end - start, m, w, t);
     }
     // The tail: its -inf padding adds nothing.
     if rem > 0 {
@@ -145,9 +145,7 @@ pub(crate) fn chunk_stats<
     }
 }
 
-/// The accumulation pass over the whole vectors `[start, body_end)` of a chunk (max `m`); `ahead` is how far to
-/// prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select.
-#[allow(clippy::too_many_arguments)]
+/// The accumulation pass over the whole vectors `body` of a chunk (max `m`); `ahead` is how far to prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select.
 #[inline(always)]
 pub(crate) fn accumulate_body<
     S: Isa,
@@ -161,13 +159,13 @@ pub(crate) fn accumulate_body<
 >(
     io: &mut IO,
     acc: &mut Accumulators,
-    start: usize,
-    body_end: usize,
+    body: std::ops::Range<usize>,
     ahead: usize,
     m: f32,
     w: &[f32],
     t: &[f32],
 ) {
+    let (start, body_end) = (body.start, body.end);
     // Once per chunk: what the unchecked loads and stores below rely on (`lane_body` gives such a `body_end`).
     assert!(start <= body_end && body_end <= io.len() && (body_end - start).is_multiple_of(LANES));
     // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in

@@ -2,7 +2,8 @@
 //! loss on them, two more products) and the three products alone (the floor). Both use the same products as
 //! [`LinearCrossEntropy`], so a benchmark compares the schedules, not two matrix libraries.
 
-use super::{products, LinearCrossEntropy, LinearGrads, LinearInputs};
+use super::products::{self, ClassGrads};
+use super::{LinearCrossEntropy, LinearGrads, LinearInputs};
 use crate::error::Result;
 use crate::types::{GradOutput, Loss, Targets};
 
@@ -28,7 +29,11 @@ pub fn unfused(
         products::grad_input(&g, inputs.weight, d, k, false, gx);
     }
     let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
-    products::grad_weight(&g, inputs.x, d, k, false, grads.weight, bias_acc.as_deref_mut());
+    let out = ClassGrads {
+        weight: grads.weight,
+        bias: bias_acc.as_deref_mut(),
+    };
+    products::grad_weight(&g, inputs.x, d, k, false, out);
     if let (Some(gb), Some(acc)) = (grads.bias, bias_acc) {
         gb.iter_mut().zip(acc).for_each(|(g, a)| *g = a as f32);
     }
@@ -44,5 +49,9 @@ pub fn gemms_only(lce: &LinearCrossEntropy, inputs: LinearInputs<'_>, grad_x: &m
     let mut logits = vec![0.0f32; n * k];
     products::logits(inputs.x, inputs.weight, None, d, k, &mut logits);
     products::grad_input(&logits, inputs.weight, d, k, false, grad_x);
-    products::grad_weight(&logits, inputs.x, d, k, false, Some(grad_weight), None);
+    let out = ClassGrads {
+        weight: Some(grad_weight),
+        bias: None,
+    };
+    products::grad_weight(&logits, inputs.x, d, k, false, out);
 }

@@ -1,7 +1,8 @@
 //! [`LinearShard`]: one shard of a class-sharded linear classifier, the classifier rows `W_r [K_r, D]` (and
 //! bias `[K_r]`) of the classes of a [`ShardPlan`], with the hidden states replicated on every shard.
 
-use super::{check_rows, products, rows_per_block, LinearCrossEntropy, LinearGrads, LinearInputs};
+use super::products::{self, ClassGrads};
+use super::{check_rows, rows_per_block, LinearCrossEntropy, LinearGrads, LinearInputs};
 use crate::api::check_positive;
 use crate::error::{LossError, Result};
 use crate::shard::{ShardCombined, ShardPlan};
@@ -148,15 +149,11 @@ impl LinearShard {
             if let Some(gx) = grads.x.as_deref_mut() {
                 products::grad_input(z, inputs.weight, d, kr, false, &mut gx[start * d..end * d]);
             }
-            products::grad_weight(
-                z,
-                x,
-                d,
-                kr,
-                start > 0,
-                grads.weight.as_deref_mut(),
-                bias_acc.as_deref_mut(),
-            );
+            let out = ClassGrads {
+                weight: grads.weight.as_deref_mut(),
+                bias: bias_acc.as_deref_mut(),
+            };
+            products::grad_weight(z, x, d, kr, start > 0, out);
         }
         if n == 0 {
             if let Some(gw) = grads.weight.as_deref_mut() {

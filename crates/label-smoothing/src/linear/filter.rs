@@ -20,7 +20,29 @@
 //!
 //! (before the final `mean-nonzero` correction, which scales everything alike), on top of f32 rounding.
 
-use super::products::CLASS_BLOCK;
+use super::products::{ClassGrads, CLASS_BLOCK};
+use std::ops::Range;
+
+/// One block of the backward products: some rows of `x` and some classes of `W`, with what the split needs of
+/// them.
+pub(crate) struct Block<'a> {
+    /// The block's rows of `x`, `[rows, D]`.
+    pub x: &'a [f32],
+    /// The block's classes' rows of `W`, `[classes, D]`.
+    pub w: &'a [f32],
+    /// The hidden size `D`.
+    pub d: usize,
+    /// The block's classes (global indices).
+    pub classes: Range<usize>,
+    /// Those classes' weights.
+    pub weights: Option<&'a [f32]>,
+    /// The block's rows' labels (global indices).
+    pub labels: &'a [i64],
+    /// The ignore index.
+    pub ignore: Option<i64>,
+    /// The block's rows' `coef_i` (the upstream gradient times the reduction's scale).
+    pub coef: &'a [f32],
+}
 
 /// A block's gradient split for the filter (see the module documentation).
 pub(crate) struct Split {
@@ -32,21 +54,17 @@ pub(crate) struct Split {
     pub keep: Vec<bool>,
 }
 
-/// Turns the block's gradient `g [rows, k]` of the classes `[offset, offset + k)` into `F` in place and returns
-/// the rest of the split (label entries only for the labels in those classes, indexed from `offset`; `weights`
-/// are those classes' weights).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn split(
-    g: &mut [f32],
-    k: usize,
-    offset: usize,
-    labels: &[i64],
-    ignore: Option<i64>,
-    coef: &[f32],
-    off: f64,
-    weights: Option<&[f32]>,
-    threshold: f32,
-) -> Split {
+/// Turns the block's gradient `g [rows, classes]` into `F` in place and returns the rest of the split (label
+/// entries only for the labels in the block's classes, indexed from its first); `off` is the target's spread.
+pub(crate) fn split(g: &mut [f32], block: &Block<'_>, off: f64, threshold: f32) -> Split {
+    let Block {
+        labels,
+        ignore,
+        coef,
+        weights,
+        ..
+    } = *block;
+    let (k, offset) = (block.classes.len(), block.classes.start);
     let tiles = k.div_ceil(CLASS_BLOCK);
     let mut keep = vec![false; tiles];
     let mut r = vec![0.0f64; labels.len()];
@@ -92,22 +110,18 @@ pub(crate) fn weighted_column_sums(w: &[f32], weights: Option<&[f32]>, d: usize)
     u
 }
 
-/// Adds the rank-one and label parts of a block of rows `x [rows, D]` and of classes (`w`, `weights`, `gw`, `gb`:
-/// those classes' rows of `W`, weights, rows of `grad_W` and bias accumulator) to the gradients; `gx` is the
-/// block's rows of `grad_x`. The rank-one part of `grad_x`, `r u^T` over all the classes, is added when `u` is
-/// given (once per block of rows).
-#[allow(clippy::too_many_arguments)]
+/// Adds the rank-one and label parts of a block to the gradients: `gx` is the block's rows of `grad_x`, `out` its
+/// classes' rows of `grad_W` and of the bias accumulator. The rank-one part of `grad_x`, `r u^T` over all the
+/// classes, is added when `u` is given (once per block of rows).
 pub(crate) fn add_closed_forms(
     split: &Split,
-    x: &[f32],
-    w: &[f32],
-    weights: Option<&[f32]>,
+    block: &Block<'_>,
     u: Option<&[f64]>,
-    d: usize,
     gx: Option<&mut [f32]>,
-    gw: Option<&mut [f32]>,
-    gb: Option<&mut [f64]>,
+    out: ClassGrads<'_>,
 ) {
+    let Block { x, w, d, weights, .. } = *block;
+    let ClassGrads { weight: gw, bias: gb } = out;
     if let Some(gx) = gx {
         for (i, row) in gx.chunks_exact_mut(d).enumerate() {
             let ri = split.r[i];

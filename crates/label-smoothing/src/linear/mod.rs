@@ -37,6 +37,9 @@ mod class_shard;
 mod filter;
 mod products;
 
+use filter::Block;
+use products::ClassGrads;
+
 pub use baseline::{gemms_only, unfused};
 pub use class_shard::LinearShard;
 
@@ -284,15 +287,13 @@ impl LinearCrossEntropy {
     }
 
     /// The blocks of rows with the classes in blocks too (see the [module](self) documentation): the per-row
-    /// losses into `losses`, the gradients (before the `mean-nonzero` correction) into `grads` and `bias_acc`.
-    #[allow(clippy::too_many_arguments)]
+    /// losses into `losses`, and with `backward` the gradients (before the `mean-nonzero` correction) into
+    /// `grads` and `bias_acc`.
     fn class_blocks(
         &self,
         inputs: &LinearInputs<'_>,
         labels: &[i64],
-        backward: bool,
-        (off, u): (f64, &[f64]),
-        upstream_of: &dyn Fn(usize, usize, &mut Vec<f32>),
+        backward: Option<&Backward<'_>>,
         grads: &mut LinearGrads<'_>,
         mut bias_acc: Option<&mut [f64]>,
         losses: &mut Vec<f32>,
@@ -328,11 +329,11 @@ impl LinearCrossEntropy {
                 .enumerate()
                 .map(|(j, r)| &r[..nb * plans[j].record_len(j)])
                 .collect();
-            if !backward {
+            let Some(backward) = backward else {
                 losses.extend_from_slice(plans[0].combine(y, GradOutput::ONE, &recs)?.loss().as_slice());
                 continue;
-            }
-            upstream_of(start, end, &mut upstream);
+            };
+            backward.upstream(start, end, &mut upstream);
             // Pass 2: the rows' statistics, then each class block's gradient and its products.
             let combined = plans[0].combine(y, GradOutput::PerRow(&upstream), &recs)?;
             losses.extend_from_slice(combined.loss().as_slice());
@@ -342,67 +343,68 @@ impl LinearCrossEntropy {
                 products::logits(x, w, b, d, lens[j], z);
                 plan.local_grad_rows(&combined, 0, z)?;
                 let r = layout.range(j);
+                let out = ClassGrads {
+                    weight: grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
+                    bias: bias_acc.as_deref_mut().map(|b| &mut b[r.clone()]),
+                };
                 self.block_backward(
                     z,
-                    x,
-                    w,
-                    r.clone(),
-                    y,
-                    &upstream,
-                    (off, (j == 0).then_some(u)),
+                    &self.block(x, w, r, y, &upstream),
+                    (backward.off, (j == 0).then_some(backward.u)),
                     (j > 0, start > 0),
                     grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
-                    grads.weight.as_deref_mut().map(|g| &mut g[r.start * d..r.end * d]),
-                    bias_acc.as_deref_mut().map(|b| &mut b[r]),
+                    out,
                 );
             }
         }
         Ok(())
     }
 
-    /// The backward products of one block of rows and of the classes `classes` (all `K`, or one class block),
-    /// from the block's gradient `z [rows, classes]` and those classes' rows `w` of `W`: into `gx` (the block's
-    /// rows of `grad_x`), `gw` and `gb` (those classes' rows of `grad_W` and of the bias accumulator), added to
-    /// what they hold where `accumulate = (x, weight)` says so. Through the gradient filter when it is on, with
-    /// `filter = (off, u)`: the target's spread and, once per block of rows, `u = sum_c w_c W_c` over all classes.
-    #[allow(clippy::too_many_arguments)]
+    /// The block of rows `x` (labels `labels`, scaled upstream gradients `coef`) and of the classes `classes`
+    /// (their rows `w` of `W`).
+    fn block<'a>(
+        &'a self,
+        x: &'a [f32],
+        w: &'a [f32],
+        classes: std::ops::Range<usize>,
+        labels: &'a [i64],
+        coef: &'a [f32],
+    ) -> Block<'a> {
+        let config = self.loss.config();
+        Block {
+            x,
+            w,
+            d: self.hidden,
+            weights: config.weights.as_deref().map(|w| &w[classes.clone()]),
+            classes,
+            labels,
+            ignore: config.ignore_index,
+            coef,
+        }
+    }
+
+    /// The backward products of one block from its gradient `z [rows, classes]`: into `gx` (the block's rows of
+    /// `grad_x`) and `out` (its classes' rows of `grad_W` and of the bias accumulator), added to what they hold
+    /// where `accumulate = (x, weight)` says so. Through the gradient filter when it is on, with `filter = (off,
+    /// u)`: the target's spread and, once per block of rows, `u = sum_c w_c W_c` over all classes.
     fn block_backward(
         &self,
         z: &mut [f32],
-        x: &[f32],
-        w: &[f32],
-        classes: std::ops::Range<usize>,
-        labels: &[i64],
-        upstream: &[f32],
+        block: &Block<'_>,
         (off, u): (f64, Option<&[f64]>),
         (accumulate_x, accumulate_w): (bool, bool),
         mut gx: Option<&mut [f32]>,
-        mut gw: Option<&mut [f32]>,
-        mut gb: Option<&mut [f64]>,
+        mut out: ClassGrads<'_>,
     ) {
-        let (d, kc) = (self.hidden, classes.len());
-        let config = self.loss.config();
-        let weights = config.weights.as_deref().map(|w| &w[classes.clone()]);
-        let split = self.filter.map(|t| {
-            filter::split(
-                z,
-                kc,
-                classes.start,
-                labels,
-                config.ignore_index,
-                upstream,
-                off,
-                weights,
-                t,
-            )
-        });
+        let (d, kc) = (self.hidden, block.classes.len());
+        let split = self.filter.map(|t| filter::split(z, block, off, t));
         let keep = split.as_ref().map(|s| &s.keep[..]);
         if let Some(gx) = gx.as_deref_mut() {
-            products::grad_input_kept(z, w, d, kc, accumulate_x, keep, gx);
+            products::grad_input_kept(z, block.w, d, kc, accumulate_x, keep, gx);
         }
-        products::grad_weight_kept(z, x, d, kc, accumulate_w, keep, gw.as_deref_mut(), gb.as_deref_mut());
+        products::grad_weight_kept(z, block.x, d, kc, accumulate_w, keep, out.reborrow());
         if let Some(split) = &split {
-            filter::add_closed_forms(split, x, w, weights, u, d, gx, gw, gb);
+            filter::add_closed_forms(split, block, u, gx, out);
         }
     }
 
@@ -424,16 +426,6 @@ impl LinearCrossEntropy {
         let rows = self.block_rows(n);
         let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
         let mut losses: Vec<f32> = Vec::with_capacity(n);
-        let upstream_of = |start: usize, end: usize, out: &mut Vec<f32>| {
-            out.clear();
-            out.extend((start..end).map(|i| {
-                let g = match grad_output {
-                    GradOutput::Scalar(g) => g,
-                    GradOutput::PerRow(g) => g[i],
-                };
-                (g as f64 * scale) as f32
-            }));
-        };
         // The filter's constants: the spread of the target, and u = sum_c w_c W_c for grad_x.
         let off = match config.smoothing {
             crate::config::Smoothing::Fixed(e) => config.spread.hard_target(e as f64, k).0,
@@ -443,17 +435,15 @@ impl LinearCrossEntropy {
             (Some(_), Some(_)) if backward => filter::weighted_column_sums(inputs.weight, config.weights.as_deref(), d),
             _ => Vec::new(),
         };
+        let pass = Backward {
+            grad_output,
+            scale,
+            off,
+            u: &u,
+        };
+        let pass = backward.then_some(&pass);
         if self.block_classes() < k {
-            self.class_blocks(
-                &inputs,
-                labels,
-                backward,
-                (off, &u),
-                &upstream_of,
-                &mut grads,
-                bias_acc.as_deref_mut(),
-                &mut losses,
-            )?;
+            self.class_blocks(&inputs, labels, pass, &mut grads, bias_acc.as_deref_mut(), &mut losses)?;
         } else {
             let mut block = vec![0.0f32; rows.min(n) * k];
             let mut upstream: Vec<f32> = Vec::with_capacity(rows);
@@ -462,27 +452,26 @@ impl LinearCrossEntropy {
                 let (x, y) = (&inputs.x[start * d..end * d], &labels[start..end]);
                 let z = &mut block[..(end - start) * k];
                 products::logits(x, inputs.weight, inputs.bias, d, k, z);
-                if !backward {
+                let Some(pass) = pass else {
                     losses.extend_from_slice(self.per_row.loss(z, Targets::Labels(y))?.as_slice());
                     continue;
-                }
-                upstream_of(start, end, &mut upstream);
+                };
+                pass.upstream(start, end, &mut upstream);
                 let l = self
                     .per_row
                     .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
                 losses.extend_from_slice(l.as_slice());
+                let out = ClassGrads {
+                    weight: grads.weight.as_deref_mut(),
+                    bias: bias_acc.as_deref_mut(),
+                };
                 self.block_backward(
                     z,
-                    x,
-                    inputs.weight,
-                    0..k,
-                    y,
-                    &upstream,
+                    &self.block(x, inputs.weight, 0..k, y, &upstream),
                     (off, Some(&u)),
                     (false, start > 0),
                     grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
-                    grads.weight.as_deref_mut(),
-                    bias_acc.as_deref_mut(),
+                    out,
                 );
             }
         }
@@ -505,5 +494,29 @@ impl LinearCrossEntropy {
             grads.weight.as_deref_mut().map(rescale);
         }
         Ok(loss)
+    }
+}
+
+/// What a backward pass needs besides the blocks: the upstream gradient and the reduction's scale (their product
+/// is each row's `coef`), and the gradient filter's constants (the target's spread `off` and `u = sum_c w_c W_c`,
+/// empty without the filter).
+struct Backward<'a> {
+    grad_output: GradOutput<'a>,
+    scale: f64,
+    off: f64,
+    u: &'a [f64],
+}
+
+impl Backward<'_> {
+    /// The rows `[start, end)`' scaled upstream gradients, into `out`.
+    fn upstream(&self, start: usize, end: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend((start..end).map(|i| {
+            let g = match self.grad_output {
+                GradOutput::Scalar(g) => g,
+                GradOutput::PerRow(g) => g[i],
+            };
+            (g as f64 * self.scale) as f32
+        }));
     }
 }

@@ -147,23 +147,32 @@ pub(crate) fn grad_input_kept(
     });
 }
 
+/// Where the gradients of some classes go: their rows of `grad_W` (`[classes, D]`) and of the bias accumulator
+/// (`[classes]`, in f64), each when asked for.
+#[derive(Default)]
+pub(crate) struct ClassGrads<'a> {
+    pub weight: Option<&'a mut [f32]>,
+    pub bias: Option<&'a mut [f64]>,
+}
+
+impl ClassGrads<'_> {
+    /// The same destinations, borrowed again.
+    pub(crate) fn reborrow(&mut self) -> ClassGrads<'_> {
+        ClassGrads {
+            weight: self.weight.as_deref_mut(),
+            bias: self.bias.as_deref_mut(),
+        }
+    }
+}
+
 /// The weight's and the bias's gradients from a block of rows: `gw[c, e] (+)= sum_r g[r, c] x[r, e]` (added
 /// to `gw` when `accumulate`, written otherwise) and `gb[c] += sum_r g[r, c]` in row order, in f64.
-pub(crate) fn grad_weight(
-    g: &[f32],
-    x: &[f32],
-    d: usize,
-    k: usize,
-    accumulate: bool,
-    gw: Option<&mut [f32]>,
-    gb: Option<&mut [f64]>,
-) {
-    grad_weight_kept(g, x, d, k, accumulate, None, gw, gb)
+pub(crate) fn grad_weight(g: &[f32], x: &[f32], d: usize, k: usize, accumulate: bool, out: ClassGrads<'_>) {
+    grad_weight_kept(g, x, d, k, accumulate, None, out)
 }
 
 /// [`grad_weight`] over the class tiles whose `keep` entry is set (all for `None`); a tile left out gets no
 /// contribution (zeros where not `accumulate`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn grad_weight_kept(
     g: &[f32],
     x: &[f32],
@@ -171,9 +180,9 @@ pub(crate) fn grad_weight_kept(
     k: usize,
     accumulate: bool,
     keep: Option<&[bool]>,
-    gw: Option<&mut [f32]>,
-    gb: Option<&mut [f64]>,
+    out: ClassGrads<'_>,
 ) {
+    let ClassGrads { weight: gw, bias: gb } = out;
     let rows = x.len() / d;
     assert!(g.len() == rows * k && gw.as_ref().is_none_or(|w| w.len() == k * d));
     assert!(gb.as_ref().is_none_or(|b| b.len() == k));
