@@ -107,6 +107,28 @@ pub enum Smoothing {
     },
 }
 
+impl Smoothing {
+    /// The smoothing if its `eps` or `alpha` is in `[0, 1]`: [`LossError::InvalidSmoothing`] /
+    /// [`LossError::InvalidAlpha`] otherwise (NaN included). [`LabelSmoothingConfig::init`] runs this check.
+    ///
+    /// ```
+    /// use label_smoothing::{LossError, Smoothing};
+    /// assert!(Smoothing::Fixed(0.1).validate().is_ok());
+    /// assert!(matches!(Smoothing::Adaptive { alpha: 1.5 }.validate(), Err(LossError::InvalidAlpha { .. })));
+    /// ```
+    pub fn validate(self) -> Result<Self> {
+        match self {
+            Smoothing::Fixed(eps) if !(0.0..=1.0).contains(&eps) => {
+                Err(LossError::InvalidSmoothing { eps: eps as f64 })
+            }
+            Smoothing::Adaptive { alpha } if !(0.0..=1.0).contains(&alpha) => {
+                Err(LossError::InvalidAlpha { alpha: alpha as f64 })
+            }
+            s => Ok(s),
+        }
+    }
+}
+
 impl Default for Smoothing {
     fn default() -> Self {
         Smoothing::Fixed(0.0)
@@ -282,15 +304,7 @@ impl LabelSmoothingConfig {
         if num_classes < 2 {
             return Err(LossError::TooFewClasses { k: num_classes });
         }
-        match self.smoothing {
-            Smoothing::Fixed(eps) if !(0.0..=1.0).contains(&eps) => {
-                return Err(LossError::InvalidSmoothing { eps: eps as f64 })
-            }
-            Smoothing::Adaptive { alpha } if !(0.0..=1.0).contains(&alpha) => {
-                return Err(LossError::InvalidAlpha { alpha: alpha as f64 })
-            }
-            _ => {}
-        }
+        self.smoothing.validate()?;
         if let Some(w) = &self.weights {
             if w.len() != num_classes {
                 return Err(LossError::Length {

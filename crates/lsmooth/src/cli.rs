@@ -235,16 +235,16 @@ impl SmoothingFlags {
             (Some(eps), None) => Smoothing::Fixed(eps),
             (None, None) => Smoothing::Fixed(default_eps),
         };
-        match s {
-            Smoothing::Fixed(eps) if !(0.0..=1.0).contains(&eps) => Err(crate::CliError::Usage(format!(
-                "--smoothing {eps} is outside [0, 1]; for adaptive smoothing (fast-reid's eps < 0) use \
-                 --adaptive ALPHA, e.g. --adaptive 0.2"
-            ))),
-            Smoothing::Adaptive { alpha } if !(0.0..=1.0).contains(&alpha) => {
-                Err(crate::CliError::Usage(format!("--adaptive {alpha} is outside [0, 1]")))
-            }
-            s => Ok(s),
-        }
+        // The core's check, in the words of the flags.
+        s.validate().map_err(|_| {
+            crate::CliError::Usage(match s {
+                Smoothing::Fixed(eps) => format!(
+                    "--smoothing {eps} is outside [0, 1]; for adaptive smoothing (fast-reid's eps < 0) use \
+                     --adaptive ALPHA, e.g. --adaptive 0.2"
+                ),
+                Smoothing::Adaptive { alpha } => format!("--adaptive {alpha} is outside [0, 1]"),
+            })
+        })
     }
 
     /// The core configuration of these flags (no weights, no ignore index), smoothing as [`Self::smoothing`].

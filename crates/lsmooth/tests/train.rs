@@ -562,7 +562,7 @@ fn every_regulariser_trains_and_resumes_to_the_same_numbers() {
         };
         let whole = run("whole", "2");
         let m = json(&whole.join("metrics.json"));
-        assert_eq!(m["config"]["regularizer"]["kind"], kind);
+        assert_eq!(m["config"]["objective"]["kind"], kind);
         let acc = m["test_accuracy"].as_f64().unwrap();
         assert!(acc > 0.5, "{kind}: test accuracy {acc} after 2 epochs of 1000 examples");
         // Interrupted after one epoch and resumed: the same numbers (mixup/CutMix draws and the OLS matrix are
@@ -702,14 +702,11 @@ fn compare_accepts_regularisers_and_distillation_settings() {
     assert!(stdout.contains("distill:plain"), "{stdout}");
     let summary = json(&out.join("summary.json"));
     let s = summary["settings"].as_array().unwrap();
-    assert_eq!(s[1]["regularizer"]["kind"], "mixup");
-    assert_eq!(s[2]["regularizer"]["kind"], "ols");
+    assert_eq!(s[1]["objective"]["kind"], "mixup");
+    assert_eq!(s[2]["objective"]["kind"], "ols");
     assert_eq!(s[3]["teacher"], "plain");
     let student = json(&out.join("runs/distill-plain-seed0/metrics.json"));
-    let teacher = student["config"]["regularizer"]["teacher"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let teacher = student["config"]["objective"]["teacher"].as_str().unwrap().to_string();
     assert!(teacher.ends_with("runs/plain-seed0"), "{teacher}");
     let e = fails(&lsmooth(&[
         "compare",
@@ -764,8 +761,8 @@ fn compare_sweeps_distillation_temperatures_with_smaller_students() {
     assert!(s[0]["distill_temperature"].is_null());
     for (dir, t) in [("distill-plain@T1", 1.0), ("distill-plain@T3", 3.0)] {
         let cfg = &json(&out.join("runs").join(format!("{dir}-seed0/metrics.json")))["config"];
-        assert_eq!(cfg["regularizer"]["temperature"], t, "{dir}");
-        assert_eq!(cfg["regularizer"]["beta"].as_f64().unwrap() as f32, 0.7);
+        assert_eq!(cfg["objective"]["temperature"], t, "{dir}");
+        assert_eq!(cfg["objective"]["beta"].as_f64().unwrap() as f32, 0.7);
         assert_eq!(cfg["model"]["hidden"][0], 16, "{dir}: {cfg}");
     }
     let teacher = &json(&out.join("runs/plain-seed0/metrics.json"))["config"];

@@ -71,7 +71,7 @@ fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummar
     SettingSummary {
         name: s.name.clone(),
         loss: setting.loss.clone(),
-        regularizer: setting.regularizer.clone(),
+        objective: setting.objective.clone(),
         teacher: setting.teacher.clone(),
         distill_temperature: setting.temperature,
         distill_beta: setting.beta,
@@ -298,7 +298,7 @@ fn grid_charts(settings: &[SettingRuns], summary: &Summary) -> Vec<String> {
                     let mut order: Vec<usize> = (0..points.len()).collect();
                     order.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0));
                     lines::Series {
-                        name: g.kind.clone(),
+                        name: g.kind.to_string(),
                         color: lines::PALETTE[i % lines::PALETTE.len()].into(),
                         points: order.iter().map(|&j| points[j]).collect(),
                         band: Some(order.iter().map(|&j| band[j]).collect()),
@@ -320,20 +320,23 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs the command.
-pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
+/// What a sweep runs: its settings in order (name and setting, the distillation settings once per
+/// temperature), and for each grid the indices of its points among them.
+struct Plan {
+    specs: Vec<(String, Setting)>,
+    grids: Vec<(Grid, Vec<usize>)>,
+}
+
+/// The sweep's plan from the flags: the settings of `--settings` (or the defaults without `--grid`), then the
+/// grids' points not already among them. Every flag is checked here, before anything is trained.
+fn plan(args: &CompareArgs) -> Result<Plan, CliError> {
     let grids: Vec<Grid> = args.grid.iter().map(|g| parse_grid(g)).collect::<Result<_, _>>()?;
-    let mut names: Vec<String> = match (&args.settings, grids.is_empty()) {
+    let names: Vec<String> = match (&args.settings, grids.is_empty()) {
         (Some(s), _) => s.clone(),
         (None, true) => DEFAULT_SETTINGS.iter().map(|s| s.to_string()).collect(),
         (None, false) => Vec::new(),
     };
-    for name in grids.iter().flat_map(Grid::settings) {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    if names.is_empty() || args.seeds.is_empty() {
+    if (names.is_empty() && grids.is_empty()) || args.seeds.is_empty() {
         return Err(CliError::Usage(
             "--settings and --seeds need at least one value each".into(),
         ));
@@ -349,23 +352,25 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let mut specs: Vec<(String, Setting)> = Vec::new();
     for name in &names {
-        let mut spec = parse_full_setting(name)?;
-        if spec.teacher.is_none() {
-            specs.push((name.clone(), spec));
-            continue;
-        }
-        spec.student_hidden = args.student_hidden.clone();
-        spec.beta = Some(args.beta);
-        for &t in &args.temperature {
-            spec.temperature = Some(t);
-            let name = if args.temperature.len() > 1 {
-                format!("{name}@T{t}")
-            } else {
-                name.clone()
-            };
-            specs.push((name, spec.clone()));
-        }
+        push_setting(args, &mut specs, name, parse_full_setting(name)?);
     }
+    let grids = grids
+        .into_iter()
+        .map(|g| {
+            let indices = g
+                .points()
+                .into_iter()
+                .map(|(name, loss)| match specs.iter().position(|(n, _)| *n == name) {
+                    Some(i) => i,
+                    None => {
+                        specs.push((name, Setting::of(loss)));
+                        specs.len() - 1
+                    }
+                })
+                .collect();
+            (g, indices)
+        })
+        .collect();
     for (i, (name, spec)) in specs.iter().enumerate() {
         if let Some(t) = &spec.teacher {
             if !specs[..i].iter().any(|(n, _)| n == t) {
@@ -375,99 +380,137 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
             }
         }
     }
-    let classes = parse_classes(&args.project_classes)?;
-    let started = Instant::now();
-    let mut settings = Vec::new();
-    let say = |out: &mut dyn Write, line: String| {
+    Ok(Plan { specs, grids })
+}
+
+/// Adds the setting `name` to `specs`: once, or for `distill:SETTING` once per `--temperature`.
+fn push_setting(args: &CompareArgs, specs: &mut Vec<(String, Setting)>, name: &str, mut spec: Setting) {
+    if spec.teacher.is_none() {
+        specs.push((name.to_string(), spec));
+        return;
+    }
+    spec.student_hidden = args.student_hidden.clone();
+    spec.beta = Some(args.beta);
+    for &t in &args.temperature {
+        spec.temperature = Some(t);
+        let name = if args.temperature.len() > 1 {
+            format!("{name}@T{t}")
+        } else {
+            name.to_string()
+        };
+        specs.push((name, spec.clone()));
+    }
+}
+
+/// Trains one setting on every seed and gathers what the report draws of it; prints a line per run unless
+/// `--quiet`.
+fn train_setting(
+    args: &CompareArgs,
+    (name, spec): &(String, Setting),
+    classes: [usize; 3],
+    out: &mut dyn Write,
+) -> Result<SettingRuns, CliError> {
+    let mut s = SettingRuns {
+        name: name.clone(),
+        runs: Vec::new(),
+        reports: Vec::new(),
+        rows: RowScores::default(),
+        projection: None,
+    };
+    for &seed in &args.seeds {
+        let run_dir = |name: &str| args.out.join("runs").join(format!("{}-seed{seed}", dir_name(name)));
+        let objective = match (&spec.teacher, spec.temperature, spec.beta) {
+            (Some(t), Some(temperature), Some(beta)) => Some(Objective::Distill {
+                teacher: run_dir(t),
+                temperature,
+                beta,
+            }),
+            _ => spec.objective.clone(),
+        };
+        let mut cfg = config(&args.flags, spec.loss.clone(), objective, seed);
+        if let Some(hidden) = &spec.student_hidden {
+            cfg.model = ModelKind::Mlp { hidden: hidden.clone() };
+        }
+        let t = Instant::now();
+        let outcome = run::train(&cfg, &run_dir(name), false, Verbosity::Quiet, &mut std::io::sink())?;
+        let m = &outcome.metrics;
         if !args.quiet {
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(
+                out,
+                "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
+                100.0 * m.test_accuracy,
+                m.test_nll,
+                100.0 * m.test_ece,
+                100.0 * m.train_test_gap,
+                t.elapsed().as_secs_f64()
+            );
             let _ = out.flush();
         }
-    };
-    for (name, spec) in &specs {
-        let mut s = SettingRuns {
-            name: name.clone(),
-            runs: Vec::new(),
-            reports: Vec::new(),
-            rows: RowScores::default(),
-            projection: None,
-        };
-        for &seed in &args.seeds {
-            let run_dir = |name: &str| args.out.join("runs").join(format!("{}-seed{seed}", dir_name(name)));
-            let regularizer = match (&spec.teacher, spec.temperature, spec.beta) {
-                (Some(t), Some(temperature), Some(beta)) => Some(Objective::Distill {
-                    teacher: run_dir(t),
-                    temperature,
-                    beta,
-                }),
-                _ => spec.regularizer.clone(),
-            };
-            let mut cfg = config(&args.flags, spec.loss.clone(), regularizer, seed);
-            if let Some(hidden) = &spec.student_hidden {
-                cfg.model = ModelKind::Mlp { hidden: hidden.clone() };
-            }
-            let dir = run_dir(name);
-            let t = Instant::now();
-            let outcome = run::train(&cfg, &dir, false, Verbosity::Quiet, &mut std::io::sink())?;
-            let m = &outcome.metrics;
-            say(
-                out,
-                format!(
-                    "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
-                    100.0 * m.test_accuracy,
-                    m.test_nll,
-                    100.0 * m.test_ece,
-                    100.0 * m.train_test_gap,
-                    t.elapsed().as_secs_f64()
-                ),
-            );
-            if s.projection.is_none() {
-                let data = &outcome.dataset;
-                let (features, d) = features_of(&outcome.model, &data.test, data.rows * data.cols)?;
-                let labels: Vec<i64> = data.test.labels.iter().map(|&y| y as i64).collect();
-                let w = outcome
-                    .model
-                    .head_weight_values()
-                    .map_err(|e| CliError::Train(e.to_string()))?;
-                let p = crate::analysis::project(&features, d, &labels, &w, data.classes, classes)
-                    .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
-                s.projection = Some(p);
-            }
-            s.rows.append(outcome.test_rows);
-            s.runs.push(outcome.metrics);
-            s.reports.push(outcome.test_report);
+        if s.projection.is_none() {
+            let data = &outcome.dataset;
+            let (features, d) = features_of(&outcome.model, &data.test, data.rows * data.cols)?;
+            let labels: Vec<i64> = data.test.labels.iter().map(|&y| y as i64).collect();
+            let w = outcome
+                .model
+                .head_weight_values()
+                .map_err(|e| CliError::Train(e.to_string()))?;
+            let p = crate::analysis::project(&features, d, &labels, &w, data.classes, classes)
+                .map_err(|e| CliError::Usage(format!("--project-classes: {e}")))?;
+            s.projection = Some(p);
         }
-        settings.push(s);
+        s.rows.append(outcome.test_rows);
+        s.runs.push(outcome.metrics);
+        s.reports.push(outcome.test_report);
     }
-    let base = config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]);
+    Ok(s)
+}
+
+/// Writes `summary.json`, `report.md` and `report.html` into `--out`.
+fn write_report(args: &CompareArgs, summary: &Summary, settings: &[SettingRuns]) -> Result<(), CliError> {
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::input(&args.out, e.to_string()))?;
+    write(
+        &args.out.join("summary.json"),
+        &serde_json::to_string_pretty(summary).expect("serialisable"),
+    )?;
+    write(&args.out.join("report.md"), &markdown(summary, &args.seeds))?;
+    let sections = charts(settings, summary);
+    write(
+        &args.out.join("report.html"),
+        &html::page(summary, &args.seeds, &html_columns(), &sections),
+    )
+}
+
+/// Runs the command.
+pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Plan { specs, grids } = plan(args)?;
+    let classes = parse_classes(&args.project_classes)?;
+    let started = Instant::now();
+    let settings: Vec<SettingRuns> = specs
+        .iter()
+        .map(|spec| train_setting(args, spec, classes, out))
+        .collect::<Result<_, _>>()?;
     let summaries: Vec<SettingSummary> = settings
         .iter()
         .zip(&specs)
         .map(|(s, (_, spec))| summarise(s, spec, &args.seeds))
         .collect();
+    let grid = grids
+        .iter()
+        .map(|(g, indices)| grid::summarise(g, &indices.iter().map(|&i| &summaries[i]).collect::<Vec<_>>()))
+        .collect();
     let summary = Summary {
-        grid: grids.iter().map(|g| grid::summarise(g, &summaries)).collect(),
+        grid,
         settings: summaries,
         model: settings[0].runs[0].model.clone(),
-        base,
+        base: config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]),
         seconds: started.elapsed().as_secs_f64(),
     };
+    write_report(args, &summary, &settings)?;
     let mut table = text_table(&summary);
     for g in &summary.grid {
         table.push('\n');
         table.push_str(&grid::describe(g));
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| CliError::input(&args.out, e.to_string()))?;
-    write(
-        &args.out.join("summary.json"),
-        &serde_json::to_string_pretty(&summary).expect("serialisable"),
-    )?;
-    write(&args.out.join("report.md"), &markdown(&summary, &args.seeds))?;
-    let sections = charts(&settings, &summary);
-    write(
-        &args.out.join("report.html"),
-        &html::page(&summary, &args.seeds, &html_columns(), &sections),
-    )?;
     writeln!(
         out,
         "\n{}\n{} settings x {} seeds in {:.0} s; report: {}",

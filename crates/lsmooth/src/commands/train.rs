@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cli::TrainArgs;
 use crate::io::{atomic, npy};
 use crate::run::{self, Verbosity};
-use crate::sweep::settings::{config, loss_spec, regularizer};
+use crate::sweep::settings::{config, loss_spec, objective};
 use crate::CliError;
 
 /// Runs the command.
@@ -24,7 +24,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
             (config, dir.clone(), true)
         }
         None => {
-            let config = config(&args.flags, loss_spec(&args.loss), regularizer(&args.loss), args.seed);
+            let config = config(&args.flags, loss_spec(&args.loss)?, objective(&args.loss), args.seed);
             let dir = args
                 .out
                 .clone()

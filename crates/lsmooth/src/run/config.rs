@@ -14,11 +14,10 @@ pub const ECE_BINS: usize = 15;
 
 /// The loss of a run, as on the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LossSpecFile")]
 pub struct LossSpec {
-    /// Fixed smoothing (ignored when `adaptive` is set).
-    pub smoothing: f32,
-    /// Adaptive smoothing `alpha * p(label)`.
-    pub adaptive: Option<f32>,
+    /// Fixed or adaptive smoothing.
+    pub smoothing: Smoothing,
     /// `others` or `uniform`.
     pub spread: Spread,
     /// `sum`, `mean` or `mean-nonzero`.
@@ -28,16 +27,48 @@ pub struct LossSpec {
     pub ignore_index: Option<i64>,
 }
 
-impl From<LabelSmoothingConfig> for LossSpec {
-    /// The loss of a core configuration (its class weights are not part of a run's loss).
-    fn from(c: LabelSmoothingConfig) -> Self {
-        let (smoothing, adaptive) = match c.smoothing {
-            Smoothing::Fixed(e) => (e, None),
-            Smoothing::Adaptive { alpha } => (0.0, Some(alpha)),
+/// [`LossSpec`] as `run.json` and `summary.json` hold it: `"smoothing": {"fixed": 0.1}` or `{"adaptive":
+/// {"alpha": 0.2}}`, and also the earlier spelling `"smoothing": 0.1, "adaptive": 0.2 | null` (adaptive when
+/// `adaptive` is a number), so that existing run directories load.
+#[derive(Deserialize)]
+struct LossSpecFile {
+    smoothing: SmoothingFile,
+    #[serde(default)]
+    adaptive: Option<f32>,
+    spread: Spread,
+    reduction: Reduction,
+    #[serde(default)]
+    ignore_index: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SmoothingFile {
+    Smoothing(Smoothing),
+    Eps(f32),
+}
+
+impl From<LossSpecFile> for LossSpec {
+    fn from(f: LossSpecFile) -> Self {
+        let smoothing = match (f.smoothing, f.adaptive) {
+            (SmoothingFile::Eps(_), Some(alpha)) => Smoothing::Adaptive { alpha },
+            (SmoothingFile::Eps(eps), None) => Smoothing::Fixed(eps),
+            (SmoothingFile::Smoothing(s), _) => s,
         };
         LossSpec {
             smoothing,
-            adaptive,
+            spread: f.spread,
+            reduction: f.reduction,
+            ignore_index: f.ignore_index,
+        }
+    }
+}
+
+impl From<LabelSmoothingConfig> for LossSpec {
+    /// The loss of a core configuration (its class weights are not part of a run's loss).
+    fn from(c: LabelSmoothingConfig) -> Self {
+        LossSpec {
+            smoothing: c.smoothing,
             spread: c.spread,
             reduction: c.reduction,
             ignore_index: c.ignore_index,
@@ -46,6 +77,16 @@ impl From<LabelSmoothingConfig> for LossSpec {
 }
 
 impl LossSpec {
+    /// A loss with the mean reduction and no ignore index.
+    pub fn mean(smoothing: Smoothing, spread: Spread) -> Self {
+        LossSpec {
+            smoothing,
+            spread,
+            reduction: Reduction::Mean,
+            ignore_index: None,
+        }
+    }
+
     /// The core configuration; `none` is refused (training needs a scalar).
     pub fn config(&self) -> Result<LabelSmoothingConfig, CliError> {
         if self.reduction == Reduction::None {
@@ -53,29 +94,27 @@ impl LossSpec {
                 "--reduction none gives a loss per row; training needs sum, mean or mean-nonzero".into(),
             ));
         }
-        let c = LabelSmoothingConfig::new()
+        let mut c = LabelSmoothingConfig::new()
             .with_spread(self.spread)
             .with_reduction(self.reduction)
             .with_ignore_index(self.ignore_index);
-        Ok(match self.adaptive {
-            Some(alpha) => c.with_adaptive(alpha),
-            None => c.with_smoothing(self.smoothing),
-        })
+        c.smoothing = self.smoothing;
+        Ok(c)
     }
 
     /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`.
     pub fn describe(&self) -> String {
-        match self.adaptive {
-            Some(a) => format!("adaptive-{a}"),
-            None if self.smoothing == 0.0 => "plain".into(),
-            None => format!("{}-{}", self.spread, self.smoothing),
+        match self.smoothing {
+            Smoothing::Adaptive { alpha } => format!("adaptive-{alpha}"),
+            Smoothing::Fixed(0.0) => "plain".into(),
+            Smoothing::Fixed(e) => format!("{}-{e}", self.spread),
         }
     }
 }
 
 /// The training objective when it is more than the (smoothed) cross-entropy: a term added to it (mixup, CutMix,
 /// OLS, the confidence penalty) or a loss that replaces it (label relaxation, distillation), from the core crate's
-/// related losses. Stored under the key `regularizer` of `run.json`.
+/// related losses. Stored under the key `objective` of `run.json` (read under `regularizer` too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Objective {
@@ -152,14 +191,14 @@ pub struct TrainConfig {
     /// The loss.
     pub loss: LossSpec,
     /// mixup, CutMix, online label smoothing, a penalty, relaxation or distillation, if any.
-    #[serde(default)]
-    pub regularizer: Option<Objective>,
+    #[serde(default, alias = "regularizer")]
+    pub objective: Option<Objective>,
 }
 
 impl TrainConfig {
     /// A short name of the objective: the loss, and the regulariser if any.
     pub fn describe(&self) -> String {
-        match &self.regularizer {
+        match &self.objective {
             // These replace the cross-entropy: the smoothing flags do not apply.
             Some(r @ (Objective::Ols | Objective::LabelRelaxation { .. })) => r.describe(),
             Some(r) => format!("{}+{}", self.loss.describe(), r.describe()),
@@ -173,4 +212,44 @@ pub fn read_config(dir: &Path) -> Result<TrainConfig, CliError> {
     let path: PathBuf = dir.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
     serde_json::from_str(&text).map_err(|e| io_err(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `run.json` as `lsmooth train --dataset digits --epochs 2 --adaptive 0.2 --confidence-penalty 0.1` wrote
+    /// it before the loss held the core's `Smoothing` and before the objective had its own key.
+    const EARLIER_RUN_JSON: &str = r#"{
+      "data": "digits", "train_size": null, "label_noise": 0.0,
+      "model": {"kind": "mlp", "hidden": [256, 256]}, "optimizer": {"kind": "adamw"},
+      "lr": 0.001, "weight_decay": 0.0001, "batch_size": 128, "epochs": 2, "seed": 0,
+      "loss": {"smoothing": 0.0, "adaptive": 0.2, "spread": "others", "reduction": "mean"},
+      "regularizer": {"kind": "confidence-penalty", "beta": 0.1}
+    }"#;
+
+    #[test]
+    fn earlier_run_json_loads_with_the_same_meaning() {
+        let c: TrainConfig = serde_json::from_str(EARLIER_RUN_JSON).unwrap();
+        assert_eq!(c.loss.smoothing, Smoothing::Adaptive { alpha: 0.2 });
+        assert_eq!((c.loss.spread, c.loss.reduction), (Spread::Others, Reduction::Mean));
+        assert_eq!(c.objective, Some(Objective::ConfidencePenalty { beta: 0.1 }));
+        assert_eq!(c.describe(), "adaptive-0.2+confidence-penalty-0.1");
+
+        let fixed = EARLIER_RUN_JSON.replace(
+            r#""smoothing": 0.0, "adaptive": 0.2"#,
+            r#""smoothing": 0.1, "adaptive": null"#,
+        );
+        let c: TrainConfig = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(c.loss.smoothing, Smoothing::Fixed(0.1));
+    }
+
+    #[test]
+    fn run_json_round_trips() {
+        let c: TrainConfig = serde_json::from_str(EARLIER_RUN_JSON).unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""smoothing":{"adaptive":{"alpha":0.2}}"#), "{text}");
+        assert!(text.contains(r#""objective":{"kind":"confidence-penalty""#), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), c);
+    }
 }

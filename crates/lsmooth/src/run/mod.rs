@@ -151,13 +151,13 @@ impl Run {
         let model = model_for(config, &data)?;
         let optimizer =
             Optimizer::new(config.optimizer, config.lr, config.weight_decay, model.params()).map_err(candle_err)?;
-        let ols = match config.regularizer {
+        let ols = match config.objective {
             Some(Objective::Ols) => {
                 Some(OnlineLabelSmoothing::new(data.classes).map_err(|e| CliError::Train(e.to_string()))?)
             }
             _ => None,
         };
-        let teacher = match &config.regularizer {
+        let teacher = match &config.objective {
             Some(Objective::Distill {
                 teacher,
                 temperature,
@@ -242,7 +242,7 @@ impl Run {
             let bl = Tensor::from_vec(mix.labels_b.clone(), n, &Device::Cpu).map_err(candle_err)?;
             label_smoothing_candle::related::mixed_cross_entropy(&logits, &a, &bl, mix.lambda, &core).map_err(loss_err)
         };
-        match &self.config.regularizer {
+        match &self.config.objective {
             None => {
                 let logits = self.model.forward(&x).map_err(candle_err)?;
                 self.loss.forward(&logits, y).map_err(loss_err)

@@ -2,22 +2,56 @@
 //! strength the validation split picks.
 
 use super::stats::{SettingSummary, Stat};
+use crate::run::LossSpec;
 use crate::CliError;
+use label_smoothing::{Smoothing, Spread};
 use serde::Serialize;
+
+/// What a grid sweeps: the fixed smoothing of either spread, or adaptive smoothing's `alpha`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridKind {
+    /// `others:EPS`.
+    Others,
+    /// `uniform:EPS`.
+    Uniform,
+    /// `adaptive:ALPHA`.
+    Adaptive,
+}
+
+impl std::fmt::Display for GridKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GridKind::Others => "others",
+            GridKind::Uniform => "uniform",
+            GridKind::Adaptive => "adaptive",
+        })
+    }
+}
 
 /// One `--grid KIND:V1,V2,...`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
-    /// `others`, `uniform` or `adaptive`.
-    pub kind: String,
+    /// What it sweeps.
+    pub kind: GridKind,
     /// The strengths, in the order given (`eps`, or `alpha` for `adaptive`).
     pub strengths: Vec<f64>,
 }
 
 impl Grid {
-    /// The setting names of the grid's points, as `lsmooth compare --settings` spells them.
-    pub fn settings(&self) -> Vec<String> {
-        self.strengths.iter().map(|v| format!("{}:{v}", self.kind)).collect()
+    /// The grid's points in order: each one's setting name, as `lsmooth compare --settings` spells it, and loss.
+    pub fn points(&self) -> Vec<(String, LossSpec)> {
+        self.strengths
+            .iter()
+            .map(|&v| {
+                let (smoothing, spread) = match self.kind {
+                    GridKind::Others => (Smoothing::Fixed(v as f32), Spread::Others),
+                    GridKind::Uniform => (Smoothing::Fixed(v as f32), Spread::Uniform),
+                    GridKind::Adaptive => (Smoothing::Adaptive { alpha: v as f32 }, Spread::Others),
+                };
+                (format!("{}:{v}", self.kind), LossSpec::mean(smoothing, spread))
+            })
+            .collect()
     }
 }
 
@@ -28,9 +62,12 @@ pub fn parse_grid(s: &str) -> Result<Grid, CliError> {
     let (kind, values) = s
         .split_once(':')
         .ok_or_else(|| usage("expected KIND:V1,V2,... with KIND others, uniform or adaptive".into()))?;
-    if !matches!(kind, "others" | "uniform" | "adaptive") {
-        return Err(usage(format!("{kind:?} is not others, uniform or adaptive")));
-    }
+    let kind = match kind {
+        "others" => GridKind::Others,
+        "uniform" => GridKind::Uniform,
+        "adaptive" => GridKind::Adaptive,
+        _ => return Err(usage(format!("{kind:?} is not others, uniform or adaptive"))),
+    };
     let mut strengths = Vec::new();
     for v in values.split(',') {
         let x: f64 = v.trim().parse().map_err(|_| usage(format!("{v:?} is not a number")))?;
@@ -45,10 +82,7 @@ pub fn parse_grid(s: &str) -> Result<Grid, CliError> {
     if strengths.len() < 2 {
         return Err(usage("a sweep needs at least two strengths".into()));
     }
-    Ok(Grid {
-        kind: kind.to_string(),
-        strengths,
-    })
+    Ok(Grid { kind, strengths })
 }
 
 /// The strength a criterion picks and the test metrics there (means over seeds).
@@ -74,7 +108,7 @@ pub struct GridPick {
 #[derive(Debug, Clone, Serialize)]
 pub struct GridSummary {
     /// `others`, `uniform` or `adaptive`.
-    pub kind: String,
+    pub kind: GridKind,
     /// The strengths, in the order given.
     pub strengths: Vec<f64>,
     /// Their settings' names (entries of `settings`).
@@ -106,19 +140,14 @@ fn pick(grid: &Grid, points: &[&SettingSummary], criterion: fn(&SettingSummary) 
     }
 }
 
-/// The grid's summary from the sweep's settings (each grid point must be among them).
-pub fn summarise(grid: &Grid, settings: &[SettingSummary]) -> GridSummary {
-    let names = grid.settings();
-    let points: Vec<&SettingSummary> = names
-        .iter()
-        .map(|n| settings.iter().find(|s| &s.name == n).expect("grid settings are run"))
-        .collect();
+/// The grid's summary from its points' settings, one per strength in order.
+pub fn summarise(grid: &Grid, points: &[&SettingSummary]) -> GridSummary {
     GridSummary {
-        kind: grid.kind.clone(),
+        kind: grid.kind,
         strengths: grid.strengths.clone(),
-        best_validation_nll: pick(grid, &points, |s| &s.validation_nll),
-        best_validation_ece: pick(grid, &points, |s| &s.validation_ece),
-        settings: names,
+        best_validation_nll: pick(grid, points, |s| &s.validation_nll),
+        best_validation_ece: pick(grid, points, |s| &s.validation_ece),
+        settings: points.iter().map(|s| s.name.clone()).collect(),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::cli::{EmbeddedDataset, LossFlags, ModelChoice, OptimizerChoice, Prese
 use crate::data::Source;
 use crate::run::{LossSpec, ModelKind, Objective, OptimizerKind, TrainConfig};
 use crate::CliError;
-use label_smoothing::{LabelSmoothingConfig, Reduction, Spread};
+use label_smoothing::{LabelSmoothingConfig, Smoothing, Spread};
 
 /// The epochs of a run when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 20;
@@ -19,22 +19,21 @@ pub fn preset(p: Preset) -> LossSpec {
     })
 }
 
-/// The loss given by the loss flags.
-pub fn loss_spec(flags: &LossFlags) -> LossSpec {
-    match flags.preset {
+/// The loss given by the loss flags (a usage error naming the flag for a smoothing outside `[0, 1]`).
+pub fn loss_spec(flags: &LossFlags) -> Result<LossSpec, CliError> {
+    Ok(match flags.preset {
         Some(p) => preset(p),
         None => LossSpec {
-            smoothing: flags.loss.smoothing.unwrap_or(0.0),
-            adaptive: flags.loss.adaptive,
+            smoothing: flags.loss.smoothing(0.0)?,
             spread: flags.loss.spread,
             reduction: flags.loss.reduction,
             ignore_index: None,
         },
-    }
+    })
 }
 
 /// The regulariser given by the loss flags.
-pub fn regularizer(flags: &LossFlags) -> Option<Objective> {
+pub fn objective(flags: &LossFlags) -> Option<Objective> {
     if let Some(alpha) = flags.mixup {
         Some(Objective::Mixup { alpha })
     } else if let Some(alpha) = flags.cutmix {
@@ -60,7 +59,7 @@ pub struct Setting {
     /// The loss.
     pub loss: LossSpec,
     /// The regulariser, if any (for distillation, filled in per seed).
-    pub regularizer: Option<Objective>,
+    pub objective: Option<Objective>,
     /// The teacher setting of `distill:SETTING`.
     pub teacher: Option<String>,
     /// Distillation temperature (`lsmooth compare` fills it in for `distill:` settings).
@@ -71,24 +70,34 @@ pub struct Setting {
     pub student_hidden: Option<Vec<usize>>,
 }
 
+impl Setting {
+    /// The setting of a loss alone: no regulariser, no teacher.
+    pub fn of(loss: LossSpec) -> Self {
+        Setting {
+            loss,
+            objective: None,
+            teacher: None,
+            temperature: None,
+            beta: None,
+            student_hidden: None,
+        }
+    }
+}
+
 /// Parses a `lsmooth compare` setting: a loss (`plain`, `others:EPS`, `uniform:EPS`, `adaptive:ALPHA`, a preset),
 /// optionally `+` a regulariser (`mixup:A`, `cutmix:A`, `ols`, `confidence-penalty:B`, `label-relaxation:A`), or
 /// `distill:SETTING`.
 pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
     if let Some(teacher) = s.strip_prefix("distill:") {
         return Ok(Setting {
-            loss: parse_setting("plain")?,
-            regularizer: None,
             teacher: Some(teacher.to_string()),
-            temperature: None,
-            beta: None,
-            student_hidden: None,
+            ..Setting::of(parse_setting("plain")?)
         });
     }
     let bad = |part: &str| CliError::Usage(format!("setting {s:?}: {part:?} is not a loss or a regulariser"));
     let number = |part: &str, v: &str| v.parse::<f64>().map_err(|_| bad(part));
     let mut loss = None;
-    let mut regularizer = None;
+    let mut objective = None;
     for part in s.split('+') {
         let reg = match part.split_once(':') {
             Some(("mixup", v)) => Some(Objective::Mixup {
@@ -107,22 +116,18 @@ pub fn parse_full_setting(s: &str) -> Result<Setting, CliError> {
             _ => None,
         };
         match reg {
-            Some(r) if regularizer.is_none() => regularizer = Some(r),
+            Some(r) if objective.is_none() => objective = Some(r),
             Some(_) => return Err(CliError::Usage(format!("setting {s:?}: at most one regulariser"))),
             None if loss.is_none() => loss = Some(parse_setting(part)?),
             None => return Err(bad(part)),
         }
     }
     Ok(Setting {
-        loss: match loss {
+        objective,
+        ..Setting::of(match loss {
             Some(l) => l,
             None => parse_setting("plain")?,
-        },
-        regularizer,
-        teacher: None,
-        temperature: None,
-        beta: None,
-        student_hidden: None,
+        })
     })
 }
 
@@ -135,30 +140,23 @@ pub fn parse_setting(s: &str) -> Result<LossSpec, CliError> {
         ))
     };
     let number = |v: &str| v.parse::<f32>().map_err(|_| bad());
-    let base = |spread: Spread, smoothing: f32, adaptive: Option<f32>| LossSpec {
-        smoothing,
-        adaptive,
-        spread,
-        reduction: Reduction::Mean,
-        ignore_index: None,
-    };
     Ok(match s.split_once(':') {
         None => match s {
-            "plain" => base(Spread::Others, 0.0, None),
+            "plain" => LossSpec::mean(Smoothing::Fixed(0.0), Spread::Others),
             "fast-reid" => preset(Preset::FastReid),
             "fast-reid-adaptive" => preset(Preset::FastReidAdaptive),
             "pytorch" => preset(Preset::Pytorch),
             _ => return Err(bad()),
         },
-        Some(("others", v)) => base(Spread::Others, number(v)?, None),
-        Some(("uniform", v)) => base(Spread::Uniform, number(v)?, None),
-        Some(("adaptive", v)) => base(Spread::Others, 0.0, Some(number(v)?)),
+        Some(("others", v)) => LossSpec::mean(Smoothing::Fixed(number(v)?), Spread::Others),
+        Some(("uniform", v)) => LossSpec::mean(Smoothing::Fixed(number(v)?), Spread::Uniform),
+        Some(("adaptive", v)) => LossSpec::mean(Smoothing::Adaptive { alpha: number(v)? }, Spread::Others),
         Some(_) => return Err(bad()),
     })
 }
 
 /// The run configuration of the shared training flags, a loss and a seed.
-pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Objective>, seed: u64) -> TrainConfig {
+pub fn config(flags: &TrainFlags, loss: LossSpec, objective: Option<Objective>, seed: u64) -> TrainConfig {
     TrainConfig {
         data: match (&flags.data, flags.dataset) {
             (Some(dir), _) => Source::Dir(dir.clone()),
@@ -185,6 +183,6 @@ pub fn config(flags: &TrainFlags, loss: LossSpec, regularizer: Option<Objective>
         epochs: flags.epochs.unwrap_or(DEFAULT_EPOCHS),
         seed,
         loss,
-        regularizer,
+        objective,
     }
 }

@@ -37,7 +37,7 @@ pub struct SettingSummary {
     /// Its loss.
     pub loss: LossSpec,
     /// Its regulariser (mixup, CutMix, OLS, a penalty, relaxation), if any.
-    pub regularizer: Option<Objective>,
+    pub objective: Option<Objective>,
     /// For `distill:SETTING`, the teacher setting (each seed distils from the same seed's teacher).
     pub teacher: Option<String>,
     /// For `distill:SETTING`, the distillation temperature.
