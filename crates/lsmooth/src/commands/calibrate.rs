@@ -2,7 +2,8 @@
 //! scaling fitted on held-out data, bootstrap intervals, and a reliability diagram.
 
 use crate::cli::CalibrateArgs;
-use crate::io::{atomic, npy};
+use crate::io::arrays::{read_labels, read_matrix, Matrix};
+use crate::io::atomic;
 use crate::report::png::{check_extension, encode_for};
 use crate::report::reliability::smooth_curve;
 use crate::CliError;
@@ -83,36 +84,18 @@ fn calib_err(path: &Path, e: CalibrationError) -> CliError {
     CliError::input(path, e.to_string())
 }
 
-fn read_logits(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>), CliError> {
-    let a = npy::read(path)?;
-    let shape = a.expect_ndim(2, &format!("{what} of shape [N, K]"))?.to_vec();
-    Ok((shape[0], shape[1], a.to_f32(what)?))
-}
-
-fn read_labels(path: &Path, n: usize) -> Result<Vec<i64>, CliError> {
-    let a = npy::read(path)?;
-    a.expect_ndim(1, &format!("labels of shape [{n}]"))?;
-    let y = a.to_i64("labels")?;
-    if y.len() != n {
-        return Err(CliError::input(
-            path,
-            format!("expected {n} labels, found shape {:?}", a.shape),
-        ));
-    }
-    Ok(y)
-}
-
 /// Held-out logits and labels from `--fit-temperature` or `--fit-vector`, checked against `k` classes.
 fn read_validation(paths: &[PathBuf], k: usize, input: &Path) -> Result<(Vec<f32>, Vec<i64>), CliError> {
     let (vl, vy) = (&paths[0], &paths[1]);
-    let (vn, vk, val) = read_logits(vl, "validation logits")?;
+    let val = read_matrix(vl, "validation logits", "[N, K]")?;
+    let vk = val.cols;
     if vk != k {
         return Err(CliError::input(
             vl,
             format!("expected {k} classes like {}, found {vk}", input.display()),
         ));
     }
-    Ok((val, read_labels(vy, vn)?))
+    Ok((val.values, read_labels(vy, val.rows, "the validation logits")?))
 }
 
 /// Held-out logits `[N, K]` (row-major) and their labels `[N]`, for fitting a temperature or vector scaling.
@@ -438,15 +421,20 @@ struct Read {
 }
 
 fn read(args: &CalibrateArgs) -> Result<Read, CliError> {
-    let (input, (n, k, values)) = match (&args.logits, &args.probs) {
-        (Some(l), None) => (l, read_logits(l, "logits")?),
-        (None, Some(p)) => (p, read_logits(p, "probabilities")?),
+    let (input, what) = match (&args.logits, &args.probs) {
+        (Some(l), None) => (l, "logits"),
+        (None, Some(p)) => (p, "probabilities"),
         _ => unreachable!("clap requires exactly one of --logits and --probs"),
     };
+    let Matrix {
+        rows: n,
+        cols: k,
+        values,
+    } = read_matrix(input, what, "[N, K]")?;
     if n == 0 {
         return Err(CliError::input(input, "no rows"));
     }
-    let labels = read_labels(&args.labels, n)?;
+    let labels = read_labels(&args.labels, n, &format!("the {what}"))?;
     let held = |paths: &Option<Vec<PathBuf>>| paths.as_ref().map(|p| read_validation(p, k, input)).transpose();
     Ok(Read {
         input: input.clone(),

@@ -1,10 +1,11 @@
 //! `lsmooth loss`: loss and gradient of `.npy` arrays.
 
 use crate::cli::LossArgs;
+use crate::io::arrays::{read_labels, read_matrix, read_vector, Matrix};
 use crate::io::atomic::{self, Outputs};
-use crate::io::npy::{self, Array};
+use crate::io::npy;
 use crate::CliError;
-use label_smoothing::{GradOutput, Loss, LossError, Reduction, Smoothing, Targets};
+use label_smoothing::{GradOutput, LabelSmoothingLoss, Loss, LossError, Reduction, Smoothing, Targets};
 use serde::Serialize;
 use std::path::Path;
 
@@ -33,20 +34,23 @@ pub struct Report {
     pub loss_out: Option<String>,
 }
 
-fn read_2d(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>), CliError> {
-    let a = npy::read(path)?;
-    let shape = a.expect_ndim(2, &format!("{what} of shape [N, K]"))?.to_vec();
-    Ok((shape[0], shape[1], a.to_f32(what)?))
+/// Hard labels or soft targets, as read.
+enum TargetValues {
+    Labels(Vec<i64>),
+    Soft(Vec<f32>),
 }
 
-fn read_1d(path: &Path, what: &str) -> Result<Array, CliError> {
-    let a = npy::read(path)?;
-    a.expect_ndim(1, what)?;
-    Ok(a)
+impl TargetValues {
+    fn targets(&self) -> Targets<'_> {
+        match self {
+            TargetValues::Labels(y) => Targets::Labels(y),
+            TargetValues::Soft(t) => Targets::Soft(t),
+        }
+    }
 }
 
-/// Runs the command: reads, validates, computes, writes the outputs atomically, prints the JSON line.
-pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+/// Refuses `--grad-out` and `--loss-out` naming one file, or a directory, before anything is read.
+fn check_outputs(args: &LossArgs) -> Result<(), CliError> {
     if let (Some(g), Some(l)) = (&args.grad_out, &args.loss_out) {
         if atomic::same_file(g, l) {
             return Err(CliError::Usage(format!(
@@ -63,18 +67,14 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
             )));
         }
     }
-    let (n, k, mut logits) = read_2d(&args.logits, "logits")?;
+    Ok(())
+}
 
+/// The loss for the `k` classes of the `[n, k]` logits, with the class weights of `--weights`.
+fn loss_fn(args: &LossArgs, n: usize, k: usize) -> Result<LabelSmoothingLoss, CliError> {
     let mut config = args.loss.config(0.0)?.with_ignore_index(args.ignore_index);
     if let Some(wp) = &args.weights {
-        let a = read_1d(wp, &format!("weights of shape [{k}] (one per class)"))?;
-        let w = a.to_f32("weights")?;
-        if w.len() != k {
-            return Err(CliError::input(
-                wp,
-                format!("expected {k} weights (K of the logits), found shape {:?}", a.shape),
-            ));
-        }
+        let w = read_vector(wp, k, "weights", "one per class of the logits")?;
         config = config.with_weights(Some(w));
     }
     if k < 2 {
@@ -83,70 +83,90 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
             format!("needs at least 2 classes, found shape [{n}, {k}]"),
         ));
     }
-    let loss_fn = config.init(k).map_err(|e| match e {
+    config.init(k).map_err(|e| match e {
         LossError::InvalidWeight { .. } => {
             CliError::input(args.weights.as_deref().unwrap_or(Path::new("")), e.to_string())
         }
         other => CliError::Loss(other),
-    })?;
+    })
+}
 
-    // Targets.
-    let labels: Vec<i64>;
-    let soft: Vec<f32>;
-    let (targets, target_path) = if let Some(tp) = &args.targets {
-        let a = read_1d(tp, &format!("labels of shape [{n}]"))?;
-        labels = a.to_i64("labels")?;
-        if labels.len() != n {
-            return Err(CliError::input(
-                tp,
-                format!("expected {n} labels (N of the logits), found shape {:?}", a.shape),
-            ));
+/// The targets of `--targets` or `--soft-targets` for `[n, k]` logits, and the file they came from.
+fn read_targets(args: &LossArgs, n: usize, k: usize) -> Result<(TargetValues, &Path), CliError> {
+    if let Some(tp) = &args.targets {
+        return Ok((TargetValues::Labels(read_labels(tp, n, "the logits")?), tp));
+    }
+    let sp = args
+        .soft_targets
+        .as_ref()
+        .expect("clap requires --targets or --soft-targets");
+    let soft = read_matrix(sp, "soft targets", "[N, K]")?;
+    if (soft.rows, soft.cols) != (n, k) {
+        return Err(CliError::input(
+            sp,
+            format!(
+                "expected shape [{n}, {k}] like the logits, found [{}, {}]",
+                soft.rows, soft.cols
+            ),
+        ));
+    }
+    Ok((TargetValues::Soft(soft.values), sp))
+}
+
+/// The upstream gradient of `--grad-output`, as read.
+enum Upstream {
+    One,
+    Scalar(f32),
+    PerRow(Vec<f32>),
+}
+
+impl Upstream {
+    fn grad_output(&self) -> GradOutput<'_> {
+        match self {
+            Upstream::One => GradOutput::ONE,
+            Upstream::Scalar(g) => GradOutput::Scalar(*g),
+            Upstream::PerRow(g) => GradOutput::PerRow(g),
         }
-        (Targets::Labels(&labels), tp)
-    } else {
-        let sp = args
-            .soft_targets
-            .as_ref()
-            .expect("clap requires --targets or --soft-targets");
-        let (sn, sk, s) = read_2d(sp, "soft targets")?;
-        if (sn, sk) != (n, k) {
-            return Err(CliError::input(
-                sp,
-                format!("expected shape [{n}, {k}] like the logits, found [{sn}, {sk}]"),
-            ));
-        }
-        soft = s;
-        (Targets::Soft(&soft), sp)
+    }
+}
+
+/// The upstream gradient of `--grad-output`: a scalar, or with reduction `none` one per row (`n`); 1 without
+/// the flag.
+fn read_grad_output(args: &LossArgs, n: usize) -> Result<Upstream, CliError> {
+    let Some(gp) = &args.grad_output else {
+        return Ok(Upstream::One);
     };
-
-    // Upstream gradient.
-    let go_values: Vec<f32>;
-    let grad_output = match &args.grad_output {
-        None => GradOutput::ONE,
-        Some(gp) => {
-            let a = npy::read(gp)?;
-            go_values = a.to_f32("grad-output")?;
-            if a.shape == [n] && args.loss.reduction == Reduction::None {
-                GradOutput::PerRow(&go_values)
-            } else if a.shape.is_empty() || a.shape == [1] {
-                GradOutput::Scalar(go_values[0])
+    let a = npy::read(gp)?;
+    let values = a.to_f32("grad-output")?;
+    let per_row = args.loss.reduction == Reduction::None;
+    if a.shape == [n] && per_row {
+        return Ok(Upstream::PerRow(values));
+    } else if a.shape.is_empty() || a.shape == [1] {
+        return Ok(Upstream::Scalar(values[0]));
+    }
+    Err(CliError::input(
+        gp,
+        format!(
+            "expected a scalar (shape [] or [1]){}, found shape {:?}",
+            if per_row {
+                format!(" or shape [{n}]")
             } else {
-                return Err(CliError::input(
-                    gp,
-                    format!(
-                        "expected a scalar (shape [] or [1]){}, found shape {:?}",
-                        if args.loss.reduction == Reduction::None {
-                            format!(" or shape [{n}]")
-                        } else {
-                            String::new()
-                        },
-                        a.shape
-                    ),
-                ));
-            }
-        }
-    };
+                String::new()
+            },
+            a.shape
+        ),
+    ))
+}
 
+/// The gradient (over the logits, in place, with `--grad-out`) and the loss; target errors name their file.
+fn compute(
+    args: &LossArgs,
+    loss_fn: &LabelSmoothingLoss,
+    logits: &mut [f32],
+    (targets, target_path): (&TargetValues, &Path),
+    upstream: &Upstream,
+) -> Result<Loss, CliError> {
+    let grad_output = upstream.grad_output();
     let with_file = |e: LossError| -> CliError {
         match e {
             LossError::LabelOutOfRange { .. } | LossError::SoftTargetEntry { .. } | LossError::SoftTargetSum { .. } => {
@@ -158,28 +178,46 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
             other => CliError::Loss(other),
         }
     };
-    let loss = if args.grad_out.is_some() {
+    if args.grad_out.is_some() {
         loss_fn
-            .loss_and_grad_in_place(&mut logits, targets, grad_output)
-            .map_err(with_file)?
+            .loss_and_grad_in_place(logits, targets.targets(), grad_output)
+            .map_err(with_file)
     } else {
-        loss_fn.loss(&logits, targets).map_err(with_file)?
-    };
+        loss_fn.loss(logits, targets.targets()).map_err(with_file)
+    }
+}
 
-    // Outputs: all written to temporary files first, then renamed together; a failure leaves every existing
-    // output as it was.
+/// Writes `--grad-out` and `--loss-out`: all to temporary files first, then renamed together, so that a failure
+/// leaves every existing output as it was.
+fn write_outputs(args: &LossArgs, (n, k): (usize, usize), grad: &[f32], loss: &Loss) -> Result<(), CliError> {
     let mut outputs = Outputs::new();
     if let Some(gp) = &args.grad_out {
-        outputs.add(gp, &npy::encode_f32(&[n, k], &logits))?;
+        outputs.add(gp, &npy::encode_f32(&[n, k], grad))?;
     }
     if let Some(lp) = &args.loss_out {
-        let bytes = match &loss {
+        let bytes = match loss {
             Loss::Scalar(v) => npy::encode_f32(&[], &[*v]),
             Loss::PerRow(v) => npy::encode_f32(&[n], v),
         };
         outputs.add(lp, &bytes)?;
     }
     outputs.commit()?;
+    Ok(())
+}
+
+/// Runs the command: reads, validates, computes, writes the outputs atomically, prints the JSON line.
+pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
+    check_outputs(args)?;
+    let Matrix {
+        rows: n,
+        cols: k,
+        values: mut logits,
+    } = read_matrix(&args.logits, "logits", "[N, K]")?;
+    let loss_fn = loss_fn(args, n, k)?;
+    let (targets, target_path) = read_targets(args, n, k)?;
+    let upstream = read_grad_output(args, n)?;
+    let loss = compute(args, &loss_fn, &mut logits, (&targets, target_path), &upstream)?;
+    write_outputs(args, (n, k), &logits, &loss)?;
 
     let (smoothing, adaptive) = match loss_fn.config().smoothing {
         Smoothing::Fixed(e) => (Some(e), None),

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::analysis::{project, Projection};
 use crate::cli::ProjectArgs;
-use crate::io::{atomic, npy};
+use crate::io::arrays::{read_labels, read_matrix, Matrix};
+use crate::io::atomic;
 use crate::report::png::{check_extension, encode_for};
 use crate::report::projection::svg;
 use crate::CliError;
@@ -89,37 +90,23 @@ pub fn run(args: &ProjectArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
             )))
         }
     };
-    let f = npy::read(&args.features)?;
-    let (n, d) = match *f.expect_ndim(2, "features of shape [N, D]")? {
-        [n, d] => (n, d),
-        _ => unreachable!("checked to be 2-D"),
-    };
-    let features = f.to_f32("features")?;
-    let y = npy::read(&args.labels)?;
-    y.expect_ndim(1, &format!("labels of shape [{n}]"))?;
-    let labels = y.to_i64("labels")?;
-    if labels.len() != n {
+    let Matrix {
+        rows: n,
+        cols: d,
+        values: features,
+    } = read_matrix(&args.features, "features", "[N, D]")?;
+    let labels = read_labels(&args.labels, n, &crate::io::show_path(&args.features))?;
+    let w = read_matrix(&args.weights, "final-layer weights", &format!("[K, {d}]"))?;
+    let (k, weights) = (w.rows, w.values);
+    if w.cols != d {
         return Err(CliError::input(
-            &args.labels,
+            &args.weights,
             format!(
-                "{} labels for the {n} rows of {}",
-                labels.len(),
-                args.features.display()
+                "weights of shape [{k}, {}], but the features have D = {d} columns",
+                w.cols
             ),
         ));
     }
-    let w = npy::read(&args.weights)?;
-    let (k, wd) = match *w.expect_ndim(2, &format!("final-layer weights of shape [K, {d}]"))? {
-        [k, wd] => (k, wd),
-        _ => unreachable!("checked to be 2-D"),
-    };
-    if wd != d {
-        return Err(CliError::input(
-            &args.weights,
-            format!("weights of shape [{k}, {wd}], but the features have D = {d} columns"),
-        ));
-    }
-    let weights = w.to_f32("weights")?;
     for &c in &classes {
         if c >= k {
             return Err(CliError::Usage(format!(

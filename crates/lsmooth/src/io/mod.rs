@@ -1,9 +1,11 @@
 //! Files in and out: `.npy` arrays ([`npy`], with its header's Python literals in `npy::pyliteral`), IDX datasets,
-//! plain or gzipped ([`idx`]), and atomic output files ([`atomic`]).
+//! plain or gzipped ([`idx`]), atomic output files ([`atomic`]), and the typed readers the commands share
+//! ([`arrays`]).
 //!
 //! Every reader accepts what the format's reference reader accepts (numpy for `.npy`), refuses the rest with the
 //! file and byte offset at fault, and allocates no more than the file's size justifies.
 
+pub mod arrays;
 pub mod atomic;
 pub mod idx;
 pub mod npy;
