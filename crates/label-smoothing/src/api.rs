@@ -115,31 +115,11 @@ impl LabelSmoothingLoss {
         grad_output: GradOutput<'_>,
         grad_len: Option<usize>,
     ) -> Result<usize> {
-        let k = self.k;
-        if !logits_len.is_multiple_of(k) {
-            return Err(LossError::Length {
-                what: "logits",
-                expected: format!("a multiple of K = {k} ([N, K] row-major)"),
-                got: logits_len,
-            });
-        }
-        let n = logits_len / k;
+        let (k, config) = (self.k, &self.config);
+        let n = check_logits(logits_len, k)?;
         match targets {
-            Targets::Labels(labels) => {
-                check_len("labels", labels.len(), n, || {
-                    format!("{n} (one per row of [{n}, {k}] logits)")
-                })?;
-                check_labels(labels, k, self.config.ignore_index)?;
-            }
-            Targets::Soft(t) => {
-                if matches!(self.config.smoothing, Smoothing::Adaptive { .. }) {
-                    return Err(LossError::AdaptiveWithSoftTargets);
-                }
-                check_len("soft targets", t.len(), n * k, || {
-                    format!("{} ([{n}, {k}] like the logits)", n * k)
-                })?;
-                check_soft_targets(t.iter().map(|&x| x as f64), k)?;
-            }
+            Targets::Labels(labels) => check_hard_targets(config, labels, n, k)?,
+            Targets::Soft(t) => check_soft_targets_of(config, t.len(), t.iter().map(|&x| x as f64), n, k)?,
         }
         check_grad_output(self.config.reduction, grad_output, n)?;
         if let Some(len) = grad_len {
@@ -178,7 +158,47 @@ impl LabelSmoothingConfig {
     }
 }
 
-fn check_len(what: &'static str, got: usize, want: usize, expected: impl FnOnce() -> String) -> Result<()> {
+/// Logits of `len` values are `[N, K]` row-major; returns `N`.
+pub(crate) fn check_logits(len: usize, k: usize) -> Result<usize> {
+    if len.is_multiple_of(k) {
+        Ok(len / k)
+    } else {
+        Err(LossError::Length {
+            what: "logits",
+            expected: format!("a multiple of K = {k} ([N, K] row-major)"),
+            got: len,
+        })
+    }
+}
+
+/// Hard labels for `[n, k]` logits: one per row, each in `[0, K)` or the ignore index.
+pub(crate) fn check_hard_targets(config: &LabelSmoothingConfig, labels: &[i64], n: usize, k: usize) -> Result<()> {
+    check_len("labels", labels.len(), n, || {
+        format!("{n} (one per row of [{n}, {k}] logits)")
+    })?;
+    check_labels(labels, k, config.ignore_index)
+}
+
+/// Soft targets (`len` values, `values` in any float type) for `[n, k]` logits: `[N, K]` like them, each row a
+/// probability vector, and no adaptive smoothing.
+pub(crate) fn check_soft_targets_of(
+    config: &LabelSmoothingConfig,
+    len: usize,
+    values: impl Iterator<Item = f64>,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    if matches!(config.smoothing, Smoothing::Adaptive { .. }) {
+        return Err(LossError::AdaptiveWithSoftTargets);
+    }
+    check_len("soft targets", len, n * k, || {
+        format!("{} ([{n}, {k}] like the logits)", n * k)
+    })?;
+    check_soft_targets(values, k)
+}
+
+/// `got == want`, else a [`LossError::Length`] for `what` with the `expected` description.
+pub(crate) fn check_len(what: &'static str, got: usize, want: usize, expected: impl FnOnce() -> String) -> Result<()> {
     if got == want {
         Ok(())
     } else {

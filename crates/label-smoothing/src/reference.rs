@@ -3,9 +3,9 @@
 //! It materialises every target row and log-probability, exactly as the definition reads; it is slow and
 //! allocates `[N, K]` buffers. Inputs are validated like the fused loss's.
 
-use crate::api::{check_labels, check_soft_targets};
+use crate::api::{check_hard_targets, check_logits, check_soft_targets_of};
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
-use crate::error::{LossError, Result};
+use crate::error::Result;
 
 /// Targets in f64.
 #[derive(Debug, Clone, Copy)]
@@ -36,44 +36,16 @@ pub fn loss_and_grad(
     targets: RefTargets<'_>,
     grad_output: Option<&[f64]>,
 ) -> Result<RefOutput> {
-    // Validates K, eps, alpha and the weights.
-    config.clone().init(k)?;
-    if !logits.len().is_multiple_of(k) {
-        return Err(LossError::Length {
-            what: "logits",
-            expected: format!("a multiple of K = {k}"),
-            got: logits.len(),
-        });
-    }
-    let n = logits.len() / k;
+    // Validates K, eps, alpha and the weights, then the shapes and targets as the fused loss does.
+    let loss = config.clone().init(k)?;
+    let n = check_logits(logits.len(), k)?;
     let w: Vec<f64> = match &config.weights {
         Some(w) => w.iter().map(|&x| x as f64).collect(),
         None => vec![1.0; k],
     };
     match targets {
-        RefTargets::Labels(y) => {
-            if y.len() != n {
-                return Err(LossError::Length {
-                    what: "labels",
-                    expected: n.to_string(),
-                    got: y.len(),
-                });
-            }
-            check_labels(y, k, config.ignore_index)?;
-        }
-        RefTargets::Soft(t) => {
-            if matches!(config.smoothing, Smoothing::Adaptive { .. }) {
-                return Err(LossError::AdaptiveWithSoftTargets);
-            }
-            if t.len() != n * k {
-                return Err(LossError::Length {
-                    what: "soft targets",
-                    expected: (n * k).to_string(),
-                    got: t.len(),
-                });
-            }
-            check_soft_targets(t.iter().copied(), k)?;
-        }
+        RefTargets::Labels(y) => check_hard_targets(loss.config(), y, n, k)?,
+        RefTargets::Soft(t) => check_soft_targets_of(loss.config(), t.len(), t.iter().copied(), n, k)?,
     }
 
     let mut losses = vec![0.0; n];

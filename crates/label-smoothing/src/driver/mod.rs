@@ -163,15 +163,20 @@ pub(crate) fn reduce(reduction: Reduction, losses: &[f64], denominator: f64, sca
         Reduction::Sum => (Loss::Scalar(total() as f32), 1.0),
         Reduction::Mean => (Loss::Scalar((total() * scale) as f32), 1.0),
         Reduction::MeanNonZero => {
-            let nonzero = losses.iter().filter(|&&l| l != 0.0).count().max(1);
-            let ratio = if nonzero as f64 != denominator {
-                denominator / nonzero as f64
+            let nonzero = nonzero_rows(losses);
+            let ratio = if nonzero != denominator {
+                denominator / nonzero
             } else {
                 1.0
             };
-            (Loss::Scalar((total() / nonzero as f64) as f32), ratio)
+            (Loss::Scalar((total() / nonzero) as f32), ratio)
         }
     }
+}
+
+/// `mean-nonzero`'s denominator: the rows whose loss is not zero (at least 1, so that no rows give 0).
+pub(crate) fn nonzero_rows(losses: &[f64]) -> f64 {
+    losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64
 }
 
 /// The computation of a validated call, for any element type (instantiated once per type by [`run`]).

@@ -3,7 +3,9 @@
 //! exponentials summed in f64 lanes, and, when the probabilities are wanted, one pass writing them), and a
 //! row-parallel driver with per-thread scratch space.
 
+use crate::api::{check_len, check_logits};
 use crate::config::Reduction;
+use crate::driver::nonzero_rows;
 use crate::simd::{dispatch, exp_nonpos, hmax, Isa, Kernel, Lanes, LANES};
 use rayon::prelude::*;
 
@@ -187,7 +189,7 @@ where
         ),
         (g, known) => {
             let losses = rows(logits, k, None, scratch_len, |i, z, _, s| row(i, z, None, s, 1.0));
-            let d = known.unwrap_or_else(|| losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64);
+            let d = known.unwrap_or_else(|| nonzero_rows(&losses));
             if let Some(g) = g {
                 rows(logits, k, Some(g), scratch_len, |i, z, g, s| row(i, z, g, s, 1.0 / d));
             }
@@ -201,23 +203,11 @@ pub(crate) fn check_shape(len: usize, k: usize, grad: Option<usize>) -> crate::R
     if k < 2 {
         return Err(crate::LossError::TooFewClasses { k });
     }
-    if !len.is_multiple_of(k) {
-        return Err(crate::LossError::Length {
-            what: "logits",
-            expected: format!("a multiple of K = {k}"),
-            got: len,
-        });
-    }
+    let n = check_logits(len, k)?;
     if let Some(g) = grad {
-        if g != len {
-            return Err(crate::LossError::Length {
-                what: "grad",
-                expected: len.to_string(),
-                got: g,
-            });
-        }
+        check_len("grad", g, len, || format!("{len} ([{n}, {k}] like the logits)"))?;
     }
-    Ok(len / k)
+    Ok(n)
 }
 
 /// Checks a parameter lies in `[lo, hi]`.
