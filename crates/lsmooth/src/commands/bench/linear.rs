@@ -124,139 +124,208 @@ fn timed(f: &mut impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Result<LinearBenchReport, CliError> {
-    let loss_fn = args.loss.config(0.1)?.init(k)?;
-    let mut lce = LinearCrossEntropy::new(loss_fn, d)?;
+/// The seeded problem: hidden states, weight, bias and labels.
+struct Problem {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+impl Problem {
+    /// Logits of standard deviation about 1 (x uniform in `[-1, 1)`, W scaled by `1/sqrt(D)`), or with
+    /// `--peaked M` each row of x its label's row of W scaled so that its own logit is about `M`, plus noise.
+    fn new(args: &BenchArgs, n: usize, d: usize, k: usize) -> Self {
+        let mut x = uniform(n * d, 1.0, args.seed);
+        let w = uniform(k * d, (3.0 / d as f32).sqrt(), args.seed.wrapping_add(1));
+        let bias = uniform(k, 0.1, args.seed.wrapping_add(2));
+        let mut rng = SplitMix64::new(args.seed.wrapping_add(3));
+        let labels: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
+        if let Some(margin) = args.peaked {
+            // Row i: W[y_i] scaled so that x_i . W[y_i] = margin, plus noise of a tenth of x's default spread.
+            for (xi, &y) in x.chunks_exact_mut(d).zip(&labels) {
+                let wy = &w[y as usize * d..(y as usize + 1) * d];
+                let norm2: f64 = wy.iter().map(|&v| v as f64 * v as f64).sum();
+                for (v, &we) in xi.iter_mut().zip(wy) {
+                    *v = (margin * we as f64 / norm2) as f32 + 0.1 * *v;
+                }
+            }
+        }
+        Problem { x, w, bias, labels }
+    }
+
+    fn inputs(&self) -> LinearInputs<'_> {
+        LinearInputs {
+            x: &self.x,
+            weight: &self.w,
+            bias: Some(&self.bias),
+        }
+    }
+}
+
+/// The three gradient buffers, shared by every schedule (each overwrites them).
+struct Grads {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Grads {
+    fn all(&mut self) -> LinearGrads<'_> {
+        LinearGrads {
+            x: Some(&mut self.x),
+            weight: Some(&mut self.w),
+            bias: Some(&mut self.b),
+        }
+    }
+}
+
+/// The fused loss of the flags, and with `--filter` the same with the gradient filter.
+fn losses(args: &BenchArgs, d: usize, k: usize) -> Result<(LinearCrossEntropy, Option<LinearCrossEntropy>), CliError> {
+    let mut lce = LinearCrossEntropy::new(args.loss.config(0.1)?.init(k)?, d)?;
     if let Some(b) = args.block_rows {
         lce = lce.with_block_rows(b)?;
     }
     if let Some(c) = args.block_classes {
         lce = lce.with_block_classes(c)?;
     }
-    // Logits of standard deviation about 1: x uniform in [-1, 1), W scaled by 1/sqrt(D).
-    let mut x = uniform(n * d, 1.0, args.seed);
-    let w = uniform(k * d, (3.0 / d as f32).sqrt(), args.seed.wrapping_add(1));
-    let bias = uniform(k, 0.1, args.seed.wrapping_add(2));
-    let mut rng = SplitMix64::new(args.seed.wrapping_add(3));
-    let labels: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
-    if let Some(margin) = args.peaked {
-        // Row i: W[y_i] scaled so that x_i . W[y_i] = margin, plus noise of a tenth of x's default spread.
-        for (xi, &y) in x.chunks_exact_mut(d).zip(&labels) {
-            let wy = &w[y as usize * d..(y as usize + 1) * d];
-            let norm2: f64 = wy.iter().map(|&v| v as f64 * v as f64).sum();
-            for (v, &we) in xi.iter_mut().zip(wy) {
-                *v = (margin * we as f64 / norm2) as f32 + 0.1 * *v;
-            }
-        }
-    }
-    let filtered_lce = match args.filter {
+    let filtered = match args.filter {
         Some(t) => Some(lce.clone().with_gradient_filter(t as f32)?),
         None => None,
     };
-    let (mut gx, mut gw, mut gb) = (vec![1.0f32; n * d], vec![1.0f32; k * d], vec![1.0f32; k]);
-    let inputs = LinearInputs {
-        x: &x,
-        weight: &w,
-        bias: Some(&bias),
-    };
+    Ok((lce, filtered))
+}
 
-    let mut fused_loss = f32::NAN;
-    let mut unfused_loss = f32::NAN;
-    let fused_call = |gx: &mut [f32], gw: &mut [f32], gb: &mut [f32]| {
-        let grads = LinearGrads {
-            x: Some(gx),
-            weight: Some(gw),
-            bias: Some(gb),
-        };
-        lce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)
-            .map(|l| l.scalar().unwrap_or(f32::NAN))
+/// One call's loss (NaN for a per-row loss), discarding nothing: errors are returned.
+fn call(
+    lce: &LinearCrossEntropy,
+    p: &Problem,
+    grads: &mut Grads,
+    unfused: bool,
+) -> Result<f32, label_smoothing::LossError> {
+    let loss = if unfused {
+        linear::unfused(lce, p.inputs(), &p.labels, GradOutput::ONE, grads.all())?
+    } else {
+        lce.loss_and_grad(p.inputs(), &p.labels, GradOutput::ONE, grads.all())?
     };
-    let base_rss_bytes = rss();
-    let mut err = None;
-    let mut fused = || match fused_call(&mut gx, &mut gw, &mut gb) {
-        Ok(l) => fused_loss = l,
-        Err(e) => err = Some(e),
-    };
-    let peak_rss_bytes = peak_of(&mut fused);
-    let probe = timed(&mut fused);
-    if let Some(e) = err.take() {
-        return Err(e.into());
-    }
+    Ok(loss.scalar().unwrap_or(f32::NAN))
+}
 
-    // The three schedules share the gradient buffers (each overwrites them), so the base memory is theirs.
-    let mut unfused = || {
-        let grads = LinearGrads {
-            x: Some(&mut gx),
-            weight: Some(&mut gw),
-            bias: Some(&mut gb),
-        };
-        match linear::unfused(&lce, inputs, &labels, GradOutput::ONE, grads) {
-            Ok(l) => unfused_loss = l.scalar().unwrap_or(f32::NAN),
-            Err(e) => err = Some(e),
-        }
-    };
-    let unfused_peak_rss_bytes = peak_of(&mut unfused);
-    if let Some(e) = err.take() {
-        return Err(e.into());
-    }
-    let mut gemms = || linear::gemms_only(&lce, inputs, &mut gx, &mut gw);
-    let gemm_peak_rss_bytes = peak_of(&mut gemms);
+/// The memory of one call of each schedule, its loss, and the time of one fused call (to size the rounds).
+struct Probe {
+    base: Option<u64>,
+    fused: Option<u64>,
+    unfused: Option<u64>,
+    gemms: Option<u64>,
+    fused_loss: f32,
+    unfused_loss: f32,
+    seconds: f64,
+}
 
-    // About 30 s of fused calls in all, unless given; every round times the three schedules in turn.
-    let repeat = args
-        .repeat
-        .unwrap_or_else(|| ((30.0 / probe.max(1e-9)) as usize).clamp(3, 50));
-    let (mut tf, mut tu, mut tg, mut tc) = (vec![], vec![], vec![], vec![]);
-    let mut copy = vec![0.0f32; k * d];
-    let mut tfl = vec![];
-    // The filtered loss's grad_x against the exact fused one's, once.
-    let mut filtered_rel = None;
-    if let Some(flce) = &filtered_lce {
-        let _ = fused_call(&mut gx, &mut gw, &mut gb);
-        let exact = gx.clone();
-        let grads = LinearGrads {
-            x: Some(&mut gx),
-            weight: Some(&mut gw),
-            bias: Some(&mut gb),
-        };
-        flce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads)?;
-        let big = exact.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
-        let diff = exact.iter().zip(&gx).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
-        filtered_rel = Some(if big > 0.0 { diff / big } else { 0.0 });
-    }
+fn probe(lce: &LinearCrossEntropy, p: &Problem, grads: &mut Grads) -> Result<Probe, CliError> {
+    let base = rss();
+    let (mut fused_loss, mut unfused_loss) = (Ok(f32::NAN), Ok(f32::NAN));
+    let fused = peak_of(&mut || fused_loss = call(lce, p, grads, false));
+    let seconds = timed(&mut || fused_loss = call(lce, p, grads, false));
+    let fused_loss = fused_loss?;
+    let unfused = peak_of(&mut || unfused_loss = call(lce, p, grads, true));
+    let unfused_loss = unfused_loss?;
+    let gemms = peak_of(&mut || linear::gemms_only(lce, p.inputs(), &mut grads.x, &mut grads.w));
+    Ok(Probe {
+        base,
+        fused,
+        unfused,
+        gemms,
+        fused_loss,
+        unfused_loss,
+        seconds,
+    })
+}
+
+/// The largest `|grad_x|` difference between the filtered and the exact fused loss, relative to the largest
+/// `|grad_x|`.
+fn filtered_rel_diff(
+    lce: &LinearCrossEntropy,
+    filtered: &LinearCrossEntropy,
+    p: &Problem,
+    grads: &mut Grads,
+) -> Result<f64, CliError> {
+    call(lce, p, grads, false)?;
+    let exact = grads.x.clone();
+    call(filtered, p, grads, false)?;
+    let big = exact.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+    let diff = exact
+        .iter()
+        .zip(&grads.x)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+    Ok(if big > 0.0 { diff / big } else { 0.0 })
+}
+
+/// Seconds per round of each schedule: fused, filtered (with `--filter`), unfused, the products, a copy of W.
+#[derive(Default)]
+struct Rounds {
+    fused: Vec<f64>,
+    filtered: Vec<f64>,
+    unfused: Vec<f64>,
+    gemms: Vec<f64>,
+    copy: Vec<f64>,
+}
+
+fn rounds(
+    (lce, filtered): (&LinearCrossEntropy, Option<&LinearCrossEntropy>),
+    p: &Problem,
+    grads: &mut Grads,
+    repeat: usize,
+) -> Rounds {
+    let mut t = Rounds::default();
+    let mut copy = vec![0.0f32; p.w.len()];
     for _ in 0..repeat {
-        tf.push(timed(&mut || {
-            let _ = fused_call(&mut gx, &mut gw, &mut gb);
+        t.fused.push(timed(&mut || {
+            let _ = call(lce, p, grads, false);
         }));
-        if let Some(flce) = &filtered_lce {
-            tfl.push(timed(&mut || {
-                let grads = LinearGrads {
-                    x: Some(&mut gx),
-                    weight: Some(&mut gw),
-                    bias: Some(&mut gb),
-                };
-                let _ = flce.loss_and_grad(inputs, &labels, GradOutput::ONE, grads);
+        if let Some(flce) = filtered {
+            t.filtered.push(timed(&mut || {
+                let _ = call(flce, p, grads, false);
             }));
         }
-        tu.push(timed(&mut || {
-            let grads = LinearGrads {
-                x: Some(&mut gx),
-                weight: Some(&mut gw),
-                bias: Some(&mut gb),
-            };
-            let _ = linear::unfused(&lce, inputs, &labels, GradOutput::ONE, grads);
+        t.unfused.push(timed(&mut || {
+            let _ = call(lce, p, grads, true);
         }));
-        tg.push(timed(&mut || linear::gemms_only(&lce, inputs, &mut gx, &mut gw)));
-        tc.push(timed(&mut || {
+        t.gemms.push(timed(&mut || {
+            linear::gemms_only(lce, p.inputs(), &mut grads.x, &mut grads.w)
+        }));
+        t.copy.push(timed(&mut || {
             copy.par_chunks_mut(1 << 15)
-                .zip(w.par_chunks(1 << 15))
+                .zip(p.w.par_chunks(1 << 15))
                 .for_each(|(d, s)| d.copy_from_slice(s));
             std::hint::black_box(&copy);
         }));
     }
+    t
+}
+
+fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Result<LinearBenchReport, CliError> {
+    let (lce, filtered) = losses(args, d, k)?;
+    let p = Problem::new(args, n, d, k);
+    let mut grads = Grads {
+        x: vec![1.0f32; n * d],
+        w: vec![1.0f32; k * d],
+        b: vec![1.0f32; k],
+    };
+    let probe = probe(&lce, &p, &mut grads)?;
+    // About 30 s of fused calls in all, unless given; every round times the schedules in turn.
+    let repeat = args
+        .repeat
+        .unwrap_or_else(|| ((30.0 / probe.seconds.max(1e-9)) as usize).clamp(3, 50));
+    let filtered_rel = match &filtered {
+        Some(f) => Some(filtered_rel_diff(&lce, f, &p, &mut grads)?),
+        None => None,
+    };
+    let t = rounds((&lce, filtered.as_ref()), &p, &mut grads, repeat);
     let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
-    let median_s = median(tf.clone());
-    let sub = |p: Option<u64>| Some(p?.saturating_sub(base_rss_bytes?));
+    let median_s = median(t.fused.clone());
+    let sub = |peak: Option<u64>| Some(peak?.saturating_sub(probe.base?));
+    let with_filter = !t.filtered.is_empty();
     Ok(LinearBenchReport {
         n,
         d,
@@ -267,24 +336,24 @@ fn bench(args: &BenchArgs, n: usize, d: usize, k: usize, threads: usize) -> Resu
         block_classes: lce.block_classes(),
         repeat,
         median_s,
-        unfused_median_s: median(tu.clone()),
-        gemm_median_s: median(tg.clone()),
-        ratio_to_gemm: ratio(&tf, &tg),
-        ratio_to_unfused: ratio(&tf, &tu),
+        unfused_median_s: median(t.unfused.clone()),
+        gemm_median_s: median(t.gemms.clone()),
+        ratio_to_gemm: ratio(&t.fused, &t.gemms),
+        ratio_to_unfused: ratio(&t.fused, &t.unfused),
         gflops: 6.0 * n as f64 * d as f64 * k as f64 / median_s / 1e9,
-        copy_gbps: 8.0 * (k * d) as f64 / median(tc) / 1e9,
-        base_rss_bytes,
-        peak_rss_bytes,
-        unfused_peak_rss_bytes,
-        gemm_peak_rss_bytes,
-        scratch_bytes: sub(peak_rss_bytes),
-        unfused_scratch_bytes: sub(unfused_peak_rss_bytes),
-        loss: fused_loss,
-        unfused_loss,
+        copy_gbps: 8.0 * (k * d) as f64 / median(t.copy) / 1e9,
+        base_rss_bytes: probe.base,
+        peak_rss_bytes: probe.fused,
+        unfused_peak_rss_bytes: probe.unfused,
+        gemm_peak_rss_bytes: probe.gemms,
+        scratch_bytes: sub(probe.fused),
+        unfused_scratch_bytes: sub(probe.unfused),
+        loss: probe.fused_loss,
+        unfused_loss: probe.unfused_loss,
         peaked: args.peaked,
         filter: args.filter,
-        filtered_median_s: (!tfl.is_empty()).then(|| median(tfl.clone())),
-        ratio_filtered_to_fused: (!tfl.is_empty()).then(|| ratio(&tfl, &tf)),
+        filtered_median_s: with_filter.then(|| median(t.filtered.clone())),
+        ratio_filtered_to_fused: with_filter.then(|| ratio(&t.filtered, &t.fused)),
         filtered_grad_x_rel_diff: filtered_rel,
     })
 }
