@@ -84,6 +84,18 @@ pub fn svg(report: &CalibrationReport, title: &str) -> String {
 /// (`class="hist-bar"`, height proportional to its share of the examples).
 pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&SmoothCurve>) -> String {
     let mut s = String::new();
+    title_and_grid(&mut s, title);
+    bars(&mut s, report);
+    if let Some(c) = curve {
+        smooth_curve_svg(&mut s, c);
+    }
+    frame_and_legend(&mut s, report);
+    histogram(&mut s, report);
+    s
+}
+
+/// The background, the title, and the grid with its axis labels.
+fn title_and_grid(s: &mut String, title: &str) {
     let _ = write!(
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
@@ -93,7 +105,6 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
         tx = W / 2.0,
         title = esc(title)
     );
-    // Grid and axes.
     for i in 0..=5 {
         let v = i as f64 / 5.0;
         let _ = write!(
@@ -112,6 +123,10 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
             txy = HIST_TOP + HIST_H + 16.0,
         );
     }
+}
+
+/// Per non-empty bin, the accuracy bar and the gap to its mean confidence.
+fn bars(s: &mut String, report: &CalibrationReport) {
     let nb = report.bins.len().max(1) as f64;
     let bw = PLOT / nb;
     for b in report.bins.iter().filter(|b| b.count > 0) {
@@ -133,52 +148,58 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
             gh = (acc_top - conf_top).abs(),
         );
     }
-    if let Some(c) = curve {
-        let clamp = |v: f64| v.clamp(0.0, 1.0);
-        if let Some((band, _)) = &c.band {
-            let upper = band
-                .iter()
-                .map(|&(t, _, hi)| format!("{:.2},{:.2}", x(t), y(clamp(hi))));
-            let lower = band
-                .iter()
-                .rev()
-                .map(|&(t, lo, _)| format!("{:.2},{:.2}", x(t), y(clamp(lo))));
-            let pts: Vec<String> = upper.chain(lower).collect();
-            let _ = writeln!(
-                s,
-                r##"<polygon class="smooth-band" points="{}" fill="#f28e2b" fill-opacity="0.25" stroke="none"/>"##,
-                pts.join(" ")
-            );
-        }
-        let pts: Vec<String> = c
-            .points
+}
+
+/// The smoothed curve, its band if any, and its legend entry.
+fn smooth_curve_svg(s: &mut String, c: &SmoothCurve) {
+    let clamp = |v: f64| v.clamp(0.0, 1.0);
+    if let Some((band, _)) = &c.band {
+        let upper = band
             .iter()
-            .map(|&(t, a)| format!("{:.2},{:.2}", x(t), y(clamp(a))))
-            .collect();
+            .map(|&(t, _, hi)| format!("{:.2},{:.2}", x(t), y(clamp(hi))));
+        let lower = band
+            .iter()
+            .rev()
+            .map(|&(t, lo, _)| format!("{:.2},{:.2}", x(t), y(clamp(lo))));
+        let pts: Vec<String> = upper.chain(lower).collect();
         let _ = writeln!(
             s,
-            r##"<polyline class="smooth-curve" points="{}" fill="none" stroke="#d9590b" stroke-width="2"/>"##,
+            r##"<polygon class="smooth-band" points="{}" fill="#f28e2b" fill-opacity="0.25" stroke="none"/>"##,
             pts.join(" ")
         );
-        let detail = match &c.band {
-            Some((_, level)) => format!(
-                "smoothed reliability curve (sigma {:.4}) with its {:.0}% bootstrap band",
-                c.bandwidth,
-                level * 100.0
-            ),
-            None => format!("smoothed reliability curve (sigma {:.4})", c.bandwidth),
-        };
-        let _ = writeln!(
-            s,
-            r##"<g class="smooth-legend"><title>{detail}</title><line x1="{lx}" y1="{ly}" x2="{lx2}" y2="{ly}" stroke="#d9590b" stroke-width="2"/><text x="{tx}" y="{ty}">smoothed</text></g>"##,
-            lx = LEFT + 236.0,
-            lx2 = LEFT + 250.0,
-            ly = 56.0,
-            tx = LEFT + 254.0,
-            ty = 60.0,
-            detail = esc(&detail),
-        );
     }
+    let pts: Vec<String> = c
+        .points
+        .iter()
+        .map(|&(t, a)| format!("{:.2},{:.2}", x(t), y(clamp(a))))
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline class="smooth-curve" points="{}" fill="none" stroke="#d9590b" stroke-width="2"/>"##,
+        pts.join(" ")
+    );
+    let detail = match &c.band {
+        Some((_, level)) => format!(
+            "smoothed reliability curve (sigma {:.4}) with its {:.0}% bootstrap band",
+            c.bandwidth,
+            level * 100.0
+        ),
+        None => format!("smoothed reliability curve (sigma {:.4})", c.bandwidth),
+    };
+    let _ = writeln!(
+        s,
+        r##"<g class="smooth-legend"><title>{detail}</title><line x1="{lx}" y1="{ly}" x2="{lx2}" y2="{ly}" stroke="#d9590b" stroke-width="2"/><text x="{tx}" y="{ty}">smoothed</text></g>"##,
+        lx = LEFT + 236.0,
+        lx2 = LEFT + 250.0,
+        ly = 56.0,
+        tx = LEFT + 254.0,
+        ty = 60.0,
+        detail = esc(&detail),
+    );
+}
+
+/// The diagonal, the frame, the metrics line and the legend.
+fn frame_and_legend(s: &mut String, report: &CalibrationReport) {
     let _ = write!(
         s,
         r##"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#555" stroke-dasharray="5,4"/>
@@ -207,7 +228,11 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
         kx3 = LEFT + 88.0,
         kx4 = LEFT + 104.0,
     );
-    // Confidence histogram.
+}
+
+/// The confidence histogram below the diagram, with its frame and axis labels.
+fn histogram(s: &mut String, report: &CalibrationReport) {
+    let bw = PLOT / report.bins.len().max(1) as f64;
     let max_share = report
         .bins
         .iter()
@@ -241,5 +266,4 @@ pub fn svg_with_curve(report: &CalibrationReport, title: &str, curve: Option<&Sm
         cx = LEFT + PLOT / 2.0,
         cy = HIST_TOP + HIST_H + 34.0,
     );
-    s
 }
