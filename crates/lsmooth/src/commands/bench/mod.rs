@@ -155,48 +155,14 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         std::hint::black_box(r.ok());
     };
 
-    // The copy and the read go in pieces of 32768 elements whatever the row length: the loss splits a long row
-    // across the threads, so its reference must too (pieces of whole rows left `1 x 1048576`'s copy on one thread).
-    let chunk = 1usize << 15;
-    let copy_call = |dst: &mut Vec<E>| {
-        dst.par_chunks_mut(chunk)
-            .zip(logits.par_chunks(chunk))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        std::hint::black_box(&dst);
-    };
+    let copy_call = |dst: &mut Vec<E>| copy_into(dst, &logits);
     let read_call = || {
-        // Sixteen running sums, so that the read vectorises and the loop costs no more than the loads.
-        let s: f32 = logits
-            .par_chunks(chunk)
-            .map(|c| {
-                let mut acc = [0.0f32; 16];
-                let body = c.chunks_exact(16);
-                let tail: f32 = body.remainder().iter().map(|x| x.to_f32()).sum();
-                for v in body {
-                    for j in 0..16 {
-                        acc[j] += v[j].to_f32();
-                    }
-                }
-                acc.iter().sum::<f32>() + tail
-            })
-            .sum();
-        std::hint::black_box(s);
+        std::hint::black_box(read_sum(&logits));
     };
     let rounds = interleaved(repeat, &mut out, loss_call, copy_call, read_call);
     drop(out);
 
-    // Per round: the loss's bandwidth over the copy's, and the loss's time over the read's.
-    let copy_bytes = 2.0 * bytes_in as f64;
-    let fractions: Vec<f64> = (0..repeat)
-        .map(|i| (bytes as f64 / rounds.loss[i]) / (copy_bytes / rounds.copy[i]))
-        .collect();
-    let to_read: Vec<f64> = (0..repeat).map(|i| rounds.loss[i] / rounds.read[i]).collect();
-    let [frac_q1, fraction_of_copy, frac_q3] = quartiles(fractions);
-    let median_s = median(rounds.loss);
-    let copy_median_s = median(rounds.copy);
-    let read_median_s = median(rounds.read);
-    let gbps = bytes as f64 / median_s / 1e9;
-    let copy_gbps = copy_bytes / copy_median_s / 1e9;
+    let stats = Stats::of(&rounds, bytes, 2 * bytes_in);
     Ok(BenchReport {
         n,
         k,
@@ -205,18 +171,77 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         isa: label_smoothing::instruction_set(),
         mode,
         repeat,
-        median_s,
+        median_s: stats.median_s,
         bytes,
-        gbps,
-        copy_median_s,
-        copy_gbps,
-        fraction_of_copy,
-        fraction_of_copy_quartiles: [frac_q1, frac_q3],
-        read_median_s,
-        ratio_to_read: median(to_read),
-        ns_per_row: median_s * 1e9 / n as f64,
+        gbps: bytes as f64 / stats.median_s / 1e9,
+        copy_median_s: stats.copy_median_s,
+        copy_gbps: 2.0 * bytes_in as f64 / stats.copy_median_s / 1e9,
+        fraction_of_copy: stats.fraction[1],
+        fraction_of_copy_quartiles: [stats.fraction[0], stats.fraction[2]],
+        read_median_s: stats.read_median_s,
+        ratio_to_read: stats.ratio_to_read,
+        ns_per_row: stats.median_s * 1e9 / n as f64,
         peak_rss_bytes: peak_rss(),
     })
+}
+
+/// The medians of the rounds, and the per-round ratios' summaries.
+struct Stats {
+    median_s: f64,
+    copy_median_s: f64,
+    read_median_s: f64,
+    /// The quartiles of the loss's bandwidth over the copy's, per round.
+    fraction: [f64; 3],
+    /// The median of the loss's time over the read's, per round.
+    ratio_to_read: f64,
+}
+
+impl Stats {
+    /// From the rounds, the loss moving `bytes` per call and the copy `copy_bytes` (read plus write).
+    fn of(rounds: &Rounds, bytes: usize, copy_bytes: usize) -> Stats {
+        let n = rounds.loss.len();
+        let fractions: Vec<f64> = (0..n)
+            .map(|i| (bytes as f64 / rounds.loss[i]) / (copy_bytes as f64 / rounds.copy[i]))
+            .collect();
+        let to_read: Vec<f64> = (0..n).map(|i| rounds.loss[i] / rounds.read[i]).collect();
+        Stats {
+            median_s: median(rounds.loss.clone()),
+            copy_median_s: median(rounds.copy.clone()),
+            read_median_s: median(rounds.read.clone()),
+            fraction: quartiles(fractions),
+            ratio_to_read: median(to_read),
+        }
+    }
+}
+
+/// The copy and the read go in pieces of 32768 elements whatever the row length: the loss splits a long row
+/// across the threads, so its reference must too (pieces of whole rows left `1 x 1048576`'s copy on one thread).
+const PIECE: usize = 1 << 15;
+
+/// Copies `src` into `dst` in parallel pieces.
+fn copy_into<E: Element>(dst: &mut [E], src: &[E]) {
+    dst.par_chunks_mut(PIECE)
+        .zip(src.par_chunks(PIECE))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+    std::hint::black_box(&dst);
+}
+
+/// Reads `v` once: a parallel sum with sixteen running sums per piece, so that the read vectorises and the loop
+/// costs no more than the loads.
+fn read_sum<E: Element>(v: &[E]) -> f32 {
+    v.par_chunks(PIECE)
+        .map(|c| {
+            let mut acc = [0.0f32; 16];
+            let body = c.chunks_exact(16);
+            let tail: f32 = body.remainder().iter().map(|x| x.to_f32()).sum();
+            for v in body {
+                for j in 0..16 {
+                    acc[j] += v[j].to_f32();
+                }
+            }
+            acc.iter().sum::<f32>() + tail
+        })
+        .sum()
 }
 
 /// Runs the benchmark and prints a short table, or one JSON object with `--json`.

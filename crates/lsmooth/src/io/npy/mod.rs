@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 mod header;
 pub mod pyliteral;
 
-use header::check_header;
+use header::{check_header, Header};
 pub use header::{dtype_of_descr, escape, MAX_HEADER_CHARS};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -176,6 +176,50 @@ pub fn read(path: &Path) -> Result<Array, NpyError> {
 /// (format 1.0, 2.0, 3.0; the header as `ast.literal_eval` reads it; bytes after the data ignored, as numpy
 /// ignores them) for the supported dtypes, and refuses everything else with the offset at fault.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
+    let (major, header_start, header_end) = preamble(path, bytes)?;
+    let h = header(path, major, bytes, header_start..header_end)?;
+    let (dtype, shape, big_endian) = (h.dtype, h.shape, h.big_endian);
+
+    let item = dtype.size();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&c| c.checked_mul(item).is_some())
+        .ok_or_else(|| format_err(path, header_start, format!("shape {shape:?} is too large")))?;
+    let data_len = count * item;
+    let body = &bytes[header_end..];
+    if body.len() < data_len {
+        return Err(format_err(
+            path,
+            bytes.len(),
+            format!(
+                "truncated: shape {shape:?} of {dtype} needs {data_len} data bytes after the header \
+                 (which ends at offset {header_end}); the file holds {}",
+                body.len()
+            ),
+        ));
+    }
+    // numpy reads `count` items and ignores what follows.
+    let body = &body[..data_len];
+    let mut data = decode(path, header_end, dtype, big_endian, body)?;
+    if h.fortran_order && shape.len() > 1 {
+        data = match data {
+            Data::F32(v) => Data::F32(fortran_to_c(&v, &shape)),
+            Data::F64(v) => Data::F64(fortran_to_c(&v, &shape)),
+            Data::Int(v) => Data::Int(fortran_to_c(&v, &shape)),
+        };
+    }
+    Ok(Array {
+        path: path.to_path_buf(),
+        dtype,
+        shape,
+        data,
+    })
+}
+
+/// The magic, the format version and the header length: returns the major version and where the header
+/// starts and ends.
+fn preamble(path: &Path, bytes: &[u8]) -> Result<(u8, usize, usize), NpyError> {
     if bytes.len() < 8 || &bytes[..6] != MAGIC {
         if bytes.len() >= 6 && &bytes[..6] != MAGIC || bytes.len() < 6 && !MAGIC.starts_with(bytes) {
             return Err(format_err(path, 0, "not a .npy file (missing the \\x93NUMPY magic)"));
@@ -215,7 +259,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
             format!("file ends inside the header (header declares {header_len} bytes ending at offset {header_end})"),
         ));
     }
-    let raw = &bytes[header_start..header_end];
+    Ok((major, header_start, header_end))
+}
+
+/// The header at `range` of `bytes` in format version `major`: decoded (latin-1, or UTF-8 for 3.0), parsed as
+/// a Python literal and checked. Errors carry the byte offset at fault.
+fn header(path: &Path, major: u8, bytes: &[u8], range: std::ops::Range<usize>) -> Result<Header, NpyError> {
+    let header_start = range.start;
+    let raw = &bytes[range];
     // Versions 1.0 and 2.0 are latin-1 (every byte is a character), 3.0 is UTF-8.
     let header: String = if major == 3 {
         std::str::from_utf8(raw)
@@ -253,45 +304,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
             ),
         )
     })?;
-    let h = check_header(value)
-        .map_err(|what| format_err(path, header_start, format!("{what} (header: \"{}\")", shown())))?;
-    let (dtype, shape, big_endian) = (h.dtype, h.shape, h.big_endian);
-
-    let item = dtype.size();
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&c| c.checked_mul(item).is_some())
-        .ok_or_else(|| format_err(path, header_start, format!("shape {shape:?} is too large")))?;
-    let data_len = count * item;
-    let body = &bytes[header_end..];
-    if body.len() < data_len {
-        return Err(format_err(
-            path,
-            bytes.len(),
-            format!(
-                "truncated: shape {shape:?} of {dtype} needs {data_len} data bytes after the header \
-                 (which ends at offset {header_end}); the file holds {}",
-                body.len()
-            ),
-        ));
-    }
-    // numpy reads `count` items and ignores what follows.
-    let body = &body[..data_len];
-    let mut data = decode(path, header_end, dtype, big_endian, body)?;
-    if h.fortran_order && shape.len() > 1 {
-        data = match data {
-            Data::F32(v) => Data::F32(fortran_to_c(&v, &shape)),
-            Data::F64(v) => Data::F64(fortran_to_c(&v, &shape)),
-            Data::Int(v) => Data::Int(fortran_to_c(&v, &shape)),
-        };
-    }
-    Ok(Array {
-        path: path.to_path_buf(),
-        dtype,
-        shape,
-        data,
-    })
+    check_header(value).map_err(|what| format_err(path, header_start, format!("{what} (header: \"{}\")", shown())))
 }
 
 /// The values of `body` (exactly `count * size` bytes of `dtype`).
