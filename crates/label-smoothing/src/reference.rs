@@ -52,50 +52,14 @@ pub fn loss_and_grad(
     let mut probs = vec![0.0; n * k];
     let mut q = vec![0.0; n * k];
     let mut kept = vec![false; n];
-    let kf = k as f64;
     for i in 0..n {
         let z = &logits[i * k..(i + 1) * k];
         let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
         let logp: Vec<f64> = z.iter().map(|&v| v - lse).collect();
         let qi = &mut q[i * k..(i + 1) * k];
-        match targets {
-            RefTargets::Labels(y) => {
-                if Some(y[i]) == config.ignore_index {
-                    continue;
-                }
-                let y = y[i] as usize;
-                let e = match config.smoothing {
-                    Smoothing::Fixed(e) => e as f64,
-                    Smoothing::Adaptive { alpha } => alpha as f64 * logp[y].exp(),
-                };
-                for (c, qc) in qi.iter_mut().enumerate() {
-                    let one_hot = if c == y { 1.0 } else { 0.0 };
-                    *qc = match config.spread {
-                        crate::Spread::Others => {
-                            if c == y {
-                                1.0 - e
-                            } else {
-                                e / (kf - 1.0)
-                            }
-                        }
-                        crate::Spread::Uniform => (1.0 - e) * one_hot + e / kf,
-                    };
-                }
-            }
-            RefTargets::Soft(t) => {
-                let e = match config.smoothing {
-                    Smoothing::Fixed(e) => e as f64,
-                    Smoothing::Adaptive { .. } => unreachable!("rejected above"),
-                };
-                for (c, qc) in qi.iter_mut().enumerate() {
-                    let tc = t[i * k + c];
-                    *qc = match config.spread {
-                        crate::Spread::Others => (1.0 - e) * tc + e * (1.0 - tc) / (kf - 1.0),
-                        crate::Spread::Uniform => (1.0 - e) * tc + e / kf,
-                    };
-                }
-            }
+        if !smoothed_target(config, targets, i, &logp, qi) {
+            continue;
         }
         kept[i] = true;
         // A term with no target mass contributes nothing, even where log p = -inf.
@@ -108,14 +72,7 @@ pub fn loss_and_grad(
         }
     }
 
-    let denominator = match config.reduction {
-        Reduction::None | Reduction::Sum => 1.0,
-        Reduction::Mean => match targets {
-            RefTargets::Soft(_) => n as f64,
-            RefTargets::Labels(y) => (0..n).filter(|&i| kept[i]).map(|i| w[y[i] as usize]).sum(),
-        },
-        Reduction::MeanNonZero => losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64,
-    };
+    let denominator = denominator(config, targets, &losses, &kept, &w);
     let g = |i: usize| -> f64 {
         match grad_output {
             None => 1.0,
@@ -139,4 +96,75 @@ pub fn loss_and_grad(
         _ => vec![losses.iter().sum::<f64>() / denominator],
     };
     Ok(RefOutput { loss, grad })
+}
+
+/// Row `i`'s smoothed target `q` into `qi` (`K` values), from its label or soft target; `logp` is the row's
+/// log-probabilities (for adaptive smoothing). `false` for an ignored row (`qi` untouched).
+fn smoothed_target(
+    config: &LabelSmoothingConfig,
+    targets: RefTargets<'_>,
+    i: usize,
+    logp: &[f64],
+    qi: &mut [f64],
+) -> bool {
+    let kf = qi.len() as f64;
+    match targets {
+        RefTargets::Labels(y) => {
+            if Some(y[i]) == config.ignore_index {
+                return false;
+            }
+            let y = y[i] as usize;
+            let e = match config.smoothing {
+                Smoothing::Fixed(e) => e as f64,
+                Smoothing::Adaptive { alpha } => alpha as f64 * logp[y].exp(),
+            };
+            for (c, qc) in qi.iter_mut().enumerate() {
+                let one_hot = if c == y { 1.0 } else { 0.0 };
+                *qc = match config.spread {
+                    crate::Spread::Others => {
+                        if c == y {
+                            1.0 - e
+                        } else {
+                            e / (kf - 1.0)
+                        }
+                    }
+                    crate::Spread::Uniform => (1.0 - e) * one_hot + e / kf,
+                };
+            }
+        }
+        RefTargets::Soft(t) => {
+            let e = match config.smoothing {
+                Smoothing::Fixed(e) => e as f64,
+                Smoothing::Adaptive { .. } => unreachable!("rejected by the checks"),
+            };
+            let ti = &t[i * qi.len()..(i + 1) * qi.len()];
+            for (qc, &tc) in qi.iter_mut().zip(ti) {
+                *qc = match config.spread {
+                    crate::Spread::Others => (1.0 - e) * tc + e * (1.0 - tc) / (kf - 1.0),
+                    crate::Spread::Uniform => (1.0 - e) * tc + e / kf,
+                };
+            }
+        }
+    }
+    true
+}
+
+/// The reduction's denominator as SPEC.md defines it: 1 for `none` and `sum`; for `mean` the kept rows' label
+/// weights (all `N` rows for soft targets); for `mean-nonzero` the rows whose loss is not zero (at least 1).
+fn denominator(
+    config: &LabelSmoothingConfig,
+    targets: RefTargets<'_>,
+    losses: &[f64],
+    kept: &[bool],
+    w: &[f64],
+) -> f64 {
+    let n = losses.len();
+    match config.reduction {
+        Reduction::None | Reduction::Sum => 1.0,
+        Reduction::Mean => match targets {
+            RefTargets::Soft(_) => n as f64,
+            RefTargets::Labels(y) => (0..n).filter(|&i| kept[i]).map(|i| w[y[i] as usize]).sum(),
+        },
+        Reduction::MeanNonZero => losses.iter().filter(|&&l| l != 0.0).count().max(1) as f64,
+    }
 }

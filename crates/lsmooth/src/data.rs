@@ -176,103 +176,110 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     })
 }
 
+/// The images and labels `(img, lab)` (file stems, plain or gzipped) in `dir` for `split`: at least `min`
+/// images of at least 1x1 pixels.
+fn load_split(
+    dir: &Path,
+    (img, lab): (&str, &str),
+    split: &str,
+    min: usize,
+) -> Result<(usize, usize, Split), DataError> {
+    let (ip, lp) = (find(dir, img)?, find(dir, lab)?);
+    let (rows, cols, s) = images_and_labels(&ip, read_idx(&ip, 3)?, &lp, read_idx(&lp, 1)?)?;
+    if s.len() < min || rows * cols == 0 {
+        return Err(DataError::Dataset {
+            path: ip,
+            message: format!(
+                "{} images of {rows}x{cols} pixels for the {split}; at least {min} of at least 1x1 needed",
+                s.len()
+            ),
+        });
+    }
+    Ok((rows, cols, s))
+}
+
 impl Dataset {
     /// Loads and splits a dataset. The split is fixed (it does not depend on the training seed).
     pub fn load(source: &Source) -> Result<Dataset, DataError> {
         match source {
-            Source::EmbeddedMnist | Source::Digits => {
-                let (name, img, lab, ip, lp) = if *source == Source::EmbeddedMnist {
-                    (
-                        "mnist-embedded",
-                        MNIST_IMAGES,
-                        MNIST_LABELS,
-                        "mnist10k-images-idx3-ubyte.gz",
-                        "mnist10k-labels-idx1-ubyte.gz",
-                    )
-                } else {
-                    (
-                        "digits",
-                        DIGITS_IMAGES,
-                        DIGITS_LABELS,
-                        "digits-images-idx3-ubyte.gz",
-                        "digits-labels-idx1-ubyte.gz",
-                    )
-                };
-                let (ip, lp) = (Path::new(ip), Path::new(lp));
-                let (rows, cols, all) = images_and_labels(ip, parse_idx(ip, img, 3)?, lp, parse_idx(lp, lab, 1)?)?;
-                let n = all.len();
-                let sizes = if n == 10_000 {
-                    [7_000, 1_000, 2_000]
-                } else {
-                    let train = n * 7 / 10;
-                    let val = n / 10;
-                    [train, val, n - train - val]
-                };
-                let [train, validation, test] = split3(&all, rows * cols, sizes, SPLIT_SEED);
-                Ok(Dataset {
-                    name: name.into(),
-                    rows,
-                    cols,
-                    classes: 10,
-                    train,
-                    validation,
-                    test,
-                })
-            }
-            Source::Dir(dir) => {
-                if !dir.is_dir() {
-                    return Err(DataError::Dataset {
-                        path: dir.clone(),
-                        message: "not a directory".into(),
-                    });
-                }
-                // Each split must be usable before anything trains: training and validation come from the
-                // training files (a tenth held out), the test split from the t10k files.
-                let load = |img: &str,
-                            lab: &str,
-                            split: &str,
-                            min: usize|
-                 -> Result<(usize, usize, Split), DataError> {
-                    let (ip, lp) = (find(dir, img)?, find(dir, lab)?);
-                    let (rows, cols, s) = images_and_labels(&ip, read_idx(&ip, 3)?, &lp, read_idx(&lp, 1)?)?;
-                    if s.len() < min || rows * cols == 0 {
-                        return Err(DataError::Dataset {
-                            path: ip,
-                            message: format!(
-                                "{} images of {rows}x{cols} pixels for the {split}; at least {min} of at least 1x1 needed",
-                                s.len()
-                            ),
-                        });
-                    }
-                    Ok((rows, cols, s))
-                };
-                let (rows, cols, train_all) = load(
-                    "train-images-idx3-ubyte",
-                    "train-labels-idx1-ubyte",
-                    "training and validation splits (a tenth is held out for validation)",
-                    10,
-                )?;
-                let (trows, tcols, test) = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "test split", 1)?;
-                if (rows, cols) != (trows, tcols) {
-                    return Err(DataError::Dataset {
-                        path: dir.clone(),
-                        message: format!("training images are {rows}x{cols}, test images {trows}x{tcols}"),
-                    });
-                }
-                let n = train_all.len();
-                let val = n / 10;
-                let [train, validation, _] = split3(&train_all, rows * cols, [n - val, val, 0], SPLIT_SEED);
-                Ok(Dataset {
-                    name: dir.display().to_string(),
-                    rows,
-                    cols,
-                    classes: 10,
-                    train,
-                    validation,
-                    test,
-                })
-            }
+            Source::EmbeddedMnist => Self::embedded(
+                "mnist-embedded",
+                ("mnist10k-images-idx3-ubyte.gz", MNIST_IMAGES),
+                ("mnist10k-labels-idx1-ubyte.gz", MNIST_LABELS),
+            ),
+            Source::Digits => Self::embedded(
+                "digits",
+                ("digits-images-idx3-ubyte.gz", DIGITS_IMAGES),
+                ("digits-labels-idx1-ubyte.gz", DIGITS_LABELS),
+            ),
+            Source::Dir(dir) => Self::from_dir(dir),
         }
+    }
+
+    /// An embedded data set from its (file name, bytes) of images and labels, split 70/10/20 (7000, 1000 and
+    /// 2000 of MNIST's 10000).
+    fn embedded(name: &str, (ip, img): (&str, &[u8]), (lp, lab): (&str, &[u8])) -> Result<Dataset, DataError> {
+        let (ip, lp) = (Path::new(ip), Path::new(lp));
+        let (rows, cols, all) = images_and_labels(ip, parse_idx(ip, img, 3)?, lp, parse_idx(lp, lab, 1)?)?;
+        let n = all.len();
+        let sizes = if n == 10_000 {
+            [7_000, 1_000, 2_000]
+        } else {
+            let train = n * 7 / 10;
+            let val = n / 10;
+            [train, val, n - train - val]
+        };
+        let [train, validation, test] = split3(&all, rows * cols, sizes, SPLIT_SEED);
+        Ok(Dataset {
+            name: name.into(),
+            rows,
+            cols,
+            classes: 10,
+            train,
+            validation,
+            test,
+        })
+    }
+
+    /// A data set in MNIST's file layout in `dir`: training and validation come from the training files (a
+    /// tenth held out), the test split from the t10k files. Each split must be usable before anything trains.
+    fn from_dir(dir: &Path) -> Result<Dataset, DataError> {
+        if !dir.is_dir() {
+            return Err(DataError::Dataset {
+                path: dir.to_path_buf(),
+                message: "not a directory".into(),
+            });
+        }
+        let (rows, cols, train_all) = load_split(
+            dir,
+            ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+            "training and validation splits (a tenth is held out for validation)",
+            10,
+        )?;
+        let (trows, tcols, test) = load_split(
+            dir,
+            ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+            "test split",
+            1,
+        )?;
+        if (rows, cols) != (trows, tcols) {
+            return Err(DataError::Dataset {
+                path: dir.to_path_buf(),
+                message: format!("training images are {rows}x{cols}, test images {trows}x{tcols}"),
+            });
+        }
+        let n = train_all.len();
+        let val = n / 10;
+        let [train, validation, _] = split3(&train_all, rows * cols, [n - val, val, 0], SPLIT_SEED);
+        Ok(Dataset {
+            name: dir.display().to_string(),
+            rows,
+            cols,
+            classes: 10,
+            train,
+            validation,
+            test,
+        })
     }
 
     /// Keeps the first `n` training examples (the split is already shuffled), `n` at most the training size.
