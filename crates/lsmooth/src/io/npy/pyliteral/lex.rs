@@ -17,6 +17,16 @@ pub(super) enum Tok {
     End,
 }
 
+/// What [`Lexer::indentation`] found.
+enum Line {
+    /// The end of the header.
+    End,
+    /// A skipped line: look at the next one.
+    Again,
+    /// The line's first token.
+    Tokens,
+}
+
 pub(super) struct Lexer<'a> {
     s: &'a [char],
     i: usize,
@@ -130,125 +140,14 @@ impl<'a> Lexer<'a> {
     pub(super) fn run(mut self) -> Result<Vec<(Tok, usize)>, SyntaxError> {
         loop {
             if self.line_start && self.depth == 0 {
-                // Indentation of a logical line's first physical line; blank and comment-only lines are skipped.
-                // A continuation joins the next line into this one (its whitespace adds to the indentation).
-                if self.continued_indent.is_none() {
-                    self.continued_indent = Some(0);
-                }
-                let mut col = self.continued_indent.unwrap_or(0);
-                while let Some(c) = self.peek(0) {
-                    match c {
-                        ' ' => col += 1,
-                        '\t' => col = (col / 8 + 1) * 8,
-                        '\x0c' => col = 0,
-                        _ => break,
-                    }
-                    self.i += 1;
-                }
-                match self.peek(0) {
-                    None => break,
-                    Some('#') => {
-                        while !matches!(self.peek(0), None | Some('\n' | '\r')) {
-                            self.i += 1;
-                        }
-                        self.newline();
-                        self.continued_indent = None;
-                        continue;
-                    }
-                    Some('\n' | '\r') => {
-                        self.newline();
-                        self.continued_indent = None;
-                        continue;
-                    }
-                    Some('\\') if matches!(self.peek(1), Some('\n' | '\r')) => {
-                        self.i += 1;
-                        self.newline();
-                        if self.peek(0).is_none() {
-                            return err(self.i, "end of header inside a continued line");
-                        }
-                        self.continued_indent = Some(col);
-                        continue;
-                    }
-                    Some(_) if col > 0 => return err(self.i, "unexpected indent"),
-                    Some(_) => {
-                        self.line_start = false;
-                        self.continued_indent = None;
-                    }
+                match self.indentation()? {
+                    Line::End => break,
+                    Line::Again => continue,
+                    Line::Tokens => {}
                 }
             }
-            let start = self.i;
-            let Some(c) = self.peek(0) else { break };
-            match c {
-                ' ' | '\t' | '\x0c' => self.i += 1,
-                '#' => {
-                    while !matches!(self.peek(0), None | Some('\n' | '\r')) {
-                        self.i += 1;
-                    }
-                }
-                '\n' | '\r' => {
-                    self.newline();
-                    if self.depth == 0 {
-                        self.line_start = true;
-                        self.toks.push((Tok::Op('\n'), start));
-                    }
-                }
-                '\\' => {
-                    self.i += 1;
-                    if !self.newline() {
-                        return err(start, "unexpected character after line continuation character");
-                    }
-                    if self.peek(0).is_none() {
-                        return err(self.i, "end of header inside a continued line");
-                    }
-                }
-                '\0' => return err(start, "the header contains a NUL character"),
-                '{' | '(' | '[' => {
-                    self.depth += 1;
-                    self.i += 1;
-                    self.toks.push((Tok::Op(c), start));
-                }
-                '}' | ')' | ']' => {
-                    if self.depth == 0 {
-                        return err(start, format!("unmatched '{c}'"));
-                    }
-                    self.depth -= 1;
-                    self.i += 1;
-                    self.toks.push((Tok::Op(c), start));
-                }
-                ',' | ':' | '+' | '-' => {
-                    self.i += 1;
-                    self.toks.push((Tok::Op(c), start));
-                }
-                '.' if self.peek(1) == Some('.') && self.peek(2) == Some('.') => {
-                    self.i += 3;
-                    self.toks.push((Tok::Ellipsis, start));
-                }
-                '.' if self.peek(1).is_some_and(|d| d.is_ascii_digit()) => {
-                    let t = self.number()?;
-                    self.toks.push((t, start));
-                }
-                '0'..='9' => {
-                    let t = self.number()?;
-                    self.toks.push((t, start));
-                }
-                '\'' | '"' => {
-                    let t = self.string("")?;
-                    self.toks.push((t, start));
-                }
-                c if is_name_start(c) => {
-                    let mut name = String::new();
-                    while let Some(c) = self.peek(0).filter(|&c| is_name_char(c)) {
-                        name.push(c);
-                        self.i += 1;
-                    }
-                    if matches!(self.peek(0), Some('\'' | '"')) {
-                        let t = self.string(&name)?;
-                        self.toks.push((t, start));
-                    } else {
-                        self.toks.push((Tok::Name(name), start));
-                    }
-                }
-                c => return err(start, format!("invalid character {c:?}")),
+            if !self.token()? {
+                break;
             }
         }
         if self.depth > 0 {
@@ -257,6 +156,135 @@ impl<'a> Lexer<'a> {
         let end = self.i;
         self.toks.push((Tok::End, end));
         Ok(self.toks)
+    }
+
+    /// At the start of a logical line (outside brackets): its indentation, which must be none. Blank and
+    /// comment-only lines are skipped, and a continuation joins the next line into this one (its whitespace
+    /// adds to the indentation).
+    fn indentation(&mut self) -> Result<Line, SyntaxError> {
+        if self.continued_indent.is_none() {
+            self.continued_indent = Some(0);
+        }
+        let mut col = self.continued_indent.unwrap_or(0);
+        while let Some(c) = self.peek(0) {
+            match c {
+                ' ' => col += 1,
+                '\t' => col = (col / 8 + 1) * 8,
+                '\x0c' => col = 0,
+                _ => break,
+            }
+            self.i += 1;
+        }
+        match self.peek(0) {
+            None => return Ok(Line::End),
+            Some('#') => {
+                while !matches!(self.peek(0), None | Some('\n' | '\r')) {
+                    self.i += 1;
+                }
+                self.newline();
+                self.continued_indent = None;
+                return Ok(Line::Again);
+            }
+            Some('\n' | '\r') => {
+                self.newline();
+                self.continued_indent = None;
+                return Ok(Line::Again);
+            }
+            Some('\\') if matches!(self.peek(1), Some('\n' | '\r')) => {
+                self.i += 1;
+                self.newline();
+                if self.peek(0).is_none() {
+                    return err(self.i, "end of header inside a continued line");
+                }
+                self.continued_indent = Some(col);
+                return Ok(Line::Again);
+            }
+            Some(_) if col > 0 => return err(self.i, "unexpected indent"),
+            Some(_) => {
+                self.line_start = false;
+                self.continued_indent = None;
+            }
+        }
+        Ok(Line::Tokens)
+    }
+
+    /// One token, or the whitespace, comment or line break before one, from `i`; `false` at the end.
+    fn token(&mut self) -> Result<bool, SyntaxError> {
+        let start = self.i;
+        let Some(c) = self.peek(0) else { return Ok(false) };
+        match c {
+            ' ' | '\t' | '\x0c' => self.i += 1,
+            '#' => {
+                while !matches!(self.peek(0), None | Some('\n' | '\r')) {
+                    self.i += 1;
+                }
+            }
+            '\n' | '\r' => {
+                self.newline();
+                if self.depth == 0 {
+                    self.line_start = true;
+                    self.toks.push((Tok::Op('\n'), start));
+                }
+            }
+            '\\' => {
+                self.i += 1;
+                if !self.newline() {
+                    return err(start, "unexpected character after line continuation character");
+                }
+                if self.peek(0).is_none() {
+                    return err(self.i, "end of header inside a continued line");
+                }
+            }
+            '\0' => return err(start, "the header contains a NUL character"),
+            '{' | '(' | '[' => {
+                self.depth += 1;
+                self.i += 1;
+                self.toks.push((Tok::Op(c), start));
+            }
+            '}' | ')' | ']' => {
+                if self.depth == 0 {
+                    return err(start, format!("unmatched '{c}'"));
+                }
+                self.depth -= 1;
+                self.i += 1;
+                self.toks.push((Tok::Op(c), start));
+            }
+            ',' | ':' | '+' | '-' => {
+                self.i += 1;
+                self.toks.push((Tok::Op(c), start));
+            }
+            '.' if self.peek(1) == Some('.') && self.peek(2) == Some('.') => {
+                self.i += 3;
+                self.toks.push((Tok::Ellipsis, start));
+            }
+            '.' if self.peek(1).is_some_and(|d| d.is_ascii_digit()) => {
+                let t = self.number()?;
+                self.toks.push((t, start));
+            }
+            '0'..='9' => {
+                let t = self.number()?;
+                self.toks.push((t, start));
+            }
+            '\'' | '"' => {
+                let t = self.string("")?;
+                self.toks.push((t, start));
+            }
+            c if is_name_start(c) => {
+                let mut name = String::new();
+                while let Some(c) = self.peek(0).filter(|&c| is_name_char(c)) {
+                    name.push(c);
+                    self.i += 1;
+                }
+                if matches!(self.peek(0), Some('\'' | '"')) {
+                    let t = self.string(&name)?;
+                    self.toks.push((t, start));
+                } else {
+                    self.toks.push((Tok::Name(name), start));
+                }
+            }
+            c => return err(start, format!("invalid character {c:?}")),
+        }
+        Ok(true)
     }
 
     /// A numeric literal starting at `i`: its digits, underscores, base prefix, fraction, exponent, `j`.
@@ -411,82 +439,7 @@ impl<'a> Lexer<'a> {
                 }
                 continue;
             }
-            let esc_at = self.i;
-            self.i += 2;
-            match e {
-                '\n' => {}
-                '\r' => {
-                    if self.peek(0) == Some('\n') {
-                        self.i += 1;
-                    }
-                }
-                '\\' | '\'' | '"' => out.push(e as u32),
-                'a' => out.push(7),
-                'b' => out.push(8),
-                'f' => out.push(12),
-                'n' => out.push(10),
-                'r' => out.push(13),
-                't' => out.push(9),
-                'v' => out.push(11),
-                '0'..='7' => {
-                    let mut v = e.to_digit(8).unwrap_or(0);
-                    for _ in 0..2 {
-                        match self.peek(0).and_then(|c| c.to_digit(8)) {
-                            Some(d) => {
-                                v = v * 8 + d;
-                                self.i += 1;
-                            }
-                            None => break,
-                        }
-                    }
-                    if bytes && v > 255 {
-                        // Python 3.11 takes the value modulo 256 with a warning.
-                        v &= 255;
-                    }
-                    out.push(v);
-                }
-                'x' => out.push(self.hex_escape(2, esc_at)?),
-                'u' if !bytes => out.push(self.hex_escape(4, esc_at)?),
-                'U' if !bytes => {
-                    let v = self.hex_escape(8, esc_at)?;
-                    if v > 0x10ffff {
-                        return err(esc_at, "illegal Unicode character");
-                    }
-                    out.push(v);
-                }
-                'N' if !bytes => {
-                    if self.peek(0) != Some('{') {
-                        return err(esc_at, "malformed \\N character escape");
-                    }
-                    let name_start = self.i + 1;
-                    let mut j = name_start;
-                    while self.s.get(j).is_some_and(|&c| c != '}' && c != q && c != '\n') {
-                        j += 1;
-                    }
-                    if self.s.get(j) != Some(&'}') || j == name_start {
-                        return err(esc_at, "malformed \\N character escape");
-                    }
-                    let name: String = self.s[name_start..j].iter().collect();
-                    match ascii_by_name(&name) {
-                        Some(c) => out.push(c as u32),
-                        None => {
-                            return err(
-                                esc_at,
-                                format!("unknown (or non-ASCII) Unicode character name {name:?}"),
-                            )
-                        }
-                    }
-                    self.i = j + 1;
-                }
-                other => {
-                    // An unknown escape keeps its backslash (Python warns, and keeps it).
-                    if bytes && !other.is_ascii() {
-                        return err(self.i - 1, "bytes can only contain ASCII literal characters");
-                    }
-                    out.push('\\' as u32);
-                    out.push(other as u32);
-                }
-            }
+            self.escape(e, bytes, q, &mut out)?;
         }
         if bytes {
             Ok(Tok::Bytes(out.into_iter().map(|v| v as u8).collect()))
@@ -496,6 +449,91 @@ impl<'a> Lexer<'a> {
                     .map(|v| char::from_u32(v).unwrap_or('\u{fffd}'))
                     .collect(),
             ))
+        }
+    }
+
+    /// The escape sequence (backslash, then `e`) at `i` of a string that is not raw, quoted by `q`: its value
+    /// pushed to `out` (nothing for a line continuation; the backslash and `e` for an unknown escape).
+    fn escape(&mut self, e: char, bytes: bool, q: char, out: &mut Vec<u32>) -> Result<(), SyntaxError> {
+        let esc_at = self.i;
+        self.i += 2;
+        match e {
+            '\n' => {}
+            '\r' => {
+                if self.peek(0) == Some('\n') {
+                    self.i += 1;
+                }
+            }
+            '\\' | '\'' | '"' => out.push(e as u32),
+            'a' => out.push(7),
+            'b' => out.push(8),
+            'f' => out.push(12),
+            'n' => out.push(10),
+            'r' => out.push(13),
+            't' => out.push(9),
+            'v' => out.push(11),
+            '0'..='7' => {
+                let mut v = e.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match self.peek(0).and_then(|c| c.to_digit(8)) {
+                        Some(d) => {
+                            v = v * 8 + d;
+                            self.i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if bytes && v > 255 {
+                    // Python 3.11 takes the value modulo 256 with a warning.
+                    v &= 255;
+                }
+                out.push(v);
+            }
+            'x' => out.push(self.hex_escape(2, esc_at)?),
+            'u' if !bytes => out.push(self.hex_escape(4, esc_at)?),
+            'U' if !bytes => {
+                let v = self.hex_escape(8, esc_at)?;
+                if v > 0x10ffff {
+                    return err(esc_at, "illegal Unicode character");
+                }
+                out.push(v);
+            }
+            'N' if !bytes => out.push(self.named_escape(esc_at, q)?),
+            other => {
+                // An unknown escape keeps its backslash (Python warns, and keeps it).
+                if bytes && !other.is_ascii() {
+                    return err(self.i - 1, "bytes can only contain ASCII literal characters");
+                }
+                out.push('\\' as u32);
+                out.push(other as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// The character of a `\\N{NAME}` escape (its backslash at `esc_at`, the `{` at `i`): ASCII names only.
+    fn named_escape(&mut self, esc_at: usize, q: char) -> Result<u32, SyntaxError> {
+        if self.peek(0) != Some('{') {
+            return err(esc_at, "malformed \\N character escape");
+        }
+        let name_start = self.i + 1;
+        let mut j = name_start;
+        while self.s.get(j).is_some_and(|&c| c != '}' && c != q && c != '\n') {
+            j += 1;
+        }
+        if self.s.get(j) != Some(&'}') || j == name_start {
+            return err(esc_at, "malformed \\N character escape");
+        }
+        let name: String = self.s[name_start..j].iter().collect();
+        match ascii_by_name(&name) {
+            Some(c) => {
+                self.i = j + 1;
+                Ok(c as u32)
+            }
+            None => err(
+                esc_at,
+                format!("unknown (or non-ASCII) Unicode character name {name:?}"),
+            ),
         }
     }
 
