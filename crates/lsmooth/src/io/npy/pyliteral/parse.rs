@@ -158,84 +158,90 @@ impl Parser {
                 }
             },
             Tok::Ellipsis => (Value::Ellipsis, Num::No),
-            Tok::Op('(') => {
-                if *self.peek() == Tok::Op(')') {
-                    self.bump();
-                    return Ok((Value::Tuple(Vec::new()), Num::No));
-                }
-                let first = self.expr_kind()?;
-                if *self.peek() == Tok::Op(')') {
-                    self.bump();
-                    // A parenthesised expression is the expression itself.
-                    return Ok(first);
-                }
-                let mut items = vec![first.0];
-                while *self.peek() == Tok::Op(',') {
-                    self.bump();
-                    if *self.peek() == Tok::Op(')') {
-                        break;
-                    }
-                    items.push(self.expr()?);
-                }
-                self.expect(')')?;
-                (Value::Tuple(items), Num::No)
-            }
+            Tok::Op('(') => return self.parenthesised(),
             Tok::Op('[') => {
                 let items = self.items(']')?;
                 (Value::List(items), Num::No)
             }
-            Tok::Op('{') => {
-                if *self.peek() == Tok::Op('}') {
-                    self.bump();
-                    return Ok((Value::Dict(Vec::new()), Num::No));
-                }
-                let first_at = self.at();
-                let first = self.expr()?;
-                if *self.peek() == Tok::Op(':') {
-                    self.bump();
-                    let v = self.expr()?;
-                    let mut entries = vec![(first, v)];
-                    let mut key_at = vec![first_at];
-                    while *self.peek() == Tok::Op(',') {
-                        self.bump();
-                        if *self.peek() == Tok::Op('}') {
-                            break;
-                        }
-                        key_at.push(self.at());
-                        let k = self.expr()?;
-                        self.expect(':')?;
-                        let v = self.expr()?;
-                        entries.push((k, v));
-                    }
-                    self.expect('}')?;
-                    if let Some(i) = entries.iter().position(|(k, _)| !k.hashable()) {
-                        return err(
-                            key_at[i],
-                            format!("unhashable dict key of type {}", entries[i].0.type_name()),
-                        );
-                    }
-                    (Value::Dict(entries), Num::No)
-                } else {
-                    let mut items = vec![first];
-                    while *self.peek() == Tok::Op(',') {
-                        self.bump();
-                        if *self.peek() == Tok::Op('}') {
-                            break;
-                        }
-                        items.push(self.expr()?);
-                    }
-                    self.expect('}')?;
-                    if let Some(v) = items.iter().find(|v| !v.hashable()) {
-                        return err(first_at, format!("unhashable set member of type {}", v.type_name()));
-                    }
-                    (Value::Set(items), Num::No)
-                }
-            }
+            Tok::Op('{') => return self.braced(),
             _ => {
                 self.i -= 1;
                 return self.unexpected();
             }
         })
+    }
+
+    /// After `(`: the empty tuple, a parenthesised expression (the expression itself) or a tuple.
+    fn parenthesised(&mut self) -> Result<(Value, Num), SyntaxError> {
+        if *self.peek() == Tok::Op(')') {
+            self.bump();
+            return Ok((Value::Tuple(Vec::new()), Num::No));
+        }
+        let first = self.expr_kind()?;
+        if *self.peek() == Tok::Op(')') {
+            self.bump();
+            // A parenthesised expression is the expression itself.
+            return Ok(first);
+        }
+        let mut items = vec![first.0];
+        while *self.peek() == Tok::Op(',') {
+            self.bump();
+            if *self.peek() == Tok::Op(')') {
+                break;
+            }
+            items.push(self.expr()?);
+        }
+        self.expect(')')?;
+        Ok((Value::Tuple(items), Num::No))
+    }
+
+    /// After `{`: a dict or a set (the empty dict for `{}`), with every key or member hashable.
+    fn braced(&mut self) -> Result<(Value, Num), SyntaxError> {
+        if *self.peek() == Tok::Op('}') {
+            self.bump();
+            return Ok((Value::Dict(Vec::new()), Num::No));
+        }
+        let first_at = self.at();
+        let first = self.expr()?;
+        if *self.peek() == Tok::Op(':') {
+            self.bump();
+            let v = self.expr()?;
+            let mut entries = vec![(first, v)];
+            let mut key_at = vec![first_at];
+            while *self.peek() == Tok::Op(',') {
+                self.bump();
+                if *self.peek() == Tok::Op('}') {
+                    break;
+                }
+                key_at.push(self.at());
+                let k = self.expr()?;
+                self.expect(':')?;
+                let v = self.expr()?;
+                entries.push((k, v));
+            }
+            self.expect('}')?;
+            if let Some(i) = entries.iter().position(|(k, _)| !k.hashable()) {
+                return err(
+                    key_at[i],
+                    format!("unhashable dict key of type {}", entries[i].0.type_name()),
+                );
+            }
+            Ok((Value::Dict(entries), Num::No))
+        } else {
+            let mut items = vec![first];
+            while *self.peek() == Tok::Op(',') {
+                self.bump();
+                if *self.peek() == Tok::Op('}') {
+                    break;
+                }
+                items.push(self.expr()?);
+            }
+            self.expect('}')?;
+            if let Some(v) = items.iter().find(|v| !v.hashable()) {
+                return err(first_at, format!("unhashable set member of type {}", v.type_name()));
+            }
+            Ok((Value::Set(items), Num::No))
+        }
     }
 
     fn items(&mut self, close: char) -> Result<Vec<Value>, SyntaxError> {
