@@ -15,6 +15,7 @@ use label_smoothing::shard::ShardLayout;
 use label_smoothing::{GradOutput, LabelSmoothingConfig};
 use label_smoothing_mpi::ShardedLoss;
 use mpi::datatype::PartitionMut;
+use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use std::time::Instant;
 
@@ -24,20 +25,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut n, mut k, mut repeat) = (2048usize, 131_072usize, 7usize);
-    while let Some(flag) = args.next() {
-        let v: usize = args
-            .next()
-            .and_then(|v| v.parse().ok())
-            .expect("flags take a positive integer");
-        match flag.as_str() {
-            "--rows" => n = v,
-            "--classes" => k = v,
-            "--repeat" => repeat = v,
-            other => panic!("unknown flag {other}; flags: --rows N --classes K --repeat R"),
-        }
-    }
+    let (n, k, repeat) = parse_args();
     let universe = mpi::initialize().expect("MPI could not be initialised");
     let world = universe.world();
     let (p, rank) = (world.size() as usize, world.rank() as usize);
@@ -81,43 +69,8 @@ fn main() {
     // The exchange alone: the same all-gather of the records.
     let plan = loss.plan();
     let counts: Vec<i32> = (0..p).map(|r| (n * plan.record_len(r)) as i32).collect();
-    let displs: Vec<i32> = counts
-        .iter()
-        .scan(0, |a, &c| {
-            let d = *a;
-            *a += c;
-            Some(d)
-        })
-        .collect();
-    let record = vec![0.0f64; n * plan.record_len(rank)];
-    let mut all = vec![0.0f64; counts.iter().map(|&c| c as usize).sum()];
-    let mut exchange = Vec::new();
-    for _ in 0..repeat {
-        world.barrier();
-        let t = Instant::now();
-        {
-            let mut part = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-            world.all_gather_varcount_into(&record[..], &mut part);
-        }
-        world.barrier();
-        exchange.push(t.elapsed().as_secs_f64());
-    }
-
-    let copy = if rank == 0 {
-        let src = vec![1.0f32; 64 << 20];
-        let mut dst = vec![0.0f32; 64 << 20];
-        let mut c = Vec::new();
-        for _ in 0..5 {
-            let t = Instant::now();
-            dst.copy_from_slice(&src);
-            c.push(t.elapsed().as_secs_f64());
-        }
-        std::hint::black_box(&dst);
-        // A copy reads and writes: 2 * 256 MiB.
-        2.0 * (256u64 << 20) as f64 / median(c) / 1e9
-    } else {
-        0.0
-    };
+    let exchange = exchange_times(&world, &counts, n * plan.record_len(rank), repeat);
+    let copy = if rank == 0 { copy_gbps() } else { 0.0 };
     if rank == 0 {
         let med = median(times);
         let single = if single.is_empty() {
@@ -137,6 +90,66 @@ fn main() {
             8.0 * (n * k) as f64 / med / 1e9,
         );
     }
+}
+
+/// `--rows N --classes K --repeat R` (defaults 2048, 131072, 7).
+fn parse_args() -> (usize, usize, usize) {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut k, mut repeat) = (2048usize, 131_072usize, 7usize);
+    while let Some(flag) = args.next() {
+        let v: usize = args
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("flags take a positive integer");
+        match flag.as_str() {
+            "--rows" => n = v,
+            "--classes" => k = v,
+            "--repeat" => repeat = v,
+            other => panic!("unknown flag {other}; flags: --rows N --classes K --repeat R"),
+        }
+    }
+    (n, k, repeat)
+}
+
+/// Seconds of `repeat` all-gathers of records of `counts[r]` values from each rank (this rank's `own`).
+fn exchange_times(world: &SimpleCommunicator, counts: &[i32], own: usize, repeat: usize) -> Vec<f64> {
+    let displs: Vec<i32> = counts
+        .iter()
+        .scan(0, |a, &c| {
+            let d = *a;
+            *a += c;
+            Some(d)
+        })
+        .collect();
+    let record = vec![0.0f64; own];
+    let mut all = vec![0.0f64; counts.iter().map(|&c| c as usize).sum()];
+    let mut exchange = Vec::new();
+    for _ in 0..repeat {
+        world.barrier();
+        let t = Instant::now();
+        {
+            let mut part = PartitionMut::new(&mut all[..], counts, &displs[..]);
+            world.all_gather_varcount_into(&record[..], &mut part);
+        }
+        world.barrier();
+        exchange.push(t.elapsed().as_secs_f64());
+    }
+    exchange
+}
+
+/// The median bandwidth of a 256 MiB copy (read plus write), in GB/s.
+fn copy_gbps() -> f64 {
+    let src = vec![1.0f32; 64 << 20];
+    let mut dst = vec![0.0f32; 64 << 20];
+    let mut c = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        c.push(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    // A copy reads and writes: 2 * 256 MiB.
+    2.0 * (256u64 << 20) as f64 / median(c) / 1e9
 }
 
 fn rayon_threads() -> usize {
