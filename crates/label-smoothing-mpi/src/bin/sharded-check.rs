@@ -325,7 +325,6 @@ fn bad_input(world: &impl Communicator, mode: &str) -> Result<String, String> {
     let (p, rank) = (world.size() as usize, world.rank() as usize);
     let k = 10 * p + 1;
     let last = p - 1;
-    let n = 6;
     let layout = ShardLayout::even(k, p).unwrap();
     let range = layout.range(rank);
     let config = LabelSmoothingConfig::pytorch(0.1);
@@ -376,47 +375,59 @@ fn bad_input(world: &impl Communicator, mode: &str) -> Result<String, String> {
                 }
             }
         }
-        "bad-label" | "bad-rows" => {
-            let loss = ShardedLoss::new(world, config, k, range.start, range.len()).map_err(|e| e.to_string())?;
-            let mut labels = labels_for(n, k, 1, None);
-            let mut rows = n;
-            if rank == last {
-                if mode == "bad-label" {
-                    labels[3] = k as i64;
-                } else {
-                    rows = n - 1;
-                    labels.pop();
-                }
-            }
-            let z = values(rows * range.len(), 5, 3.0);
-            let mut g = vec![0.0; z.len()];
-            match loss.loss_and_grad(&z, &labels, GradOutput::ONE, &mut g) {
-                Ok(_) => return Err(format!("{mode}: accepted")),
-                Err(e) => {
-                    let ok = match mode {
-                        "bad-label" => matches!(&e, ShardError::Input { rank: r, message, .. }
-                            if *r == last && message.contains("row 3") && message.contains(&format!("label {k}"))),
-                        _ => {
-                            matches!(&e, ShardError::Mismatch { rank: r, what: "N (the number of rows)", .. } if *r == last)
-                        }
-                    };
-                    if !ok {
-                        return Err(format!("{mode}: unexpected error {e}"));
-                    }
-                    if let ShardError::Input { local, .. } = &e {
-                        if (rank == last) != local.is_some() {
-                            return Err(format!(
-                                "{mode}: the typed error must be on the failing rank only: {e:?}"
-                            ));
-                        }
-                    }
-                    e
-                }
-            }
-        }
+        "bad-label" | "bad-rows" => bad_call(world, mode, k, range, config)?,
         other => return Err(format!("unknown mode {other}")),
     };
     Ok(format!("error as expected: {err}"))
+}
+
+/// A call with a label out of range (`bad-label`) or one row fewer (`bad-rows`) on the last rank: the error,
+/// if it is the expected one on every rank.
+fn bad_call(
+    world: &impl Communicator,
+    mode: &str,
+    k: usize,
+    range: std::ops::Range<usize>,
+    config: LabelSmoothingConfig,
+) -> Result<ShardError, String> {
+    let (p, rank) = (world.size() as usize, world.rank() as usize);
+    let (last, n) = (p - 1, 6);
+    let loss = ShardedLoss::new(world, config, k, range.start, range.len()).map_err(|e| e.to_string())?;
+    let mut labels = labels_for(n, k, 1, None);
+    let mut rows = n;
+    if rank == last {
+        if mode == "bad-label" {
+            labels[3] = k as i64;
+        } else {
+            rows = n - 1;
+            labels.pop();
+        }
+    }
+    let z = values(rows * range.len(), 5, 3.0);
+    let mut g = vec![0.0; z.len()];
+    match loss.loss_and_grad(&z, &labels, GradOutput::ONE, &mut g) {
+        Ok(_) => Err(format!("{mode}: accepted")),
+        Err(e) => {
+            let ok = match mode {
+                "bad-label" => matches!(&e, ShardError::Input { rank: r, message, .. }
+                    if *r == last && message.contains("row 3") && message.contains(&format!("label {k}"))),
+                _ => {
+                    matches!(&e, ShardError::Mismatch { rank: r, what: "N (the number of rows)", .. } if *r == last)
+                }
+            };
+            if !ok {
+                return Err(format!("{mode}: unexpected error {e}"));
+            }
+            if let ShardError::Input { local, .. } = &e {
+                if (rank == last) != local.is_some() {
+                    return Err(format!(
+                        "{mode}: the typed error must be on the failing rank only: {e:?}"
+                    ));
+                }
+            }
+            Ok(e)
+        }
+    }
 }
 
 fn main() -> ExitCode {
