@@ -24,6 +24,8 @@ pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
     Ok(shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?)
 }
 
+/// The loss of `logits` `[N, K]` against `targets` (labels `[N]` or soft targets `[N, K]`) as SPEC.md defines it,
+/// in candle ops; validated by the core first, so that bad input is the core's typed error.
 pub(crate) fn forward(
     loss: &LabelSmoothingLoss,
     logits: &Tensor,
@@ -32,63 +34,15 @@ pub(crate) fn forward(
 ) -> Result<Tensor> {
     let config = loss.config();
     let k = loss.num_classes();
-    let kf = k as f64;
-    let device = logits.device();
     let dtype = logits.dtype();
-    let (n, _) = logits.dims2()?;
     let x = logits.to_dtype(DType::F32)?;
     let log_p = log_softmax(&x)?;
-    let weights = match &config.weights {
-        Some(w) => Some(Tensor::from_slice(w, (1, k), device)?),
-        None => None,
-    };
-
     let (q, kept, denominator) = match kind {
-        TargetKind::Labels => {
-            let labels = labels_to_host(targets)?;
-            loss.validate(n * k, Targets::Labels(&labels))?;
-            let ignored = |y: i64| Some(y) == config.ignore_index;
-            let kept: Vec<f32> = labels.iter().map(|&y| if ignored(y) { 0.0 } else { 1.0 }).collect();
-            let safe: Vec<i64> = labels.iter().map(|&y| if ignored(y) { 0 } else { y }).collect();
-            // PyTorch's mean: the summed label weights of the rows not ignored.
-            let denominator: f64 = labels
-                .iter()
-                .filter(|&&y| !ignored(y))
-                .map(|&y| config.weights.as_ref().map_or(1.0, |w| w[y as usize] as f64))
-                .sum();
-            let one_hot = one_hot(&safe, k, &x)?;
-            let safe = Tensor::from_vec(safe.iter().map(|&y| y as u32).collect::<Vec<u32>>(), (n, 1), device)?;
-            // Per-row smoothing e: a constant, or alpha * p(label) held constant for the gradient.
-            let e = match config.smoothing {
-                Smoothing::Fixed(eps) => Tensor::full(eps, (n, 1), device)?,
-                Smoothing::Adaptive { alpha } => (log_p.detach().gather(&safe, 1)?.exp()? * alpha as f64)?,
-            };
-            let (off, on) = match config.spread {
-                Spread::Others => ((&e / (kf - 1.0))?, e.affine(-1.0, 1.0)?),
-                Spread::Uniform => ((&e / kf)?, (e.affine(-1.0, 1.0)? + (&e / kf)?)?),
-            };
-            let q = one_hot.broadcast_mul(&(on - &off)?)?.broadcast_add(&off)?;
-            (q, Some(Tensor::from_vec(kept, n, device)?), denominator)
-        }
-        TargetKind::Soft => {
-            let soft = targets.to_dtype(DType::F32)?;
-            let host = soft.flatten_all()?.to_vec1::<f32>()?;
-            loss.validate(n * k, Targets::Soft(&host))?;
-            let eps = match config.smoothing {
-                Smoothing::Fixed(e) => e as f64,
-                // validate() has rejected adaptive smoothing with soft targets.
-                Smoothing::Adaptive { .. } => unreachable!("rejected by validate"),
-            };
-            let q = match config.spread {
-                // (1-e) t + e (1-t)/(K-1)
-                Spread::Others => soft.affine((1.0 - eps) - eps / (kf - 1.0), eps / (kf - 1.0))?,
-                Spread::Uniform => soft.affine(1.0 - eps, eps / kf)?,
-            };
-            (q, None, n as f64)
-        }
+        TargetKind::Labels => hard_targets(loss, &log_p, targets)?,
+        TargetKind::Soft => soft_targets(loss, &log_p, targets)?,
     };
-    let q = match &weights {
-        Some(w) => q.broadcast_mul(w)?,
+    let q = match &config.weights {
+        Some(w) => q.broadcast_mul(&Tensor::from_slice(w, (1, k), logits.device())?)?,
         None => q,
     };
     // A term with no target mass contributes nothing, even where log p = -inf (a masked class).
@@ -98,7 +52,62 @@ pub(crate) fn forward(
     if let Some(kept) = kept {
         per_row = (per_row * kept)?;
     }
-    let out = match config.reduction {
+    Ok(reduce(per_row, config.reduction, denominator)?.to_dtype(dtype)?)
+}
+
+/// The smoothed targets `q` `[N, K]` of hard labels, the rows kept (1, or 0 where ignored) and the mean's
+/// denominator (PyTorch's: the summed label weights of the rows not ignored).
+fn hard_targets(loss: &LabelSmoothingLoss, log_p: &Tensor, targets: &Tensor) -> Result<(Tensor, Option<Tensor>, f64)> {
+    let (config, k, device) = (loss.config(), loss.num_classes(), log_p.device());
+    let (n, kf) = (log_p.dims2()?.0, k as f64);
+    let labels = labels_to_host(targets)?;
+    loss.validate(n * k, Targets::Labels(&labels))?;
+    let ignored = |y: i64| Some(y) == config.ignore_index;
+    let kept: Vec<f32> = labels.iter().map(|&y| if ignored(y) { 0.0 } else { 1.0 }).collect();
+    let safe: Vec<i64> = labels.iter().map(|&y| if ignored(y) { 0 } else { y }).collect();
+    let denominator: f64 = labels
+        .iter()
+        .filter(|&&y| !ignored(y))
+        .map(|&y| config.weights.as_ref().map_or(1.0, |w| w[y as usize] as f64))
+        .sum();
+    let one_hot = one_hot(&safe, k, log_p)?;
+    let safe = Tensor::from_vec(safe.iter().map(|&y| y as u32).collect::<Vec<u32>>(), (n, 1), device)?;
+    // Per-row smoothing e: a constant, or alpha * p(label) held constant for the gradient.
+    let e = match config.smoothing {
+        Smoothing::Fixed(eps) => Tensor::full(eps, (n, 1), device)?,
+        Smoothing::Adaptive { alpha } => (log_p.detach().gather(&safe, 1)?.exp()? * alpha as f64)?,
+    };
+    let (off, on) = match config.spread {
+        Spread::Others => ((&e / (kf - 1.0))?, e.affine(-1.0, 1.0)?),
+        Spread::Uniform => ((&e / kf)?, (e.affine(-1.0, 1.0)? + (&e / kf)?)?),
+    };
+    let q = one_hot.broadcast_mul(&(on - &off)?)?.broadcast_add(&off)?;
+    Ok((q, Some(Tensor::from_vec(kept, n, device)?), denominator))
+}
+
+/// The smoothed targets `q` `[N, K]` of soft targets; every row is kept and the mean is over all `N`.
+fn soft_targets(loss: &LabelSmoothingLoss, log_p: &Tensor, targets: &Tensor) -> Result<(Tensor, Option<Tensor>, f64)> {
+    let (config, k) = (loss.config(), loss.num_classes());
+    let (n, kf) = (log_p.dims2()?.0, k as f64);
+    let soft = targets.to_dtype(DType::F32)?;
+    let host = soft.flatten_all()?.to_vec1::<f32>()?;
+    loss.validate(n * k, Targets::Soft(&host))?;
+    let eps = match config.smoothing {
+        Smoothing::Fixed(e) => e as f64,
+        // validate() has rejected adaptive smoothing with soft targets.
+        Smoothing::Adaptive { .. } => unreachable!("rejected by validate"),
+    };
+    let q = match config.spread {
+        // (1-e) t + e (1-t)/(K-1)
+        Spread::Others => soft.affine((1.0 - eps) - eps / (kf - 1.0), eps / (kf - 1.0))?,
+        Spread::Uniform => soft.affine(1.0 - eps, eps / kf)?,
+    };
+    Ok((q, None, n as f64))
+}
+
+/// The per-row losses `[N]` reduced; `denominator` is the mean's.
+fn reduce(per_row: Tensor, reduction: Reduction, denominator: f64) -> Result<Tensor> {
+    Ok(match reduction {
         Reduction::None => per_row,
         Reduction::Sum => per_row.sum_all()?,
         // A mean over nothing is 0 (the numerator is 0 too).
@@ -113,6 +122,5 @@ pub(crate) fn forward(
                 .maximum(1.0)?;
             per_row.sum_all()?.broadcast_div(&count)?
         }
-    };
-    Ok(out.to_dtype(dtype)?)
+    })
 }
