@@ -145,9 +145,14 @@ pub fn run(args: &ProjectArgs, out: &mut dyn std::io::Write) -> Result<(), CliEr
         let bytes = encode_for(plot, &chart).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
         atomic::write(plot, &bytes)?;
     }
+    print(&stats, args.json, out)
+}
+
+/// Prints the clusters' statistics: a table, or one JSON line with `json`.
+fn print(stats: &Output, json: bool, out: &mut dyn std::io::Write) -> Result<(), CliError> {
     let w = CliError::Stdout;
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&stats).expect("serialisable")).map_err(w)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string(stats).expect("serialisable")).map_err(w)?;
     } else {
         writeln!(out, "class  examples  centroid (u, v)        spread").map_err(w)?;
         for c in &stats.clusters {
