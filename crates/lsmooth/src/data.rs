@@ -216,6 +216,19 @@ impl Dataset {
         }
     }
 
+    /// A data set of the ten digit classes from its splits.
+    fn of_digits(name: String, (rows, cols): (usize, usize), [train, validation, test]: [Split; 3]) -> Dataset {
+        Dataset {
+            name,
+            rows,
+            cols,
+            classes: 10,
+            train,
+            validation,
+            test,
+        }
+    }
+
     /// An embedded data set from its (file name, bytes) of images and labels, split 70/10/20 (7000, 1000 and
     /// 2000 of MNIST's 10000).
     fn embedded(name: &str, (ip, img): (&str, &[u8]), (lp, lab): (&str, &[u8])) -> Result<Dataset, DataError> {
@@ -230,15 +243,7 @@ impl Dataset {
             [train, val, n - train - val]
         };
         let [train, validation, test] = split3(&all, rows * cols, sizes, SPLIT_SEED);
-        Ok(Dataset {
-            name: name.into(),
-            rows,
-            cols,
-            classes: 10,
-            train,
-            validation,
-            test,
-        })
+        Ok(Dataset::of_digits(name.into(), (rows, cols), [train, validation, test]))
     }
 
     /// A data set in MNIST's file layout in `dir`: training and validation come from the training files (a
@@ -271,15 +276,11 @@ impl Dataset {
         let n = train_all.len();
         let val = n / 10;
         let [train, validation, _] = split3(&train_all, rows * cols, [n - val, val, 0], SPLIT_SEED);
-        Ok(Dataset {
-            name: dir.display().to_string(),
-            rows,
-            cols,
-            classes: 10,
-            train,
-            validation,
-            test,
-        })
+        Ok(Dataset::of_digits(
+            dir.display().to_string(),
+            (rows, cols),
+            [train, validation, test],
+        ))
     }
 
     /// Keeps the first `n` training examples (the split is already shuffled), `n` at most the training size.
