@@ -35,12 +35,14 @@
 
 mod api;
 pub mod calibration;
+mod checks;
 mod config;
 mod driver;
 mod element;
 mod error;
 mod kernel;
 pub mod linear;
+mod loss;
 pub mod reference;
 mod related;
 pub mod rng;
@@ -49,12 +51,12 @@ pub mod shard;
 mod simd;
 mod types;
 
-pub use api::LabelSmoothingLoss;
 pub use config::{target_distribution, LabelSmoothingConfig, Reduction, Smoothing, Spread};
 pub use element::Element;
 pub use error::{LossError, Result};
 pub use half::{bf16, f16};
 pub use kernel::RowStats;
+pub use loss::LabelSmoothingLoss;
 pub use related::{confidence_penalty, distillation, label_relaxation, mixup, online};
 pub use simd::instruction_set;
 pub use types::{GradOutput, Loss, Targets};

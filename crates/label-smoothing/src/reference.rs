@@ -3,7 +3,7 @@
 //! It materialises every target row and log-probability, exactly as the definition reads; it is slow and
 //! allocates `[N, K]` buffers. Inputs are validated like the fused loss's.
 
-use crate::api::{check_hard_targets, check_logits, check_soft_targets_of};
+use crate::checks::{check_hard_targets, check_logits, check_soft_targets_of};
 use crate::config::{LabelSmoothingConfig, Reduction, Smoothing};
 use crate::error::Result;
 

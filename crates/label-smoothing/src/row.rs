@@ -1,9 +1,9 @@
 //! One row's loss in f64, and what its gradient pass needs, from the row's [`RowStats`].
 
-use crate::api::LabelSmoothingLoss;
 use crate::config::{Smoothing, Spread};
 use crate::element::Element;
 use crate::kernel::{GradRow, RowIo, RowStats};
+use crate::loss::LabelSmoothingLoss;
 use crate::types::{GradOutput, Targets};
 
 /// Per-call constants of the row computation: the loss, and what this call adds to it.

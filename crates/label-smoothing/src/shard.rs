@@ -58,11 +58,12 @@
 //! # Ok::<(), label_smoothing::LossError>(())
 //! ```
 
-use crate::api::{check_grad_output, check_labels, LabelSmoothingLoss};
+use crate::checks::{check_grad_output, check_labels};
 use crate::driver::pieces::{run_shard_rows, ShardOp, ShardRows};
 use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
 use crate::kernel::{GradRow, RowStats};
+use crate::loss::LabelSmoothingLoss;
 use crate::row::{CallPlan, RowKind};
 use crate::types::{GradOutput, Loss, Targets};
 use rayon::prelude::*;

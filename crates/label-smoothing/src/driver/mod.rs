@@ -2,11 +2,11 @@
 //! threads), the reductions in row order, and the `mean-nonzero` rescale. Compiled once per element type
 //! ([`run`]'s three non-generic instances), so that every crate calling the generic API links to these.
 
-use crate::api::LabelSmoothingLoss;
 use crate::config::{LabelSmoothingConfig, Reduction};
 use crate::element::Element;
 use crate::error::Result;
 use crate::kernel::{CallBuffers, CHUNK};
+use crate::loss::LabelSmoothingLoss;
 use crate::row::CallPlan;
 use crate::types::{GradOutput, Loss, Targets};
 use rayon::prelude::*;

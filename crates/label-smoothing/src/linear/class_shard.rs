@@ -3,7 +3,7 @@
 
 use super::products::{self, ClassGrads};
 use super::{check_rows, rows_per_block, LinearCrossEntropy, LinearGrads, LinearInputs};
-use crate::api::check_positive;
+use crate::checks::check_positive;
 use crate::error::{LossError, Result};
 use crate::shard::{ShardCombined, ShardPlan};
 use crate::types::GradOutput;

@@ -43,10 +43,11 @@ use products::ClassGrads;
 pub use baseline::{gemms_only, unfused};
 pub use class_shard::LinearShard;
 
-use crate::api::{check_grad_output, check_labels, check_positive, LabelSmoothingLoss};
+use crate::checks::{check_grad_output, check_labels, check_positive};
 use crate::config::{LabelSmoothingConfig, Reduction};
 use crate::driver::{reduce, reduction_scale};
 use crate::error::{LossError, Result};
+use crate::loss::LabelSmoothingLoss;
 use crate::shard::{ShardLayout, ShardPlan};
 use crate::types::{GradOutput, Loss, Targets};
 

@@ -5,7 +5,7 @@
 //! the gradient, which is then `p - p_r` (zero for accepted rows).
 
 use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
-use crate::api::check_labels;
+use crate::checks::check_labels;
 use crate::config::Reduction;
 use crate::{Loss, LossError, Result};
 

@@ -24,7 +24,7 @@
 //! ```
 
 use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
-use crate::api::check_labels;
+use crate::checks::check_labels;
 use crate::config::{Reduction, Smoothing, Spread};
 use crate::rng::SplitMix64;
 use crate::{LabelSmoothingLoss, Loss, LossError, Result};

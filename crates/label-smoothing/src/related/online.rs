@@ -9,7 +9,7 @@
 //! resumed training run continues with the same matrix and partial sums.
 
 use super::rowmath::{check_range, check_shape, reduce_rows, Softmax};
-use crate::api::check_labels;
+use crate::checks::check_labels;
 use crate::config::Reduction;
 use crate::{Loss, LossError, Result};
 

@@ -3,7 +3,7 @@
 //! exponentials summed in f64 lanes, and, when the probabilities are wanted, one pass writing them), and a
 //! row-parallel driver with per-thread scratch space.
 
-use crate::api::{check_len, check_logits};
+use crate::checks::{check_len, check_logits};
 use crate::config::Reduction;
 use crate::driver::nonzero_rows;
 use crate::simd::{dispatch, exp_nonpos, hmax, Isa, Kernel, Lanes, LANES};
