@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: the golden cases and tolerance checks.
 #![allow(dead_code)]
 
+pub mod linear;
+
 use label_smoothing::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use serde::Deserialize;
 

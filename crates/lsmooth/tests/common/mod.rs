@@ -2,8 +2,9 @@
 //! gzip files written by hand (independently of the readers under test).
 #![allow(dead_code)] // each test crate uses its own part
 
+use lsmooth::io::npy;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the `lsmooth` binary of this build.
@@ -68,4 +69,42 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
+}
+
+/// The process's standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes a float64 `.npy` file of shape `[n]` or `[n, k]` by hand.
+pub fn write_f64(path: &Path, shape: &[usize], v: &[f64]) {
+    let shape_text = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!("({}, {})", shape[0], shape[1]),
+    };
+    let bytes = npy::encode(
+        &format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape_text}, }}"),
+        |o| v.iter().for_each(|x| o.extend_from_slice(&x.to_le_bytes())),
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Writes an int32 `.npy` file of labels by hand.
+pub fn write_i32(path: &Path, v: &[i64]) {
+    let bytes = npy::encode(
+        &format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}", v.len()),
+        |o| v.iter().for_each(|&x| o.extend_from_slice(&(x as i32).to_le_bytes())),
+    );
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Reads a `.npy` file as f32 values with its shape.
+pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::read(path).unwrap();
+    (a.shape.clone(), a.to_f32("test").unwrap())
+}
+
+/// A JSON file, parsed.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
