@@ -29,21 +29,41 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 pub use label_smoothing::{LabelSmoothingConfig, LossError, Reduction, Smoothing, Spread};
 
-/// Configuration of [`LabelSmoothingCrossEntropy`]: the core crate's [`LabelSmoothingConfig`], which holds every
-/// option of the loss, with burn's `with_*` builders and an [`init`](Self::init) that validates it for a device.
+/// Configuration of [`LabelSmoothingCrossEntropy`]: a burn [`Config`] (serde, so it can sit inside a training
+/// configuration that is saved and loaded), holding the core crate's [`LabelSmoothingConfig`] with every option of
+/// the loss, with `with_*` builders for each option and an [`init`](Self::init) that validates it for a device.
 ///
-/// The default is cross-entropy with no smoothing, spread `others`, reduction `mean`, no weights, no ignore index.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The default (`new()`) is cross-entropy with no smoothing, spread `others`, reduction `mean`, no weights, no
+/// ignore index.
+///
+/// ```
+/// use burn::config::Config;
+/// use label_smoothing_burn::{LabelSmoothingCrossEntropyConfig, Spread};
+///
+/// let config = LabelSmoothingCrossEntropyConfig::new().with_smoothing(0.1).with_spread(Spread::Uniform);
+/// let json = burn::config::config_to_json(&config);
+/// let back = LabelSmoothingCrossEntropyConfig::load_binary(json.as_bytes()).unwrap();
+/// assert_eq!(back, config);
+/// ```
+#[derive(Config, Debug, PartialEq)]
 pub struct LabelSmoothingCrossEntropyConfig {
     /// The loss: spread, smoothing (fixed or adaptive), reduction, ignore index, class weights. Rows whose label
     /// equals the ignore index are left out of the mean's denominator (unlike burn's own `CrossEntropyLoss`,
     /// which zeroes padded rows but still divides by the whole batch).
+    #[config(default = "LabelSmoothingConfig::new()")]
     pub loss: LabelSmoothingConfig,
+}
+
+impl Default for LabelSmoothingCrossEntropyConfig {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Builders that set one option of the core configuration, documented there.
@@ -57,11 +77,6 @@ macro_rules! builders {
 }
 
 impl LabelSmoothingCrossEntropyConfig {
-    /// The default configuration.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// fast-reid's `cross_entropy_loss(pred, gt, eps, alpha)`: spread `others`, fixed `eps` when `eps >= 0`,
     /// adaptive `alpha * p(label)` when `eps < 0`, reduction `mean-nonzero`.
     pub fn fast_reid(eps: f32, alpha: f32) -> Self {

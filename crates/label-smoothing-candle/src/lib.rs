@@ -75,6 +75,51 @@ pub enum Error {
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Into candle's error, so that `?` works in a function returning `candle_core::Result` (a model's `forward`).
+///
+/// A candle failure comes back as the candle error it was. Every other error is wrapped whole
+/// (`candle_core::Error::WrappedContext`, its message as the context), and [`Error::downcast`] finds it again.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use label_smoothing_candle::{label_smoothing_cross_entropy, Error, LabelSmoothingConfig, LossError};
+///
+/// fn forward(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+///     let loss = label_smoothing_cross_entropy(logits, labels, &LabelSmoothingConfig::pytorch(0.1))?;
+///     loss.affine(2.0, 0.0)
+/// }
+/// let dev = Device::Cpu;
+/// let logits = Tensor::zeros((2, 3), candle_core::DType::F32, &dev)?;
+/// let e = forward(&logits, &Tensor::new(&[0u32, 7], &dev)?).unwrap_err();
+/// assert!(matches!(Error::downcast(&e), Some(Error::Loss(LossError::LabelOutOfRange { row: 1, .. }))));
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(c) => c,
+            other => candle_core::Error::WrappedContext {
+                context: other.to_string(),
+                wrapped: Box::new(other),
+            },
+        }
+    }
+}
+
+impl Error {
+    /// This crate's error inside a candle error made by `From<Error> for candle_core::Error` (also under
+    /// candle's backtrace, context and path wrappers), if it is one.
+    pub fn downcast(e: &candle_core::Error) -> Option<&Error> {
+        match e {
+            candle_core::Error::WrappedContext { wrapped, .. } => wrapped.downcast_ref::<Error>(),
+            candle_core::Error::WithBacktrace { inner, .. }
+            | candle_core::Error::Context { inner, .. }
+            | candle_core::Error::WithPath { inner, .. } => Error::downcast(inner),
+            _ => None,
+        }
+    }
+}
+
 /// The label-smoothed cross-entropy on candle tensors, validated once for a number of classes.
 ///
 /// Build it with [`LabelSmoothingCrossEntropy::new`]; call [`forward`](Self::forward) per batch.
@@ -108,12 +153,15 @@ impl LabelSmoothingCrossEntropy {
     /// The loss of `logits` against `targets`, on the fused CPU kernel when the logits are on the CPU and composed
     /// from candle ops elsewhere.
     ///
-    /// - `logits`: `[N, K]`, f32, bf16 or f16 (f64 is computed in f32); any layout.
-    /// - `targets`: labels `[N]` (u8, u32, i16, i32 or i64; each in `[0, K)` or the configured ignore index), or
-    ///   soft targets `[N, K]` (a float dtype; each row a probability distribution).
+    /// - `logits`: `[..., K]` (`[N, K]`, or `[B, T, K]` sequence logits, ...), f32, bf16 or f16 (f64 is computed
+    ///   in f32); any layout. The leading dimensions are the rows: `[B, T, K]` is `B * T` rows.
+    /// - `targets`: labels of the leading shape (`[N]`, `[B, T]`, ...; u8, u32, i16, i32 or i64; each in
+    ///   `[0, K)` or the configured ignore index), or soft targets of the logits' shape (a float dtype; each row
+    ///   a probability distribution).
     ///
-    /// Returns a scalar tensor (shape `[]`) for `sum`, `mean` and `mean-nonzero`, and `[N]` for `none`, in the
-    /// logits' dtype. The result backpropagates to the logits (never to the targets).
+    /// Returns a scalar tensor (shape `[]`) for `sum`, `mean` and `mean-nonzero`, and the leading shape (`[N]`,
+    /// `[B, T]`) for `none`, in the logits' dtype. The result backpropagates to the logits (never to the
+    /// targets), with the logits' shape.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         if logits.device().is_cpu() && targets.device().is_cpu() {
             self.forward_fused(logits, targets)
@@ -124,36 +172,53 @@ impl LabelSmoothingCrossEntropy {
 
     /// As [`forward`](Self::forward), always through the fused kernel. The tensors must be on the CPU.
     pub fn forward_fused(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let kind = self.check_shapes(logits, targets)?;
-        fused::forward(&self.loss, logits, targets, kind)
+        self.rows(logits, targets, fused::forward)
     }
 
     /// As [`forward`](Self::forward), always composed from candle ops (any device). Labels, and soft targets, are
     /// read back to the host once to validate them: a device synchronisation on GPUs.
     pub fn forward_composed(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        self.rows(logits, targets, composed::forward)
+    }
+
+    /// Checks the shapes, runs `f` on the rows (`[..., K]` flattened to `[N, K]`, the targets alike), and gives a
+    /// per-row result the leading shape back.
+    fn rows(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        f: fn(&LabelSmoothingLoss, &Tensor, &Tensor, TargetKind) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let kind = self.check_shapes(logits, targets)?;
-        composed::forward(&self.loss, logits, targets, kind)
+        let k = self.loss.num_classes();
+        let lead = logits.dims()[..logits.rank() - 1].to_vec();
+        if lead.len() == 1 {
+            return f(&self.loss, logits, targets, kind);
+        }
+        let n = lead.iter().product::<usize>();
+        let rows = logits.reshape((n, k))?;
+        let targets = match kind {
+            TargetKind::Labels => targets.reshape(n)?,
+            TargetKind::Soft => targets.reshape((n, k))?,
+        };
+        let out = f(&self.loss, &rows, &targets, kind)?;
+        Ok(match self.loss.config().reduction {
+            Reduction::None => out.reshape(lead)?,
+            _ => out,
+        })
     }
 
     fn check_shapes(&self, logits: &Tensor, targets: &Tensor) -> Result<TargetKind> {
         let k = self.loss.num_classes();
-        let (n, lk) = match *logits.dims() {
-            [n, lk] => (n, lk),
-            _ => {
-                return Err(Error::Shape {
-                    what: "logits",
-                    expected: format!("[N, {k}]"),
-                    got: logits.dims().to_vec(),
-                })
-            }
-        };
-        if lk != k {
+        let dims = logits.dims();
+        if dims.last() != Some(&k) {
             return Err(Error::Shape {
                 what: "logits",
-                expected: format!("[N, {k}] (K = {k} classes)"),
-                got: logits.dims().to_vec(),
+                expected: format!("[..., {k}] (K = {k} classes last)"),
+                got: dims.to_vec(),
             });
         }
+        let lead = &dims[..dims.len() - 1];
         if !logits.dtype().is_float() {
             return Err(Error::DType {
                 what: "logits",
@@ -167,8 +232,8 @@ impl LabelSmoothingCrossEntropy {
             TargetKind::Labels
         };
         let expected: &[usize] = match kind {
-            TargetKind::Labels => &[n],
-            TargetKind::Soft => &[n, k],
+            TargetKind::Labels => lead,
+            TargetKind::Soft => dims,
         };
         if targets.dims() != expected {
             return Err(Error::Shape {
@@ -176,7 +241,7 @@ impl LabelSmoothingCrossEntropy {
                     TargetKind::Labels => "labels",
                     TargetKind::Soft => "soft targets",
                 },
-                expected: format!("{expected:?} for [{n}, {k}] logits"),
+                expected: format!("{expected:?} for {dims:?} logits"),
                 got: targets.dims().to_vec(),
             });
         }
@@ -199,7 +264,8 @@ impl LabelSmoothingCrossEntropy {
 /// The label-smoothed cross-entropy in one call: validates `config` for the logits' `K` and runs
 /// [`LabelSmoothingCrossEntropy::forward`].
 ///
-/// - `logits`: `[N, K]` float; `targets`: labels `[N]` (integer dtype) or soft targets `[N, K]` (float dtype).
+/// - `logits`: `[..., K]` float; `targets`: labels of the leading shape (integer dtype) or soft targets of the
+///   logits' shape (float dtype).
 ///
 /// With `LabelSmoothingConfig::pytorch(0.0)` this is `candle_nn::loss::cross_entropy`.
 pub fn label_smoothing_cross_entropy(
@@ -207,7 +273,7 @@ pub fn label_smoothing_cross_entropy(
     targets: &Tensor,
     config: &LabelSmoothingConfig,
 ) -> Result<Tensor> {
-    LabelSmoothingCrossEntropy::new(config.clone(), classes_of(logits)?)?.forward(logits, targets)
+    LabelSmoothingCrossEntropy::new(config.clone(), last_dim(logits)?)?.forward(logits, targets)
 }
 
 /// `K` of `[N, K]` logits.
@@ -218,6 +284,18 @@ pub(crate) fn classes_of(logits: &Tensor) -> Result<usize> {
             what: "logits",
             expected: "[N, K]".into(),
             got: logits.dims().to_vec(),
+        }),
+    }
+}
+
+/// `K` of `[..., K]` logits (rank at least 1).
+fn last_dim(logits: &Tensor) -> Result<usize> {
+    match logits.dims().last() {
+        Some(&k) => Ok(k),
+        None => Err(Error::Shape {
+            what: "logits",
+            expected: "[..., K]".into(),
+            got: Vec::new(),
         }),
     }
 }
