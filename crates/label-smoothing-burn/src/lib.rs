@@ -29,6 +29,8 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod fused;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -137,6 +139,16 @@ pub struct LabelSmoothingCrossEntropy {
     weights: Option<Tensor<2>>,
 }
 
+/// Frees the gradient buffer the fused path keeps between calls.
+///
+/// On NdArray with autodiff, a tracked call writes the logits' gradient into the buffer of the previous call of the
+/// same shape once burn has let go of it, rather than into new memory (whose page faults cost more than the kernel
+/// at large shapes). That keeps one `[N, K]` f32 buffer alive between steps; call this to free it, for example
+/// before evaluation at another shape.
+pub fn empty_gradient_cache() {
+    fused::empty_gradient_cache()
+}
+
 /// Per-row target mass off the label and on it, for smoothing `e` (a scalar or a `[N, 1]` column).
 fn hard_target_masses(spread: Spread, e: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2>) {
     let kf = k as f32;
@@ -160,6 +172,13 @@ impl LabelSmoothingCrossEntropy {
         &self.config
     }
 
+    /// Whether [`forward`](Self::forward) and [`forward_soft`](Self::forward_soft) run the core's fused kernel on
+    /// these logits: f32 tensors of the NdArray backend, with burn's default autodiff (no gradient
+    /// checkpointing) or without autodiff. Other backends and element types take the composition.
+    pub fn uses_fused_kernel(&self, logits: &Tensor<2>) -> bool {
+        fused::supports(logits)
+    }
+
     fn check_logits(&self, logits: &Tensor<2>) -> Result<usize, LossError> {
         let [n, k] = logits.dims();
         if k != self.k {
@@ -179,7 +198,30 @@ impl LabelSmoothingCrossEntropy {
     ///
     /// Returns `[1]` for `sum`, `mean`, `mean-nonzero`, and `[N]` for `none`.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Result<Tensor<1>, LossError> {
-        let n = self.check_logits(&logits)?;
+        let n = self.check_labels_shape(&logits, &targets)?;
+        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
+        // The core crate's checks: each label in [0, K) or the ignore index, the first that is not named by row.
+        self.core
+            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
+        if let Some(out) = fused::try_forward(&self.core, &logits, label_smoothing::Targets::Labels(&labels)) {
+            return out;
+        }
+        self.composed(logits, labels)
+    }
+
+    /// As [`forward`](Self::forward), always composed of burn operations, on any backend (the fused kernel is
+    /// not used even on NdArray): for tests and comparisons.
+    pub fn forward_composed(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Result<Tensor<1>, LossError> {
+        let n = self.check_labels_shape(&logits, &targets)?;
+        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
+        self.core
+            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
+        self.composed(logits, labels)
+    }
+
+    /// `N`, when the logits are `[N, K]` and the labels `[N]`.
+    fn check_labels_shape(&self, logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<usize, LossError> {
+        let n = self.check_logits(logits)?;
         let [tn] = targets.dims();
         if tn != n {
             return Err(LossError::Length {
@@ -188,11 +230,13 @@ impl LabelSmoothingCrossEntropy {
                 got: tn,
             });
         }
+        Ok(n)
+    }
+
+    /// The composition for hard labels (checked, on the host).
+    fn composed(&self, logits: Tensor<2>, labels: Vec<i64>) -> Result<Tensor<1>, LossError> {
+        let [n, _] = logits.dims();
         let ignore = self.config.loss.ignore_index;
-        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
-        // The core crate's checks: each label in [0, K) or the ignore index, the first that is not named by row.
-        self.core
-            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
         let device = logits.device();
         let kept: Vec<f32> = labels
             .iter()
@@ -232,10 +276,25 @@ impl LabelSmoothingCrossEntropy {
         Ok(self.reduce(per_row, denominator))
     }
 
-    /// The loss for soft targets `[N, K]` (probability rows), smoothed with the configured spread.
-    /// Adaptive smoothing is an error here, as in the core crate.
+    /// The loss for soft targets `[N, K]` (probability rows, read back to the host to check them), smoothed with
+    /// the configured spread. Adaptive smoothing is an error here, as in the core crate.
     pub fn forward_soft(&self, logits: Tensor<2>, soft_targets: Tensor<2>) -> Result<Tensor<1>, LossError> {
-        let n = self.check_logits(&logits)?;
+        let host = self.check_soft(&logits, &soft_targets)?;
+        if let Some(out) = fused::try_forward(&self.core, &logits, label_smoothing::Targets::Soft(&host)) {
+            return out;
+        }
+        self.composed_soft(logits, soft_targets)
+    }
+
+    /// As [`forward_soft`](Self::forward_soft), always composed of burn operations.
+    pub fn forward_soft_composed(&self, logits: Tensor<2>, soft_targets: Tensor<2>) -> Result<Tensor<1>, LossError> {
+        self.check_soft(&logits, &soft_targets)?;
+        self.composed_soft(logits, soft_targets)
+    }
+
+    /// The soft targets on the host, checked against `[N, K]` logits and the configuration by the core crate.
+    fn check_soft(&self, logits: &Tensor<2>, soft_targets: &Tensor<2>) -> Result<Vec<f32>, LossError> {
+        let n = self.check_logits(logits)?;
         if soft_targets.dims() != [n, self.k] {
             return Err(LossError::Length {
                 what: "soft targets",
@@ -243,6 +302,14 @@ impl LabelSmoothingCrossEntropy {
                 got: soft_targets.dims().iter().product(),
             });
         }
+        let host: Vec<f32> = soft_targets.to_data().convert::<f32>().iter::<f32>().collect();
+        self.core.validate(n * self.k, label_smoothing::Targets::Soft(&host))?;
+        Ok(host)
+    }
+
+    /// The composition for soft targets (checked).
+    fn composed_soft(&self, logits: Tensor<2>, soft_targets: Tensor<2>) -> Result<Tensor<1>, LossError> {
+        let [n, _] = logits.dims();
         let eps = match self.config.loss.smoothing {
             Smoothing::Fixed(e) => e,
             Smoothing::Adaptive { .. } => return Err(LossError::AdaptiveWithSoftTargets),
