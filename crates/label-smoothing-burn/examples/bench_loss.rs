@@ -1,7 +1,8 @@
 //! Forward and backward of the loss on burn's NdArray backend with autodiff: this crate's fused path, its
 //! composition of burn operations, burn's own `CrossEntropyLoss` with smoothing 0.1, and the core kernel called
 //! directly on the same logits (into a buffer it reuses, and into a new buffer each call, as a framework's
-//! gradient tensor is), in alternating rounds; prints the medians and the per-round ratios.
+//! gradient tensor is), in alternating rounds, and a copy of the logits for the machine's bandwidth; prints the
+//! medians and the per-round ratios.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release -p label-smoothing-burn --example bench_loss [NxK ...] [--rounds R]
@@ -14,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use label_smoothing::rng::benchmark_problem;
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
 use label_smoothing_burn::LabelSmoothingCrossEntropyConfig;
+use rayon::prelude::*;
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -56,9 +58,9 @@ fn main() {
     );
     println!(
         "| shape | fused | composed | burn CrossEntropyLoss | core kernel | core, new buffer | burn's / fused | \
-         fused / core | fused / core, new buffer |"
+         fused / core | fused / core, new buffer | fused GB/s | copy GB/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, k) in shapes {
         let (logits, labels) = benchmark_problem(n, k, 1);
         let x = Tensor::<1>::from_floats(logits.as_slice(), &dev).reshape([n, k]);
@@ -68,6 +70,8 @@ fn main() {
         let core = LabelSmoothingConfig::pytorch(0.1).init(k).unwrap();
         let mut grad = vec![0.0f32; n * k];
         let (mut tf, mut tc, mut tb, mut tk, mut tn) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut copy = vec![0.0f32; n * k];
+        let mut tcopy = vec![];
         for _ in 0..rounds + 1 {
             tf.push(timed(&x, &|x| ours.forward(x, y.clone()).unwrap()));
             tc.push(timed(&x, &|x| ours.forward_composed(x, y.clone()).unwrap()));
@@ -83,14 +87,21 @@ fn main() {
             std::hint::black_box(&fresh);
             drop(fresh);
             tn.push(t.elapsed().as_secs_f64());
+            // The machine's copy bandwidth on the same bytes, in pieces as the kernel's threads take them.
+            let t = Instant::now();
+            copy.par_chunks_mut(1 << 15)
+                .zip(logits.par_chunks(1 << 15))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&copy);
+            tcopy.push(t.elapsed().as_secs_f64());
         }
         // The first round pays for page faults.
-        for v in [&mut tf, &mut tc, &mut tb, &mut tk, &mut tn] {
+        for v in [&mut tf, &mut tc, &mut tb, &mut tk, &mut tn, &mut tcopy] {
             v.remove(0);
         }
         let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
         println!(
-            "| {n}x{k} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.2}x | {:.2}x |",
+            "| {n}x{k} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.2}x | {:.2}x | {:.1} | {:.1} |",
             1e3 * median(tf.clone()),
             1e3 * median(tc.clone()),
             1e3 * median(tb.clone()),
@@ -99,6 +110,9 @@ fn main() {
             ratio(&tb, &tf),
             ratio(&tf, &tk),
             ratio(&tf, &tn),
+            // Logits read and gradient written, against the copy's read and write of the same bytes.
+            8.0 * (n * k) as f64 / median(tf.clone()) / 1e9,
+            8.0 * (n * k) as f64 / median(tcopy.clone()) / 1e9,
         );
     }
 }
