@@ -62,7 +62,11 @@ impl Mlp {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `[EPS [EPOCHS]] [--composed]`: `--composed` trains through the composition of burn operations instead of
+    // the fused kernel, for comparing the two.
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let composed = args.iter().any(|a| a == "--composed");
+    args.retain(|a| a != "--composed");
     let eps: f32 = args.first().map_or(Ok(0.1), |s| s.parse())?;
     let epochs: usize = args.get(1).map_or(Ok(3), |s| s.parse())?;
 
@@ -81,7 +85,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loss_fn = LabelSmoothingCrossEntropyConfig::new()
         .with_smoothing(eps)
         .init(10, &device)?;
-    println!("MLP 784-128-10, Adam 1e-3, batch 128, label smoothing eps {eps} (spread others), {epochs} epochs");
+    println!(
+        "MLP 784-128-10, Adam 1e-3, batch 128, label smoothing eps {eps} (spread others), {epochs} epochs, {}",
+        if composed {
+            "composed of burn operations"
+        } else {
+            "fused kernel"
+        }
+    );
 
     let mut order: Vec<usize> = (0..n_train).collect();
     let mut seed = 0x5eedu64;
@@ -100,7 +111,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             let by: Vec<i64> = batch.iter().map(|&i| y[i]).collect();
             let logits = model.forward(Tensor::<1>::from_floats(bx.as_slice(), &device).reshape([batch.len(), d]));
-            let loss = loss_fn.forward(logits, Tensor::<1, Int>::from_ints(by.as_slice(), &device))?;
+            let labels = Tensor::<1, Int>::from_ints(by.as_slice(), &device);
+            let loss = if composed {
+                loss_fn.forward_composed(logits, labels)?
+            } else {
+                loss_fn.forward(logits, labels)?
+            };
             total += loss.clone().into_scalar::<f32>();
             batches += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
