@@ -7,18 +7,17 @@ mod common;
 use common::{lsmooth, stderr, write_i32, Dir};
 use lsmooth::io::npy;
 
-#[test]
-fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
+/// `2 n` rows of `k` classes whose labels follow `softmax(base)` with `base` uniform in `[-2, 2)`, and whose logits
+/// are `scale[c] * base[c]`: a test split (the first `n` rows) and a validation split, written as `test.npy`,
+/// `test_y.npy`, `val.npy` and `val_y.npy` in a new folder.
+fn split(seed: u64, n: usize, scale: &[f64]) -> (Dir, Vec<f32>, Vec<i64>) {
+    let k = scale.len();
     let d = Dir::new();
-    let (n, k) = (600, 5);
-    let mut s = 23u64;
+    let mut s = seed;
     let mut u = move || {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (s >> 11) as f64 / (1u64 << 53) as f64
     };
-    // Labels follow softmax(base); the file holds class c's logit times a per-class factor, so one temperature
-    // cannot undo it and vector scaling can.
-    let factor = [3.0, 1.0, 0.5, 2.0, 1.0];
     let (mut logits, mut labels) = (Vec::new(), Vec::new());
     for _ in 0..2 * n {
         let base: Vec<f64> = (0..k).map(|_| u() * 4.0 - 2.0).collect();
@@ -33,13 +32,31 @@ fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
             r -= v;
         }
         labels.push(y as i64);
-        logits.extend((0..k).map(|c| (factor[c] * base[c]) as f32));
+        logits.extend((0..k).map(|c| (scale[c] * base[c]) as f32));
     }
     npy::write_f32(&d.p("test.npy"), &[n, k], &logits[..n * k]).unwrap();
     write_i32(&d.p("test_y.npy"), &labels[..n]);
     npy::write_f32(&d.p("val.npy"), &[n, k], &logits[n * k..]).unwrap();
     write_i32(&d.p("val_y.npy"), &labels[n..]);
-    let (test, test_y, val, val_y) = (d.s("test.npy"), d.s("test_y.npy"), d.s("val.npy"), d.s("val_y.npy"));
+    (d, logits, labels)
+}
+
+/// Labels follow softmax(base); the file holds class c's logit times a per-class factor, so one temperature cannot
+/// undo it and vector scaling can.
+const FACTOR: [f64; 5] = [3.0, 1.0, 0.5, 2.0, 1.0];
+
+/// Over-confident logits: labels follow softmax(base), the file holds 3 * base.
+const OVERCONFIDENT: [f64; 5] = [3.0; 5];
+
+fn paths(d: &Dir) -> (String, String, String, String) {
+    (d.s("test.npy"), d.s("test_y.npy"), d.s("val.npy"), d.s("val_y.npy"))
+}
+
+#[test]
+fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
+    let (d, _, _) = split(23, 600, &FACTOR);
+    let k = FACTOR.len();
+    let (test, test_y, val, val_y) = paths(&d);
     let args = |seed: &'static str| {
         vec![
             "calibrate",
@@ -109,7 +126,12 @@ fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
     assert_eq!(lsmooth(&args("5")).stdout, out.stdout);
     let other: Value = serde_json::from_slice(&lsmooth(&args("6")).stdout).unwrap();
     assert_ne!(other["ece_ci"], r["ece_ci"]);
+}
 
+#[test]
+fn calibrate_plots_the_vector_scaled_curve_with_its_bootstrap_band() {
+    let (d, _, _) = split(23, 600, &FACTOR);
+    let (test, test_y, val, val_y) = paths(&d);
     let plot = d.s("band.svg");
     let human = lsmooth(&[
         "calibrate",
@@ -142,7 +164,12 @@ fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
             .any(|l| l.starts_with("ECE") && l.matches('[').count() == 2),
         "{text}"
     );
+}
 
+#[test]
+fn calibrate_refuses_bootstrap_and_vector_options_that_do_not_fit() {
+    let (d, _, _) = split(23, 600, &FACTOR);
+    let (test, test_y, val, val_y) = paths(&d);
     for (extra, want) in [
         (&["--bootstrap", "1"][..], "--bootstrap"),
         (&["--bootstrap", "10", "--level", "1.5"][..], "--level"),
@@ -168,39 +195,15 @@ fn calibrate_bootstraps_intervals_and_fits_vector_scaling() {
     assert!(stderr(&out).contains("--fit-vector needs --logits"), "{}", stderr(&out));
 }
 
+/// The reliability diagram of `calibrate_reports_metrics_temperature_and_a_reliability_diagram`'s call.
+fn reliability_svg(d: &Dir) -> String {
+    std::fs::read_to_string(d.p("rel.svg")).unwrap()
+}
+
 #[test]
 fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
-    let d = Dir::new();
-    let (n, k) = (400, 5);
-    let mut s = 11u64;
-    let mut u = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 11) as f64 / (1u64 << 53) as f64
-    };
-    // Over-confident logits: labels follow softmax(base), the file holds 3 * base.
-    let mut logits = Vec::new();
-    let mut labels = Vec::new();
-    for _ in 0..2 * n {
-        let base: Vec<f64> = (0..k).map(|_| u() * 4.0 - 2.0).collect();
-        let e: Vec<f64> = base.iter().map(|b| b.exp()).collect();
-        let total: f64 = e.iter().sum();
-        let mut r = u() * total;
-        let mut y = k - 1;
-        for (c, v) in e.iter().enumerate() {
-            if r < *v {
-                y = c;
-                break;
-            }
-            r -= v;
-        }
-        labels.push(y as i64);
-        logits.extend(base.iter().map(|b| (3.0 * b) as f32));
-    }
-    npy::write_f32(&d.p("test.npy"), &[n, k], &logits[..n * k]).unwrap();
-    write_i32(&d.p("test_y.npy"), &labels[..n]);
-    npy::write_f32(&d.p("val.npy"), &[n, k], &logits[n * k..]).unwrap();
-    write_i32(&d.p("val_y.npy"), &labels[n..]);
-
+    let (d, logits, labels) = split(11, 400, &OVERCONFIDENT);
+    let (n, k) = (400, OVERCONFIDENT.len());
     let out = lsmooth(&[
         "calibrate",
         "--logits",
@@ -248,7 +251,25 @@ fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
     // The smoothed curve, without a band when there is no bootstrap.
     assert_eq!(svg.matches("class=\"smooth-curve\"").count(), 1);
     assert_eq!(svg.matches("class=\"smooth-band\"").count(), 0);
+}
 
+#[test]
+fn calibrate_renders_the_diagram_as_png() {
+    let (d, _, _) = split(11, 400, &OVERCONFIDENT);
+    let out = lsmooth(&[
+        "calibrate",
+        "--logits",
+        &d.s("test.npy"),
+        "--labels",
+        &d.s("test_y.npy"),
+        "--fit-temperature",
+        &d.s("val.npy"),
+        &d.s("val_y.npy"),
+        "--plot",
+        &d.s("rel.svg"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = reliability_svg(&d);
     // The same diagram as PNG: it decodes, at twice the SVG's size, and shows the bars' blue and the text's black.
     let out = lsmooth(&[
         "calibrate",
@@ -272,7 +293,12 @@ fn calibrate_reports_metrics_temperature_and_a_reliability_diagram() {
     let dark = count(&|r, g, b| r < 40 && g < 40 && b < 40);
     assert!(blue > 1000, "{blue} bar pixels");
     assert!(dark > 500, "{dark} text and axis pixels");
+}
 
+#[test]
+fn calibrate_prints_a_table_and_refuses_bad_input_on_one_line() {
+    let (d, _, _) = split(11, 400, &OVERCONFIDENT);
+    let n = 400;
     let plain = lsmooth(&[
         "calibrate",
         "--logits",
