@@ -7,6 +7,101 @@ use serde_json::Value;
 mod common;
 use common::{lsmooth, read_f32, stderr, write_f64, write_i32, Dir};
 
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// The `lsmooth loss` call of a golden case, its inputs written into `d`.
+fn golden_call(d: &Dir, case: &Value) -> Vec<String> {
+    let (n, k) = (
+        case["n"].as_u64().unwrap() as usize,
+        case["k"].as_u64().unwrap() as usize,
+    );
+    write_f64(&d.p("logits.npy"), &[n, k], &f64s(&case["logits"]));
+    let mut args: Vec<String> = vec!["loss".into(), "--logits".into(), d.s("logits.npy")];
+    if case["targets"].is_array() {
+        let y: Vec<i64> = case["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        write_i32(&d.p("labels.npy"), &y);
+        args.extend(["--targets".into(), d.s("labels.npy")]);
+    } else {
+        write_f64(&d.p("soft.npy"), &[n, k], &f64s(&case["soft_targets"]));
+        args.extend(["--soft-targets".into(), d.s("soft.npy")]);
+    }
+    let o = &case["options"];
+    match o["alpha"].as_f64() {
+        Some(a) => args.extend(["--adaptive".into(), a.to_string()]),
+        None => args.extend(["--smoothing".into(), o["eps"].as_f64().unwrap().to_string()]),
+    }
+    args.extend(["--spread".into(), o["spread"].as_str().unwrap().into()]);
+    args.extend(["--reduction".into(), o["reduction"].as_str().unwrap().into()]);
+    if let Some(ig) = o["ignore_index"].as_i64() {
+        args.extend(["--ignore-index".into(), ig.to_string()]);
+    }
+    if o["weights"].is_array() {
+        write_f64(&d.p("w.npy"), &[k], &f64s(&o["weights"]));
+        args.extend(["--weights".into(), d.s("w.npy")]);
+    }
+    if case["grad_output"].is_array() {
+        write_f64(&d.p("go.npy"), &[n], &f64s(&case["grad_output"]));
+        args.extend(["--grad-output".into(), d.s("go.npy")]);
+    }
+    args.extend([
+        "--grad-out".into(),
+        d.s("grad.npy"),
+        "--loss-out".into(),
+        d.s("loss.npy"),
+    ]);
+    args
+}
+
+/// The printed JSON and the written loss and gradient of a golden case, against its expected values.
+fn check_golden(d: &Dir, case: &Value, out: &std::process::Output) {
+    let name = case["name"].as_str().unwrap();
+    let (n, k) = (
+        case["n"].as_u64().unwrap() as usize,
+        case["k"].as_u64().unwrap() as usize,
+    );
+    let o = &case["options"];
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["n"], n);
+    assert_eq!(report["k"], k);
+
+    let want_loss: Vec<f64> = match &case["expected_loss"] {
+        Value::Array(_) => f64s(&case["expected_loss"]),
+        v => vec![v.as_f64().unwrap()],
+    };
+    let got_json: Vec<f64> = match &report["loss"] {
+        Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+        v => vec![v.as_f64().unwrap()],
+    };
+    let (loss_shape, got_file) = read_f32(&d.p("loss.npy"));
+    assert_eq!(
+        loss_shape,
+        if want_loss.len() > 1 || o["reduction"] == "none" {
+            vec![n]
+        } else {
+            vec![]
+        }
+    );
+    for ((&g, &f), &w) in got_json.iter().zip(&got_file).zip(&want_loss) {
+        assert!(
+            (g - w).abs() <= 1e-6_f64.max(1e-5 * w.abs()),
+            "{name}: loss {g} want {w}"
+        );
+        assert_eq!(g as f32, f, "{name}: JSON and .npy loss agree");
+    }
+    let (gshape, grad) = read_f32(&d.p("grad.npy"));
+    assert_eq!(gshape, vec![n, k]);
+    for (i, (&g, &w)) in grad.iter().zip(&f64s(&case["expected_grad"])).enumerate() {
+        assert!((g as f64 - w).abs() <= 1e-6, "{name}: grad[{i}] {g} want {w}");
+    }
+}
+
 #[test]
 fn golden_cases_end_to_end() {
     let text = std::fs::read_to_string(concat!(
@@ -23,93 +118,12 @@ fn golden_cases_end_to_end() {
             continue;
         }
         let name = case["name"].as_str().unwrap();
-        let (n, k) = (
-            case["n"].as_u64().unwrap() as usize,
-            case["k"].as_u64().unwrap() as usize,
-        );
-        let f64s = |v: &Value| {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect::<Vec<f64>>()
-        };
         let d = Dir::new();
-        write_f64(&d.p("logits.npy"), &[n, k], &f64s(&case["logits"]));
-        let mut args: Vec<String> = vec!["loss".into(), "--logits".into(), d.s("logits.npy")];
-        if case["targets"].is_array() {
-            let y: Vec<i64> = case["targets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect();
-            write_i32(&d.p("labels.npy"), &y);
-            args.extend(["--targets".into(), d.s("labels.npy")]);
-        } else {
-            write_f64(&d.p("soft.npy"), &[n, k], &f64s(&case["soft_targets"]));
-            args.extend(["--soft-targets".into(), d.s("soft.npy")]);
-        }
-        let o = &case["options"];
-        match o["alpha"].as_f64() {
-            Some(a) => args.extend(["--adaptive".into(), a.to_string()]),
-            None => args.extend(["--smoothing".into(), o["eps"].as_f64().unwrap().to_string()]),
-        }
-        args.extend(["--spread".into(), o["spread"].as_str().unwrap().into()]);
-        args.extend(["--reduction".into(), o["reduction"].as_str().unwrap().into()]);
-        if let Some(ig) = o["ignore_index"].as_i64() {
-            args.extend(["--ignore-index".into(), ig.to_string()]);
-        }
-        if o["weights"].is_array() {
-            write_f64(&d.p("w.npy"), &[k], &f64s(&o["weights"]));
-            args.extend(["--weights".into(), d.s("w.npy")]);
-        }
-        if case["grad_output"].is_array() {
-            write_f64(&d.p("go.npy"), &[n], &f64s(&case["grad_output"]));
-            args.extend(["--grad-output".into(), d.s("go.npy")]);
-        }
-        args.extend([
-            "--grad-out".into(),
-            d.s("grad.npy"),
-            "--loss-out".into(),
-            d.s("loss.npy"),
-        ]);
+        let args = golden_call(&d, case);
         let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let out = lsmooth(&argv);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["n"], n);
-        assert_eq!(report["k"], k);
-
-        let want_loss: Vec<f64> = match &case["expected_loss"] {
-            Value::Array(_) => f64s(&case["expected_loss"]),
-            v => vec![v.as_f64().unwrap()],
-        };
-        let got_json: Vec<f64> = match &report["loss"] {
-            Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
-            v => vec![v.as_f64().unwrap()],
-        };
-        let (loss_shape, got_file) = read_f32(&d.p("loss.npy"));
-        assert_eq!(
-            loss_shape,
-            if want_loss.len() > 1 || o["reduction"] == "none" {
-                vec![n]
-            } else {
-                vec![]
-            }
-        );
-        for ((&g, &f), &w) in got_json.iter().zip(&got_file).zip(&want_loss) {
-            assert!(
-                (g - w).abs() <= 1e-6_f64.max(1e-5 * w.abs()),
-                "{name}: loss {g} want {w}"
-            );
-            assert_eq!(g as f32, f, "{name}: JSON and .npy loss agree");
-        }
-        let (gshape, grad) = read_f32(&d.p("grad.npy"));
-        assert_eq!(gshape, vec![n, k]);
-        for (i, (&g, &w)) in grad.iter().zip(&f64s(&case["expected_grad"])).enumerate() {
-            assert!((g as f64 - w).abs() <= 1e-6, "{name}: grad[{i}] {g} want {w}");
-        }
+        check_golden(&d, case, &out);
         ran += 1;
     }
     assert!(ran >= 25, "ran {ran} golden cases");
@@ -167,10 +181,11 @@ fn valid(d: &Dir) {
     write_i32(&d.p("labels.npy"), &[0, 3, 1]);
 }
 
-#[test]
-fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
-    let d = Dir::new();
-    valid(&d);
+/// One refused call: its arguments and what its one-line message must contain.
+type Refused<'a> = (Vec<String>, Vec<&'a str>);
+
+/// The inputs the refused calls read, next to [`valid`]'s, and an earlier `grad.npy` that must survive them.
+fn bad_files(d: &Dir) {
     std::fs::write(d.p("grad.npy"), b"precious").unwrap();
     let good = std::fs::read(d.p("logits.npy")).unwrap();
     std::fs::write(d.p("truncated.npy"), &good[..good.len() - 5]).unwrap();
@@ -182,53 +197,31 @@ fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
     npy::write_f32(&d.p("wneg.npy"), &[4], &[1.0, -1.0, 1.0, 1.0]).unwrap();
     npy::write_f32(&d.p("soft_bad.npy"), &[3, 4], &[0.25; 12].map(|x| x * 1.1)).unwrap();
     npy::write_f32(&d.p("go2.npy"), &[2], &[1.0, 1.0]).unwrap();
+}
 
-    let base = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec![
-            "loss".to_string(),
-            "--logits".into(),
-            d.s("logits.npy"),
-            "--targets".into(),
-            d.s("labels.npy"),
-        ];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v.extend([
-            "--grad-out".into(),
-            d.s("grad.npy"),
-            "--loss-out".into(),
-            d.s("loss.npy"),
-        ]);
-        v
-    };
-    let with_logits = |p: &str| -> Vec<String> {
-        vec![
-            "loss".into(),
-            "--logits".into(),
-            d.s(p),
-            "--targets".into(),
-            d.s("labels.npy"),
-            "--grad-out".into(),
-            d.s("grad.npy"),
-        ]
-    };
-    let with_targets = |p: &str, extra: &[&str]| -> Vec<String> {
-        let mut v = vec![
-            "loss".into(),
-            "--logits".into(),
-            d.s("logits.npy"),
-            "--targets".into(),
-            d.s(p),
-        ];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v.extend([
-            "--grad-out".into(),
-            d.s("grad.npy"),
-            "--loss-out".into(),
-            d.s("loss.npy"),
-        ]);
-        v
-    };
-    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+/// `lsmooth loss --logits LOGITS --targets TARGETS [extra...]`, writing `grad.npy` and, unless `grad_only`,
+/// `loss.npy`.
+fn loss_call(d: &Dir, (logits, targets): (&str, &str), extra: &[&str], grad_only: bool) -> Vec<String> {
+    let mut v = vec![
+        "loss".to_string(),
+        "--logits".into(),
+        d.s(logits),
+        "--targets".into(),
+        d.s(targets),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(["--grad-out".into(), d.s("grad.npy")]);
+    if !grad_only {
+        v.extend(["--loss-out".into(), d.s("loss.npy")]);
+    }
+    v
+}
+
+/// Files that are missing, damaged or of the wrong shape or type.
+fn bad_file_calls(d: &Dir) -> Vec<Refused<'static>> {
+    let with_logits = |p: &str| loss_call(d, (p, "labels.npy"), &[], true);
+    let with_targets = |p: &str, extra: &[&str]| loss_call(d, ("logits.npy", p), extra, false);
+    vec![
         (with_logits("missing.npy"), vec!["missing.npy", "No such file"]),
         (
             with_logits("truncated.npy"),
@@ -251,6 +244,13 @@ fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
             with_targets("bad_label.npy", &[]),
             vec!["bad_label.npy", "label 4 at row 1", "[0, 4)"],
         ),
+    ]
+}
+
+/// Flags out of range, and inputs that do not go together.
+fn bad_flag_calls(d: &Dir) -> Vec<Refused<'static>> {
+    let base = |extra: &[&str]| loss_call(d, ("logits.npy", "labels.npy"), extra, false);
+    vec![
         (base(&["--smoothing", "1.5"]), vec!["--smoothing 1.5", "--adaptive"]),
         (base(&["--smoothing", "-0.1"]), vec!["--smoothing -0.1", "--adaptive"]),
         (base(&["--adaptive", "2"]), vec!["--adaptive 2"]),
@@ -293,7 +293,12 @@ fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
             vec!["loss".into(), "--logits".into(), d.s("logits.npy")],
             vec!["--targets"],
         ),
-    ];
+    ]
+}
+
+/// Each call exits 2 with a one-line message containing its needles, prints nothing, keeps the earlier
+/// `grad.npy` and writes no `loss.npy`.
+fn assert_refused(d: &Dir, cases: Vec<Refused<'_>>) {
     for (args, needles) in cases {
         let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let out = lsmooth(&argv);
@@ -311,6 +316,15 @@ fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
         );
         assert!(!d.p("loss.npy").exists(), "{argv:?}: no partial loss file");
     }
+}
+
+#[test]
+fn bad_input_exits_2_with_a_one_line_message_and_no_output_file() {
+    let d = Dir::new();
+    valid(&d);
+    bad_files(&d);
+    assert_refused(&d, bad_file_calls(&d));
+    assert_refused(&d, bad_flag_calls(&d));
     let leftovers: Vec<_> = std::fs::read_dir(d.0.path())
         .unwrap()
         .filter_map(|e| e.ok())
