@@ -362,8 +362,13 @@ fn saved_features_feed_project_and_calibrate() {
     ]));
     let metrics = json(&out.join("metrics.json"));
     let f = |name: &str| out.join(name).to_str().unwrap().to_string();
+    calibrate_reproduces_the_run(&f, &metrics);
+    project_draws_each_class(&f, &out);
+    project_refuses_what_does_not_fit(&f);
+}
 
-    // calibrate on the saved test logits reproduces the run's own test metrics.
+/// `calibrate` on the saved test logits reproduces the run's own test metrics (`f` names a file of the run).
+fn calibrate_reproduces_the_run(f: &dyn Fn(&str) -> String, metrics: &Value) {
     let c: Value = serde_json::from_str(&ok(&lsmooth(&[
         "calibrate",
         "--logits",
@@ -382,8 +387,10 @@ fn saved_features_feed_project_and_calibrate() {
         assert!((a - b).abs() < 1e-9, "{key}: {a} vs {b}");
     }
     assert!((c["temperature"].as_f64().unwrap() - metrics["temperature"].as_f64().unwrap()).abs() < 1e-9);
+}
 
-    // project: one cluster per class, with every test example of that class.
+/// `project` on the saved features: one cluster per class with every test example of it, as SVG and PNG.
+fn project_draws_each_class(f: &dyn Fn(&str) -> String, out: &Path) {
     let labels = lsmooth::io::npy::read(&out.join("test_labels.npy"))
         .unwrap()
         .to_i64("labels")
@@ -431,8 +438,10 @@ fn saved_features_feed_project_and_calibrate() {
     ]));
     let png = resvg::tiny_skia::Pixmap::load_png(out.join("proj.png")).expect("the PNG decodes");
     assert!(png.width() > 500 && png.height() > 500);
+}
 
-    // Bad input: features and weights of different widths, a class out of range, two classes, wrong lengths.
+/// Bad input: features and weights of different widths, a class out of range, two classes, wrong lengths.
+fn project_refuses_what_does_not_fit(f: &dyn Fn(&str) -> String) {
     for (args, needle) in [
         (
             vec!["--weights", "test_logits.npy", "--classes", "3,5,8"],
