@@ -1,4 +1,4 @@
-//! Forward and backward of the loss on burn's NdArray backend with autodiff: this crate's fused path, its
+//! Forward and backward of the loss on burn's CPU backends (Flex and NdArray) with autodiff: this crate's fused path, its
 //! composition of burn operations, burn's own `CrossEntropyLoss` with smoothing 0.1, and the core kernel called
 //! directly on the same logits (into a buffer it reuses, and into a new buffer each call, as a framework's
 //! gradient tensor is), in alternating rounds, and a copy of the logits for the machine's bandwidth; prints the
@@ -50,23 +50,26 @@ fn main() {
     if shapes.is_empty() {
         shapes = vec![(2048, 32000), (8192, 1000)];
     }
-    let dev = Device::ndarray().autodiff();
     println!(
         "instruction set {}, {} rayon threads, {rounds} rounds, forward + backward, medians",
         label_smoothing::instruction_set(),
         rayon::current_num_threads()
     );
     println!(
-        "| shape | fused | composed | burn CrossEntropyLoss | core kernel | core, new buffer | burn's / fused | \
+        "| backend | shape | fused | composed | burn CrossEntropyLoss | core kernel | core, new buffer | burn's / fused | \
          fused / core | fused / core, new buffer | fused GB/s | copy GB/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (n, k) in shapes {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let backends = [
+        ("Flex", Device::flex().autodiff()),
+        ("NdArray", Device::ndarray().autodiff()),
+    ];
+    for ((backend, dev), (n, k)) in backends.iter().flat_map(|b| shapes.iter().map(move |s| (b, *s))) {
         let (logits, labels) = benchmark_problem(n, k, 1);
-        let x = Tensor::<1>::from_floats(logits.as_slice(), &dev).reshape([n, k]);
-        let y = Tensor::<1, Int>::from_ints(labels.as_slice(), &dev);
-        let ours = LabelSmoothingCrossEntropyConfig::pytorch(0.1).init(k, &dev).unwrap();
-        let theirs = CrossEntropyLossConfig::new().with_smoothing(Some(0.1)).init(&dev);
+        let x = Tensor::<1>::from_floats(logits.as_slice(), dev).reshape([n, k]);
+        let y = Tensor::<1, Int>::from_ints(labels.as_slice(), dev);
+        let ours = LabelSmoothingCrossEntropyConfig::pytorch(0.1).init(k, dev).unwrap();
+        let theirs = CrossEntropyLossConfig::new().with_smoothing(Some(0.1)).init(dev);
         let core = LabelSmoothingConfig::pytorch(0.1).init(k).unwrap();
         let mut grad = vec![0.0f32; n * k];
         let (mut tf, mut tc, mut tb, mut tk, mut tn) = (vec![], vec![], vec![], vec![], vec![]);
@@ -101,7 +104,7 @@ fn main() {
         }
         let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
         println!(
-            "| {n}x{k} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.2}x | {:.2}x | {:.1} | {:.1} |",
+            "| {backend} | {n}x{k} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}x | {:.2}x | {:.2}x | {:.1} | {:.1} |",
             1e3 * median(tf.clone()),
             1e3 * median(tc.clone()),
             1e3 * median(tb.clone()),

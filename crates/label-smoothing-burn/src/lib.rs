@@ -3,7 +3,8 @@
 //! adaptive term detached from the graph), class weights with PyTorch's mean, an ignore index whose rows are left
 //! out of the mean's denominator, soft targets, and the reductions `none`, `sum`, `mean`, `mean-nonzero`.
 //!
-//! The loss is a composition of burn tensor operations, so it runs on any backend and backpropagates through
+//! On burn's CPU backends (Flex and NdArray, f32) the loss runs the core's fused kernel as a custom autodiff
+//! operation; on every other backend it is a composition of burn tensor operations, which backpropagates through
 //! burn's autodiff. Configuration mistakes and bad inputs (a label out of range, mismatched shapes) are a
 //! [`LossError`], never a panic.
 //!
@@ -141,7 +142,7 @@ pub struct LabelSmoothingCrossEntropy {
 
 /// Frees the gradient buffer the fused path keeps between calls.
 ///
-/// On NdArray with autodiff, a tracked call writes the logits' gradient into the buffer of the previous call of the
+/// On Flex and NdArray with autodiff, a tracked call writes the logits' gradient into the buffer of the previous call of the
 /// same shape once burn has let go of it, rather than into new memory (whose page faults cost more than the kernel
 /// at large shapes). That keeps one `[N, K]` f32 buffer alive between steps; call this to free it, for example
 /// before evaluation at another shape.
@@ -173,7 +174,7 @@ impl LabelSmoothingCrossEntropy {
     }
 
     /// Whether [`forward`](Self::forward) and [`forward_soft`](Self::forward_soft) run the core's fused kernel on
-    /// these logits: f32 tensors of the NdArray backend, with burn's default autodiff (no gradient
+    /// these logits: f32 tensors of burn's CPU backends Flex and NdArray, with burn's default autodiff (no gradient
     /// checkpointing) or without autodiff. Other backends and element types take the composition.
     pub fn uses_fused_kernel(&self, logits: &Tensor<2>) -> bool {
         fused::supports(logits)

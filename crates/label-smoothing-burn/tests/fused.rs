@@ -1,4 +1,4 @@
-//! The fused kernel inside burn (NdArray, with and without autodiff) against the composition of burn operations
+//! The fused kernel inside burn (Flex and NdArray, with and without autodiff) against the composition of burn operations
 //! and against the core crate, on random problems of the whole family; its gradients by central finite
 //! differences; bad input; and a short training run that takes the same steps through either path.
 
@@ -9,14 +9,16 @@ use label_smoothing::rng::SplitMix64;
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
 use label_smoothing_burn::{LabelSmoothingCrossEntropyConfig, LossError, Reduction, Spread};
 
+/// burn's two CPU backends, with autodiff.
 #[allow(deprecated)]
-fn device() -> Device {
-    Device::ndarray().autodiff()
+fn devices() -> [Device; 2] {
+    [Device::flex().autodiff(), Device::ndarray().autodiff()]
 }
 
+/// The same without autodiff.
 #[allow(deprecated)]
-fn plain_device() -> Device {
-    Device::ndarray()
+fn plain_devices() -> [Device; 2] {
+    [Device::flex(), Device::ndarray()]
 }
 
 fn uniform(r: &mut SplitMix64, len: usize, scale: f64) -> Vec<f32> {
@@ -31,6 +33,7 @@ enum Path {
 
 /// The loss values and d(sum_i g_i loss_i)/dlogits through burn's autodiff on one path.
 fn burn_run(
+    dev: &Device,
     cfg: &LabelSmoothingConfig,
     (n, k): (usize, usize),
     logits: &[f32],
@@ -38,7 +41,7 @@ fn burn_run(
     upstream: &[f32],
     path: Path,
 ) -> Result<(Vec<f32>, Vec<f32>), LossError> {
-    let dev = device();
+    let dev = dev.clone();
     let loss_fn = LabelSmoothingCrossEntropyConfig::from(cfg.clone()).init(k, &dev)?;
     let x = Tensor::<1>::from_floats(logits, &dev).reshape([n, k]).require_grad();
     assert!(
@@ -121,20 +124,25 @@ fn fused_equals_the_composition_and_the_core_crate() {
                     };
                     let want = core.loss_and_grad(&logits, targets, go, &mut want_grad).unwrap();
 
-                    let (fl, fg) = burn_run(&cfg, (n, k), &logits, targets, &upstream, Path::Fused).unwrap();
-                    let (cl, cg) = burn_run(&cfg, (n, k), &logits, targets, &upstream, Path::Composed).unwrap();
-                    // The fused path is the core kernel: the same loss bits, the gradient up to the one
-                    // multiplication by the upstream gradient.
-                    assert_eq!(fl, want.as_slice(), "{what}: fused loss vs core");
-                    close(&format!("{what} fused grad vs core"), &fg, &want_grad, 1e-6);
-                    close(&format!("{what} fused vs composed loss"), &fl, &cl, 2e-5);
-                    close(&format!("{what} fused vs composed grad"), &fg, &cg, 2e-5);
-                    cases += 1;
+                    for dev in devices() {
+                        let what = format!("{what} on {dev:?}");
+                        let run = |path| burn_run(&dev, &cfg, (n, k), &logits, targets, &upstream, path).unwrap();
+                        let ((fl, fg), (cl, cg)) = (run(Path::Fused), run(Path::Composed));
+                        // The fused path is the core kernel: the same loss bits, the gradient up to the one
+                        // multiplication by the upstream gradient.
+                        assert_eq!(fl, want.as_slice(), "{what}: fused loss vs core");
+                        close(&format!("{what} fused grad vs core"), &fg, &want_grad, 1e-6);
+                        // The composition sums 2500 f32 terms per row with the backend's own reductions (Flex's
+                        // lose about 3e-5 relative there); the kernel accumulates in f64.
+                        close(&format!("{what} fused vs composed loss"), &fl, &cl, 1e-4);
+                        close(&format!("{what} fused vs composed grad"), &fg, &cg, 2e-5);
+                        cases += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(cases, 3 * 2 * 4 * 4);
+    assert_eq!(cases, 3 * 2 * 4 * 4 * 2);
 }
 
 /// Central differences of the fused loss in f32 (h = 1e-2 on logits of order 1): the truncation error is
@@ -143,14 +151,17 @@ fn fused_equals_the_composition_and_the_core_crate() {
 fn fused_gradients_match_finite_differences() {
     let mut r = SplitMix64::new(7);
     let (n, k) = (3, 6);
-    let dev = device();
-    for cfg in [
+    let configs = [
         LabelSmoothingConfig::pytorch(0.1),
         LabelSmoothingConfig::fast_reid(0.1, 0.2),
         LabelSmoothingConfig::new()
             .with_smoothing(0.2)
             .with_weights(Some(vec![1.0, 0.5, 2.0, 1.0, 0.0, 1.5])),
-    ] {
+    ];
+    for (dev, cfg) in devices()
+        .iter()
+        .flat_map(|d| configs.iter().map(move |c| (d.clone(), c)))
+    {
         let logits = uniform(&mut r, n * k, 1.5);
         let labels: Vec<i64> = vec![0, 3, 5];
         let loss_fn = LabelSmoothingCrossEntropyConfig::from(cfg.clone())
@@ -183,7 +194,13 @@ fn fused_gradients_match_finite_differences() {
 
 #[test]
 fn without_autodiff_the_kernel_gives_the_loss() {
-    let dev = plain_device();
+    for dev in plain_devices() {
+        kernel_gives_the_loss_without_autodiff(&dev);
+    }
+}
+
+fn kernel_gives_the_loss_without_autodiff(dev: &Device) {
+    let dev = dev.clone();
     let mut r = SplitMix64::new(3);
     let (n, k) = (10, 12);
     let logits = uniform(&mut r, n * k, 3.0);
@@ -207,7 +224,13 @@ fn without_autodiff_the_kernel_gives_the_loss() {
 
 #[test]
 fn bad_input_is_a_typed_error_on_the_fused_path() {
-    let dev = device();
+    for dev in devices() {
+        bad_input_on(&dev);
+    }
+}
+
+fn bad_input_on(dev: &Device) {
+    let dev = dev.clone();
     let loss_fn = LabelSmoothingCrossEntropyConfig::pytorch(0.1).init(4, &dev).unwrap();
     let x = Tensor::<2>::zeros([3, 4], &dev).require_grad();
     match loss_fn.forward(x.clone(), Tensor::<1, Int>::from_ints([0, 9, 1], &dev)) {
@@ -236,7 +259,13 @@ impl Mlp {
 /// Twenty SGD steps of a small MLP on a seeded problem take the same losses through either path.
 #[test]
 fn training_takes_the_same_steps_through_either_path() {
-    let dev = device();
+    for dev in devices() {
+        held_gradient_on(&dev);
+    }
+}
+
+fn held_gradient_on(dev: &Device) {
+    let dev = dev.clone();
     let (n, d, k) = (64, 10, 7);
     let mut r = SplitMix64::new(11);
     let xs = uniform(&mut r, n * d, 1.0);
@@ -275,7 +304,13 @@ fn training_takes_the_same_steps_through_either_path() {
 /// holds is never written over by the next call.
 #[test]
 fn a_held_gradient_is_not_overwritten_by_the_next_call() {
-    let dev = device();
+    for dev in devices() {
+        training_on(&dev);
+    }
+}
+
+fn training_on(dev: &Device) {
+    let dev = dev.clone();
     let (n, k) = (16, 40);
     let mut r = SplitMix64::new(12);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % k as i64).collect();
