@@ -466,3 +466,82 @@ proptest! {
         check_idx(&gzip_magic);
     }
 }
+
+/// `lsmooth ... | head`: the reader closing the pipe ends the command quietly (exit 0, nothing on stderr), and the
+/// files it writes are complete, since every output file is written before anything is printed.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::process::{Command, Stdio};
+    let d = Dir::new();
+    let bin = env!("CARGO_BIN_EXE_lsmooth");
+    // A target row of 200000 classes is about 2 MB of text, far more than a pipe holds: with the reading end
+    // closed before the first write, the write fails with a broken pipe.
+    let run = |args: &[&str]| {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["targets", "--classes", "200000", "--smoothing", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `loss --grad-out` writes its file, then prints: the file is whole though nobody reads the line.
+    let (n, k) = (4000, 100);
+    let logits: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.3).collect();
+    write_f32(&d.p("logits.npy"), &format!("({n}, {k})"), &logits);
+    write_labels(
+        &d.p("labels.npy"),
+        &(0..n as i64).map(|i| i % k as i64).collect::<Vec<_>>(),
+    );
+    let out = run(&[
+        "loss",
+        "--logits",
+        &d.s("logits.npy"),
+        "--targets",
+        &d.s("labels.npy"),
+        "--reduction",
+        "none",
+        "--grad-out",
+        &d.s("grad.npy"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty());
+    let grad = npy::read(&d.p("grad.npy")).unwrap();
+    assert_eq!(grad.shape, vec![n, k]);
+}
+
+/// With stderr closed or full, an error still exits 2 (it does not panic while printing its message).
+#[test]
+fn an_error_with_stderr_unwritable_still_exits_2() {
+    use std::process::{Command, Stdio};
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        eprintln!("skipped: no /dev/full on this machine");
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_lsmooth");
+    for args in [
+        &["loss", "--logits", "/nonexistent.npy", "--targets", "/nonexistent.npy"][..],
+        &["--bogus"][..],
+    ] {
+        let status = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(full.try_clone().unwrap()))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let closed = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(closed.code(), Some(2), "{args:?}");
+    }
+}

@@ -520,7 +520,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         summary.seconds,
         args.out.join("report.html").display()
     )
-    .map_err(|e| CliError::Train(format!("writing the report: {e}")))
+    .map_err(CliError::Stdout)
 }
 
 /// The table's columns for the HTML page: header and formatted cells per setting.

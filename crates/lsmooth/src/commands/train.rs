@@ -51,7 +51,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         100.0 * m.train_test_gap,
         dir.display()
     )
-    .map_err(|e| CliError::Train(format!("writing the report: {e}")))
+    .map_err(CliError::Stdout)
 }
 
 fn write_labels(path: &std::path::Path, labels: &[u32]) -> Result<(), CliError> {

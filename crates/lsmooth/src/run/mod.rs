@@ -351,7 +351,7 @@ pub fn train(
     let batches = run.data.train.len().div_ceil(config.batch_size) as u64;
     let say = |out: &mut dyn Write, line: String| -> Result<(), CliError> {
         if verbosity == Verbosity::Epochs {
-            writeln!(out, "{line}").map_err(|e| CliError::Train(format!("writing the report: {e}")))?;
+            writeln!(out, "{line}").map_err(CliError::Stdout)?;
         }
         Ok(())
     };
