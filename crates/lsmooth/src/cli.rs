@@ -44,13 +44,13 @@ lsmooth project --features runs/ls/test_features.npy --labels runs/ls/test_label
 --weights runs/ls/head_weight.npy --classes 3,5,8 --plot projection.png"
 )]
 pub struct ProjectArgs {
-    /// Penultimate-layer activations, [N, D], float32 or float64.
+    /// Penultimate-layer activations, [N, D], float16, float32 or float64.
     #[arg(long, value_name = "F.npy")]
     pub features: PathBuf,
     /// Labels, [N], any integer dtype.
     #[arg(long, value_name = "Y.npy")]
     pub labels: PathBuf,
-    /// The final layer's weight matrix, [K, D] (PyTorch's nn.Linear.weight layout).
+    /// The final layer's weight matrix, [K, D] (PyTorch's nn.Linear.weight layout), float16, float32 or float64.
     #[arg(long, value_name = "W.npy")]
     pub weights: PathBuf,
     /// The three classes.
@@ -74,10 +74,10 @@ Example:\n  lsmooth calibrate --logits test_logits.npy --labels test_labels.npy 
 --fit-temperature val_logits.npy val_labels.npy --bootstrap 1000 --plot reliability.svg"
 )]
 pub struct CalibrateArgs {
-    /// Logits, [N, K], float32 or float64 (for example saved from PyTorch with numpy.save).
+    /// Logits, [N, K], float16, float32 or float64 (for example saved from PyTorch with numpy.save).
     #[arg(long, value_name = "L.npy")]
     pub logits: Option<PathBuf>,
-    /// Probabilities, [N, K], rows summing to 1.
+    /// Probabilities, [N, K], float16, float32 or float64, rows summing to 1.
     #[arg(long, value_name = "P.npy")]
     pub probs: Option<PathBuf>,
     /// Labels, [N], any integer dtype.
@@ -263,13 +263,13 @@ impl SmoothingFlags {
 #[command(after_help = "Prints one JSON line: {\"loss\": ..., \"n\": N, \"k\": K, ...}. \
 Example:\n  lsmooth loss --logits logits.npy --targets labels.npy --smoothing 0.1 --grad-out grad.npy")]
 pub struct LossArgs {
-    /// Logits, [N, K], float32 or float64 (computed in float32).
+    /// Logits, [N, K], float16, float32 or float64 (computed in float32).
     #[arg(long, value_name = "L.npy")]
     pub logits: PathBuf,
     /// Hard labels, [N], any integer dtype.
     #[arg(long, value_name = "T.npy")]
     pub targets: Option<PathBuf>,
-    /// Soft targets (probability rows), [N, K], float32 or float64.
+    /// Soft targets (probability rows), [N, K], float16, float32 or float64.
     #[arg(long, value_name = "S.npy")]
     pub soft_targets: Option<PathBuf>,
     /// Smoothing, spread and reduction.
@@ -278,7 +278,7 @@ pub struct LossArgs {
     /// Rows whose label equals this value are ignored.
     #[arg(long, value_name = "I", allow_negative_numbers = true)]
     pub ignore_index: Option<i64>,
-    /// Class weights, [K], float32 or float64.
+    /// Class weights, [K], float16, float32 or float64.
     #[arg(long, value_name = "W.npy")]
     pub weights: Option<PathBuf>,
     /// Upstream gradient: a scalar array, or [N] with --reduction none.
@@ -502,6 +502,10 @@ pub struct TrainArgs {
     /// No per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the final metrics as one JSON object (the contents of OUT/metrics.json) instead of the summary
+    /// line; no per-epoch lines.
+    #[arg(long)]
+    pub json: bool,
     /// Also write the test split's penultimate activations, labels and the head's weights as .npy (for
     /// `lsmooth project` and `lsmooth calibrate`: test_features.npy, test_labels.npy, head_weight.npy,
     /// test_logits.npy, and validation_logits.npy / validation_labels.npy).
@@ -556,4 +560,8 @@ pub struct CompareArgs {
     /// No line per finished run.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the summary as one JSON object (the contents of OUT/summary.json) instead of the table; no line per
+    /// finished run.
+    #[arg(long)]
+    pub json: bool,
 }

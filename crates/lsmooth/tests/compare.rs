@@ -193,3 +193,35 @@ fn compare_sweeps_distillation_temperatures_with_smaller_students() {
     ]));
     assert!(e.contains("--temperature"), "{e}");
 }
+
+/// `--json` prints the summary (compare) or the final metrics (train) as one JSON object, the same as the file
+/// written beside it, and nothing else on stdout.
+#[test]
+fn json_output_is_the_file_written_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let o = out.to_str().unwrap();
+    let quick = ["--dataset", "digits", "--epochs", "1", "--train-size", "300"];
+    let mut args = vec![
+        "compare",
+        "--settings",
+        "plain,others:0.1",
+        "--seeds",
+        "0",
+        "--json",
+        "--out",
+        o,
+    ];
+    args.extend(quick);
+    let printed: serde_json::Value = serde_json::from_str(&ok(&lsmooth(&args))).unwrap();
+    assert_eq!(printed, json(&out.join("summary.json")));
+    assert_eq!(printed["settings"].as_array().unwrap().len(), 2);
+
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let mut args = vec!["train", "--smoothing", "0.1", "--json", "--out", r];
+    args.extend(quick);
+    let printed: serde_json::Value = serde_json::from_str(&ok(&lsmooth(&args))).unwrap();
+    assert_eq!(printed, json(&run.join("metrics.json")));
+    assert_eq!(printed["epochs"], 1);
+}

@@ -434,7 +434,7 @@ fn train_setting(
         let t = Instant::now();
         let outcome = run::train(&cfg, &run_dir(name), false, Verbosity::Quiet, &mut std::io::sink())?;
         let m = &outcome.metrics;
-        if !args.quiet {
+        if !(args.quiet || args.json) {
             let _ = writeln!(
                 out,
                 "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
@@ -506,6 +506,11 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         seconds: started.elapsed().as_secs_f64(),
     };
     write_report(args, &summary, &settings)?;
+    if args.json {
+        let line =
+            serde_json::to_string(&summary).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
+        return writeln!(out, "{line}").map_err(CliError::Stdout);
+    }
     let mut table = text_table(&summary);
     for g in &summary.grid {
         table.push('\n');

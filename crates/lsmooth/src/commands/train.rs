@@ -10,7 +10,7 @@ use crate::CliError;
 
 /// Runs the command.
 pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliError> {
-    let verbosity = if args.quiet {
+    let verbosity = if args.quiet || args.json {
         Verbosity::Quiet
     } else {
         Verbosity::Epochs
@@ -37,6 +37,10 @@ pub fn run(args: &TrainArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
         save_features(&outcome, &dir)?;
     }
     let m = &outcome.metrics;
+    if args.json {
+        let line = serde_json::to_string(m).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
+        return writeln!(out, "{line}").map_err(CliError::Stdout);
+    }
     writeln!(
         out,
         "{}: test accuracy {:.2}%, NLL {:.4}, ECE {:.4} ({:.4} at T = {:.3}), Brier {:.4}, train-test gap {:.2} points; \

@@ -148,7 +148,7 @@ impl Array {
             Data::F32(v) => Ok(v.clone()),
             Data::F64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
             Data::Int(_) => Err(self.content_err(format!(
-                "expected {expected} of dtype float32 or float64, found {}",
+                "expected {expected} of dtype float16, float32 or float64, found {}",
                 self.dtype
             ))),
         }
