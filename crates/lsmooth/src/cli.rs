@@ -32,6 +32,28 @@ pub enum Command {
     Compare(CompareArgs),
     /// Project penultimate-layer features of three classes onto the plane of their templates (Müller et al.).
     Project(ProjectArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// Arguments of `lsmooth completions`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  lsmooth completions bash > ~/.local/share/bash-completion/completions/lsmooth")]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `lsmooth man`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  lsmooth man | man -l -\n  lsmooth man --out-dir share/man/man1")]
+pub struct ManArgs {
+    /// Write lsmooth.1 and one lsmooth-COMMAND.1 per command into this directory instead of printing lsmooth.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Arguments of `lsmooth project`.

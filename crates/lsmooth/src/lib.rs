@@ -32,5 +32,7 @@ pub fn run(cli: cli::Cli, out: &mut dyn std::io::Write) -> Result<(), CliError> 
         cli::Command::Train(args) => commands::train::run(&args, out),
         cli::Command::Compare(args) => commands::compare::run(&args, out),
         cli::Command::Project(args) => commands::project::run(&args, out),
+        cli::Command::Completions(args) => commands::docs::completions(&args, out),
+        cli::Command::Man(args) => commands::docs::man(&args, out),
     }
 }

@@ -498,3 +498,44 @@ fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
         assert!(stderr(&out).contains(&format!("--linear {bad}")), "{}", stderr(&out));
     }
 }
+
+/// `lsmooth completions SHELL` prints a script that knows the commands and their flags; `lsmooth man` prints the
+/// manual page, or writes one page per command.
+#[test]
+fn completions_and_manual_pages() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = lsmooth(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["calibrate", "compare", "smoothing", "grad-out"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let out = lsmooth(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tcsh"), "{}", stderr(&out));
+
+    let page = String::from_utf8(lsmooth(&["man"]).stdout).unwrap();
+    assert!(page.contains(".TH lsmooth 1") && page.contains("calibrate"), "{page}");
+    let d = Dir::new();
+    let out = lsmooth(&["man", "--out-dir", &d.s("man1")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = String::from_utf8(lsmooth(&["--help"]).stdout).unwrap();
+    for command in [
+        "loss",
+        "targets",
+        "bench",
+        "calibrate",
+        "train",
+        "compare",
+        "project",
+        "completions",
+        "man",
+    ] {
+        assert!(help.contains(command), "--help lists {command}");
+        let text = std::fs::read_to_string(d.p(&format!("man1/lsmooth-{command}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH lsmooth-{command} 1")), "{command}: {text}");
+    }
+    let loss_page = std::fs::read_to_string(d.p("man1/lsmooth-loss.1")).unwrap();
+    assert!(loss_page.contains("grad\\-out"), "the loss page documents --grad-out");
+}

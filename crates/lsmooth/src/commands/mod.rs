@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod compare;
+pub mod docs;
 pub mod loss;
 pub mod project;
 pub mod targets;
