@@ -4,11 +4,21 @@
 //! Needs Open MPI's `mpirun` (Debian: openmpi-bin; `scripts/test` installs it).
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Calls of [`mpirun`] so far, to give each its own session directory.
+static CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `program args` under `mpirun -np p`; returns (success, stdout). Fails the test after `timeout` (a
 /// deadlock would otherwise hang the suite).
 fn mpirun(p: usize, program: &str, args: &[&str], timeout: Duration) -> (bool, String) {
+    // Each launch gets its own temporary directory for Open MPI's session files: the tests run in parallel, and
+    // concurrent launches sharing the default one race (one removing it as it exits while another creates its
+    // own files in it, which fails that launch's start-up).
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let session = std::env::temp_dir().join(format!("lsm-mpi-{}-{call}", std::process::id()));
+    std::fs::create_dir_all(&session).unwrap();
     let mut cmd = Command::new("mpirun");
     // Loopback only; the test machine has no other network. Root needs Open MPI's explicit consent.
     cmd.args([
@@ -22,6 +32,7 @@ fn mpirun(p: usize, program: &str, args: &[&str], timeout: Duration) -> (bool, S
     ])
     .args(["--mca", "oob_tcp_if_include", "lo", "-np", &p.to_string(), program])
     .args(args)
+    .env("TMPDIR", &session)
     .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
     .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     .stdout(Stdio::piped())
@@ -38,6 +49,7 @@ fn mpirun(p: usize, program: &str, args: &[&str], timeout: Duration) -> (bool, S
             if !status.success() {
                 eprintln!("mpirun -np {p} {program} {args:?} failed:\n{stdout}\n{stderr}");
             }
+            let _ = std::fs::remove_dir_all(&session);
             return (status.success(), stdout);
         }
         if start.elapsed() > timeout {
