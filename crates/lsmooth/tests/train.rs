@@ -324,6 +324,30 @@ fn bad_training_options_are_usage_errors() {
     }
 }
 
+/// mixup and CutMix with adaptive smoothing are refused before the run starts: no run directory, no checkpoint
+/// advice (the first batch used to fail with a message about the last good checkpoint).
+#[test]
+fn mixup_with_adaptive_smoothing_is_refused_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for regulariser in ["--mixup", "--cutmix"] {
+        let args = [
+            "train",
+            "--dataset",
+            "digits",
+            "--adaptive",
+            "0.2",
+            regulariser,
+            "0.2",
+            "--out",
+        ];
+        let e = fails(&lsmooth(&[&args[..], &[out.to_str().unwrap()]].concat()));
+        assert!(e.contains("--adaptive") && e.contains(regulariser), "{e}");
+        assert!(!e.contains("checkpoint"), "{e}");
+        assert!(!out.exists(), "nothing written");
+    }
+}
+
 #[test]
 fn label_noise_flips_the_requested_fraction_to_other_classes() {
     let clean = Dataset::load(&Source::EmbeddedMnist).unwrap();

@@ -408,6 +408,7 @@ fn train_setting(
     args: &CompareArgs,
     (name, spec): &(String, Setting),
     classes: [usize; 3],
+    bar: &indicatif::ProgressBar,
     out: &mut dyn Write,
 ) -> Result<SettingRuns, CliError> {
     let mut s = SettingRuns {
@@ -432,19 +433,23 @@ fn train_setting(
             cfg.model = ModelKind::Mlp { hidden: hidden.clone() };
         }
         let t = Instant::now();
+        bar.set_message(format!("{name} seed {seed}"));
         let outcome = run::train(&cfg, &run_dir(name), false, Verbosity::Quiet, &mut std::io::sink())?;
+        bar.inc(1);
         let m = &outcome.metrics;
         if !(args.quiet || args.json) {
-            let _ = writeln!(
-                out,
-                "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
-                100.0 * m.test_accuracy,
-                m.test_nll,
-                100.0 * m.test_ece,
-                100.0 * m.train_test_gap,
-                t.elapsed().as_secs_f64()
-            );
-            let _ = out.flush();
+            bar.suspend(|| {
+                let _ = writeln!(
+                    out,
+                    "{name:>20} seed {seed}: test accuracy {:.2}%, NLL {:.4}, ECE {:.2}%, gap {:.2} points ({:.1} s)",
+                    100.0 * m.test_accuracy,
+                    m.test_nll,
+                    100.0 * m.test_ece,
+                    100.0 * m.train_test_gap,
+                    t.elapsed().as_secs_f64()
+                );
+                let _ = out.flush();
+            });
         }
         if s.projection.is_none() {
             let data = &outcome.dataset;
@@ -463,6 +468,21 @@ fn train_setting(
         s.reports.push(outcome.test_report);
     }
     Ok(s)
+}
+
+/// A progress bar over the sweep's runs on stderr: drawn only when stderr is a terminal (as `train`'s), and not
+/// at all with `--quiet` or `--json`.
+fn progress_bar(args: &CompareArgs, runs: u64) -> indicatif::ProgressBar {
+    if args.quiet || args.json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(runs), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} runs ({elapsed}, about {eta} left): {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Writes `summary.json`, `report.md` and `report.html` into `--out`.
@@ -485,10 +505,12 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let Plan { specs, grids } = plan(args)?;
     let classes = parse_classes(&args.project_classes)?;
     let started = Instant::now();
+    let bar = progress_bar(args, (specs.len() * args.seeds.len()) as u64);
     let settings: Vec<SettingRuns> = specs
         .iter()
-        .map(|spec| train_setting(args, spec, classes, out))
+        .map(|spec| train_setting(args, spec, classes, &bar, out))
         .collect::<Result<_, _>>()?;
+    bar.finish_and_clear();
     let summaries: Vec<SettingSummary> = settings
         .iter()
         .zip(&specs)

@@ -145,6 +145,18 @@ impl Run {
                 return Err(CliError::Usage(format!("--momentum {momentum} is not in [0, 1)")));
             }
         }
+        if matches!(
+            config.objective,
+            Some(Objective::Mixup { .. } | Objective::Cutmix { .. })
+        ) && matches!(config.loss.smoothing, label_smoothing::Smoothing::Adaptive { .. })
+        {
+            // Refused before anything is loaded or written: the first batch would fail on it.
+            return Err(CliError::Usage(
+                "--mixup and --cutmix take a fixed --smoothing, not --adaptive: a mixed target has no single \
+                 label for alpha * p(label)"
+                    .into(),
+            ));
+        }
         let data = load_data(config)?;
         let loss = LabelSmoothingCrossEntropy::new(config.loss.config()?, data.classes)
             .map_err(|e| CliError::Train(e.to_string()))?;
