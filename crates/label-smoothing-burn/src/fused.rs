@@ -135,21 +135,17 @@ impl<B: CpuBackend> Backward<B, 1> for FusedBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (grad, upstream_shape) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |upstream| {
-            let per_value = || {
-                B::float_mul(
-                    grad.clone(),
-                    B::float_reshape(upstream.clone(), Shape::new(upstream_shape)),
-                )
-            };
-            if upstream_shape[0] > 1 {
-                return per_value();
-            }
             // One upstream value: 1 when the loss is the objective (`loss.backward()`), and then the gradient is
             // handed over as it is, without another pass over `[N, K]` values.
-            match B::first(&upstream) {
+            let scalar = if upstream_shape[0] == 1 {
+                B::first(&upstream)
+            } else {
+                None
+            };
+            match scalar {
                 Some(1.0) => grad,
                 Some(g) => B::float_mul_scalar(grad, g.into()),
-                None => per_value(),
+                None => B::float_mul(grad, B::float_reshape(upstream, Shape::new(upstream_shape))),
             }
         });
     }

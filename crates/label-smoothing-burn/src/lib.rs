@@ -199,11 +199,7 @@ impl LabelSmoothingCrossEntropy {
     ///
     /// Returns `[1]` for `sum`, `mean`, `mean-nonzero`, and `[N]` for `none`.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Result<Tensor<1>, LossError> {
-        let n = self.check_labels_shape(&logits, &targets)?;
-        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
-        // The core crate's checks: each label in [0, K) or the ignore index, the first that is not named by row.
-        self.core
-            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
+        let labels = self.check_labels(&logits, &targets)?;
         if let Some(out) = fused::try_forward(&self.core, &logits, label_smoothing::Targets::Labels(&labels)) {
             return out;
         }
@@ -211,17 +207,15 @@ impl LabelSmoothingCrossEntropy {
     }
 
     /// As [`forward`](Self::forward), always composed of burn operations, on any backend (the fused kernel is
-    /// not used even on NdArray): for tests and comparisons.
+    /// not used even on Flex or NdArray): for tests and comparisons.
     pub fn forward_composed(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Result<Tensor<1>, LossError> {
-        let n = self.check_labels_shape(&logits, &targets)?;
-        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
-        self.core
-            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
+        let labels = self.check_labels(&logits, &targets)?;
         self.composed(logits, labels)
     }
 
-    /// `N`, when the logits are `[N, K]` and the labels `[N]`.
-    fn check_labels_shape(&self, logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<usize, LossError> {
+    /// The labels on the host, checked against `[N, K]` logits and the configuration by the core crate: one per
+    /// row, each in `[0, K)` or the ignore index (the first that is not is named by row).
+    fn check_labels(&self, logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<Vec<i64>, LossError> {
         let n = self.check_logits(logits)?;
         let [tn] = targets.dims();
         if tn != n {
@@ -231,7 +225,10 @@ impl LabelSmoothingCrossEntropy {
                 got: tn,
             });
         }
-        Ok(n)
+        let labels: Vec<i64> = targets.to_data().iter::<i64>().collect();
+        self.core
+            .validate(n * self.k, label_smoothing::Targets::Labels(&labels))?;
+        Ok(labels)
     }
 
     /// The composition for hard labels (checked, on the host).
