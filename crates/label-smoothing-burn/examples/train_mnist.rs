@@ -1,11 +1,12 @@
-//! Trains a small MLP on the embedded MNIST subset with burn (ndarray backend, autodiff) and this crate's loss.
+//! Trains a small MLP on 10,000 MNIST digits with burn (default backend, autodiff) and this crate's loss.
 //!
 //! ```bash
 //! cargo run --release -p label-smoothing-burn --example train_mnist            # eps 0.1, spread others, 3 epochs
 //! cargo run --release -p label-smoothing-burn --example train_mnist -- 0.0 5   # no smoothing, 5 epochs
 //! ```
-//! The data: 10,000 real MNIST digits (`data/` at the repository root, see its README), the first 8,000 for
-//! training and the last 2,000 for testing.
+//! The data: the 10,000 real MNIST digits that `lsmooth` embeds (`crates/lsmooth/data/` in the repository, see
+//! its README), the first 8,000 for training and the last 2,000 for testing. They are read at run time, from
+//! that folder or from `--data DIR` (this crate's package does not ship them).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -15,8 +16,19 @@ use burn::tensor::{Device, Int, Tensor};
 use label_smoothing_burn::LabelSmoothingCrossEntropyConfig;
 use std::io::Read;
 
-static IMAGES: &[u8] = include_bytes!("../../../data/mnist10k-images-idx3-ubyte.gz");
-static LABELS: &[u8] = include_bytes!("../../../data/mnist10k-labels-idx1-ubyte.gz");
+/// Where the data sits in the repository, next to this crate.
+const REPOSITORY_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lsmooth/data");
+
+/// Reads one of the gzipped IDX files from `dir`, with the file named in the error.
+fn read_data(dir: &str, name: &str) -> Result<Vec<u8>, String> {
+    let path = std::path::Path::new(dir).join(name);
+    std::fs::read(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (the example reads lsmooth's MNIST files; give their folder with --data DIR)",
+            path.display()
+        )
+    })
+}
 
 /// Decompresses and parses an IDX file: returns its dimensions and bytes.
 fn idx(gz: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>), String> {
@@ -62,16 +74,21 @@ impl Mlp {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `[EPS [EPOCHS]] [--composed]`: `--composed` trains through the composition of burn operations instead of
-    // the fused kernel, for comparing the two.
+    // `[EPS [EPOCHS]] [--composed] [--data DIR]`: `--composed` trains through the composition of burn operations
+    // instead of the fused kernel, for comparing the two.
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let composed = args.iter().any(|a| a == "--composed");
     args.retain(|a| a != "--composed");
+    let mut data = REPOSITORY_DATA.to_string();
+    if let Some(at) = args.iter().position(|a| a == "--data") {
+        data = args.get(at + 1).ok_or("--data needs a folder")?.clone();
+        args.drain(at..at + 2);
+    }
     let eps: f32 = args.first().map_or(Ok(0.1), |s| s.parse())?;
     let epochs: usize = args.get(1).map_or(Ok(3), |s| s.parse())?;
 
-    let (idims, pixels) = idx(IMAGES, 0x0803)?;
-    let (ldims, labels) = idx(LABELS, 0x0801)?;
+    let (idims, pixels) = idx(&read_data(&data, "mnist10k-images-idx3-ubyte.gz")?, 0x0803)?;
+    let (ldims, labels) = idx(&read_data(&data, "mnist10k-labels-idx1-ubyte.gz")?, 0x0801)?;
     let n = idims[0];
     assert_eq!(ldims[0], n, "as many labels as images");
     let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();

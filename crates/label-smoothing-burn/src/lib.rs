@@ -24,9 +24,8 @@
 //! ```
 #![warn(missing_docs)]
 
-/// The README's Rust examples (the core crate's, candle's and burn's), compiled and run as doc tests here, where
-/// all three are in scope (candle as a dev-dependency).
-#[doc = include_str!("../../../README.md")]
+/// This crate's README, whose examples run as doc tests.
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 

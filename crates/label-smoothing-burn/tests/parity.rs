@@ -76,7 +76,7 @@ fn config_of(o: &Value) -> LabelSmoothingCrossEntropyConfig {
 fn golden_cases_values_and_gradients() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../label-smoothing/testdata/cross_entropy_cases.json"
+        "/testdata/cross_entropy_cases.json"
     ))
     .unwrap();
     let file: Value = serde_json::from_str(&text).unwrap();

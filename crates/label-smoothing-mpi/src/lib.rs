@@ -43,6 +43,11 @@
 //! ```
 #![warn(missing_docs)]
 
+/// This crate's README, whose examples run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod exchange;
 mod linear;
 mod loss;

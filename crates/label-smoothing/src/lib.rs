@@ -33,6 +33,11 @@
 //! ```
 #![warn(missing_docs)]
 
+/// This crate's README, whose examples run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod api;
 pub mod calibration;
 mod checks;

@@ -8,10 +8,10 @@ use crate::io::show_path;
 
 use label_smoothing::rng::SplitMix64;
 
-static MNIST_IMAGES: &[u8] = include_bytes!("../../../data/mnist10k-images-idx3-ubyte.gz");
-static MNIST_LABELS: &[u8] = include_bytes!("../../../data/mnist10k-labels-idx1-ubyte.gz");
-static DIGITS_IMAGES: &[u8] = include_bytes!("../../../data/digits-images-idx3-ubyte.gz");
-static DIGITS_LABELS: &[u8] = include_bytes!("../../../data/digits-labels-idx1-ubyte.gz");
+static MNIST_IMAGES: &[u8] = include_bytes!("../data/mnist10k-images-idx3-ubyte.gz");
+static MNIST_LABELS: &[u8] = include_bytes!("../data/mnist10k-labels-idx1-ubyte.gz");
+static DIGITS_IMAGES: &[u8] = include_bytes!("../data/digits-images-idx3-ubyte.gz");
+static DIGITS_LABELS: &[u8] = include_bytes!("../data/digits-labels-idx1-ubyte.gz");
 
 /// A data file that cannot be read or is malformed.
 #[derive(Debug, thiserror::Error)]

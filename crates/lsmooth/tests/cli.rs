@@ -106,7 +106,7 @@ fn check_golden(d: &Dir, case: &Value, out: &std::process::Output) {
 fn golden_cases_end_to_end() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../label-smoothing/testdata/cross_entropy_cases.json"
+        "/testdata/cross_entropy_cases.json"
     ))
     .unwrap();
     let file: Value = serde_json::from_str(&text).unwrap();

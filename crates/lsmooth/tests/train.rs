@@ -9,8 +9,8 @@ use common::{fails, gz, idx_bytes, json, lsmooth, ok};
 use lsmooth::data::{parse_idx, read_idx, Dataset, IdxError, Source};
 use serde_json::Value;
 
-const EMBEDDED_LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k-labels-idx1-ubyte.gz");
-const EMBEDDED_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k-images-idx3-ubyte.gz");
+const EMBEDDED_LABELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist10k-labels-idx1-ubyte.gz");
+const EMBEDDED_IMAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist10k-images-idx3-ubyte.gz");
 
 #[test]
 fn idx_reader_on_the_real_files() {
