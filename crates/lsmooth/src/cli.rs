@@ -1,4 +1,8 @@
 //! Command-line arguments.
+//!
+//! The doc comments of the arguments are their `--help` texts, written for a terminal: `[N, K]` is a shape and
+//! `<loss>` a placeholder there, not a link or an HTML tag.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use label_smoothing::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
@@ -18,7 +22,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Loss (and optionally gradient) of logits in a .npy file.
+    /// Loss (and optionally gradient) of logits in an array file (.npy, .npz, .safetensors, .pt).
     Loss(LossArgs),
     /// Print the smoothed target distribution of one label.
     Targets(TargetsArgs),
@@ -56,23 +60,33 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
+/// The array files the commands read, for their `--help` (a macro, so that `concat!` can join it to a literal).
+macro_rules! array_files {
+    () => {
+        "\nArray files: .npy; .npz (FILE.npz:NAME, or its only array); .safetensors \
+(FILE.safetensors:NAME, or its only tensor); torch.save files (.pt, .pth: a saved tensor, or FILE.pt:KEY of a \
+saved dict or state dict). The format is read from the file's first bytes. Floats of any width are computed in \
+float32; labels may have any integer dtype."
+    };
+}
+
 /// Arguments of `lsmooth project`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The plane is spanned by the three classes' rows of the final-layer weight matrix (their \
+    after_help = concat!("The plane is spanned by the three classes' rows of the final-layer weight matrix (their \
 templates); each example of those classes is drawn at its coordinates in it. Spread is the RMS distance of a \
 class's examples to their centroid.\nExample:\n  lsmooth train --save-features --out runs/ls\n  \
 lsmooth project --features runs/ls/test_features.npy --labels runs/ls/test_labels.npy \\\n      \
---weights runs/ls/head_weight.npy --classes 3,5,8 --plot projection.png"
+--weights runs/ls/head_weight.npy --classes 3,5,8 --plot projection.png", array_files!())
 )]
 pub struct ProjectArgs {
-    /// Penultimate-layer activations, [N, D], float16, float32 or float64.
+    /// Penultimate-layer activations, [N, D], float16, bfloat16, float32 or float64.
     #[arg(long, value_name = "F.npy")]
     pub features: PathBuf,
     /// Labels, [N], any integer dtype.
     #[arg(long, value_name = "Y.npy")]
     pub labels: PathBuf,
-    /// The final layer's weight matrix, [K, D] (PyTorch's nn.Linear.weight layout), float16, float32 or float64.
+    /// The final layer's weight matrix, [K, D] (PyTorch's nn.Linear.weight layout), float16, bfloat16, float32 or float64.
     #[arg(long, value_name = "W.npy")]
     pub weights: PathBuf,
     /// The three classes.
@@ -90,16 +104,16 @@ pub struct ProjectArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["logits", "probs"])))]
 #[command(
-    after_help = "ECE bins are equal-width: confidence c falls in bin floor(c * bins), 1.0 in the last; adaptive \
+    after_help = concat!("ECE bins are equal-width: confidence c falls in bin floor(c * bins), 1.0 in the last; adaptive \
 ECE and the debiased L2 error use equal-mass bins. Smooth ECE is computed as relplot's smECE.\n\
 Example:\n  lsmooth calibrate --logits test_logits.npy --labels test_labels.npy \\\n      \
---fit-temperature val_logits.npy val_labels.npy --bootstrap 1000 --plot reliability.svg"
+--fit-temperature val_logits.npy val_labels.npy --bootstrap 1000 --plot reliability.svg", array_files!())
 )]
 pub struct CalibrateArgs {
-    /// Logits, [N, K], float16, float32 or float64 (for example saved from PyTorch with numpy.save).
+    /// Logits, [N, K], float16, bfloat16, float32 or float64 (for example saved from PyTorch with torch.save).
     #[arg(long, value_name = "L.npy")]
     pub logits: Option<PathBuf>,
-    /// Probabilities, [N, K], float16, float32 or float64, rows summing to 1.
+    /// Probabilities, [N, K], float16, bfloat16, float32 or float64, rows summing to 1.
     #[arg(long, value_name = "P.npy")]
     pub probs: Option<PathBuf>,
     /// Labels, [N], any integer dtype.
@@ -282,16 +296,16 @@ impl SmoothingFlags {
 /// Arguments of `lsmooth loss`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["targets", "soft_targets"])))]
-#[command(after_help = "Prints one JSON line: {\"loss\": ..., \"n\": N, \"k\": K, ...}. \
-Example:\n  lsmooth loss --logits logits.npy --targets labels.npy --smoothing 0.1 --grad-out grad.npy")]
+#[command(after_help = concat!("Prints one JSON line: {\"loss\": ..., \"n\": N, \"k\": K, ...}. \
+Example:\n  lsmooth loss --logits logits.npy --targets labels.npy --smoothing 0.1 --grad-out grad.npy", array_files!()))]
 pub struct LossArgs {
-    /// Logits, [N, K], float16, float32 or float64 (computed in float32).
+    /// Logits, [N, K], float16, bfloat16, float32 or float64 (computed in float32).
     #[arg(long, value_name = "L.npy")]
     pub logits: PathBuf,
     /// Hard labels, [N], any integer dtype.
     #[arg(long, value_name = "T.npy")]
     pub targets: Option<PathBuf>,
-    /// Soft targets (probability rows), [N, K], float16, float32 or float64.
+    /// Soft targets (probability rows), [N, K], float16, bfloat16, float32 or float64.
     #[arg(long, value_name = "S.npy")]
     pub soft_targets: Option<PathBuf>,
     /// Smoothing, spread and reduction.
@@ -300,7 +314,7 @@ pub struct LossArgs {
     /// Rows whose label equals this value are ignored.
     #[arg(long, value_name = "I", allow_negative_numbers = true)]
     pub ignore_index: Option<i64>,
-    /// Class weights, [K], float16, float32 or float64.
+    /// Class weights, [K], float16, bfloat16, float32 or float64.
     #[arg(long, value_name = "W.npy")]
     pub weights: Option<PathBuf>,
     /// Upstream gradient: a scalar array, or [N] with --reduction none.

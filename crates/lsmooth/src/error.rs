@@ -1,16 +1,16 @@
 //! The command-line tool's error: one line, naming the file, the option or the row at fault.
 
 use crate::io::atomic::WriteError;
-use crate::io::npy::NpyError;
+use crate::io::values::ArrayError;
 use label_smoothing::LossError;
 use std::path::PathBuf;
 
 /// Everything that makes an `lsmooth` command fail. Every one exits with status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// A `.npy` file could not be read or written, or is malformed.
+    /// An array file could not be read or written, or is malformed.
     #[error(transparent)]
-    Npy(#[from] NpyError),
+    Array(#[from] ArrayError),
     /// An output file could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),

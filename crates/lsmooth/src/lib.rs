@@ -1,8 +1,8 @@
 //! The `lsmooth` command-line tool, as a library so that its pieces can be tested and reused.
 //!
-//! - [`io`]: `.npy` and IDX reading, atomic writing;
+//! - [`io`]: array files (`.npy`, `.npz`, safetensors, `torch.save`) and IDX reading, atomic writing;
 //! - [`data`]: MNIST-format datasets, splits and label noise;
-//! - [`run`]: training with candle and the label-smoothed loss (config, loop, checkpoint, metrics);
+//! - [`run`](mod@run): training with candle and the label-smoothed loss (config, loop, checkpoint, metrics);
 //! - [`commands`]: one module per subcommand;
 //! - [`sweep`]: settings parsing and summary statistics of sweeps;
 //! - [`analysis`]: the penultimate-layer projection;

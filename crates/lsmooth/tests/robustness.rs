@@ -2,63 +2,16 @@
 //! abort, no output replaced; and the readers fuzzed (random bytes and mutated valid files), with their memory
 //! measured against what the input justifies.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
 mod common;
 use common::{fails, gz, idx_bytes, lsmooth, Dir};
+#[path = "common/meter.rs"]
+mod meter;
+use meter::peak_bytes;
 
 use lsmooth::io::{idx, npy};
 use proptest::prelude::*;
-
-// ---- A per-thread allocation meter: the peak of live bytes while a closure runs. ----
-
-struct Meter;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the thread-local counters are plain
-// integers with const initialisers (no allocation, no destructor), so touching them cannot re-enter the allocator.
-unsafe impl GlobalAlloc for Meter {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count(l.size() as isize);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        count(-(l.size() as isize));
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        count(new as isize - l.size() as isize);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-fn count(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let v = live.get() + delta;
-        live.set(v);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
-    });
-}
-
-#[global_allocator]
-static METER: Meter = Meter;
-
-/// Runs `f` and returns its result with the peak number of bytes it had allocated at once (on this thread).
-fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    let out = f();
-    let peak = PEAK.with(Cell::get) - base;
-    (out, peak.max(0) as usize)
-}
-
-// ---- Helpers. ----
 
 fn header_file(path: &Path, version: u8, header: &str, body: &[u8]) {
     let h = header.as_bytes();
@@ -399,7 +352,6 @@ fn check_npy(bytes: &[u8]) {
         let n: usize = a.shape.iter().product();
         let len = match &a.data {
             npy::Data::F32(v) => v.len(),
-            npy::Data::F64(v) => v.len(),
             npy::Data::Int(v) => v.len(),
         };
         assert_eq!(len, n, "{:?}", a.shape);

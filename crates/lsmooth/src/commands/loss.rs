@@ -1,9 +1,10 @@
 //! `lsmooth loss`: loss and gradient of `.npy` arrays.
 
 use crate::cli::LossArgs;
-use crate::io::arrays::{read_labels, read_matrix, read_vector, Matrix};
+use crate::io::arrays::{read_array, read_labels, read_matrix, read_vector, Matrix};
 use crate::io::atomic::{self, Outputs};
 use crate::io::npy;
+use crate::io::values::Want;
 use crate::CliError;
 use label_smoothing::{GradOutput, LabelSmoothingLoss, Loss, LossError, Reduction, Smoothing, Targets};
 use serde::Serialize;
@@ -136,7 +137,7 @@ fn read_grad_output(args: &LossArgs, n: usize) -> Result<Upstream, CliError> {
     let Some(gp) = &args.grad_output else {
         return Ok(Upstream::One);
     };
-    let a = npy::read(gp)?;
+    let a = read_array(gp, Want::F32, "grad-output")?;
     let values = a.to_f32("grad-output")?;
     let per_row = args.loss.reduction == Reduction::None;
     if a.shape == [n] && per_row {

@@ -1,14 +1,21 @@
-//! Files in and out: `.npy` arrays ([`npy`], with its header's Python literals in `npy::pyliteral`), IDX datasets,
-//! plain or gzipped ([`idx`]), atomic output files ([`atomic`]), and the typed readers the commands share
-//! ([`arrays`]).
+//! Files in and out: arrays in the formats users have ([`npy`], with its header's Python literals in
+//! `npy::pyliteral`; [`npz`]; [`safetensors`]; [`torch`] for `torch.save` files), decoded by one streaming
+//! decoder ([`values`]); IDX datasets, plain or gzipped ([`idx`]); atomic output files ([`atomic`]); and the typed
+//! readers the commands share, which recognise a file's format ([`arrays`]).
 //!
-//! Every reader accepts what the format's reference reader accepts (numpy for `.npy`), refuses the rest with the
-//! file and byte offset at fault, and allocates no more than the file's size justifies.
+//! Every reader accepts what the format's reference reader accepts (numpy, the `safetensors` crate, torch),
+//! refuses the rest with the file and byte offset at fault, and allocates no more than the file's size
+//! justifies.
 
 pub mod arrays;
 pub mod atomic;
 pub mod idx;
 pub mod npy;
+pub mod npz;
+pub mod safetensors;
+pub mod torch;
+pub mod values;
+pub mod zipped;
 
 use std::path::Path;
 
@@ -33,4 +40,29 @@ pub fn show_path(p: &Path) -> String {
     } else {
         s
     }
+}
+
+/// `file:name`, the path that names an array inside an archive or a dict in messages.
+pub fn member_path(file: &Path, name: &str) -> std::path::PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(":");
+    s.push(name);
+    s.into()
+}
+
+/// The first few of `names` for a message, as `tensors 'a', 'b', ... and 12 more`; `none` when empty.
+pub fn list_some(what: &str, names: Vec<String>) -> String {
+    const SHOWN: usize = 8;
+    if names.is_empty() {
+        return format!("no {what}");
+    }
+    let more = names.len().saturating_sub(SHOWN);
+    let mut s = format!(
+        "{what}: {}",
+        names.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ")
+    );
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
 }

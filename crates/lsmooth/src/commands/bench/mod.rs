@@ -1,5 +1,5 @@
 //! `lsmooth bench`: the fused kernel on seeded random logits, timed next to a copy and a read of the same bytes
-//! ([`linear`]: the fused linear loss, next to the unfused composition and the products alone).
+//! (`linear`: the fused linear loss, next to the unfused composition and the products alone).
 
 mod linear;
 mod timing;

@@ -8,7 +8,9 @@
 //! exactly what it accepts needs a real Python-literal parser ([`pyliteral`]); the general-purpose readers
 //! match the header loosely, and their errors do not say where a file is wrong.
 
-use std::fmt;
+use crate::io::values::{check_kind, read_values, Layout, Order, Want};
+pub use crate::io::values::{ArrayError, DType, Values as Data};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 mod header;
@@ -19,143 +21,50 @@ pub use header::{dtype_of_descr, escape, MAX_HEADER_CHARS};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
-/// Why a `.npy` file could not be read or written. The message names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum NpyError {
-    /// The file could not be opened, read or written.
-    #[error("{}: {source}", crate::io::show_path(path))]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// The file is not a valid `.npy` file.
-    #[error("{}: byte offset {offset}: {what}", crate::io::show_path(path))]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// Where in the file.
-        offset: usize,
-        /// What is wrong there.
-        what: String,
-    },
-    /// A valid file whose dtype or shape is not what the caller needs.
-    #[error("{}: {what}", crate::io::show_path(path))]
-    Content {
-        /// The file.
-        path: PathBuf,
-        /// What was expected and found.
-        what: String,
-    },
-}
-
-/// The element type of an array as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
-    /// 32-bit float.
-    F32,
-    /// 64-bit float.
-    F64,
-    /// 16-bit float (read widened to f32, exactly).
-    F16,
-    /// Signed integer of this many bytes.
-    Int(usize),
-    /// Unsigned integer of this many bytes.
-    UInt(usize),
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F16 => 2,
-            DType::F32 => 4,
-            DType::F64 => 8,
-            DType::Int(b) | DType::UInt(b) => b,
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DType::F32 => write!(f, "float32"),
-            DType::F64 => write!(f, "float64"),
-            DType::F16 => write!(f, "float16"),
-            DType::Int(b) => write!(f, "int{}", b * 8),
-            DType::UInt(b) => write!(f, "uint{}", b * 8),
-        }
-    }
-}
-
-/// The values of an array, widened to one of three types.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Data {
-    /// `f4` values (and `f2` values, widened exactly).
-    F32(Vec<f32>),
-    /// `f8` values.
-    F64(Vec<f64>),
-    /// Integer values of any width (unsigned values above `i64::MAX` are rejected when read).
-    Int(Vec<i64>),
-}
-
-/// An array read from a `.npy` file.
+/// An array read from a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
-    /// The file it came from.
+    /// The file it came from (`file:name` for an array inside an archive or a dict).
     pub path: PathBuf,
     /// The dtype as stored.
     pub dtype: DType,
     /// The shape (`[]` for a scalar).
     pub shape: Vec<usize>,
-    /// The values, in C order.
+    /// The values, in C order: floats as f32, integers as i64.
     pub data: Data,
 }
 
-fn format_err(path: &Path, offset: usize, what: impl Into<String>) -> NpyError {
-    NpyError::Format {
-        path: path.to_path_buf(),
-        offset,
-        what: what.into(),
-    }
+fn format_err(path: &Path, offset: usize, what: impl Into<String>) -> ArrayError {
+    ArrayError::format(path, offset as u64, what)
 }
 
 impl Array {
-    fn content_err(&self, what: impl Into<String>) -> NpyError {
-        NpyError::Content {
-            path: self.path.clone(),
-            what: what.into(),
-        }
-    }
-
-    fn shape_str(&self) -> String {
-        format!("{:?}", self.shape)
+    fn content_err(&self, what: impl Into<String>) -> ArrayError {
+        ArrayError::content(&self.path, what)
     }
 
     /// The shape, checked to have `ndim` dimensions; `expected` describes it for the error.
-    pub fn expect_ndim(&self, ndim: usize, expected: &str) -> Result<&[usize], NpyError> {
+    pub fn expect_ndim(&self, ndim: usize, expected: &str) -> Result<&[usize], ArrayError> {
         if self.shape.len() == ndim {
             Ok(&self.shape)
         } else {
-            Err(self.content_err(format!("expected {expected}, found shape {}", self.shape_str())))
+            Err(self.content_err(format!("expected {expected}, found shape {:?}", self.shape)))
         }
     }
 
-    /// The values as f32 (f64 rounded to nearest); integer arrays are an error.
-    pub fn to_f32(&self, expected: &str) -> Result<Vec<f32>, NpyError> {
+    /// The values as f32; integer arrays are an error.
+    pub fn to_f32(&self, expected: &str) -> Result<Vec<f32>, ArrayError> {
         match &self.data {
             Data::F32(v) => Ok(v.clone()),
-            Data::F64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
             Data::Int(_) => Err(self.content_err(format!(
-                "expected {expected} of dtype float16, float32 or float64, found {}",
+                "expected {expected} of dtype float16, bfloat16, float32 or float64, found {}",
                 self.dtype
             ))),
         }
     }
 
     /// The values as i64; float arrays are an error.
-    pub fn to_i64(&self, expected: &str) -> Result<Vec<i64>, NpyError> {
+    pub fn to_i64(&self, expected: &str) -> Result<Vec<i64>, ArrayError> {
         match &self.data {
             Data::Int(v) => Ok(v.clone()),
             _ => Err(self.content_err(format!("expected {expected} of an integer dtype, found {}", self.dtype))),
@@ -163,63 +72,106 @@ impl Array {
     }
 }
 
-/// Reads a `.npy` file. Memory: the file's bytes, then the values (at most 8 bytes each).
-pub fn read(path: &Path) -> Result<Array, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(path, &bytes)
+/// Reads a `.npy` file whole, floats as f32 and integers as i64. Memory: the values (at most 8 bytes each).
+pub fn read(path: &Path) -> Result<Array, ArrayError> {
+    let mut file = std::fs::File::open(path).map_err(|e| ArrayError::io(path, e))?;
+    let len = file.metadata().map_err(|e| ArrayError::io(path, e))?.len();
+    let layout = read_layout(path, &mut file, len)?;
+    let want = if layout.layout.dtype.is_float() {
+        Want::F32
+    } else {
+        Want::I64
+    };
+    read_data(path, &mut file, layout, want)
 }
 
 /// Parses the bytes of a `.npy` file; `path` is used in errors only. Accepts what `numpy.load` accepts
 /// (format 1.0, 2.0, 3.0; the header as `ast.literal_eval` reads it; bytes after the data ignored, as numpy
 /// ignores them) for the supported dtypes, and refuses everything else with the offset at fault.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
-    let (major, header_start, header_end) = preamble(path, bytes)?;
-    let h = header(path, major, bytes, header_start..header_end)?;
-    let (dtype, shape, big_endian) = (h.dtype, h.shape, h.big_endian);
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, ArrayError> {
+    let mut r = bytes;
+    let layout = read_layout(path, &mut r, bytes.len() as u64)?;
+    let want = if layout.layout.dtype.is_float() {
+        Want::F32
+    } else {
+        Want::I64
+    };
+    read_data(path, &mut r, layout, want)
+}
 
-    let item = dtype.size();
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&c| c.checked_mul(item).is_some())
-        .ok_or_else(|| format_err(path, header_start, format!("shape {shape:?} is too large")))?;
-    let data_len = count * item;
-    let body = &bytes[header_end..];
-    if body.len() < data_len {
+/// A `.npy` file's header from `r` (at the file's start; `len` bytes long), and the checks that the data it
+/// declares is there: on success `r` is at the first element. Reads no more than the header.
+pub fn read_layout(path: &Path, r: &mut impl Read, len: u64) -> Result<NpyLayout, ArrayError> {
+    // The fixed preamble, then the header it declares.
+    let mut prefix = Vec::with_capacity(12);
+    r.by_ref()
+        .take(12)
+        .read_to_end(&mut prefix)
+        .map_err(|e| ArrayError::io(path, e))?;
+    let (major, header_start, header_end) = preamble(path, &prefix, len)?;
+    r.by_ref()
+        .take((header_end - prefix.len().min(header_end)) as u64)
+        .read_to_end(&mut prefix)
+        .map_err(|e| ArrayError::io(path, e))?;
+    if prefix.len() < header_end {
         return Err(format_err(
             path,
-            bytes.len(),
+            prefix.len(),
+            "the file ended while its header was read",
+        ));
+    }
+    let h = header(path, major, &prefix, header_start..header_end)?;
+    let layout = Layout {
+        dtype: h.dtype,
+        shape: h.shape,
+        big_endian: h.big_endian,
+        order: if h.fortran_order { Order::Fortran } else { Order::C },
+    };
+    let item = layout.dtype.size();
+    let count = layout
+        .count()
+        .ok_or_else(|| format_err(path, header_start, format!("shape {:?} is too large", layout.shape)))?;
+    let data_len = count * item;
+    let body = len.saturating_sub(header_end as u64);
+    if body < data_len as u64 {
+        return Err(format_err(
+            path,
+            len as usize,
             format!(
-                "truncated: shape {shape:?} of {dtype} needs {data_len} data bytes after the header \
-                 (which ends at offset {header_end}); the file holds {}",
-                body.len()
+                "truncated: shape {:?} of {} needs {data_len} data bytes after the header \
+                 (which ends at offset {header_end}); the file holds {body}",
+                layout.shape, layout.dtype
             ),
         ));
     }
-    // numpy reads `count` items and ignores what follows.
-    let body = &body[..data_len];
-    let mut data = decode(path, header_end, dtype, big_endian, body)?;
-    if h.fortran_order && shape.len() > 1 {
-        data = match data {
-            Data::F32(v) => Data::F32(fortran_to_c(&v, &shape)),
-            Data::F64(v) => Data::F64(fortran_to_c(&v, &shape)),
-            Data::Int(v) => Data::Int(fortran_to_c(&v, &shape)),
-        };
-    }
+    Ok(NpyLayout { layout, header_end })
+}
+
+/// A checked `.npy` header: the layout and where the data starts.
+#[derive(Debug, Clone)]
+pub struct NpyLayout {
+    /// The array's layout.
+    pub layout: Layout,
+    /// The byte offset of the first element.
+    pub header_end: usize,
+}
+
+/// Reads the values after [`read_layout`], as `want` (numpy reads `count` items and ignores what follows).
+pub fn read_data(path: &Path, r: &mut impl Read, l: NpyLayout, want: Want) -> Result<Array, ArrayError> {
+    check_kind(path, &l.layout, want, "an array")?;
+    let data = read_values(path, r, &l.layout, want, l.header_end as u64)?;
     Ok(Array {
         path: path.to_path_buf(),
-        dtype,
-        shape,
+        dtype: l.layout.dtype,
+        shape: l.layout.shape,
         data,
     })
 }
 
-/// The magic, the format version and the header length: returns the major version and where the header
-/// starts and ends.
-fn preamble(path: &Path, bytes: &[u8]) -> Result<(u8, usize, usize), NpyError> {
+/// The magic, the format version and the header length, from the first bytes of a file of `total` bytes (at
+/// least its first 12, or all of a shorter file): returns the major version and where the header starts and
+/// ends.
+fn preamble(path: &Path, bytes: &[u8], total: u64) -> Result<(u8, usize, usize), ArrayError> {
     if bytes.len() < 8 || &bytes[..6] != MAGIC {
         if bytes.len() >= 6 && &bytes[..6] != MAGIC || bytes.len() < 6 && !MAGIC.starts_with(bytes) {
             return Err(format_err(path, 0, "not a .npy file (missing the \\x93NUMPY magic)"));
@@ -252,10 +204,10 @@ fn preamble(path: &Path, bytes: &[u8]) -> Result<(u8, usize, usize), NpyError> {
         u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize
     };
     let header_end = header_start + header_len;
-    if bytes.len() < header_end {
+    if total < header_end as u64 {
         return Err(format_err(
             path,
-            bytes.len(),
+            total as usize,
             format!("file ends inside the header (header declares {header_len} bytes ending at offset {header_end})"),
         ));
     }
@@ -264,7 +216,7 @@ fn preamble(path: &Path, bytes: &[u8]) -> Result<(u8, usize, usize), NpyError> {
 
 /// The header at `range` of `bytes` in format version `major`: decoded (latin-1, or UTF-8 for 3.0), parsed as
 /// a Python literal and checked. Errors carry the byte offset at fault.
-fn header(path: &Path, major: u8, bytes: &[u8], range: std::ops::Range<usize>) -> Result<Header, NpyError> {
+fn header(path: &Path, major: u8, bytes: &[u8], range: std::ops::Range<usize>) -> Result<Header, ArrayError> {
     let header_start = range.start;
     let raw = &bytes[range];
     // Versions 1.0 and 2.0 are latin-1 (every byte is a character), 3.0 is UTF-8.
@@ -305,82 +257,6 @@ fn header(path: &Path, major: u8, bytes: &[u8], range: std::ops::Range<usize>) -
         )
     })?;
     check_header(value).map_err(|what| format_err(path, header_start, format!("{what} (header: \"{}\")", shown())))
-}
-
-/// The values of `body` (exactly `count * size` bytes of `dtype`).
-fn decode(path: &Path, data_start: usize, dtype: DType, big_endian: bool, body: &[u8]) -> Result<Data, NpyError> {
-    fn arr<const N: usize>(c: &[u8], big: bool) -> [u8; N] {
-        let mut a = [0u8; N];
-        a.copy_from_slice(c);
-        if big {
-            a.reverse();
-        }
-        a
-    }
-    let item = dtype.size();
-    let chunks = body.chunks_exact(item);
-    Ok(match dtype {
-        DType::F16 => Data::F32(
-            chunks
-                .map(|c| half::f16::from_bits(u16::from_le_bytes(arr(c, big_endian))).to_f32())
-                .collect(),
-        ),
-        DType::F32 => Data::F32(chunks.map(|c| f32::from_le_bytes(arr(c, big_endian))).collect()),
-        DType::F64 => Data::F64(chunks.map(|c| f64::from_le_bytes(arr(c, big_endian))).collect()),
-        DType::Int(b) | DType::UInt(b) => {
-            let signed = matches!(dtype, DType::Int(_));
-            let mut out = Vec::with_capacity(body.len() / b);
-            for (i, c) in chunks.enumerate() {
-                let mut buf = [0u8; 8];
-                if big_endian {
-                    buf[8 - b..].copy_from_slice(c);
-                    buf.reverse();
-                } else {
-                    buf[..b].copy_from_slice(c);
-                }
-                let raw = u64::from_le_bytes(buf);
-                let v = if signed {
-                    // Sign-extend from b bytes.
-                    let shift = 64 - 8 * b as u32;
-                    ((raw << shift) as i64) >> shift
-                } else if raw > i64::MAX as u64 {
-                    return Err(format_err(
-                        path,
-                        data_start + i * b,
-                        format!("element {i} = {raw} does not fit in int64"),
-                    ));
-                } else {
-                    raw as i64
-                };
-                out.push(v);
-            }
-            Data::Int(out)
-        }
-    })
-}
-
-/// The C-order copy of Fortran-order (column-major) values of `shape`.
-fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
-    let n = shape.len();
-    let mut out = Vec::with_capacity(v.len());
-    let mut idx = vec![0usize; n];
-    // Fortran strides: the first index moves fastest.
-    let mut strides = vec![1usize; n];
-    for d in 1..n {
-        strides[d] = strides[d - 1] * shape[d - 1];
-    }
-    for _ in 0..v.len() {
-        out.push(v[idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>()]);
-        // Advance the C-order index (the last index fastest).
-        for d in (0..n).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
 }
 
 /// The bytes of a version-1.0 `.npy` file holding a little-endian f32 array.
