@@ -63,7 +63,7 @@ impl RowScores {
         Ok(rows)
     }
 
-    fn with_capacity(n: usize) -> Self {
+    pub(super) fn with_capacity(n: usize) -> Self {
         RowScores {
             confidence: Vec::with_capacity(n),
             correct: Vec::with_capacity(n),
@@ -87,7 +87,7 @@ impl RowScores {
         (0..n).map(|_| rng.below(n) as usize).collect()
     }
 
-    fn push(&mut self, p: &[f64], y: usize, nll: f64) {
+    pub(super) fn push(&mut self, p: &[f64], y: usize, nll: f64) {
         let (arg, conf) = top_label(p);
         self.confidence.push(conf);
         self.correct.push(arg == y);

@@ -20,11 +20,13 @@ use thiserror::Error;
 
 pub mod bootstrap;
 pub mod debiased;
+mod evaluate;
 pub mod scaling;
 pub mod smooth;
 
 pub use bootstrap::{bootstrap, bootstrap_reliability, BootstrapConfig, BootstrapIntervals, RowScores};
 pub use debiased::debiased_l2_ce;
+pub use evaluate::{evaluate, Predictions};
 pub use scaling::{fit_temperature, fit_vector_scaling, VectorScaling};
 pub use smooth::{smooth_ece, smooth_ece_at, smoothed_reliability, SmoothEce};
 
@@ -264,21 +266,27 @@ fn equal_width(confidence: &[f64], correct: &[bool], bins: usize) -> (f64, f64, 
 fn check_probabilities(probs: &[f64], labels: &[i64], k: usize) -> Result<usize, CalibrationError> {
     let n = check_inputs(probs.len(), labels, k, "probabilities")?;
     for (row, p) in probs.chunks_exact(k).enumerate() {
-        if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
-            return Err(CalibrationError::NotADistribution {
-                row,
-                why: format!("entry {v}"),
-            });
-        }
-        let s: f64 = p.iter().sum();
-        if (s - 1.0).abs() > 1e-3 {
-            return Err(CalibrationError::NotADistribution {
-                row,
-                why: format!("sums to {s}"),
-            });
-        }
+        check_distribution(p, row)?;
     }
     Ok(n)
+}
+
+/// Checks that row `row`, `p`, is a distribution: finite non-negative entries summing to 1 within `1e-3`.
+fn check_distribution(p: &[f64], row: usize) -> Result<(), CalibrationError> {
+    if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        return Err(CalibrationError::NotADistribution {
+            row,
+            why: format!("entry {v}"),
+        });
+    }
+    let s: f64 = p.iter().sum();
+    if (s - 1.0).abs() > 1e-3 {
+        return Err(CalibrationError::NotADistribution {
+            row,
+            why: format!("sums to {s}"),
+        });
+    }
+    Ok(())
 }
 
 /// The top label of one row of probabilities (ties: the first maximal class, like argmax) and its probability.
@@ -300,19 +308,56 @@ pub fn calibration(
         return Err(CalibrationError::ZeroBins);
     }
     let n = check_probabilities(probs, labels, k)?;
-    let nf = n as f64;
-    // Top-label confidence and correctness per row (ties: the first maximal class, like argmax).
-    let mut top: Vec<(f64, bool)> = Vec::with_capacity(n);
-    let (mut correct, mut top5, mut nll, mut brier) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let mut acc = Accumulator::new(n, k, bins);
     for (p, &y) in probs.chunks_exact(k).zip(labels) {
-        let y = y as usize;
+        acc.row(p, y as usize, -p[y as usize].ln());
+    }
+    Ok(acc.finish())
+}
+
+/// The metrics' running sums over rows given one at a time, in row order: what [`calibration`] computes, in
+/// memory `O(N + K * bins)` whatever the size of the probabilities it is shown (see [`evaluate`]).
+pub(crate) struct Accumulator {
+    k: usize,
+    bins: usize,
+    /// Top-label confidence and correctness per row.
+    top: Vec<(f64, bool)>,
+    correct: usize,
+    top5: usize,
+    nll: f64,
+    brier: f64,
+    /// Per class and equal-width bin (`class * bins + bin`): count, sum of `p_ik`, count of `y_i = k`.
+    class_count: Vec<usize>,
+    class_conf: Vec<f64>,
+    class_hits: Vec<f64>,
+}
+
+impl Accumulator {
+    pub(crate) fn new(n: usize, k: usize, bins: usize) -> Self {
+        Accumulator {
+            k,
+            bins,
+            top: Vec::with_capacity(n),
+            correct: 0,
+            top5: 0,
+            nll: 0.0,
+            brier: 0.0,
+            class_count: vec![0; k * bins],
+            class_conf: vec![0.0; k * bins],
+            class_hits: vec![0.0; k * bins],
+        }
+    }
+
+    /// Adds one row: its probabilities, label and `-ln p[label]` (from the logits where they are known).
+    pub(crate) fn row(&mut self, p: &[f64], y: usize, nll: f64) {
+        // Top-label confidence and correctness (ties: the first maximal class, like argmax).
         let (arg, conf) = top_label(p);
-        top.push((conf, arg == y));
-        correct += (arg == y) as usize;
+        self.top.push((conf, arg == y));
+        self.correct += (arg == y) as usize;
         let better = p.iter().filter(|&&v| v > p[y]).count();
-        top5 += (better < 5.min(k)) as usize;
-        nll -= p[y].ln();
-        brier += p
+        self.top5 += (better < 5.min(self.k)) as usize;
+        self.nll += nll;
+        self.brier += p
             .iter()
             .enumerate()
             .map(|(c, &v)| {
@@ -320,57 +365,65 @@ pub fn calibration(
                 (v - t) * (v - t)
             })
             .sum::<f64>();
-    }
-
-    let (confidence, correct_top): (Vec<f64>, Vec<bool>) = top.iter().copied().unzip();
-    let (ece, mce, bin_list) = equal_width(&confidence, &correct_top, bins);
-    let smooth = smooth_ece(&confidence, &correct_top);
-
-    // Equal-mass bins: sorted by confidence (ties by row), sizes differing by at most one.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| top[a].0.total_cmp(&top[b].0).then(a.cmp(&b)));
-    let mut adaptive_ece = 0.0;
-    let mut start = 0;
-    for b in 0..bins.min(n) {
-        let size = n / bins.min(n) + usize::from(b < n % bins.min(n));
-        let members = &order[start..start + size];
-        let conf: f64 = members.iter().map(|&i| top[i].0).sum::<f64>() / size as f64;
-        let acc: f64 = members.iter().map(|&i| top[i].1 as u8 as f64).sum::<f64>() / size as f64;
-        adaptive_ece += size as f64 / nf * (acc - conf).abs();
-        start += size;
-    }
-
-    // Classwise: per class, the binned gap between p_ik and the frequency of y = k.
-    let mut classwise = 0.0;
-    for class in 0..k {
-        let mut cnt = vec![0usize; bins];
-        let mut cs = vec![0.0f64; bins];
-        let mut hit = vec![0.0f64; bins];
-        for (p, &y) in probs.chunks_exact(k).zip(labels) {
-            let b = bin_of(p[class], bins);
-            cnt[b] += 1;
-            cs[b] += p[class];
-            hit[b] += (y as usize == class) as u8 as f64;
+        // Classwise: per class, the binned gap between p_ik and the frequency of y = k.
+        for (class, &v) in p.iter().enumerate() {
+            let at = class * self.bins + bin_of(v, self.bins);
+            self.class_count[at] += 1;
+            self.class_conf[at] += v;
+            self.class_hits[at] += (y == class) as u8 as f64;
         }
-        classwise += (0..bins)
-            .filter(|&b| cnt[b] > 0)
-            .map(|b| cnt[b] as f64 / nf * (hit[b] / cnt[b] as f64 - cs[b] / cnt[b] as f64).abs())
-            .sum::<f64>();
     }
 
-    Ok(CalibrationReport {
-        n,
-        accuracy: correct as f64 / nf,
-        top5_accuracy: top5 as f64 / nf,
-        nll: nll / nf,
-        brier: brier / nf,
-        ece,
-        mce,
-        adaptive_ece,
-        classwise_ece: classwise / k as f64,
-        smooth_ece: smooth.value,
-        smooth_ece_bandwidth: smooth.bandwidth,
-        debiased_l2_ce: debiased_l2_ce(&confidence, &correct_top, bins),
-        bins: bin_list,
-    })
+    pub(crate) fn finish(self) -> CalibrationReport {
+        let (n, bins) = (self.top.len(), self.bins);
+        let nf = n as f64;
+        let (confidence, correct_top): (Vec<f64>, Vec<bool>) = self.top.iter().copied().unzip();
+        let (ece, mce, bin_list) = equal_width(&confidence, &correct_top, bins);
+        let smooth = smooth_ece(&confidence, &correct_top);
+
+        // Equal-mass bins: sorted by confidence (ties by row), sizes differing by at most one.
+        let top = &self.top;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| top[a].0.total_cmp(&top[b].0).then(a.cmp(&b)));
+        let mut adaptive_ece = 0.0;
+        let mut start = 0;
+        for b in 0..bins.min(n) {
+            let size = n / bins.min(n) + usize::from(b < n % bins.min(n));
+            let members = &order[start..start + size];
+            let conf: f64 = members.iter().map(|&i| top[i].0).sum::<f64>() / size as f64;
+            let acc: f64 = members.iter().map(|&i| top[i].1 as u8 as f64).sum::<f64>() / size as f64;
+            adaptive_ece += size as f64 / nf * (acc - conf).abs();
+            start += size;
+        }
+
+        let mut classwise = 0.0;
+        for class in 0..self.k {
+            let at = class * bins;
+            let (cnt, cs, hit) = (
+                &self.class_count[at..at + bins],
+                &self.class_conf[at..at + bins],
+                &self.class_hits[at..at + bins],
+            );
+            classwise += (0..bins)
+                .filter(|&b| cnt[b] > 0)
+                .map(|b| cnt[b] as f64 / nf * (hit[b] / cnt[b] as f64 - cs[b] / cnt[b] as f64).abs())
+                .sum::<f64>();
+        }
+
+        CalibrationReport {
+            n,
+            accuracy: self.correct as f64 / nf,
+            top5_accuracy: self.top5 as f64 / nf,
+            nll: self.nll / nf,
+            brier: self.brier / nf,
+            ece,
+            mce,
+            adaptive_ece,
+            classwise_ece: classwise / self.k as f64,
+            smooth_ece: smooth.value,
+            smooth_ece_bandwidth: smooth.bandwidth,
+            debiased_l2_ce: debiased_l2_ce(&confidence, &correct_top, bins),
+            bins: bin_list,
+        }
+    }
 }

@@ -8,8 +8,8 @@ use crate::report::png::{check_extension, encode_for};
 use crate::report::reliability::smooth_curve;
 use crate::CliError;
 use label_smoothing::calibration::{
-    bootstrap, calibration, fit_temperature, fit_vector_scaling, nll_of_logits, softmax_rows, BootstrapConfig,
-    BootstrapIntervals, CalibrationError, CalibrationReport, RowScores, VectorScaling,
+    bootstrap, evaluate, fit_temperature, fit_vector_scaling, BootstrapConfig, BootstrapIntervals, CalibrationError,
+    CalibrationReport, Predictions, RowScores, VectorScaling,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -176,42 +176,17 @@ pub struct Evaluated {
     pub rows: RowScores,
 }
 
-/// The metrics (and intervals) of logits at temperature `t`, the NLL from the logits (finite where a
-/// probability underflows).
-pub fn evaluate_logits(
-    z: &[f32],
-    labels: &[i64],
-    k: usize,
-    t: f64,
-    bins: usize,
-    boot: Option<&BootstrapConfig>,
-) -> Result<Evaluated, CalibrationError> {
-    let probs = softmax_rows(z, k, t)?;
-    let mut report = calibration(&probs, labels, k, bins)?;
-    report.nll = nll_of_logits(z, labels, k, t)?;
-    with_intervals(report, RowScores::from_logits(z, labels, k, t)?, bins, boot)
-}
-
-/// The metrics (and intervals) of probabilities.
-pub fn evaluate_probs(
-    p: &[f32],
+/// The metrics (and intervals) of predictions (for logits, the NLL from the logits: finite where a probability
+/// underflows), computed by blocks of rows (`calibration::evaluate`): memory beyond the predictions is per row
+/// and per class, never `[N, K]` in f64.
+pub fn evaluate_predictions(
+    predictions: Predictions<'_>,
     labels: &[i64],
     k: usize,
     bins: usize,
     boot: Option<&BootstrapConfig>,
 ) -> Result<Evaluated, CalibrationError> {
-    let probs: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-    let report = calibration(&probs, labels, k, bins)?;
-    with_intervals(report, RowScores::from_probs(&probs, labels, k)?, bins, boot)
-}
-
-/// A report with the bootstrap intervals of its per-row scores, when asked for.
-fn with_intervals(
-    report: CalibrationReport,
-    rows: RowScores,
-    bins: usize,
-    boot: Option<&BootstrapConfig>,
-) -> Result<Evaluated, CalibrationError> {
+    let (report, rows) = evaluate(predictions, labels, k, bins)?;
     let intervals = boot
         .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
         .transpose()?;
@@ -253,24 +228,28 @@ pub fn compute(inputs: &Inputs<'_>) -> Result<Calibrated, Failure> {
     }
     let boot = inputs.bootstrap.as_ref();
     let main = blame(Culprit::Values, Culprit::Labels);
+    let logits = |temperature, scaling| Predictions::Logits {
+        logits: values,
+        temperature,
+        scaling,
+    };
     let given = if inputs.probs {
-        evaluate_probs(values, labels, k, bins, boot).map_err(&main)?
+        evaluate_predictions(Predictions::Probs(values), labels, k, bins, boot).map_err(&main)?
     } else {
-        evaluate_logits(values, labels, k, 1.0, bins, boot).map_err(&main)?
+        evaluate_predictions(logits(1.0, None), labels, k, bins, boot).map_err(&main)?
     };
     let (mut temperature, mut calibrated) = (None, None);
     if let Some(held) = inputs.fit_temperature {
         let fit = blame(Culprit::TemperatureLogits, Culprit::TemperatureLabels);
         let t = fit_temperature(held.logits, held.labels, k).map_err(fit)?;
         temperature = Some(t);
-        calibrated = Some(evaluate_logits(values, labels, k, t, bins, boot).map_err(&main)?);
+        calibrated = Some(evaluate_predictions(logits(t, None), labels, k, bins, boot).map_err(&main)?);
     }
     let (mut vector, mut vector_calibrated) = (None, None);
     if let Some(held) = inputs.fit_vector {
         let fit = blame(Culprit::VectorLogits, Culprit::VectorLabels);
         let v = fit_vector_scaling(held.logits, held.labels, k).map_err(fit)?;
-        let scaled = v.apply(values).map_err(&main)?;
-        vector_calibrated = Some(evaluate_logits(&scaled, labels, k, 1.0, bins, boot).map_err(&main)?);
+        vector_calibrated = Some(evaluate_predictions(logits(1.0, Some(&v)), labels, k, bins, boot).map_err(&main)?);
         vector = Some(v);
     }
     let output = Output {

@@ -193,7 +193,7 @@ fn compute(
 fn write_outputs(args: &LossArgs, (n, k): (usize, usize), grad: &[f32], loss: &Loss) -> Result<(), CliError> {
     let mut outputs = Outputs::new();
     if let Some(gp) = &args.grad_out {
-        outputs.add(gp, &npy::encode_f32(&[n, k], grad))?;
+        outputs.add_with(gp, &mut |w| npy::write_f32_to(w, &[n, k], grad))?;
     }
     if let Some(lp) = &args.loss_out {
         let bytes = match loss {

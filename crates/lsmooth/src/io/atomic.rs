@@ -82,6 +82,13 @@ fn refuse_directory(dest: &Path) -> Result<(), WriteError> {
 }
 
 fn stage(dest: &Path, bytes: &[u8]) -> Result<Staged, WriteError> {
+    stage_with(dest, &mut |w| w.write_all(bytes))
+}
+
+/// A file's content, written by a closure (so that a large output need not exist in memory first).
+pub type Content<'a> = &'a mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>;
+
+fn stage_with(dest: &Path, content: Content<'_>) -> Result<Staged, WriteError> {
     refuse_directory(dest)?;
     let err = |what, source| WriteError {
         path: dest.to_path_buf(),
@@ -96,7 +103,12 @@ fn stage(dest: &Path, bytes: &[u8]) -> Result<Staged, WriteError> {
     let mut tmp = builder
         .tempfile_in(folder(dest))
         .map_err(|e| err("cannot create a temporary file beside it", e))?;
-    tmp.write_all(bytes).map_err(|e| err("cannot write", e))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        content(&mut w)
+            .and_then(|()| w.flush())
+            .map_err(|e| err("cannot write", e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| err("cannot flush to disk", e))?;
     write_event();
     Ok(Staged {
@@ -140,6 +152,11 @@ impl Outputs {
 
     /// Writes `bytes` to a temporary file beside `dest` (which must not be a directory or already added).
     pub fn add(&mut self, dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+        self.add_with(dest, &mut |w| w.write_all(bytes))
+    }
+
+    /// As [`Outputs::add`], the content written by `content` through a buffer.
+    pub fn add_with(&mut self, dest: &Path, content: Content<'_>) -> Result<(), WriteError> {
         if self.staged.iter().any(|s| same_file(&s.dest, dest)) {
             return Err(WriteError {
                 path: dest.to_path_buf(),
@@ -147,7 +164,7 @@ impl Outputs {
                 source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "given as two outputs"),
             });
         }
-        self.staged.push(stage(dest, bytes)?);
+        self.staged.push(stage_with(dest, content)?);
         Ok(())
     }
 

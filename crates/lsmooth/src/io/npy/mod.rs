@@ -295,6 +295,18 @@ pub fn encode(dict: &str, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
+/// Writes a little-endian f32 `.npy` file to `w`, the values converted block by block (no copy of the data).
+pub fn write_f32_to(w: &mut dyn std::io::Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    w.write_all(&encode_f32(shape, &[]))?;
+    let mut block = Vec::with_capacity(1 << 16);
+    for chunk in data.chunks(1 << 14) {
+        block.clear();
+        block.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+        w.write_all(&block)?;
+    }
+    Ok(())
+}
+
 /// Writes a little-endian f32 `.npy` file atomically.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), crate::io::atomic::WriteError> {
     crate::io::atomic::write(path, &encode_f32(shape, data))
