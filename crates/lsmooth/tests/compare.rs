@@ -135,6 +135,28 @@ fn compare_accepts_regularisers_and_distillation_settings() {
         out.to_str().unwrap(),
     ]));
     assert!(e.contains("at most one regulariser"), "{e}");
+    // A repeated seed or setting would train one run directory twice and count it twice; refused before training.
+    let fresh = out.join("duplicates");
+    let dir = fresh.to_str().unwrap();
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain",
+        "--seeds",
+        "3,3",
+        "--out",
+        dir,
+    ]));
+    assert!(e.contains("--seeds lists 3 twice"), "{e}");
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--settings",
+        "plain,others:0.1,plain",
+        "--out",
+        dir,
+    ]));
+    assert!(e.contains("--settings lists \"plain\" twice"), "{e}");
+    assert!(!fresh.exists(), "nothing trained");
 }
 
 #[test]

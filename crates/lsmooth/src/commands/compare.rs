@@ -350,9 +350,27 @@ fn plan(args: &CompareArgs) -> Result<Plan, CliError> {
     if args.student_hidden.is_some() && args.flags.model != ModelChoice::Mlp {
         return Err(CliError::Usage("--student-hidden needs --model mlp".into()));
     }
+    if let Some(seed) = args
+        .seeds
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| args.seeds[..i].contains(s).then_some(s))
+    {
+        return Err(CliError::Usage(format!(
+            "--seeds lists {seed} twice (each seed is one run: a repeated seed would train the same run again and \
+             count it twice in the statistics)"
+        )));
+    }
     let mut specs: Vec<(String, Setting)> = Vec::new();
     for name in &names {
         push_setting(args, &mut specs, name, parse_full_setting(name)?);
+    }
+    if let Some(name) = specs
+        .iter()
+        .enumerate()
+        .find_map(|(i, (n, _))| specs[..i].iter().any(|(m, _)| m == n).then_some(n))
+    {
+        return Err(CliError::Usage(format!("--settings lists {name:?} twice")));
     }
     let grids = grids
         .into_iter()
