@@ -101,7 +101,33 @@ fn bad_predictions_are_the_same_errors() {
         15,
     )
     .unwrap_err();
-    assert!(matches!(e, CalibrationError::NotADistribution { row: 2, .. }), "{e:?}");
+    // Named as a logit (row 2, class 1), not as the probabilities it spoils.
+    assert!(
+        matches!(e, CalibrationError::NonFiniteLogit { row: 2, class: 1, .. }),
+        "{e:?}"
+    );
+    // -inf masks a class; a row of them only has no softmax.
+    let logits_of = |z: &[f32]| {
+        evaluate(
+            Predictions::Logits {
+                logits: z,
+                temperature: 1.0,
+                scaling: None,
+            },
+            &y,
+            3,
+            15,
+        )
+    };
+    let mut masked = z.clone();
+    masked[4] = f32::NEG_INFINITY;
+    assert!(logits_of(&masked).is_ok());
+    masked[3..6].fill(f32::NEG_INFINITY);
+    let e = logits_of(&masked).unwrap_err();
+    assert!(
+        matches!(e, CalibrationError::NonFiniteLogit { row: 1, class: 0, .. }),
+        "{e:?}"
+    );
     let probs = [0.5f32, 0.5, 0.0, 0.2, 0.2, 0.2];
     let e = evaluate(Predictions::Probs(&probs), &[0, 1], 3, 15).unwrap_err();
     assert!(matches!(e, CalibrationError::NotADistribution { row: 1, .. }), "{e:?}");

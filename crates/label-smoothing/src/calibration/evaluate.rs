@@ -112,12 +112,29 @@ pub fn evaluate(
                     -p[y].ln()
                 }
             };
-            super::check_distribution(p, row)?;
+            super::check_distribution(p, row).map_err(|e| match predictions {
+                // A NaN or infinite logit is named as such, not as the probabilities it made undefined.
+                Predictions::Logits { .. } => non_finite_logit(z, row).unwrap_or(e),
+                Predictions::Probs(_) => e,
+            })?;
             acc.row(p, y, nll);
             rows.push(p, y, nll);
         }
     }
     Ok((acc.finish(), rows))
+}
+
+/// The first NaN or `+inf` logit of row `row` (else the first `-inf`: a row of them all has no softmax).
+fn non_finite_logit(z: &[f32], row: usize) -> Option<CalibrationError> {
+    let at = z
+        .iter()
+        .position(|v| v.is_nan() || *v == f32::INFINITY)
+        .or_else(|| z.iter().position(|v| v.is_infinite()))?;
+    Some(CalibrationError::NonFiniteLogit {
+        row,
+        class: at,
+        value: z[at],
+    })
 }
 
 /// `softmax(z / t)` of one row into `p`, as [`softmax_rows`](super::softmax_rows) computes it; returns the row's

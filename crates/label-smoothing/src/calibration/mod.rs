@@ -66,7 +66,8 @@ pub enum CalibrationError {
         /// What is wrong.
         why: String,
     },
-    /// A logit that is NaN or infinite where a finite one is needed (fitting a temperature).
+    /// A logit that is NaN or infinite where a finite one is needed: fitting a temperature, or a row whose
+    /// softmax it leaves undefined (a NaN or `+inf`, or a row of `-inf` only).
     #[error("row {row}, class {class}: logit {value} is not finite")]
     NonFiniteLogit {
         /// The row.
