@@ -1,5 +1,4 @@
 use clap::error::ErrorKind;
-use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -10,7 +9,7 @@ fn report(text: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = match lsmooth::cli::Cli::try_parse() {
+    let cli = match lsmooth::cli::parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             // A reader that stops early (`lsmooth --help | head`) is not an error.

@@ -8,10 +8,12 @@ use candle_core::{Device, Tensor};
 use label_smoothing::online::OnlineLabelSmoothing;
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use super::metrics::{epochs_csv, EpochMetrics};
 use super::{candle_err, io_err, Run};
 use crate::io::atomic;
 use crate::CliError;
+use sha2::{Digest, Sha256};
 
 /// The resumable state written after every epoch, in `checkpoint.safetensors`'s metadata (and, for people,
 /// copied to `state.json`).
@@ -20,6 +22,40 @@ pub(super) struct State {
     epochs_done: usize,
     step: u64,
     history: Vec<EpochMetrics>,
+    /// The SHA-256 of the configuration the checkpoint was trained with ([`config_hash`]).
+    config: String,
+}
+
+/// The key of the checkpoint's checksum in its metadata: the SHA-256 of its tensor data and its state.
+const CHECKSUM_KEY: &str = "lsmooth.checksum";
+
+/// The SHA-256 of a run's resolved configuration, `epochs` left out (a resumed run may extend it), in hex.
+pub(super) fn config_hash(config: &TrainConfig) -> String {
+    let mut c = config.clone();
+    c.epochs = 0;
+    hex(&Sha256::digest(
+        serde_json::to_string(&c).expect("serialisable").as_bytes(),
+    ))
+}
+
+/// The checksum of a checkpoint: the SHA-256 of its safetensors data section and its state text, in hex.
+fn checksum(data: &[u8], state_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(data);
+    h.update(state_json.as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The data section of a safetensors file (everything after its header).
+fn data_section(bytes: &[u8]) -> &[u8] {
+    let n = bytes
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    bytes.get(8usize.saturating_add(n)..).unwrap_or(&[])
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -76,12 +112,18 @@ impl Run {
             epochs_done: self.history.len(),
             step: self.optimizer.step,
             history: self.history.clone(),
+            config: config_hash(&self.config),
         };
         let state_json = serde_json::to_string_pretty(&state).expect("serialisable");
         // The checkpoint holds its own training state: its rename is the one commit point of an epoch, and
-        // state.json and epochs.csv, written after it, are copies for people (resume never reads them).
-        let metadata = HashMap::from([(STATE_KEY.to_string(), state_json.clone())]);
-        save_tensors(&dir.join("checkpoint.safetensors"), &tensors, Some(metadata))?;
+        // state.json and epochs.csv, written after it, are copies for people (resume never reads them). Its
+        // checksum covers the tensors' bytes (the data section, which the metadata does not change) and the state.
+        let path = dir.join("checkpoint.safetensors");
+        let mut metadata = HashMap::from([(STATE_KEY.to_string(), state_json.clone())]);
+        let unsigned = safetensors::serialize(&tensors, Some(metadata.clone())).map_err(|e| io_err(&path, e))?;
+        metadata.insert(CHECKSUM_KEY.to_string(), checksum(data_section(&unsigned), &state_json));
+        drop(unsigned);
+        save_tensors(&path, &tensors, Some(metadata))?;
         write_atomic(&dir.join("state.json"), state_json.as_bytes())?;
         write_atomic(&dir.join("epochs.csv"), epochs_csv(&self.history).as_bytes())
     }
@@ -102,7 +144,25 @@ impl Run {
                 format!("no training state ({STATE_KEY}) in the metadata: not a checkpoint of lsmooth train"),
             )
         })?;
+        let sum = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY));
+        if sum.map(String::as_str) != Some(checksum(data_section(&bytes), text).as_str()) {
+            return Err(io_err(
+                &ckpt,
+                "its checksum does not match its tensors and state (a damaged checkpoint, or one without a \
+                 checksum): start the run afresh with --out in an empty directory",
+            ));
+        }
         let state: State = serde_json::from_str(text).map_err(|e| io_err(&ckpt, format!("its training state: {e}")))?;
+        if state.config != config_hash(&self.config) {
+            return Err(io_err(
+                &ckpt,
+                format!(
+                    "was trained with another configuration than {}'s run.json: --resume the directory it was \
+                     trained in, or start afresh with --out in an empty directory",
+                    dir.display()
+                ),
+            ));
+        }
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| io_err(&ckpt, e))?;
         let saved_epochs = tensors
             .get("meta.epochs_done")

@@ -210,6 +210,13 @@ impl Run {
             let (x, y) = batch(&self.data.train, indices, pixels, &Device::Cpu).map_err(candle_err)?;
             let loss = self.batch_loss(x, &y, indices, epoch, b)?;
             let value = loss.to_scalar::<f32>().map_err(candle_err)?;
+            // Divergence injection for the tests (debug builds only): `LSMOOTH_NAN_LOSS_AT_EPOCH=n` makes epoch
+            // n's first loss NaN.
+            #[cfg(debug_assertions)]
+            let value = match std::env::var("LSMOOTH_NAN_LOSS_AT_EPOCH") {
+                Ok(e) if e == epoch.to_string() => f32::NAN,
+                _ => value,
+            };
             if !value.is_finite() {
                 return Err(CliError::Train(format!(
                     "epoch {epoch}, batch {}: the training loss is {value}; training stopped",
@@ -351,7 +358,9 @@ pub fn train(
 ) -> Result<Outcome, CliError> {
     let mut run = Run::new(config)?;
     std::fs::create_dir_all(out_dir).map_err(|e| io_err(out_dir, e))?;
-    // The run directory is the run's own: temporary files there are from writes a crash interrupted.
+    let _lock = lock_run_dir(out_dir)?;
+    // The run directory is this process's own (it holds the lock): temporary files there are from writes a
+    // crash interrupted.
     atomic::remove_stale_temporaries(out_dir);
     if resume {
         run.load_checkpoint(out_dir)?;
@@ -377,8 +386,12 @@ pub fn train(
         let start = Instant::now();
         let bar = progress_bar(batches, verbosity, epoch, config.epochs);
         let train_loss = run.train_epoch(epoch, &bar).map_err(|e| match e {
+            CliError::Train(m) if epoch == 1 => {
+                CliError::Train(format!("{m}; no epoch finished: train with a lower --lr"))
+            }
+            // The same configuration diverges again from the same checkpoint, and --resume cannot change it.
             CliError::Train(m) => CliError::Train(format!(
-                "{m}; the last good checkpoint (after epoch {}) is in {}; lower --lr, or continue with --resume",
+                "{m}; the last good checkpoint (after epoch {}) is in {}; train anew with a lower --lr",
                 epoch - 1,
                 out_dir.display()
             )),
@@ -405,6 +418,31 @@ pub fn train(
         run.save_checkpoint(out_dir)?;
     }
     finish(run, out_dir)
+}
+
+/// The name of the lock file in a run directory.
+pub const LOCK_FILE: &str = ".lsmooth.lock";
+
+/// Takes the run directory's advisory lock (an exclusive `flock` on `DIR/.lsmooth.lock`), held until the
+/// returned file is dropped; the system releases it when the process ends, however it ends. A second process
+/// training into the same directory is refused.
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File, CliError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::Usage(format!(
+            "{}: another lsmooth process is training into this directory (it holds {LOCK_FILE}); wait for it to \
+             end, or train into another --out",
+            crate::io::show_path(dir)
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
+    }
 }
 
 fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
