@@ -460,17 +460,21 @@ pub fn run(args: &CalibrateArgs, out: &mut dyn std::io::Write) -> Result<(), Cli
         };
         calib_err(path, f.error)
     })?;
+    let mut outputs = atomic::Outputs::new();
     if let Some(plot) = &args.plot {
         let svg = c.reliability_svg().map_err(|e| calib_err(&r.input, e))?;
         let bytes = encode_for(plot, &svg).map_err(|e| CliError::Usage(format!("--plot {}: {e}", plot.display())))?;
-        atomic::write(plot, &bytes)?;
+        outputs.add(plot, &bytes)?;
     }
-    let w = CliError::Stdout;
-    if args.json {
-        let json = serde_json::to_string(&c.output)
-            .map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
-        writeln!(out, "{json}").map_err(w)
-    } else {
-        write_table(&c, r.n, out).map_err(w)
-    }
+    // The plot replaces an earlier one only once the report is printed.
+    super::print_then_commit(outputs, || {
+        let w = CliError::Stdout;
+        if args.json {
+            let json = serde_json::to_string(&c.output)
+                .map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
+            writeln!(out, "{json}").map_err(w)
+        } else {
+            write_table(&c, r.n, out).map_err(w)
+        }
+    })
 }

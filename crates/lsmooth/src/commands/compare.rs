@@ -2,13 +2,12 @@
 //! self-contained `report.html` with the table, learning curves, reliability diagrams and projection plots).
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Instant;
 
 use label_smoothing::calibration::{bootstrap, smooth_ece, Bin, BootstrapConfig, CalibrationReport, RowScores};
 
 use crate::cli::{CompareArgs, ModelChoice};
-use crate::io::atomic;
+use crate::io::atomic::Outputs;
 use crate::report::{html, lines, projection, reliability};
 use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity, ECE_BINS};
 use crate::sweep::grid::{self, parse_grid, Grid};
@@ -315,11 +314,6 @@ fn grid_charts(settings: &[SettingRuns], summary: &Summary) -> Vec<String> {
         .collect()
 }
 
-fn write(path: &Path, text: &str) -> Result<(), CliError> {
-    atomic::write(path, text.as_bytes())?;
-    Ok(())
-}
-
 /// What a sweep runs: its settings in order (name and setting, the distillation settings once per
 /// temperature), and for each grid the indices of its points among them.
 struct Plan {
@@ -504,18 +498,17 @@ fn progress_bar(args: &CompareArgs, runs: u64) -> indicatif::ProgressBar {
 }
 
 /// Writes `summary.json`, `report.md` and `report.html` into `--out`.
-fn write_report(args: &CompareArgs, summary: &Summary, settings: &[SettingRuns]) -> Result<(), CliError> {
+/// Stages `summary.json`, `report.md` and `report.html` (committed together, after the print).
+fn stage_report(args: &CompareArgs, summary: &Summary, settings: &[SettingRuns]) -> Result<Outputs, CliError> {
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::input(&args.out, e.to_string()))?;
-    write(
-        &args.out.join("summary.json"),
-        &serde_json::to_string_pretty(summary).expect("serialisable"),
-    )?;
-    write(&args.out.join("report.md"), &markdown(summary, &args.seeds))?;
+    let mut outputs = Outputs::new();
+    let summary_json = serde_json::to_string_pretty(summary).expect("serialisable");
+    outputs.add(&args.out.join("summary.json"), summary_json.as_bytes())?;
+    outputs.add(&args.out.join("report.md"), markdown(summary, &args.seeds).as_bytes())?;
     let sections = charts(settings, summary);
-    write(
-        &args.out.join("report.html"),
-        &html::page(summary, &args.seeds, &html_columns(), &sections),
-    )
+    let page = html::page(summary, &args.seeds, &html_columns(), &sections);
+    outputs.add(&args.out.join("report.html"), page.as_bytes())?;
+    Ok(outputs)
 }
 
 /// Runs the command.
@@ -545,13 +538,18 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         base: config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]),
         seconds: started.elapsed().as_secs_f64(),
     };
-    write_report(args, &summary, &settings)?;
+    let outputs = stage_report(args, &summary, &settings)?;
+    super::print_then_commit(outputs, || print_summary(args, &summary, specs.len(), out))
+}
+
+/// The summary on stdout: one JSON object with `--json`, else the table and where the report is.
+fn print_summary(args: &CompareArgs, summary: &Summary, settings: usize, out: &mut dyn Write) -> Result<(), CliError> {
     if args.json {
         let line =
-            serde_json::to_string(&summary).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
+            serde_json::to_string(summary).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
         return writeln!(out, "{line}").map_err(CliError::Stdout);
     }
-    let mut table = text_table(&summary);
+    let mut table = text_table(summary);
     for g in &summary.grid {
         table.push('\n');
         table.push_str(&grid::describe(g));
@@ -560,7 +558,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         out,
         "\n{}\n{} settings x {} seeds in {:.0} s; report: {}",
         table,
-        specs.len(),
+        settings,
         args.seeds.len(),
         summary.seconds,
         args.out.join("report.html").display()

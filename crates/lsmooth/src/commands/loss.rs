@@ -188,9 +188,9 @@ fn compute(
     }
 }
 
-/// Writes `--grad-out` and `--loss-out`: all to temporary files first, then renamed together, so that a failure
-/// leaves every existing output as it was.
-fn write_outputs(args: &LossArgs, (n, k): (usize, usize), grad: &[f32], loss: &Loss) -> Result<(), CliError> {
+/// Stages `--grad-out` and `--loss-out` in temporary files, to be renamed together after the print, so that a
+/// failure leaves every existing output as it was.
+fn stage_outputs(args: &LossArgs, (n, k): (usize, usize), grad: &[f32], loss: &Loss) -> Result<Outputs, CliError> {
     let mut outputs = Outputs::new();
     if let Some(gp) = &args.grad_out {
         outputs.add_with(gp, &mut |w| npy::write_f32_to(w, &[n, k], grad))?;
@@ -202,8 +202,7 @@ fn write_outputs(args: &LossArgs, (n, k): (usize, usize), grad: &[f32], loss: &L
         };
         outputs.add(lp, &bytes)?;
     }
-    outputs.commit()?;
-    Ok(())
+    Ok(outputs)
 }
 
 /// Runs the command: reads, validates, computes, writes the outputs atomically, prints the JSON line.
@@ -218,7 +217,7 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
     let (targets, target_path) = read_targets(args, n, k)?;
     let upstream = read_grad_output(args, n)?;
     let loss = compute(args, &loss_fn, &mut logits, (&targets, target_path), &upstream)?;
-    write_outputs(args, (n, k), &logits, &loss)?;
+    let outputs = stage_outputs(args, (n, k), &logits, &loss)?;
 
     let (smoothing, adaptive) = match loss_fn.config().smoothing {
         Smoothing::Fixed(e) => (Some(e), None),
@@ -237,6 +236,5 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
     };
     let line =
         serde_json::to_string(&report).map_err(|e| CliError::Runtime(format!("encoding the JSON output: {e}")))?;
-    writeln!(out, "{line}").map_err(CliError::Stdout)?;
-    Ok(())
+    super::print_then_commit(outputs, || writeln!(out, "{line}").map_err(CliError::Stdout))
 }
