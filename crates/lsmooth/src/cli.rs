@@ -148,10 +148,20 @@ pub struct CalibrateArgs {
 }
 
 /// A number strictly between 0 and 1.
-fn non_negative(s: &str) -> Result<f64, String> {
+/// A threshold used in f32: finite, at least 0, at most f32's largest value.
+fn non_negative_f32(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected a finite number >= 0, got {s}")),
+        Ok(v) if v.is_finite() && (0.0..=f32::MAX as f64).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from 0 to {:e} (float32), got {s}", f32::MAX)),
+    }
+}
+
+/// A logit margin: from 0 to 1000 (a margin of 1000 already puts all of a softmax on one class; larger ones
+/// overflow the float32 logits).
+fn margin(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a margin from 0 to 1000, got {s}")),
     }
 }
 
@@ -204,11 +214,12 @@ pub struct BenchArgs {
     pub block_classes: Option<usize>,
     /// With --linear: also time the fused loss with the gradient filter at threshold T
     /// (`LinearCrossEntropy::with_gradient_filter`), in the same rounds.
-    #[arg(long, value_name = "T", requires = "linear", value_parser = non_negative)]
+    #[arg(long, value_name = "T", requires = "linear", value_parser = non_negative_f32)]
     pub filter: Option<f64>,
     /// With --linear: peaked logits, as a trained classifier's: each row of x is its label's row of W scaled so
-    /// that its own logit is about M, plus noise (default: x and W uniform, logits of standard deviation 1).
-    #[arg(long, value_name = "M", requires = "linear", value_parser = non_negative)]
+    /// that its own logit is about M (0 to 1000), plus noise (default: x and W uniform, logits of standard
+    /// deviation 1).
+    #[arg(long, value_name = "M", requires = "linear", value_parser = margin)]
     pub peaked: Option<f64>,
     /// Threads (default: all cores).
     #[arg(long, value_name = "T", value_parser = usize_in::<1, 1024>)]

@@ -120,6 +120,38 @@ fn every_numeric_flag_is_range_checked_by_the_parser() {
         let e = fails(&lsmooth(&args));
         assert!(e.starts_with("lsmooth: "), "{args:?}: {e}");
     }
+    // Floats used in f32, and margins that would overflow the f32 logits, are refused naming their flag.
+    for (flag, value) in [("--filter", "1e39"), ("--peaked", "1e39"), ("--peaked", "2000")] {
+        let e = fails(&lsmooth(&["bench", "--linear", "8x8x8", flag, value]));
+        assert!(e.contains(flag) && e.contains(value), "{e}");
+    }
+}
+
+/// A benchmark whose buffers exceed the memory available is refused before it allocates (it aborted, or was
+/// killed, when the allocation failed). Only asserted where the machine indeed lacks that memory: elsewhere the
+/// command would run the benchmark.
+#[test]
+fn a_benchmark_larger_than_the_available_memory_is_refused() {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?.to_string();
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib * 1024)
+    });
+    // 2^31 logits: 8.6 GB each for the problem, the logits and the gradient. The linear shape: [K, D] of 2^31
+    // (three buffers) and [N, K] of 2^31 (two), 51 GB.
+    let needed = 3 * 4 * (1u64 << 31);
+    match available {
+        Some(a) if a < needed => {
+            let e = fails(&lsmooth(&["bench", "--shape", "32768x65536"]));
+            assert!(e.contains("--shape 32768x65536") && e.contains("GB available"), "{e}");
+            let e = fails(&lsmooth(&["bench", "--linear", "32768x32768x65536"]));
+            assert!(e.contains("--linear 32768x32768x65536") && e.contains("GB available"), "{e}");
+        }
+        _ => eprintln!("skipped: this machine has more than {needed} bytes available"),
+    }
 }
 
 #[test]

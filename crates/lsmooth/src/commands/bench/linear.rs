@@ -96,6 +96,11 @@ fn parse(s: &str) -> Result<(usize, usize, usize), CliError> {
             return Err(CliError::Usage(format!("--linear {s}: {what} is at most {MAX_ELEMS}")));
         }
     }
+    // Inputs and gradients ([N, D] and [K, D] twice each, [K] thrice), the unfused composition's [N, K] twice and
+    // the fused loss's block scratch (at most 128 MiB), in f32.
+    let (n128, d128, k128) = (n as u128, d as u128, k as u128);
+    let bytes = 4 * (2 * n128 * d128 + 3 * k128 * d128 + 3 * k128 + 2 * n128 * k128) + (128 << 20);
+    super::timing::check_fits(bytes, "--linear", s)?;
     Ok((n, d, k))
 }
 

@@ -107,6 +107,8 @@ fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
             "--shape {s}: N*K is at most {MAX_LOGITS} (8 GiB of f32 logits, as much again for the gradient)"
         )));
     }
+    // The f32 problem and its conversion, then the logits and one output buffer (f32: 4 bytes each).
+    timing::check_fits(3 * 4 * (n * k) as u128, "--shape", s)?;
     Ok((n, k))
 }
 

@@ -58,3 +58,25 @@ pub(super) fn rss() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// The memory the system can give a new process without swapping (`MemAvailable` of `/proc/meminfo`), in bytes;
+/// `None` where it is not known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuses a benchmark whose buffers (`bytes`) would not fit in the memory available now, naming the flag and
+/// value that sized them, so that it fails with a message instead of being killed or aborting.
+pub fn check_fits(bytes: u128, flag: &str, value: &str) -> Result<(), crate::CliError> {
+    match available_memory() {
+        Some(free) if bytes > free as u128 => Err(crate::CliError::Usage(format!(
+            "{flag} {value}: the benchmark's buffers need {:.1} GB, and this machine has {:.1} GB available",
+            bytes as f64 / 1e9,
+            free as f64 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
