@@ -156,7 +156,46 @@ fn compare_accepts_regularisers_and_distillation_settings() {
         dir,
     ]));
     assert!(e.contains("--settings lists \"plain\" twice"), "{e}");
+    // Flags that depend on the data, and grid strengths float32 cannot hold, are refused before anything trains.
+    let e = fails(&lsmooth(&["compare", "--project-classes", "3,5,99", "--out", dir]));
+    assert!(e.contains("class 99 is not one of the data's 10 classes"), "{e}");
+    let e = fails(&lsmooth(&["compare", "--grid", "others:0,1e-300", "--out", dir]));
+    assert!(e.contains("1e-300 is 0 in float32"), "{e}");
+    let e = fails(&lsmooth(&[
+        "compare",
+        "--grid",
+        "others:0.1,0.10000000001",
+        "--out",
+        dir,
+    ]));
+    assert!(e.contains("given twice (in float32)"), "{e}");
     assert!(!fresh.exists(), "nothing trained");
+}
+
+/// Run directories are named with the shortest spelling of their numbers: `1e-30`, not 32 characters of zeros.
+#[test]
+fn run_directory_names_use_the_shortest_spelling_of_their_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("grid");
+    let args = [
+        "compare",
+        "--dataset",
+        "digits",
+        "--grid",
+        "others:0,1e-30",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--quiet",
+    ];
+    ok(&lsmooth(&[&args[..], &["--out", out.to_str().unwrap()]].concat()));
+    let mut names: Vec<String> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["others-0-seed0", "others-1e-30-seed0"]);
 }
 
 #[test]

@@ -148,7 +148,10 @@ fn a_benchmark_larger_than_the_available_memory_is_refused() {
             let e = fails(&lsmooth(&["bench", "--shape", "32768x65536"]));
             assert!(e.contains("--shape 32768x65536") && e.contains("GB available"), "{e}");
             let e = fails(&lsmooth(&["bench", "--linear", "32768x32768x65536"]));
-            assert!(e.contains("--linear 32768x32768x65536") && e.contains("GB available"), "{e}");
+            assert!(
+                e.contains("--linear 32768x32768x65536") && e.contains("GB available"),
+                "{e}"
+            );
         }
         _ => eprintln!("skipped: this machine has more than {needed} bytes available"),
     }

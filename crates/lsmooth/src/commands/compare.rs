@@ -515,6 +515,16 @@ fn stage_report(args: &CompareArgs, summary: &Summary, settings: &[SettingRuns])
 pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let Plan { specs, grids } = plan(args)?;
     let classes = parse_classes(&args.project_classes)?;
+    // The data, loaded once before any run trains, so that what depends on it fails first: its flags, and the
+    // classes of the projection.
+    let data = crate::run::load_data(&config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]))?;
+    if let Some(&c) = classes.iter().find(|&&c| c >= data.classes) {
+        return Err(CliError::Usage(format!(
+            "--project-classes: class {c} is not one of the data's {} classes",
+            data.classes
+        )));
+    }
+    drop(data);
     let started = Instant::now();
     let bar = progress_bar(args, (specs.len() * args.seeds.len()) as u64);
     let settings: Vec<SettingRuns> = specs

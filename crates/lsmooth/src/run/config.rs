@@ -105,10 +105,21 @@ impl LossSpec {
     /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`.
     pub fn describe(&self) -> String {
         match self.smoothing {
-            Smoothing::Adaptive { alpha } => format!("adaptive-{alpha}"),
+            Smoothing::Adaptive { alpha } => format!("adaptive-{}", short(alpha)),
             Smoothing::Fixed(0.0) => "plain".into(),
-            Smoothing::Fixed(e) => format!("{}-{e}", self.spread),
+            Smoothing::Fixed(e) => format!("{}-{}", self.spread, short(e)),
         }
+    }
+}
+
+/// A number in the fewest characters that read back to it: Rust's shortest round-trip digits, in exponent form
+/// where that is shorter (`1e-30`, not 32 characters of zeros), for names of settings and run directories.
+pub fn short<T: std::fmt::Display + std::fmt::LowerExp>(v: T) -> String {
+    let (plain, exp) = (format!("{v}"), format!("{v:e}"));
+    if exp.len() < plain.len() {
+        exp
+    } else {
+        plain
     }
 }
 
@@ -155,12 +166,12 @@ impl Objective {
     /// A short name: `mixup-0.2`, `ols`, `distill`...
     pub fn describe(&self) -> String {
         match self {
-            Objective::Mixup { alpha } => format!("mixup-{alpha}"),
-            Objective::Cutmix { alpha } => format!("cutmix-{alpha}"),
+            Objective::Mixup { alpha } => format!("mixup-{}", short(alpha)),
+            Objective::Cutmix { alpha } => format!("cutmix-{}", short(alpha)),
             Objective::Ols => "ols".into(),
-            Objective::ConfidencePenalty { beta } => format!("confidence-penalty-{beta}"),
-            Objective::LabelRelaxation { alpha } => format!("label-relaxation-{alpha}"),
-            Objective::Distill { temperature, beta, .. } => format!("distill-t{temperature}-b{beta}"),
+            Objective::ConfidencePenalty { beta } => format!("confidence-penalty-{}", short(beta)),
+            Objective::LabelRelaxation { alpha } => format!("label-relaxation-{}", short(alpha)),
+            Objective::Distill { temperature, beta, .. } => format!("distill-t{}-b{}", short(temperature), short(beta)),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::data::{Dataset, Split};
 use crate::io::atomic;
 use crate::CliError;
 use checkpoint::{save_tensors, write_atomic};
-pub use config::{read_config, LossSpec, Objective, TrainConfig, ECE_BINS};
+pub use config::{read_config, short, LossSpec, Objective, TrainConfig, ECE_BINS};
 use label_smoothing::rng::SplitMix64;
 use metrics::{accuracy, epochs_csv, report};
 pub use metrics::{EpochMetrics, Outcome, RunMetrics};

@@ -49,7 +49,10 @@ impl Grid {
                     GridKind::Uniform => (Smoothing::Fixed(v as f32), Spread::Uniform),
                     GridKind::Adaptive => (Smoothing::Adaptive { alpha: v as f32 }, Spread::Others),
                 };
-                (format!("{}:{v}", self.kind), LossSpec::mean(smoothing, spread))
+                (
+                    format!("{}:{}", self.kind, crate::run::short(v)),
+                    LossSpec::mean(smoothing, spread),
+                )
             })
             .collect()
     }
@@ -74,8 +77,14 @@ pub fn parse_grid(s: &str) -> Result<Grid, CliError> {
         if !(x.is_finite() && (0.0..1.0).contains(&x)) {
             return Err(usage(format!("strength {v} is outside [0, 1)")));
         }
-        if strengths.contains(&x) {
-            return Err(usage(format!("strength {v} is given twice")));
+        // The loss takes its smoothing in float32.
+        if x != 0.0 && x as f32 == 0.0 {
+            return Err(usage(format!(
+                "strength {v} is 0 in float32, in which the loss takes it"
+            )));
+        }
+        if strengths.iter().any(|&y: &f64| y as f32 == x as f32) {
+            return Err(usage(format!("strength {v} is given twice (in float32)")));
         }
         strengths.push(x);
     }
