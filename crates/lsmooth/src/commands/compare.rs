@@ -100,7 +100,7 @@ fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummar
 
 fn markdown(summary: &Summary, seeds: &[u64]) -> String {
     let mut s = format!(
-        "# lsmooth compare\n\n{}{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all.\n\n\
+        "# lsmooth compare\n\n{}{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all ({}).\n\n\
          Mean ± standard deviation over seeds. ECE: 15 equal-width bins. T: the temperature fitted on the \
          validation split; \"after T\": the test metrics of the temperature-scaled model. Convergence: the first \
          epoch whose test accuracy is within 0.5 points of that run's best.\n\n",
@@ -110,7 +110,8 @@ fn markdown(summary: &Summary, seeds: &[u64]) -> String {
         summary.base.epochs,
         seeds,
         summary.base.label_noise,
-        summary.seconds
+        summary.seconds,
+        summary.made_by.describe()
     );
     s.push_str("| setting |");
     for c in COLUMNS {
@@ -547,6 +548,7 @@ pub fn run(args: &CompareArgs, out: &mut dyn Write) -> Result<(), CliError> {
         model: settings[0].runs[0].model.clone(),
         base: config(&args.flags, specs[0].1.loss.clone(), None, args.seeds[0]),
         seconds: started.elapsed().as_secs_f64(),
+        made_by: run::Provenance::here(),
     };
     let outputs = stage_report(args, &summary, &settings)?;
     super::print_then_commit(outputs, || print_summary(args, &summary, specs.len(), out))

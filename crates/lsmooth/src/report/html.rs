@@ -54,13 +54,14 @@ pub fn page(summary: &Summary, seeds: &[u64], columns: &[HtmlColumn], sections: 
     s.push_str(STYLE);
     s.push_str("</style>\n</head>\n<body>\n<h1>Label smoothing: does it help, and is it calibrated?</h1>\n");
     s.push_str(&format!(
-        "<p class=\"meta\">{}{} &middot; {} epochs &middot; seeds {} &middot; label noise {} &middot; {:.0} s</p>\n",
+        "<p class=\"meta\">{}{} &middot; {} epochs &middot; seeds {} &middot; label noise {} &middot; {:.0} s &middot; {}</p>\n",
         esc(&summary.model),
         esc(&students(summary)),
         summary.base.epochs,
         esc(&format!("{seeds:?}")),
         summary.base.label_noise,
-        summary.seconds
+        summary.seconds,
+        esc(&summary.made_by.describe())
     ));
     s.push_str(
         "<h2>Results</h2>\n<p class=\"note\">Mean &plusmn; standard deviation over seeds, on the test split; with \

@@ -176,6 +176,43 @@ impl Objective {
     }
 }
 
+/// What made a result, recorded next to it (`run.json`, `metrics.json`, `summary.json`, the report): results are
+/// bit-reproducible on one machine for any number of threads, but candle's matrix products round differently
+/// on another instruction set, which moves training results slightly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// This program's version.
+    pub lsmooth: String,
+    /// The CPU's widest vector instruction set, as the loss kernel dispatches on it (`avx512`, `avx2+fma`, ...).
+    pub instruction_set: String,
+}
+
+impl Provenance {
+    /// This process's.
+    pub fn here() -> Self {
+        Provenance {
+            lsmooth: env!("CARGO_PKG_VERSION").to_string(),
+            instruction_set: label_smoothing::instruction_set().to_string(),
+        }
+    }
+
+    /// One line for a report.
+    pub fn describe(&self) -> String {
+        format!("lsmooth {}, instruction set {}", self.lsmooth, self.instruction_set)
+    }
+}
+
+/// `run.json`: the configuration, and what wrote it (not part of the configuration: a run resumes on any
+/// machine).
+#[derive(Debug, Serialize)]
+pub struct RunFile<'a> {
+    /// The configuration.
+    #[serde(flatten)]
+    pub config: &'a TrainConfig,
+    /// What wrote the file.
+    pub made_by: Provenance,
+}
+
 /// Everything that determines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {

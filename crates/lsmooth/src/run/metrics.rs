@@ -35,6 +35,9 @@ pub struct EpochMetrics {
 pub struct RunMetrics {
     /// The run's configuration.
     pub config: TrainConfig,
+    /// What made the run (absent from `metrics.json` files written without it).
+    #[serde(default = "super::config::Provenance::here")]
+    pub made_by: super::config::Provenance,
     /// Model description.
     pub model: String,
     /// Epochs completed.

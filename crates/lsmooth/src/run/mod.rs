@@ -25,7 +25,7 @@ use crate::data::{Dataset, Split};
 use crate::io::atomic;
 use crate::CliError;
 use checkpoint::{save_tensors, write_atomic};
-pub use config::{read_config, short, LossSpec, Objective, TrainConfig, ECE_BINS};
+pub use config::{read_config, short, LossSpec, Objective, Provenance, RunFile, TrainConfig, ECE_BINS};
 use label_smoothing::rng::SplitMix64;
 use metrics::{accuracy, epochs_csv, report};
 pub use metrics::{EpochMetrics, Outcome, RunMetrics};
@@ -365,9 +365,13 @@ pub fn train(
     if resume {
         run.load_checkpoint(out_dir)?;
     }
+    let file = RunFile {
+        config,
+        made_by: Provenance::here(),
+    };
     write_atomic(
         &out_dir.join("run.json"),
-        serde_json::to_string_pretty(config).expect("serialisable").as_bytes(),
+        serde_json::to_string_pretty(&file).expect("serialisable").as_bytes(),
     )?;
     let batches = run.data.train.len().div_ceil(config.batch_size) as u64;
     let say = |out: &mut dyn Write, line: String| -> Result<(), CliError> {
@@ -467,6 +471,7 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
         .map_or(0, |h| h.epoch);
     let metrics = RunMetrics {
         config: run.config.clone(),
+        made_by: Provenance::here(),
         model: run.config.model.describe(pixels, k),
         epochs: run.history.len(),
         test_accuracy: test_report.accuracy,

@@ -17,6 +17,8 @@ pub struct Summary {
     pub model: String,
     /// Wall-clock seconds of the whole sweep.
     pub seconds: f64,
+    /// What made the sweep.
+    pub made_by: crate::run::Provenance,
     /// The strength sweeps (`--grid`), with the strengths the validation split picks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub grid: Vec<GridSummary>,
