@@ -1,6 +1,6 @@
 //! What a run measures: per-epoch and final metrics (`metrics.json`, `epochs.csv`).
 
-use label_smoothing::calibration::{calibration, softmax_rows, CalibrationReport};
+use label_smoothing::calibration::{evaluate, CalibrationReport, Predictions};
 use serde::{Deserialize, Serialize};
 
 use super::{Model, TrainConfig, ECE_BINS};
@@ -113,6 +113,8 @@ pub(super) fn accuracy(logits: &[f32], labels: &[u32], k: usize) -> f64 {
     correct as f64 / labels.len().max(1) as f64
 }
 
+/// The calibration report of logits at a temperature, the NLL computed from the logits (`lse - z_y`): finite
+/// wherever the logits are, where `-ln p` of an underflowed probability would be infinite.
 pub(super) fn report(
     logits: &[f32],
     labels: &[u32],
@@ -120,8 +122,13 @@ pub(super) fn report(
     temperature: f64,
 ) -> Result<CalibrationReport, CliError> {
     let labels: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
-    let probs = softmax_rows(logits, k, temperature).map_err(|e| CliError::Train(e.to_string()))?;
-    calibration(&probs, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))
+    let predictions = Predictions::Logits {
+        logits,
+        temperature,
+        scaling: None,
+    };
+    let (report, _) = evaluate(predictions, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))?;
+    Ok(report)
 }
 
 pub(super) fn epochs_csv(history: &[EpochMetrics]) -> String {
@@ -143,4 +150,18 @@ pub(super) fn epochs_csv(history: &[EpochMetrics]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nll_of_an_underflowing_probability_is_finite() {
+        // p(label) = 1 / (1 + e^800) underflows to 0 in f64, so -ln p is infinite; the definition,
+        // ln(e^0 + e^800) - 0 = 800 + ln(1 + e^-800), is 800 to f64 precision.
+        let r = report(&[0.0, 800.0, 1.0, 0.0], &[0, 0], 2, 1.0).unwrap();
+        let second = 1.0f64.exp().ln_1p() - 1.0; // ln(e^1 + e^0) - 1
+        assert!((r.nll - (800.0 + second) / 2.0).abs() < 1e-12, "{}", r.nll);
+    }
 }
