@@ -39,23 +39,63 @@ fn parse() -> Args {
         single: false,
     };
     let mut it = std::env::args().skip(1);
+    let fail = |what: String| -> ! {
+        eprintln!("{what}; flags: --classes K --hidden D --rows N --steps S --lr LR --single");
+        std::process::exit(2)
+    };
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a positive integer"))
+        let mut value = |name: &str| -> String { it.next().unwrap_or_else(|| fail(format!("{name} needs a value"))) };
+        let mut count = |name: &str| -> usize {
+            let v = value(name);
+            v.parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| fail(format!("{name} {v}: expected a positive integer")))
         };
         match flag.as_str() {
-            "--classes" => a.classes = value("--classes"),
-            "--hidden" => a.hidden = value("--hidden"),
-            "--rows" => a.rows = value("--rows"),
-            "--steps" => a.steps = value("--steps"),
-            "--lr" => a.lr = value("--lr") as f32,
+            "--classes" => a.classes = count("--classes"),
+            "--hidden" => a.hidden = count("--hidden"),
+            "--rows" => a.rows = count("--rows"),
+            "--steps" => a.steps = count("--steps"),
+            "--lr" => {
+                let v = value("--lr");
+                a.lr = v
+                    .parse()
+                    .ok()
+                    .filter(|lr: &f32| lr.is_finite() && *lr > 0.0)
+                    .unwrap_or_else(|| fail(format!("--lr {v}: expected a positive number")))
+            }
             "--single" => a.single = true,
-            other => panic!("unknown flag {other}; flags: --classes K --hidden D --rows N --steps S --lr LR --single"),
+            other => fail(format!("unknown flag {other}")),
         }
     }
     a
+}
+
+/// Checks that every rank was given the same arguments (one all-gather, before any step): ranks that disagree
+/// would wait for each other's exchanges forever, or train silently apart. On a mismatch every rank says which
+/// argument differs and exits.
+fn agree(world: &impl Communicator, a: &Args) {
+    let names = ["--classes", "--hidden", "--rows", "--steps", "--lr"];
+    let mine = [
+        a.classes as u64,
+        a.hidden as u64,
+        a.rows as u64,
+        a.steps as u64,
+        a.lr.to_bits() as u64,
+    ];
+    let mut all = vec![0u64; mine.len() * world.size() as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    for (rank, theirs) in all.chunks_exact(mine.len()).enumerate() {
+        if let Some(i) = (0..mine.len()).find(|&i| theirs[i] != all[i]) {
+            eprintln!(
+                "rank {}: rank {rank} was given other arguments than rank 0 ({} differs)",
+                world.rank(),
+                names[i]
+            );
+            std::process::exit(2);
+        }
+    }
 }
 
 /// `len` deterministic values in [-scale, scale] from `seed`.
@@ -138,6 +178,7 @@ fn main() {
     }
     let universe = mpi::initialize().expect("MPI could not be initialised");
     let world = universe.world();
+    agree(&world, &a);
     let (p, rank) = (world.size() as usize, world.rank() as usize);
     let layout = ShardLayout::even(a.classes, p).expect("layout");
     let range = layout.range(rank);

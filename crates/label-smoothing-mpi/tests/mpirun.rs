@@ -50,7 +50,8 @@ fn mpirun(p: usize, program: &str, args: &[&str], timeout: Duration) -> (bool, S
                 eprintln!("mpirun -np {p} {program} {args:?} failed:\n{stdout}\n{stderr}");
             }
             let _ = std::fs::remove_dir_all(&session);
-            return (status.success(), stdout);
+            // Standard error after standard output: what failed ranks said is part of what a test can check.
+            return (status.success(), format!("{stdout}\n{stderr}"));
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
@@ -114,7 +115,12 @@ fn the_example_prints_the_same_losses_as_one_process() {
     let single = Command::new(&example).args(args).arg("--single").output().unwrap();
     assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
     let single = String::from_utf8_lossy(&single.stdout).into_owned();
-    let losses = |s: &str| -> Vec<String> { s.lines().filter(|l| l.starts_with("step ")).map(String::from).collect() };
+    let losses = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("step ") && l.contains(": loss "))
+            .map(String::from)
+            .collect()
+    };
     let want = losses(&single);
     assert_eq!(want.len(), 4, "{single}");
     // "step S: loss L (bits B)": the value, within SPEC.md's 1e-5 (the products of a shard's rows of W are
@@ -130,6 +136,35 @@ fn the_example_prints_the_same_losses_as_one_process() {
             assert!((a - b).abs() <= 1e-5 * b.abs(), "P = {p}: {g} vs one process {w}");
         }
     }
+}
+
+#[test]
+fn the_example_refuses_ranks_given_other_arguments() {
+    // Two application contexts: rank 0 with --steps 2, rank 1 with --steps 3. Without the agreement the ranks
+    // would wait for each other's exchanges forever after the second step; the launch is bounded in time.
+    let example = example_binary();
+    let e = example.to_str().unwrap();
+    let args = [
+        "--classes",
+        "5000",
+        "--steps",
+        "2",
+        ":",
+        "-np",
+        "1",
+        e,
+        "--classes",
+        "5000",
+        "--steps",
+        "3",
+    ];
+    let (ok, out) = mpirun(1, e, &args, Duration::from_secs(60));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rank 1 was given other arguments than rank 0 (--steps differs)"),
+        "{out}"
+    );
+    assert!(!out.contains("step 0:"), "refused before the first step: {out}");
 }
 
 /// The example `sharded_head`, built by cargo next to this test's binary (examples are built for tests).

@@ -198,7 +198,11 @@ fn run_directory_names_use_the_shortest_spelling_of_their_numbers() {
     assert_eq!(names, ["others-0-seed0", "others-1e-30-seed0"]);
     // What made the results is recorded with them: run.json, metrics.json, summary.json and the report.
     let isa = label_smoothing::instruction_set();
-    for file in ["runs/others-0-seed0/run.json", "runs/others-0-seed0/metrics.json", "summary.json"] {
+    for file in [
+        "runs/others-0-seed0/run.json",
+        "runs/others-0-seed0/metrics.json",
+        "summary.json",
+    ] {
         let v = json(&out.join(file));
         assert_eq!(v["made_by"]["instruction_set"], isa, "{file}");
         assert_eq!(v["made_by"]["lsmooth"], env!("CARGO_PKG_VERSION"), "{file}");
