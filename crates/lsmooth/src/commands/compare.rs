@@ -8,8 +8,8 @@ use label_smoothing::calibration::{bootstrap, smooth_ece, Bin, BootstrapConfig, 
 
 use crate::cli::{CompareArgs, ModelChoice};
 use crate::io::atomic::Outputs;
-use crate::report::{html, lines, projection, reliability};
-use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, TrainConfig, Verbosity, ECE_BINS};
+use crate::report::{html, lines, markdown, projection, reliability};
+use crate::run::{self, features_of, ModelKind, Objective, RunMetrics, Verbosity, ECE_BINS};
 use crate::sweep::grid::{self, parse_grid, Grid};
 use crate::sweep::settings::{config, parse_full_setting, Setting};
 use crate::sweep::stats::{SettingSummary, Stat, FEW_SEEDS, POOLED_BOOTSTRAP};
@@ -95,55 +95,6 @@ fn summarise(s: &SettingRuns, setting: &Setting, seeds: &[u64]) -> SettingSummar
                 bootstrap(&s.rows, ECE_BINS, &config).ok()
             })
             .flatten(),
-    }
-}
-
-fn markdown(summary: &Summary, seeds: &[u64]) -> String {
-    let mut s = format!(
-        "# lsmooth compare\n\n{}{} on `{}`, {} epochs, seeds {:?}, label noise {}; {:.0} s in all ({}).\n\n\
-         Mean ± standard deviation over seeds. ECE: 15 equal-width bins. T: the temperature fitted on the \
-         validation split; \"after T\": the test metrics of the temperature-scaled model. Convergence: the first \
-         epoch whose test accuracy is within 0.5 points of that run's best.\n\n",
-        summary.model,
-        html::students(summary),
-        data_name(&summary.base),
-        summary.base.epochs,
-        seeds,
-        summary.base.label_noise,
-        summary.seconds,
-        summary.made_by.describe()
-    );
-    s.push_str("| setting |");
-    for c in COLUMNS {
-        s.push_str(&format!(" {} |", c.header));
-    }
-    s.push_str("\n|---|");
-    for _ in COLUMNS {
-        s.push_str("---:|");
-    }
-    s.push('\n');
-    for st in &summary.settings {
-        s.push_str(&format!("| {} |", st.name));
-        for c in COLUMNS {
-            s.push_str(&format!(" {} |", cell_of(st, &c)));
-        }
-        s.push('\n');
-    }
-    for g in &summary.grid {
-        s.push('\n');
-        for line in grid::describe(g).lines() {
-            s.push_str(&format!("- {line}\n"));
-        }
-    }
-    s.push_str("\nCharts (learning curves, reliability diagrams, projections) are in `report.html`.\n");
-    s
-}
-
-fn data_name(c: &TrainConfig) -> String {
-    match &c.data {
-        crate::data::Source::EmbeddedMnist => "embedded MNIST (7,000 / 1,000 / 2,000)".into(),
-        crate::data::Source::Digits => "embedded UCI digits".into(),
-        crate::data::Source::Dir(d) => d.display().to_string(),
     }
 }
 
@@ -505,7 +456,10 @@ fn stage_report(args: &CompareArgs, summary: &Summary, settings: &[SettingRuns])
     let mut outputs = Outputs::new();
     let summary_json = serde_json::to_string_pretty(summary).expect("serialisable");
     outputs.add(&args.out.join("summary.json"), summary_json.as_bytes())?;
-    outputs.add(&args.out.join("report.md"), markdown(summary, &args.seeds).as_bytes())?;
+    outputs.add(
+        &args.out.join("report.md"),
+        markdown::page(summary, &args.seeds).as_bytes(),
+    )?;
     let sections = charts(settings, summary);
     let page = html::page(summary, &args.seeds, &html_columns(), &sections);
     outputs.add(&args.out.join("report.html"), page.as_bytes())?;

@@ -1,7 +1,9 @@
-//! Charts as self-contained SVG (no scripts, fonts or styles from elsewhere).
+//! Charts as self-contained SVG (no scripts, fonts or styles from elsewhere), and the pages of `compare` (HTML,
+//! Markdown).
 
 pub mod html;
 pub mod lines;
+pub mod markdown;
 pub mod png;
 pub mod projection;
 pub mod reliability;

@@ -4,6 +4,13 @@
 //! `<loss>` a placeholder there, not a link or an HTML tag.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+mod parse;
+mod values;
+
+pub use parse::{one_line, parse};
+pub use values::{finite_f32, finite_f64, positive_f32, usize_in};
+use values::{margin, non_negative_f32, open_unit, parse_reduction, parse_spread};
+
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use label_smoothing::{LabelSmoothingConfig, Reduction, Smoothing, Spread};
 use std::path::PathBuf;
@@ -148,30 +155,6 @@ pub struct CalibrateArgs {
 }
 
 /// A number strictly between 0 and 1.
-/// A threshold used in f32: finite, at least 0, at most f32's largest value.
-fn non_negative_f32(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=f32::MAX as f64).contains(&v) => Ok(v),
-        _ => Err(format!("expected a number from 0 to {:e} (float32), got {s}", f32::MAX)),
-    }
-}
-
-/// A logit margin: from 0 to 1000 (a margin of 1000 already puts all of a softmax on one class; larger ones
-/// overflow the float32 logits).
-fn margin(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
-        _ => Err(format!("expected a margin from 0 to 1000, got {s}")),
-    }
-}
-
-fn open_unit(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
-        _ => Err(format!("expected a number strictly between 0 and 1, got {s}")),
-    }
-}
-
 /// Logit types for `lsmooth bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DType {
@@ -246,14 +229,6 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_spread(s: &str) -> Result<Spread, String> {
-    s.parse()
-}
-
-fn parse_reduction(s: &str) -> Result<Reduction, String> {
-    s.parse()
 }
 
 /// The loss flags of `lsmooth loss`, `lsmooth bench` and `lsmooth train`.
@@ -356,95 +331,6 @@ pub struct TargetsArgs {
     /// The label, in [0, K).
     #[arg(long, value_name = "Y", default_value_t = 0, value_parser = usize_in::<0, 10_000_000>)]
     pub label: usize,
-}
-
-/// Parses the command line, and refuses what the parser alone cannot see: `train --resume DIR` with a flag that
-/// would change the saved configuration (only `--epochs` can; `--quiet`, `--json` and `--save-features` only
-/// change the output), since the run continues with the configuration in `DIR/run.json`.
-pub fn parse() -> Result<Cli, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
-    let mut command = Cli::command();
-    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
-    if let Some(("train", sub)) = matches.subcommand() {
-        check_resume(&command, sub)?;
-    }
-    Cli::from_arg_matches(&matches)
-}
-
-fn check_resume(command: &clap::Command, sub: &clap::ArgMatches) -> Result<(), clap::Error> {
-    use clap::parser::ValueSource;
-    const KEPT: [&str; 5] = ["resume", "epochs", "quiet", "json", "save_features"];
-    if sub.value_source("resume") != Some(ValueSource::CommandLine) {
-        return Ok(());
-    }
-    let train = command.find_subcommand("train").expect("the train subcommand");
-    // Arguments only: the ids of the flattened groups report a source too.
-    let given = train.get_arguments().find(|a| {
-        let id = a.get_id().as_str();
-        !KEPT.contains(&id) && sub.value_source(id) == Some(ValueSource::CommandLine)
-    });
-    let Some(arg) = given else {
-        return Ok(());
-    };
-    let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
-    Err(train.clone().error(
-        clap::error::ErrorKind::ArgumentConflict,
-        format!(
-            "--resume continues a run with the configuration saved in its run.json; --{flag} cannot change it \
-             (only --epochs can): drop --{flag}, or start a new run with --out"
-        ),
-    ))
-}
-
-/// Folds a multi-line argument-parser message into one line, dropping the usage and `--help` hints.
-pub fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A `usize` flag within `LO..=HI`, checked while parsing, so that no value can overflow an allocation.
-pub fn usize_in<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
-    let v: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
-    if (LO..=HI).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is outside {LO}..={HI}"))
-    }
-}
-
-/// A finite `f32` flag (`inf` and `NaN` are refused; the command checks its own range).
-pub fn finite_f32(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{s} is not finite"))
-    }
-}
-
-/// A finite `f64` flag.
-pub fn finite_f64(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{s} is not finite"))
-    }
-}
-
-/// A finite, positive `f32` flag (a temperature).
-pub fn positive_f32(s: &str) -> Result<f32, String> {
-    let v = finite_f32(s)?;
-    if v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not positive"))
-    }
 }
 
 /// Which embedded dataset.
