@@ -356,7 +356,7 @@ fn calibrate_reproduces_the_run(f: &dyn Fn(&str) -> String, metrics: &Value) {
 fn project_draws_each_class(f: &dyn Fn(&str) -> String, out: &Path) {
     let labels = lsmooth::io::npy::read(&out.join("test_labels.npy"))
         .unwrap()
-        .to_i64("labels")
+        .into_i64("labels")
         .unwrap();
     let p: Value = serde_json::from_str(&ok(&lsmooth(&[
         "project",

@@ -138,11 +138,12 @@ fn read_grad_output(args: &LossArgs, n: usize) -> Result<Upstream, CliError> {
         return Ok(Upstream::One);
     };
     let a = read_array(gp, Want::F32, "grad-output")?;
-    let values = a.to_f32("grad-output")?;
+    let shape = a.shape.clone();
+    let values = a.into_f32("grad-output")?;
     let per_row = args.loss.reduction == Reduction::None;
-    if a.shape == [n] && per_row {
+    if shape == [n] && per_row {
         return Ok(Upstream::PerRow(values));
-    } else if a.shape.is_empty() || a.shape == [1] {
+    } else if shape.is_empty() || shape == [1] {
         return Ok(Upstream::Scalar(values[0]));
     }
     Err(CliError::input(
@@ -154,7 +155,7 @@ fn read_grad_output(args: &LossArgs, n: usize) -> Result<Upstream, CliError> {
             } else {
                 String::new()
             },
-            a.shape
+            shape
         ),
     ))
 }

@@ -5,9 +5,9 @@
 //! A path names a file, or an array inside one as `FILE:NAME` (an `.npz` array, a safetensors tensor, a key of
 //! a dict saved with `torch.save`); a path that exists as a file is always the file, even with a colon in it.
 
-use super::npy::{self, Array, Data};
-use super::values::{check_kind, read_values, ArrayError, Want};
-use super::{npz, safetensors, torch};
+use super::npy;
+use super::values::{Array, ArrayError, Want};
+use super::{npz, safetensors, torch, zipped};
 use crate::CliError;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,12 +28,11 @@ pub struct Matrix {
 pub enum Format {
     /// NumPy's `.npy`.
     Npy,
-    /// NumPy's `.npz` (a zip of `.npy` files).
-    Npz,
+    /// A zip archive: NumPy's `.npz` (a zip of `.npy` files), or PyTorch's `torch.save` (a zip holding a
+    /// pickle and the storages), told apart by its members.
+    Zip,
     /// Hugging Face's safetensors.
     Safetensors,
-    /// PyTorch's `torch.save` (a zip holding a pickle and the storages).
-    Torch,
 }
 
 /// The file and array name a path argument means: the path itself when it is a file, else `FILE:NAME` split at
@@ -67,12 +66,7 @@ pub fn sniff(path: &Path) -> Result<Format, ArrayError> {
     if head.starts_with(b"\x93NUMPY") {
         Ok(Format::Npy)
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        let archive = super::zipped::open(path)?;
-        let names = super::zipped::names(path, &archive)?;
-        let torch = names
-            .iter()
-            .any(|m| m.ends_with("/data.pkl") && m.matches('/').count() == 1);
-        Ok(if torch { Format::Torch } else { Format::Npz })
+        Ok(Format::Zip)
     } else if head.starts_with(b"\x80\x02\x8a\x0a") {
         Err(ArrayError::content(
             path,
@@ -96,7 +90,7 @@ pub fn sniff(path: &Path) -> Result<Format, ArrayError> {
 pub fn read_array(arg: &Path, want: Want, expected: &str) -> Result<Array, ArrayError> {
     let (path, name) = split_name(arg);
     match (sniff(&path)?, name.as_deref()) {
-        (Format::Npy, None) => read_npy(&path, want, expected),
+        (Format::Npy, None) => npy::read_as(&path, Some(want), expected),
         (Format::Npy, Some(n)) => Err(ArrayError::content(
             &path,
             format!(
@@ -104,26 +98,15 @@ pub fn read_array(arg: &Path, want: Want, expected: &str) -> Result<Array, Array
                 super::escape_controls(n)
             ),
         )),
-        (Format::Npz, name) => npz::read(&path, name, want, expected),
+        (Format::Zip, name) => {
+            let (archive, members) = zipped::open(&path)?;
+            match zipped::torch_pickle(&members).map(str::to_string) {
+                Some(pkl) => torch::read(&path, archive, &pkl, name, want, expected),
+                None => npz::read(&path, (archive, members), name, want, expected),
+            }
+        }
         (Format::Safetensors, name) => safetensors::read(&path, name, want, expected),
-        (Format::Torch, name) => torch::read(&path, name, want, expected),
     }
-}
-
-/// A `.npy` file, streamed into its values.
-fn read_npy(path: &Path, want: Want, expected: &str) -> Result<Array, ArrayError> {
-    let file = std::fs::File::open(path).map_err(|e| ArrayError::io(path, e))?;
-    let len = file.metadata().map_err(|e| ArrayError::io(path, e))?.len();
-    let mut r = std::io::BufReader::new(file);
-    let l = npy::read_layout(path, &mut r, len)?;
-    check_kind(path, &l.layout, want, expected)?;
-    let data = read_values(path, &mut r, &l.layout, want, l.header_end as u64)?;
-    Ok(Array {
-        path: path.to_path_buf(),
-        dtype: l.layout.dtype,
-        shape: l.layout.shape,
-        data,
-    })
 }
 
 /// Reads a 2-D float array (float16, bfloat16, float32 or float64, computed in f32); `what` names it in errors
@@ -135,10 +118,11 @@ pub fn read_matrix(path: &Path, what: &str, shape: &str) -> Result<Matrix, CliEr
         [rows, cols] => (rows, cols),
         _ => unreachable!("checked to be 2-D"),
     };
-    let Data::F32(values) = a.data else {
-        unreachable!("read as floats")
-    };
-    Ok(Matrix { rows, cols, values })
+    Ok(Matrix {
+        rows,
+        cols,
+        values: a.into_f32(&expected)?,
+    })
 }
 
 /// Reads `n` labels (any integer dtype), one per row of `of` (as in `the logits`).
@@ -146,10 +130,7 @@ pub fn read_labels(path: &Path, n: usize, of: &str) -> Result<Vec<i64>, CliError
     let expected = format!("labels of shape [{n}]");
     let a = read_array(path, Want::I64, &expected)?;
     a.expect_ndim(1, &expected)?;
-    let Data::Int(y) = a.data else {
-        unreachable!("read as integers")
-    };
-    if y.len() != n {
+    if a.shape != [n] {
         return Err(CliError::input(
             path,
             format!(
@@ -158,7 +139,7 @@ pub fn read_labels(path: &Path, n: usize, of: &str) -> Result<Vec<i64>, CliError
             ),
         ));
     }
-    Ok(y)
+    Ok(a.into_i64(&expected)?)
 }
 
 /// Reads `len` float `what` (as in `weights`), `per` saying what they are for (as in `one per class`).
@@ -166,14 +147,11 @@ pub fn read_vector(path: &Path, len: usize, what: &str, per: &str) -> Result<Vec
     let expected = format!("{what} of shape [{len}] ({per})");
     let a = read_array(path, Want::F32, &expected)?;
     a.expect_ndim(1, &expected)?;
-    let Data::F32(v) = a.data else {
-        unreachable!("read as floats")
-    };
-    if v.len() != len {
+    if a.shape != [len] {
         return Err(CliError::input(
             path,
             format!("expected {len} {what} ({per}), found shape {:?}", a.shape),
         ));
     }
-    Ok(v)
+    Ok(a.into_f32(&expected)?)
 }

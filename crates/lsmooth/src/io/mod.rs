@@ -50,17 +50,21 @@ pub fn member_path(file: &Path, name: &str) -> std::path::PathBuf {
     s.into()
 }
 
-/// The first few of `names` for a message, as `tensors 'a', 'b', ... and 12 more`; `none` when empty.
-pub fn list_some(what: &str, names: Vec<String>) -> String {
+/// The first few of `names` for a message, quoted, escaped and sorted, as `tensors 'a', 'b', ... and 12 more`;
+/// `no tensors` when there are none.
+pub fn list_some<S: AsRef<str>>(what: &str, names: impl IntoIterator<Item = S>) -> String {
     const SHOWN: usize = 8;
+    let mut names: Vec<String> = names
+        .into_iter()
+        .map(|n| format!("'{}'", escape_controls(n.as_ref())))
+        .collect();
     if names.is_empty() {
         return format!("no {what}");
     }
+    names.sort();
     let more = names.len().saturating_sub(SHOWN);
-    let mut s = format!(
-        "{what}: {}",
-        names.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ")
-    );
+    names.truncate(SHOWN);
+    let mut s = format!("{what}: {}", names.join(", "));
     if more > 0 {
         s.push_str(&format!(" and {more} more"));
     }

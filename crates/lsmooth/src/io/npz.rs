@@ -2,15 +2,20 @@
 //! the file. Each member is a `.npy` file, read by [`super::npy`]'s header reader and the shared decoder
 //! straight from the (possibly deflated) member, and read to its end so that its CRC-32 is checked.
 
-use crate::io::npy::{self, Array};
-use crate::io::values::{check_kind, read_values, ArrayError, Want};
-use crate::io::zipped;
+use crate::io::npy;
+use crate::io::values::{decode_array, Array, ArrayError, Want};
+use crate::io::zipped::{self, Archive};
 use std::path::Path;
 
-/// Reads array `name` (or the only one) of the `.npz` file `path`, checked against `expected` for `want`.
-pub fn read(path: &Path, name: Option<&str>, want: Want, expected: &str) -> Result<Array, ArrayError> {
-    let mut archive = zipped::open(path)?;
-    let members = zipped::names(path, &archive)?;
+/// Reads array `name` (or the only one) of the `.npz` file `path`, opened as `archive` with its `members`,
+/// checked against `expected` for `want`.
+pub fn read(
+    path: &Path,
+    (mut archive, members): (Archive, Vec<String>),
+    name: Option<&str>,
+    want: Want,
+    expected: &str,
+) -> Result<Array, ArrayError> {
     // numpy names member `x.npy` for keyword `x`, and `np.load` gives it as `x`.
     let arrays: Vec<&str> = members.iter().map(|m| m.strip_suffix(".npy").unwrap_or(m)).collect();
     let index = match name {
@@ -49,22 +54,11 @@ pub fn read(path: &Path, name: Option<&str>, want: Want, expected: &str) -> Resu
     zipped::check_size(&shown, member.size(), member.compressed_size(), stored)?;
     let size = member.size();
     let l = npy::read_layout(&shown, &mut member, size)?;
-    check_kind(&shown, &l.layout, want, expected)?;
-    let data = read_values(&shown, &mut member, &l.layout, want, l.header_end as u64)?;
+    let array = decode_array(&shown, &mut member, l.layout, want, expected, l.header_end as u64)?;
     zipped::finish(&shown, &mut member)?;
-    Ok(Array {
-        path: shown,
-        dtype: l.layout.dtype,
-        shape: l.layout.shape,
-        data,
-    })
+    Ok(array)
 }
 
 fn listing(arrays: &[&str]) -> String {
-    let mut names: Vec<String> = arrays
-        .iter()
-        .map(|a| format!("'{}'", crate::io::escape_controls(a)))
-        .collect();
-    names.sort();
-    crate::io::list_some("arrays", names)
+    crate::io::list_some("arrays", arrays)
 }

@@ -5,8 +5,7 @@
 //! around it (the header size limit, UTF-8, the data ending exactly at the end of the file); then only the chosen
 //! tensor's bytes are read, block by block.
 
-use crate::io::npy::Array;
-use crate::io::values::{check_kind, read_values, ArrayError, DType, Layout, Order, Want};
+use crate::io::values::{decode_array, Array, ArrayError, DType, Layout, Order, Want};
 use safetensors::tensor::{Dtype, Metadata};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -65,16 +64,16 @@ pub fn read(path: &Path, name: Option<&str>, want: Want, expected: &str) -> Resu
         big_endian: false,
         order: Order::C,
     };
-    check_kind(&shown, &layout, want, expected)?;
     let start = 8 + header_len + info.data_offsets.0 as u64;
     file.seek(SeekFrom::Start(start)).map_err(|e| ArrayError::io(path, e))?;
-    let data = read_values(&shown, &mut std::io::BufReader::new(file), &layout, want, start)?;
-    Ok(Array {
-        path: shown,
-        dtype,
-        shape: layout.shape,
-        data,
-    })
+    decode_array(
+        &shown,
+        &mut std::io::BufReader::new(file),
+        layout,
+        want,
+        expected,
+        start,
+    )
 }
 
 /// The header of a safetensors file of `len` bytes, checked as `SafeTensors::read_metadata` checks it: returns
@@ -134,13 +133,7 @@ fn read_metadata(path: &Path, file: &mut std::fs::File, len: u64) -> Result<(u64
 
 /// The tensor names of `metadata`, for an error message: sorted, the first few.
 fn listing(metadata: &Metadata) -> String {
-    let mut names: Vec<String> = metadata
-        .tensors()
-        .into_keys()
-        .map(|n| format!("'{}'", crate::io::escape_controls(&n)))
-        .collect();
-    names.sort();
-    crate::io::list_some("tensors", names)
+    crate::io::list_some("tensors", metadata.tensors().into_keys())
 }
 
 /// The dtype this reader decodes, for a safetensors dtype.

@@ -213,21 +213,83 @@ impl Values {
 pub fn check_kind(path: &Path, layout: &Layout, want: Want, expected: &str) -> Result<(), ArrayError> {
     match (want, layout.dtype.is_float()) {
         (Want::F32, true) | (Want::I64, false) => Ok(()),
-        (Want::F32, false) => Err(ArrayError::content(
-            path,
-            format!(
-                "expected {expected} of dtype float16, bfloat16, float32 or float64, found {} of shape {:?}",
-                layout.dtype, layout.shape
-            ),
-        )),
-        (Want::I64, true) => Err(ArrayError::content(
-            path,
-            format!(
-                "expected {expected} of an integer dtype, found {} of shape {:?}",
-                layout.dtype, layout.shape
-            ),
-        )),
+        _ => Err(kind_error(path, layout.dtype, &layout.shape, want, expected)),
     }
+}
+
+/// The error of an array of `dtype` where `want` was needed.
+fn kind_error(path: &Path, dtype: DType, shape: &[usize], want: Want, expected: &str) -> ArrayError {
+    let needed = match want {
+        Want::F32 => "dtype float16, bfloat16, float32 or float64",
+        Want::I64 => "an integer dtype",
+    };
+    ArrayError::content(
+        path,
+        format!("expected {expected} of {needed}, found {dtype} of shape {shape:?}"),
+    )
+}
+
+/// An array read from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    /// The file it came from (`file:name` for an array inside an archive or a dict).
+    pub path: PathBuf,
+    /// The dtype as stored.
+    pub dtype: DType,
+    /// The shape (`[]` for a scalar).
+    pub shape: Vec<usize>,
+    /// The values, in C order: floats as f32, integers as i64.
+    pub data: Values,
+}
+
+impl Array {
+    /// The shape, checked to have `ndim` dimensions; `expected` describes it for the error.
+    pub fn expect_ndim(&self, ndim: usize, expected: &str) -> Result<&[usize], ArrayError> {
+        if self.shape.len() == ndim {
+            Ok(&self.shape)
+        } else {
+            Err(ArrayError::content(
+                &self.path,
+                format!("expected {expected}, found shape {:?}", self.shape),
+            ))
+        }
+    }
+
+    /// The values as f32; integer arrays are an error.
+    pub fn into_f32(self, expected: &str) -> Result<Vec<f32>, ArrayError> {
+        match self.data {
+            Values::F32(v) => Ok(v),
+            Values::Int(_) => Err(kind_error(&self.path, self.dtype, &self.shape, Want::F32, expected)),
+        }
+    }
+
+    /// The values as i64; float arrays are an error.
+    pub fn into_i64(self, expected: &str) -> Result<Vec<i64>, ArrayError> {
+        match self.data {
+            Values::Int(v) => Ok(v),
+            Values::F32(_) => Err(kind_error(&self.path, self.dtype, &self.shape, Want::I64, expected)),
+        }
+    }
+}
+
+/// What every format's reader ends with: the kind checked against `want`, then the values of `layout` read
+/// from `r` ([`read_values`], with its `at`), as the array of `path`.
+pub fn decode_array(
+    path: &Path,
+    r: &mut impl Read,
+    layout: Layout,
+    want: Want,
+    expected: &str,
+    at: u64,
+) -> Result<Array, ArrayError> {
+    check_kind(path, &layout, want, expected)?;
+    let data = read_values(path, r, &layout, want, at)?;
+    Ok(Array {
+        path: path.to_path_buf(),
+        dtype: layout.dtype,
+        shape: layout.shape,
+        data,
+    })
 }
 
 /// Reads the values of `layout` from `r`, which is positioned at the first stored element (for a strided view: at

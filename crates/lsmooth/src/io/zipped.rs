@@ -13,10 +13,21 @@ pub type Archive = ZipArchive<BufReader<File>>;
 /// The most a deflate stream can expand: 1032 to 1 (each 258-byte match costs at least two bits).
 const MAX_RATIO: u64 = 1032;
 
-/// Opens the zip archive `path`. Memory: its central directory, bounded by the file's size.
-pub fn open(path: &Path) -> Result<Archive, ArrayError> {
+/// Opens the zip archive `path`: the archive and the names of its members (directories left out), in the
+/// archive's order. Memory: its central directory, bounded by the file's size.
+pub fn open(path: &Path) -> Result<(Archive, Vec<String>), ArrayError> {
     let file = File::open(path).map_err(|e| ArrayError::io(path, e))?;
-    ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(path, e))
+    let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(path, e))?;
+    let names = names(path, &archive)?;
+    Ok((archive, names))
+}
+
+/// The member holding a `torch.save` file's pickle (`<name>/data.pkl`), if the archive is one.
+pub fn torch_pickle(names: &[String]) -> Option<&str> {
+    names
+        .iter()
+        .find(|m| m.ends_with("/data.pkl") && m.matches('/').count() == 1)
+        .map(String::as_str)
 }
 
 /// A zip library error about `path`, as a one-line message.
@@ -35,7 +46,7 @@ pub fn zip_error(path: &Path, e: zip::result::ZipError) -> ArrayError {
 
 /// The names of the archive's members (directories left out), in the archive's order. A name that is not UTF-8
 /// is an error.
-pub fn names(path: &Path, archive: &Archive) -> Result<Vec<String>, ArrayError> {
+fn names(path: &Path, archive: &Archive) -> Result<Vec<String>, ArrayError> {
     archive
         .file_names()
         .map(|n| n.map(|n| n.into_owned()).map_err(|e| zip_error(path, e)))

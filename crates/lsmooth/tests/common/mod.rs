@@ -101,7 +101,7 @@ pub fn write_i32(path: &Path, v: &[i64]) {
 /// Reads a `.npy` file as f32 values with its shape.
 pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let a = npy::read(path).unwrap();
-    (a.shape.clone(), a.to_f32("test").unwrap())
+    (a.shape.clone(), a.into_f32("test").unwrap())
 }
 
 /// A JSON file, parsed.

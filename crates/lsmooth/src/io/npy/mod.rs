@@ -8,10 +8,10 @@
 //! exactly what it accepts needs a real Python-literal parser ([`pyliteral`]); the general-purpose readers
 //! match the header loosely, and their errors do not say where a file is wrong.
 
-use crate::io::values::{check_kind, read_values, Layout, Order, Want};
-pub use crate::io::values::{ArrayError, DType, Values as Data};
+use crate::io::values::{decode_array, Layout, Order, Want};
+pub use crate::io::values::{Array, ArrayError, DType, Values as Data};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod header;
 pub mod pyliteral;
@@ -21,68 +21,24 @@ pub use header::{dtype_of_descr, escape, MAX_HEADER_CHARS};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
-/// An array read from a file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Array {
-    /// The file it came from (`file:name` for an array inside an archive or a dict).
-    pub path: PathBuf,
-    /// The dtype as stored.
-    pub dtype: DType,
-    /// The shape (`[]` for a scalar).
-    pub shape: Vec<usize>,
-    /// The values, in C order: floats as f32, integers as i64.
-    pub data: Data,
-}
-
 fn format_err(path: &Path, offset: usize, what: impl Into<String>) -> ArrayError {
     ArrayError::format(path, offset as u64, what)
 }
 
-impl Array {
-    fn content_err(&self, what: impl Into<String>) -> ArrayError {
-        ArrayError::content(&self.path, what)
-    }
-
-    /// The shape, checked to have `ndim` dimensions; `expected` describes it for the error.
-    pub fn expect_ndim(&self, ndim: usize, expected: &str) -> Result<&[usize], ArrayError> {
-        if self.shape.len() == ndim {
-            Ok(&self.shape)
-        } else {
-            Err(self.content_err(format!("expected {expected}, found shape {:?}", self.shape)))
-        }
-    }
-
-    /// The values as f32; integer arrays are an error.
-    pub fn to_f32(&self, expected: &str) -> Result<Vec<f32>, ArrayError> {
-        match &self.data {
-            Data::F32(v) => Ok(v.clone()),
-            Data::Int(_) => Err(self.content_err(format!(
-                "expected {expected} of dtype float16, bfloat16, float32 or float64, found {}",
-                self.dtype
-            ))),
-        }
-    }
-
-    /// The values as i64; float arrays are an error.
-    pub fn to_i64(&self, expected: &str) -> Result<Vec<i64>, ArrayError> {
-        match &self.data {
-            Data::Int(v) => Ok(v.clone()),
-            _ => Err(self.content_err(format!("expected {expected} of an integer dtype, found {}", self.dtype))),
-        }
-    }
-}
-
 /// Reads a `.npy` file whole, floats as f32 and integers as i64. Memory: the values (at most 8 bytes each).
 pub fn read(path: &Path) -> Result<Array, ArrayError> {
-    let mut file = std::fs::File::open(path).map_err(|e| ArrayError::io(path, e))?;
+    read_as(path, None, "an array")
+}
+
+/// Reads a `.npy` file as `want` (or, without, as its dtype's kind), streamed into its values; `expected`
+/// describes the array for errors.
+pub fn read_as(path: &Path, want: Option<Want>, expected: &str) -> Result<Array, ArrayError> {
+    let file = std::fs::File::open(path).map_err(|e| ArrayError::io(path, e))?;
     let len = file.metadata().map_err(|e| ArrayError::io(path, e))?.len();
-    let layout = read_layout(path, &mut file, len)?;
-    let want = if layout.layout.dtype.is_float() {
-        Want::F32
-    } else {
-        Want::I64
-    };
-    read_data(path, &mut file, layout, want)
+    let mut r = std::io::BufReader::new(file);
+    let l = read_layout(path, &mut r, len)?;
+    let want = want.unwrap_or_else(|| kind_of(&l.layout));
+    decode_array(path, &mut r, l.layout, want, expected, l.header_end as u64)
 }
 
 /// Parses the bytes of a `.npy` file; `path` is used in errors only. Accepts what `numpy.load` accepts
@@ -90,13 +46,18 @@ pub fn read(path: &Path) -> Result<Array, ArrayError> {
 /// ignores them) for the supported dtypes, and refuses everything else with the offset at fault.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, ArrayError> {
     let mut r = bytes;
-    let layout = read_layout(path, &mut r, bytes.len() as u64)?;
-    let want = if layout.layout.dtype.is_float() {
+    let l = read_layout(path, &mut r, bytes.len() as u64)?;
+    let want = kind_of(&l.layout);
+    decode_array(path, &mut r, l.layout, want, "an array", l.header_end as u64)
+}
+
+/// Floats for a float dtype, integers for an integer one.
+fn kind_of(layout: &Layout) -> Want {
+    if layout.dtype.is_float() {
         Want::F32
     } else {
         Want::I64
-    };
-    read_data(path, &mut r, layout, want)
+    }
 }
 
 /// A `.npy` file's header from `r` (at the file's start; `len` bytes long), and the checks that the data it
@@ -154,18 +115,6 @@ pub struct NpyLayout {
     pub layout: Layout,
     /// The byte offset of the first element.
     pub header_end: usize,
-}
-
-/// Reads the values after [`read_layout`], as `want` (numpy reads `count` items and ignores what follows).
-pub fn read_data(path: &Path, r: &mut impl Read, l: NpyLayout, want: Want) -> Result<Array, ArrayError> {
-    check_kind(path, &l.layout, want, "an array")?;
-    let data = read_values(path, r, &l.layout, want, l.header_end as u64)?;
-    Ok(Array {
-        path: path.to_path_buf(),
-        dtype: l.layout.dtype,
-        shape: l.layout.shape,
-        data,
-    })
 }
 
 /// The magic, the format version and the header length, from the first bytes of a file of `total` bytes (at

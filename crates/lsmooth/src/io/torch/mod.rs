@@ -11,33 +11,27 @@
 
 pub mod pickle;
 
-use crate::io::npy::Array;
-use crate::io::values::{check_kind, read_values, ArrayError, DType, Layout, Order, Want};
+use crate::io::values::{decode_array, Array, ArrayError, DType, Layout, Order, Want};
 use crate::io::zipped::{self, Archive};
 use pickle::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Reads tensor `name` (or the saved tensor, or the only tensor of a saved dict) of the `torch.save` file
-/// `path`, checked against `expected` for `want`.
-pub fn read(path: &Path, name: Option<&str>, want: Want, expected: &str) -> Result<Array, ArrayError> {
-    let mut archive = zipped::open(path)?;
-    let members = zipped::names(path, &archive)?;
-    let Some(pkl) = members
-        .iter()
-        .find(|m| m.ends_with("/data.pkl") && m.matches('/').count() == 1)
-    else {
-        return Err(ArrayError::content(
-            path,
-            "a zip archive without <name>/data.pkl: not a torch.save file",
-        ));
-    };
+/// `path`, opened as `archive`, whose pickle is the member `pkl` ([`zipped::torch_pickle`]), checked against
+/// `expected` for `want`.
+pub fn read(
+    path: &Path,
+    mut archive: Archive,
+    pkl: &str,
+    name: Option<&str>,
+    want: Want,
+    expected: &str,
+) -> Result<Array, ArrayError> {
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     let root = load_pickle(path, &mut archive, pkl)?;
     let (shown, tensor) = select(path, &root, name)?;
-    let layout = layout(&shown, &tensor, &byteorder(path, &mut archive, &prefix)?)?;
-    check_kind(&shown, &layout.0, want, expected)?;
-    let (layout, key, skip) = layout;
+    let (layout, key, skip) = layout(&shown, &tensor, &byteorder(path, &mut archive, &prefix)?)?;
     let mut member = archive
         .by_name(&format!("{prefix}data/{key}"))
         .map_err(|e| zipped::zip_error(&shown, e))?;
@@ -59,14 +53,9 @@ pub fn read(path: &Path, name: Option<&str>, want: Want, expected: &str) -> Resu
     let stored = member.compression() == zip::CompressionMethod::Stored;
     zipped::check_size(&shown, member.size(), member.compressed_size(), stored)?;
     std::io::copy(&mut member.by_ref().take(skip), &mut std::io::sink()).map_err(|e| ArrayError::io(path, e))?;
-    let data = read_values(&shown, &mut member, &layout, want, skip)?;
+    let array = decode_array(&shown, &mut member, layout, want, expected, skip)?;
     zipped::finish(&shown, &mut member)?;
-    Ok(Array {
-        path: shown,
-        dtype: layout.dtype,
-        shape: layout.shape,
-        data,
-    })
+    Ok(array)
 }
 
 /// Evaluates the archive's pickle (its size bounded by the file's).
@@ -128,14 +117,7 @@ fn select(path: &Path, root: &Value, name: Option<&str>) -> Result<(PathBuf, Ten
                 .iter()
                 .filter(|(_, v)| matches!(v, Value::Tensor { .. }))
                 .collect();
-            let listing = || {
-                let mut names: Vec<String> = tensors
-                    .iter()
-                    .map(|(k, _)| format!("'{}'", crate::io::escape_controls(k)))
-                    .collect();
-                names.sort();
-                crate::io::list_some("tensors", names)
-            };
+            let listing = || crate::io::list_some("tensors", tensors.iter().map(|(k, _)| k));
             let (key, value) = match name {
                 // The last of duplicate keys wins, as in the dict Python rebuilds.
                 Some(n) => match keyed.iter().rev().find(|(k, _)| k == n) {
