@@ -50,15 +50,15 @@ impl RowScores {
     /// the probability of the label underflows).
     pub fn from_logits(logits: &[f32], labels: &[i64], k: usize, temperature: f64) -> Result<Self, CalibrationError> {
         let mut rows = RowScores::with_capacity(check_inputs(logits.len(), labels, k, "logits")?);
-        let probs = super::softmax_rows(logits, k, temperature)?;
-        for ((p, z), &y) in probs.chunks_exact(k).zip(logits.chunks_exact(k)).zip(labels) {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(CalibrationError::BadTemperature(temperature));
+        }
+        // One row of probabilities at a time, as `softmax_rows` computes them.
+        let mut p = vec![0.0f64; k];
+        for (z, &y) in logits.chunks_exact(k).zip(labels) {
             let y = y as usize;
-            let m = z
-                .iter()
-                .map(|&v| v as f64 / temperature)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let lse = m + z.iter().map(|&v| (v as f64 / temperature - m).exp()).sum::<f64>().ln();
-            rows.push(p, y, lse - z[y] as f64 / temperature);
+            let lse = super::evaluate::softmax_row(z, temperature, &mut p);
+            rows.push(&p, y, lse - z[y] as f64 / temperature);
         }
         Ok(rows)
     }

@@ -72,7 +72,6 @@ pub fn evaluate(
         }
     }
     let mut acc = Accumulator::new(n, k, bins);
-    let mut rows = RowScores::with_capacity(n);
     let per_block = (BLOCK_VALUES / k).max(1);
     let mut probs = vec![0.0f64; per_block.min(n) * k];
     let mut scaled = vec![
@@ -118,10 +117,9 @@ pub fn evaluate(
                 Predictions::Probs(_) => e,
             })?;
             acc.row(p, y, nll);
-            rows.push(p, y, nll);
         }
     }
-    Ok((acc.finish(), rows))
+    Ok(acc.finish())
 }
 
 /// The first NaN or `+inf` logit of row `row` (else the first `-inf`: a row of them all has no softmax).
@@ -139,7 +137,7 @@ fn non_finite_logit(z: &[f32], row: usize) -> Option<CalibrationError> {
 
 /// `softmax(z / t)` of one row into `p`, as [`softmax_rows`](super::softmax_rows) computes it; returns the row's
 /// log-sum-exp as [`nll_of_logits`](super::nll_of_logits) computes it.
-fn softmax_row(z: &[f32], t: f64, p: &mut [f64]) -> f64 {
+pub(super) fn softmax_row(z: &[f32], t: f64, p: &mut [f64]) -> f64 {
     let m = z.iter().map(|&v| v as f64 / t).fold(f64::NEG_INFINITY, f64::max);
     for (d, &v) in p.iter_mut().zip(z) {
         *d = (v as f64 / t - m).exp();

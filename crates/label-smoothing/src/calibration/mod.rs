@@ -165,15 +165,9 @@ pub fn softmax_rows(logits: &[f32], k: usize, temperature: f64) -> Result<Vec<f6
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(CalibrationError::BadTemperature(temperature));
     }
-    let mut out = Vec::with_capacity(logits.len());
-    for row in logits.chunks_exact(k) {
-        let m = row
-            .iter()
-            .map(|&v| v as f64 / temperature)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = row.iter().map(|&v| (v as f64 / temperature - m).exp()).collect();
-        let s: f64 = e.iter().sum();
-        out.extend(e.iter().map(|v| v / s));
+    let mut out = vec![0.0; logits.len()];
+    for (row, p) in logits.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        evaluate::softmax_row(row, temperature, p);
     }
     Ok(out)
 }
@@ -313,7 +307,7 @@ pub fn calibration(
     for (p, &y) in probs.chunks_exact(k).zip(labels) {
         acc.row(p, y as usize, -p[y as usize].ln());
     }
-    Ok(acc.finish())
+    Ok(acc.finish().0)
 }
 
 /// The metrics' running sums over rows given one at a time, in row order: what [`calibration`] computes, in
@@ -321,12 +315,9 @@ pub fn calibration(
 pub(crate) struct Accumulator {
     k: usize,
     bins: usize,
-    /// Top-label confidence and correctness per row.
-    top: Vec<(f64, bool)>,
-    correct: usize,
+    /// Per row: top-label confidence and correctness, `-ln p[label]`, Brier term (the sums derive from them).
+    rows: RowScores,
     top5: usize,
-    nll: f64,
-    brier: f64,
     /// Per class and equal-width bin (`class * bins + bin`): count, sum of `p_ik`, count of `y_i = k`.
     class_count: Vec<usize>,
     class_conf: Vec<f64>,
@@ -338,11 +329,8 @@ impl Accumulator {
         Accumulator {
             k,
             bins,
-            top: Vec::with_capacity(n),
-            correct: 0,
+            rows: RowScores::with_capacity(n),
             top5: 0,
-            nll: 0.0,
-            brier: 0.0,
             class_count: vec![0; k * bins],
             class_conf: vec![0.0; k * bins],
             class_hits: vec![0.0; k * bins],
@@ -351,21 +339,9 @@ impl Accumulator {
 
     /// Adds one row: its probabilities, label and `-ln p[label]` (from the logits where they are known).
     pub(crate) fn row(&mut self, p: &[f64], y: usize, nll: f64) {
-        // Top-label confidence and correctness (ties: the first maximal class, like argmax).
-        let (arg, conf) = top_label(p);
-        self.top.push((conf, arg == y));
-        self.correct += (arg == y) as usize;
+        self.rows.push(p, y, nll);
         let better = p.iter().filter(|&&v| v > p[y]).count();
         self.top5 += (better < 5.min(self.k)) as usize;
-        self.nll += nll;
-        self.brier += p
-            .iter()
-            .enumerate()
-            .map(|(c, &v)| {
-                let t = if c == y { 1.0 } else { 0.0 };
-                (v - t) * (v - t)
-            })
-            .sum::<f64>();
         // Classwise: per class, the binned gap between p_ik and the frequency of y = k.
         for (class, &v) in p.iter().enumerate() {
             let at = class * self.bins + bin_of(v, self.bins);
@@ -375,24 +351,24 @@ impl Accumulator {
         }
     }
 
-    pub(crate) fn finish(self) -> CalibrationReport {
-        let (n, bins) = (self.top.len(), self.bins);
+    /// The report, and the per-row scores it came from.
+    pub(crate) fn finish(self) -> (CalibrationReport, RowScores) {
+        let (n, bins, rows) = (self.rows.len(), self.bins, &self.rows);
         let nf = n as f64;
-        let (confidence, correct_top): (Vec<f64>, Vec<bool>) = self.top.iter().copied().unzip();
-        let (ece, mce, bin_list) = equal_width(&confidence, &correct_top, bins);
-        let smooth = smooth_ece(&confidence, &correct_top);
+        let (confidence, correct_top) = (&rows.confidence, &rows.correct);
+        let (ece, mce, bin_list) = equal_width(confidence, correct_top, bins);
+        let smooth = smooth_ece(confidence, correct_top);
 
         // Equal-mass bins: sorted by confidence (ties by row), sizes differing by at most one.
-        let top = &self.top;
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| top[a].0.total_cmp(&top[b].0).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| confidence[a].total_cmp(&confidence[b]).then(a.cmp(&b)));
         let mut adaptive_ece = 0.0;
         let mut start = 0;
         for b in 0..bins.min(n) {
             let size = n / bins.min(n) + usize::from(b < n % bins.min(n));
             let members = &order[start..start + size];
-            let conf: f64 = members.iter().map(|&i| top[i].0).sum::<f64>() / size as f64;
-            let acc: f64 = members.iter().map(|&i| top[i].1 as u8 as f64).sum::<f64>() / size as f64;
+            let conf: f64 = members.iter().map(|&i| confidence[i]).sum::<f64>() / size as f64;
+            let acc: f64 = members.iter().map(|&i| correct_top[i] as u8 as f64).sum::<f64>() / size as f64;
             adaptive_ece += size as f64 / nf * (acc - conf).abs();
             start += size;
         }
@@ -411,20 +387,23 @@ impl Accumulator {
                 .sum::<f64>();
         }
 
-        CalibrationReport {
+        // Summed in row order from 0.0, as rows are added.
+        let total = |v: &[f64]| v.iter().fold(0.0, |a, &b| a + b);
+        let report = CalibrationReport {
             n,
-            accuracy: self.correct as f64 / nf,
+            accuracy: correct_top.iter().filter(|&&c| c).count() as f64 / nf,
             top5_accuracy: self.top5 as f64 / nf,
-            nll: self.nll / nf,
-            brier: self.brier / nf,
+            nll: total(&rows.nll) / nf,
+            brier: total(&rows.brier) / nf,
             ece,
             mce,
             adaptive_ece,
             classwise_ece: classwise / self.k as f64,
             smooth_ece: smooth.value,
             smooth_ece_bandwidth: smooth.bandwidth,
-            debiased_l2_ce: debiased_l2_ce(&confidence, &correct_top, bins),
+            debiased_l2_ce: debiased_l2_ce(confidence, correct_top, bins),
             bins: bin_list,
-        }
+        };
+        (report, self.rows)
     }
 }
