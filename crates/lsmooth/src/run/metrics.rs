@@ -1,6 +1,6 @@
 //! What a run measures: per-epoch and final metrics (`metrics.json`, `epochs.csv`).
 
-use label_smoothing::calibration::{evaluate, CalibrationReport, Predictions};
+use label_smoothing::calibration::{evaluate, CalibrationReport, Predictions, RowScores};
 use serde::{Deserialize, Serialize};
 
 use super::{Model, TrainConfig, ECE_BINS};
@@ -113,22 +113,22 @@ pub(super) fn accuracy(logits: &[f32], labels: &[u32], k: usize) -> f64 {
     correct as f64 / labels.len().max(1) as f64
 }
 
-/// The calibration report of logits at a temperature, the NLL computed from the logits (`lse - z_y`): finite
-/// wherever the logits are, where `-ln p` of an underflowed probability would be infinite.
+/// The calibration report of logits at a temperature and the per-row scores behind it, the NLL computed from
+/// the logits (`lse - z_y`): finite wherever the logits are, where `-ln p` of an underflowed probability would
+/// be infinite.
 pub(super) fn report(
     logits: &[f32],
     labels: &[u32],
     k: usize,
     temperature: f64,
-) -> Result<CalibrationReport, CliError> {
+) -> Result<(CalibrationReport, RowScores), CliError> {
     let labels: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
     let predictions = Predictions::Logits {
         logits,
         temperature,
         scaling: None,
     };
-    let (report, _) = evaluate(predictions, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))?;
-    Ok(report)
+    evaluate(predictions, &labels, k, ECE_BINS).map_err(|e| CliError::Train(e.to_string()))
 }
 
 pub(super) fn epochs_csv(history: &[EpochMetrics]) -> String {
@@ -160,7 +160,7 @@ mod tests {
     fn the_nll_of_an_underflowing_probability_is_finite() {
         // p(label) = 1 / (1 + e^800) underflows to 0 in f64, so -ln p is infinite; the definition,
         // ln(e^0 + e^800) - 0 = 800 + ln(1 + e^-800), is 800 to f64 precision.
-        let r = report(&[0.0, 800.0, 1.0, 0.0], &[0, 0], 2, 1.0).unwrap();
+        let (r, _) = report(&[0.0, 800.0, 1.0, 0.0], &[0, 0], 2, 1.0).unwrap();
         let second = 1.0f64.exp().ln_1p() - 1.0; // ln(e^1 + e^0) - 1
         assert!((r.nll - (800.0 + second) / 2.0).abs() < 1e-12, "{}", r.nll);
     }

@@ -316,7 +316,7 @@ impl Run {
         let train = logits_of(&self.model, &self.data.train, pixels)?;
         let val = logits_of(&self.model, &self.data.validation, pixels)?;
         let test = logits_of(&self.model, &self.data.test, pixels)?;
-        let r = report(&test, &self.data.test.labels, k, 1.0)?;
+        let (r, _) = report(&test, &self.data.test.labels, k, 1.0)?;
         Ok(EpochMetrics {
             epoch,
             train_loss,
@@ -454,13 +454,10 @@ fn finish(run: Run, out_dir: &Path) -> Result<Outcome, CliError> {
     let val = logits_of(&run.model, &run.data.validation, pixels)?;
     let val_labels: Vec<i64> = run.data.validation.labels.iter().map(|&y| y as i64).collect();
     let temperature = fit_temperature(&val, &val_labels, k).map_err(|e| CliError::Train(e.to_string()))?;
-    let val_report = report(&val, &run.data.validation.labels, k, 1.0)?;
+    let (val_report, _) = report(&val, &run.data.validation.labels, k, 1.0)?;
     let test = logits_of(&run.model, &run.data.test, pixels)?;
-    let test_report = report(&test, &run.data.test.labels, k, 1.0)?;
-    let test_report_scaled = report(&test, &run.data.test.labels, k, temperature)?;
-    let test_labels: Vec<i64> = run.data.test.labels.iter().map(|&y| y as i64).collect();
-    let test_rows = label_smoothing::calibration::RowScores::from_logits(&test, &test_labels, k, 1.0)
-        .map_err(|e| CliError::Train(e.to_string()))?;
+    let (test_report, test_rows) = report(&test, &run.data.test.labels, k, 1.0)?;
+    let (test_report_scaled, _) = report(&test, &run.data.test.labels, k, temperature)?;
     let train = logits_of(&run.model, &run.data.train, pixels)?;
     let train_accuracy = accuracy(&train, &run.data.train.labels, k);
     let best = run.history.iter().map(|h| h.test_accuracy).fold(0.0, f64::max);
