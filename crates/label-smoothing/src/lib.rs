@@ -45,6 +45,8 @@ mod config;
 mod driver;
 mod element;
 mod error;
+#[cfg(feature = "serde")]
+pub mod json_float;
 mod kernel;
 pub mod linear;
 mod loss;

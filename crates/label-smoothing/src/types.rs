@@ -43,14 +43,14 @@ impl Default for GradOutput<'_> {
 }
 
 /// The value of the loss: a scalar, or one value per row for reduction `none`. With the `serde` feature it
-/// serialises as the number or the array itself.
+/// serialises as the number or the array itself, with a non-finite value as in [`json_float`](crate::json_float).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(untagged))]
 pub enum Loss {
     /// The reduced loss (`sum`, `mean`, `mean-nonzero`).
-    Scalar(f32),
+    Scalar(#[cfg_attr(feature = "serde", serde(with = "crate::json_float"))] f32),
     /// The per-row losses (`none`); ignored rows are 0.
-    PerRow(Vec<f32>),
+    PerRow(#[cfg_attr(feature = "serde", serde(with = "crate::json_float"))] Vec<f32>),
 }
 
 impl Loss {

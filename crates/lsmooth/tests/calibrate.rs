@@ -382,3 +382,38 @@ fn calibrate_prints_a_table_and_refuses_bad_input_on_one_line() {
         }
     }
 }
+
+/// Probabilities with a zero on the true class: the NLL is `+inf` (`-ln 0`), and JSON says so (`"inf"`, not
+/// `null`), for the value and for the bootstrap bound that resamples the row.
+#[test]
+fn calibrate_writes_an_infinite_nll_as_inf_in_json() {
+    let d = Dir::new();
+    let (n, k) = (40usize, 3usize);
+    let mut probs = Vec::new();
+    for i in 0..n {
+        probs.extend_from_slice(if i == 5 {
+            &[0.0f32, 0.5, 0.5]
+        } else {
+            &[0.6f32, 0.3, 0.1]
+        });
+    }
+    npy::write_f32(&d.p("p.npy"), &[n, k], &probs).unwrap();
+    write_i32(&d.p("y.npy"), &vec![0i64; n]);
+    let out = lsmooth(&[
+        "calibrate",
+        "--probs",
+        &d.s("p.npy"),
+        "--labels",
+        &d.s("y.npy"),
+        "--bootstrap",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["nll"], "inf", "{text}");
+    assert_eq!(json["nll_ci"][1], "inf", "{text}");
+    // The accuracy is finite, and stays a number: 39 of 40 rows put their largest probability on class 0.
+    assert_eq!(json["accuracy"].as_f64(), Some(39.0 / 40.0), "{text}");
+}

@@ -189,16 +189,22 @@ pub struct BootstrapIntervals {
     /// The configuration they were computed with.
     pub config: BootstrapConfig,
     /// Top-1 accuracy.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub accuracy: [f64; 2],
     /// Mean NLL.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub nll: [f64; 2],
     /// Brier score.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub brier: [f64; 2],
     /// ECE, equal-width bins.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub ece: [f64; 2],
     /// Smooth ECE (its bandwidth chosen again on each resample); `None` unless [`BootstrapConfig::smooth_ece`].
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub smooth_ece: Option<[f64; 2]>,
     /// Debiased L2 calibration error.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub debiased_l2_ce: [f64; 2],
 }
 
@@ -207,6 +213,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let i = (pos.floor() as usize).min(sorted.len() - 1);
     let j = (i + 1).min(sorted.len() - 1);
+    // Equal neighbours are the answer as they are: interpolating two infinities would give NaN.
+    if sorted[i] == sorted[j] {
+        return sorted[i];
+    }
     sorted[i] + (pos - i as f64) * (sorted[j] - sorted[i])
 }
 

@@ -93,14 +93,18 @@ pub enum CalibrationError {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Bin {
     /// Lower edge of the bin.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub lower: f64,
     /// Upper edge of the bin.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub upper: f64,
     /// Examples whose top-label confidence falls in the bin.
     pub count: usize,
     /// Their mean confidence (0 for an empty bin).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub confidence: f64,
     /// Their accuracy (0 for an empty bin).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub accuracy: f64,
 }
 
@@ -112,29 +116,40 @@ pub struct CalibrationReport {
     /// Rows.
     pub n: usize,
     /// Top-1 accuracy.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub accuracy: f64,
     /// Top-5 accuracy (top-`K` when `K < 5`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub top5_accuracy: f64,
     /// Mean `-ln p[label]`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub nll: f64,
     /// `1/N sum_i sum_k (p_ik - [k = y_i])^2`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub brier: f64,
     /// Expected calibration error, equal-width bins.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub ece: f64,
     /// Maximum calibration error over non-empty equal-width bins.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub mce: f64,
     /// ECE with equal-mass bins.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub adaptive_ece: f64,
     /// Mean over classes of the per-class binned ECE (Kull et al. 2019).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub classwise_ece: f64,
     /// Smooth ECE (Błasiok and Nakkiran 2023, as `relplot.smECE` computes it): see [`smooth`].
     #[cfg_attr(feature = "serde", serde(default))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub smooth_ece: f64,
     /// The kernel bandwidth smooth ECE was computed at.
     #[cfg_attr(feature = "serde", serde(default))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub smooth_ece_bandwidth: f64,
     /// The debiased L2 calibration error (Kumar et al. 2019), top-label, `bins` equal-mass bins: see [`debiased`].
     #[cfg_attr(feature = "serde", serde(default))]
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub debiased_l2_ce: f64,
     /// The equal-width bins: the data of a reliability diagram.
     #[cfg_attr(feature = "serde", serde(rename = "reliability"))]

@@ -56,10 +56,13 @@ pub fn fit_temperature(logits: &[f32], labels: &[i64], k: usize) -> Result<f64, 
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VectorScaling {
     /// One multiplier per class (the inverse of a per-class temperature).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub weights: Vec<f64>,
     /// One bias per class, mean zero.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub biases: Vec<f64>,
     /// The mean NLL on the data it was fitted on.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub nll: f64,
     /// Quasi-Newton iterations used.
     pub iterations: usize,

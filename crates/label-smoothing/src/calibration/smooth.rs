@@ -25,8 +25,10 @@
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SmoothEce {
     /// The smooth ECE.
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub value: f64,
     /// The kernel's standard deviation `sigma` (the fixed point of `sigma = smECE(sigma)`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::json_float"))]
     pub bandwidth: f64,
 }
 

@@ -18,16 +18,22 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize)]
 pub struct Intervals {
     /// Top-1 accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub accuracy_ci: [f64; 2],
     /// Mean NLL.
+    #[serde(with = "label_smoothing::json_float")]
     pub nll_ci: [f64; 2],
     /// Brier score.
+    #[serde(with = "label_smoothing::json_float")]
     pub brier_ci: [f64; 2],
     /// ECE.
+    #[serde(with = "label_smoothing::json_float")]
     pub ece_ci: [f64; 2],
     /// Smooth ECE.
+    #[serde(with = "label_smoothing::json_float")]
     pub smooth_ece_ci: Option<[f64; 2]>,
     /// Debiased L2 calibration error.
+    #[serde(with = "label_smoothing::json_float")]
     pub debiased_l2_ce_ci: [f64; 2],
 }
 
@@ -62,6 +68,7 @@ pub struct Output {
     pub bootstrap: Option<BootstrapConfig>,
     /// The fitted temperature, with `--fit-temperature`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(with = "label_smoothing::json_float")]
     pub temperature: Option<f64>,
     /// The metrics after temperature scaling.
     #[serde(skip_serializing_if = "Option::is_none")]

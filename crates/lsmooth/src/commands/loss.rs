@@ -13,7 +13,7 @@ use std::path::Path;
 /// The JSON line printed on success.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// The loss: a number, or one per row for reduction `none` (`null` where not finite).
+    /// The loss: a number, or one per row for reduction `none` (`"inf"` where it overflows float32).
     pub loss: Loss,
     /// Rows.
     pub n: usize,

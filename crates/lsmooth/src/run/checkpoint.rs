@@ -220,3 +220,49 @@ impl Run {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of the history goes through the state's JSON and back with its bits: a diverged epoch's
+    /// infinite or NaN metrics included (JSON `null` would make the checkpoint unreadable).
+    #[test]
+    fn the_state_round_trips_non_finite_metrics() {
+        let epoch = |train_loss: f64, test_nll: f64| EpochMetrics {
+            epoch: 1,
+            train_loss,
+            train_accuracy: 0.5,
+            validation_accuracy: 0.25,
+            test_accuracy: 0.1,
+            test_nll,
+            test_ece: 0.3,
+            test_brier: 1.0 / 3.0,
+            seconds: 1e-300,
+        };
+        let state = State {
+            epochs_done: 3,
+            step: 7,
+            history: vec![
+                epoch(0.1, 2.0),
+                epoch(f64::INFINITY, f64::NAN),
+                epoch(f64::NAN, f64::NEG_INFINITY),
+            ],
+            config: "abc".into(),
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        let bits = |s: &State| -> Vec<u64> {
+            s.history
+                .iter()
+                .flat_map(|e| [e.train_loss, e.test_nll, e.test_brier, e.seconds])
+                .map(|v| if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() })
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&state), "{json}");
+        assert!(
+            json.contains(r#""train_loss":"inf""#) && json.contains(r#""test_nll":"-inf""#),
+            "{json}"
+        );
+    }
+}

@@ -13,20 +13,28 @@ pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
     /// Mean training loss over the epoch's batches (the smoothed objective).
+    #[serde(with = "label_smoothing::json_float")]
     pub train_loss: f64,
     /// Accuracy on the training set (against its possibly noisy labels), after the epoch.
+    #[serde(with = "label_smoothing::json_float")]
     pub train_accuracy: f64,
     /// Validation accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub validation_accuracy: f64,
     /// Test accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_accuracy: f64,
     /// Test negative log-likelihood (unsmoothed).
+    #[serde(with = "label_smoothing::json_float")]
     pub test_nll: f64,
     /// Test ECE, 15 equal-width bins.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_ece: f64,
     /// Test Brier score.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_brier: f64,
     /// Wall-clock seconds of the epoch's training and evaluation.
+    #[serde(with = "label_smoothing::json_float")]
     pub seconds: f64,
 }
 
@@ -43,38 +51,53 @@ pub struct RunMetrics {
     /// Epochs completed.
     pub epochs: usize,
     /// Final test accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_accuracy: f64,
     /// Final test NLL.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_nll: f64,
     /// Final test ECE (15 bins).
+    #[serde(with = "label_smoothing::json_float")]
     pub test_ece: f64,
     /// Final test Brier score.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_brier: f64,
     /// Final test MCE.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_mce: f64,
     /// Final test adaptive ECE.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_adaptive_ece: f64,
     /// Final training accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub train_accuracy: f64,
     /// `train_accuracy - test_accuracy`: over-fitting.
+    #[serde(with = "label_smoothing::json_float")]
     pub train_test_gap: f64,
     /// The best test accuracy of any epoch.
+    #[serde(with = "label_smoothing::json_float")]
     pub best_test_accuracy: f64,
     /// The first epoch whose test accuracy is within 0.5 points of the best.
     pub convergence_epoch: usize,
     /// The temperature fitted on the validation split.
+    #[serde(with = "label_smoothing::json_float")]
     pub temperature: f64,
     /// Validation NLL (before temperature scaling): what a strength sweep picks by.
     #[serde(default)]
+    #[serde(with = "label_smoothing::json_float")]
     pub validation_nll: f64,
     /// Validation ECE (15 bins, before temperature scaling).
     #[serde(default)]
+    #[serde(with = "label_smoothing::json_float")]
     pub validation_ece: f64,
     /// Test ECE after temperature scaling.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_ece_scaled: f64,
     /// Test NLL after temperature scaling.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_nll_scaled: f64,
     /// Test Brier score after temperature scaling.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_brier_scaled: f64,
     /// Per-epoch history.
     pub history: Vec<EpochMetrics>,

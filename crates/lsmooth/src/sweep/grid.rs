@@ -98,18 +98,24 @@ pub fn parse_grid(s: &str) -> Result<Grid, CliError> {
 #[derive(Debug, Clone, Serialize)]
 pub struct GridPick {
     /// The strength.
+    #[serde(with = "label_smoothing::json_float")]
     pub strength: f64,
     /// Its setting's name.
     pub setting: String,
     /// The criterion's value there (validation NLL or validation ECE, mean over seeds).
+    #[serde(with = "label_smoothing::json_float")]
     pub criterion: f64,
     /// Test accuracy.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_accuracy: f64,
     /// Test NLL.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_nll: f64,
     /// Test ECE.
+    #[serde(with = "label_smoothing::json_float")]
     pub test_ece: f64,
     /// The fitted temperature.
+    #[serde(with = "label_smoothing::json_float")]
     pub temperature: f64,
 }
 
@@ -119,6 +125,7 @@ pub struct GridSummary {
     /// `others`, `uniform` or `adaptive`.
     pub kind: GridKind,
     /// The strengths, in the order given.
+    #[serde(with = "label_smoothing::json_float")]
     pub strengths: Vec<f64>,
     /// Their settings' names (entries of `settings`).
     pub settings: Vec<String>,

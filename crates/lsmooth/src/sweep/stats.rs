@@ -8,10 +8,13 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Stat {
     /// Mean.
+    #[serde(with = "label_smoothing::json_float")]
     pub mean: f64,
     /// Sample standard deviation (0 for one seed).
+    #[serde(with = "label_smoothing::json_float")]
     pub sd: f64,
     /// One value per seed, in seed order.
+    #[serde(with = "label_smoothing::json_float")]
     pub values: Vec<f64>,
 }
 
