@@ -66,13 +66,15 @@ impl<'a> CallPlan<'a> {
         self.loss.config().ignore_index
     }
 
-    /// The class weights `[K]`, if any.
+    /// The class weights `[K]` the kernels use, if any: the configured ones divided by a power of two when they
+    /// are far from 1 (`LabelSmoothingLoss::kernel_weights`), which [`Self::finish`] and [`Self::row_coef`]
+    /// multiply back.
     #[inline(always)]
     pub(crate) fn weights(&self) -> Option<&'a [f32]> {
-        self.loss.config().weights.as_deref()
+        self.loss.kernel_weights()
     }
 
-    /// `sum_c u_c` in f64 (`K` without weights).
+    /// `sum_c u_c` of [`Self::weights`] in f64 (`K` without weights).
     #[inline(always)]
     pub(crate) fn weight_total(&self) -> f64 {
         self.loss.weight_total()
@@ -96,7 +98,7 @@ impl<'a> CallPlan<'a> {
             GradOutput::Scalar(g) => g as f64,
             GradOutput::PerRow(g) => g[i] as f64,
         };
-        g * self.scale
+        g * self.scale * self.loss.weight_scale()
     }
 
     /// The loss of a row and what its gradient pass needs, from its statistics.
@@ -167,6 +169,6 @@ impl<'a> CallPlan<'a> {
                 target_term + spread_term
             }
         };
-        (loss, g)
+        (loss * self.loss.weight_scale(), g)
     }
 }
