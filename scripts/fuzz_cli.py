@@ -4,7 +4,10 @@
 Each case runs one command under a time limit and an address-space limit and must end with exit 0, or exit 2 and
 a one-line message without control characters: no panic, no abort or signal, no hang, no memory blow-up. For
 `lsmooth loss` the verdict is also compared with numpy's: a logits file that numpy.load reads as a 2-D float32 or
-float64 array of at least 2 columns must be accepted with numpy's shape; one numpy refuses must be refused.
+float64 array of at least 2 columns must be accepted with numpy's shape; one numpy refuses must be refused. Class
+weights drawn from the float32 extremes (near its maximum, subnormal, zero, spanning up to 2^100, and invalid:
+negative, inf, NaN) must be refused exactly when invalid, and otherwise give the float64 definition's mean loss, computed here with numpy,
+wherever that is finite in float32.
 
     python3 scripts/fuzz_cli.py [--binary target/release/lsmooth] [--seconds 180] [--seed 1]
 
@@ -79,6 +82,60 @@ def check(p, problem, args):
     return None
 
 
+# The largest weight of a vector; the others lie within 2^-100 of it (docs/DESIGN.md: weights more than about
+# 2^-126 below the largest lose precision), some are 0.
+ANCHORS = [float(np.finfo(np.float32).max), 1e38, 1e36, 3.0, 1e-30, float(np.finfo(np.float32).tiny), 1e-40, 1e-44]
+INVALID = np.array([-1.0, -1e-45, np.inf, np.nan], dtype=np.float32)
+
+
+def weights_case(rng, tmp, a):
+    """`lsmooth loss --weights` on weights from EXTREMES (sometimes one invalid), against numpy's float64 mean."""
+    n, k = rng.randrange(1, 9), rng.choice([2, 3, 7, 40, 300, 5000])
+    gen = np.random.default_rng(rng.randrange(1 << 32))
+    logits = (gen.standard_normal((n, k)) * rng.choice([1, 4, 30])).astype(np.float32)
+    y = gen.integers(0, k, n)
+    span = rng.choice([0, 10, 60, 100])
+    w = (rng.choice(ANCHORS) * np.exp2(-gen.uniform(0, span, k))).astype(np.float32)
+    w[gen.random(k) < 0.2] = 0
+    invalid = rng.random() < 0.15
+    if invalid:
+        w[rng.randrange(k)] = rng.choice(list(INVALID))
+    eps = rng.choice([0.0, 0.1, 0.3])
+    paths = [os.path.join(tmp, f) for f in ("wl.npy", "wy.npy", "ww.npy")]
+    for path, arr in zip(paths, (logits, y, w)):
+        np.save(path, arr)
+    args = ["loss", "--logits", paths[0], "--targets", paths[1], "--weights", paths[2], "--smoothing", str(eps),
+            "--spread", "uniform"]
+    p, problem, _ = run(a.binary, args, 30)
+    failure = check(p, problem, args)
+    if failure:
+        return failure
+    if invalid:
+        return None if p.returncode == 2 else f"invalid weights accepted: {w.tolist()}\n{args}"
+    if p.returncode != 0:
+        return f"valid weights refused: {p.stderr}\n{args}"
+    # F.cross_entropy(weight=w, label_smoothing=eps): -sum_c w_c q_ic log p_ic, q = (1 - eps) onehot + eps / K,
+    # over sum_i w_{y_i}, in float64.
+    z = logits.astype(np.float64)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    w64 = w.astype(np.float64)
+    rows = -(1 - eps) * w64[y] * logp[np.arange(n), y] - eps / k * (w64 * logp).sum(1)
+    denominator = w64[y].sum()
+    if denominator == 0:
+        return None
+    want = rows.sum() / denominator
+    got = json.loads(p.stdout)["loss"]
+    if not np.isfinite(np.float32(want)):
+        return None
+    # Relative, plus the round-off of `lse - z_y` in float64 (a row fit to 1e-13 keeps few digits of its loss).
+    mass = ((1 - eps) * w64[y] + eps / k * w64.sum()).sum() / denominator
+    tolerance = 2e-5 * abs(want) + 64 * 2.0**-52 * np.abs(z).max() * mass + 1e-44
+    if not isinstance(got, (int, float)) or abs(got - want) > tolerance:
+        return f"loss {got}, the float64 definition gives {want}: weights {w.tolist()}\n{args}"
+    return None
+
+
 def idx(dims, data):
     return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + data
 
@@ -102,13 +159,16 @@ def main():
     bases = [valid, npy("{'descr': '>f8', 'fortran_order': True, 'shape': (4, 3), }", base.astype(">f8").tobytes("F"))]
     mnist_images = idx([30, 4, 4], bytes(rng.randrange(256) for _ in range(30 * 16)))
     mnist_labels = idx([30], bytes(rng.randrange(10) for _ in range(30)))
-    counts = {"npy": 0, "npy_accepted": 0, "idx": 0, "calibrate": 0}
+    counts = {"npy": 0, "npy_accepted": 0, "idx": 0, "calibrate": 0, "weights": 0}
     end = time.time() + a.seconds
     failure = None
     while time.time() < end and failure is None:
         kind = rng.random()
         case = os.path.join(tmp, "case")
-        if kind < 0.75:
+        if kind < 0.15:
+            failure = weights_case(rng, tmp, a)
+            counts["weights"] += 1
+        elif kind < 0.75:
             data = mutate(rng, rng.choice(bases))
             path = case + ".npy"
             open(path, "wb").write(data)
@@ -157,7 +217,7 @@ def main():
             shutil.copytree(tmp, a.keep)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{counts['npy']} .npy cases ({counts['npy_accepted']} accepted), {counts['calibrate']} calibrate, "
-          f"{counts['idx']} IDX directories: " + ("no failure" if failure is None else "FAILURE"))
+          f"{counts['idx']} IDX directories, {counts['weights']} class weight vectors: " + ("no failure" if failure is None else "FAILURE"))
     if failure:
         print(failure)
         sys.exit(1)
