@@ -230,6 +230,17 @@ pub fn bootstrap(
     bins: usize,
     config: &BootstrapConfig,
 ) -> Result<BootstrapIntervals, CalibrationError> {
+    bootstrap_with_progress(rows, bins, config, &|| ())
+}
+
+/// [`bootstrap`], calling `progress` once per finished resample (from the worker threads, in any order): for a
+/// progress bar. The intervals are the same as [`bootstrap`]'s.
+pub fn bootstrap_with_progress(
+    rows: &RowScores,
+    bins: usize,
+    config: &BootstrapConfig,
+    progress: &(dyn Fn() + Sync),
+) -> Result<BootstrapIntervals, CalibrationError> {
     config.validate()?;
     if bins == 0 {
         return Err(CalibrationError::ZeroBins);
@@ -246,7 +257,7 @@ pub fn bootstrap(
             let ok: Vec<bool> = idx.iter().map(|&i| rows.correct[i]).collect();
             let mean = |v: &[f64]| idx.iter().map(|&i| v[i]).sum::<f64>() / n as f64;
             let accuracy = ok.iter().filter(|&&b| b).count() as f64 / n as f64;
-            [
+            let sample = [
                 accuracy,
                 mean(&rows.nll),
                 mean(&rows.brier),
@@ -257,7 +268,9 @@ pub fn bootstrap(
                     f64::NAN
                 },
                 debiased_l2_ce(&conf, &ok, bins),
-            ]
+            ];
+            progress();
+            sample
         })
         .collect();
     let (lo_q, hi_q) = ((1.0 - config.level) / 2.0, (1.0 + config.level) / 2.0);

@@ -24,10 +24,12 @@ mod evaluate;
 pub mod scaling;
 pub mod smooth;
 
-pub use bootstrap::{bootstrap, bootstrap_reliability, BootstrapConfig, BootstrapIntervals, RowScores};
+pub use bootstrap::{
+    bootstrap, bootstrap_reliability, bootstrap_with_progress, BootstrapConfig, BootstrapIntervals, RowScores,
+};
 pub use debiased::debiased_l2_ce;
 pub use evaluate::{evaluate, Predictions};
-pub use scaling::{fit_temperature, fit_vector_scaling, VectorScaling};
+pub use scaling::{fit_temperature, fit_vector_scaling, fit_vector_scaling_with_progress, VectorScaling};
 pub use smooth::{smooth_ece, smooth_ece_at, smoothed_reliability, SmoothEce};
 
 /// Why a calibration metric could not be computed.

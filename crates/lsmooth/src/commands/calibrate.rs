@@ -8,8 +8,8 @@ use crate::report::png::{check_extension, encode_for};
 use crate::report::reliability::smooth_curve;
 use crate::CliError;
 use label_smoothing::calibration::{
-    bootstrap, evaluate, fit_temperature, fit_vector_scaling, BootstrapConfig, BootstrapIntervals, CalibrationError,
-    CalibrationReport, Predictions, RowScores, VectorScaling,
+    bootstrap_with_progress, evaluate, fit_temperature, fit_vector_scaling_with_progress, BootstrapConfig,
+    BootstrapIntervals, CalibrationError, CalibrationReport, Predictions, RowScores, VectorScaling,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -195,13 +195,31 @@ pub fn evaluate_predictions(
 ) -> Result<Evaluated, CalibrationError> {
     let (report, rows) = evaluate(predictions, labels, k, bins)?;
     let intervals = boot
-        .map(|config| bootstrap(&rows, bins, config).map(|b| Intervals::from(&b)))
+        .map(|config| {
+            let bar = progress_bar(
+                Some(config.resamples as u64),
+                "bootstrap [{bar:30}] {pos}/{len} resamples",
+            );
+            let b = bootstrap_with_progress(&rows, bins, config, &|| bar.inc(1));
+            bar.finish_and_clear();
+            b.map(|b| Intervals::from(&b))
+        })
         .transpose()?;
     Ok(Evaluated {
         report,
         intervals,
         rows,
     })
+}
+
+/// A progress display on stderr for the steps that can take minutes (a bootstrap of many resamples, vector
+/// scaling with many classes), with the elapsed time; indicatif hides it when stderr is not a terminal.
+fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(len, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!("{template} ({{elapsed}})")) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// What `calibrate` computed: the `--json` object and the evaluations behind it.
@@ -255,7 +273,13 @@ pub fn compute(inputs: &Inputs<'_>) -> Result<Calibrated, Failure> {
     let (mut vector, mut vector_calibrated) = (None, None);
     if let Some(held) = inputs.fit_vector {
         let fit = blame(Culprit::VectorLogits, Culprit::VectorLabels);
-        let v = fit_vector_scaling(held.logits, held.labels, k).map_err(fit)?;
+        let bar = progress_bar(None, "{spinner} vector scaling: iteration {pos}, held-out NLL {msg}");
+        let v = fit_vector_scaling_with_progress(held.logits, held.labels, k, &mut |i, nll| {
+            bar.set_position(i as u64);
+            bar.set_message(format!("{nll:.6}"));
+        });
+        bar.finish_and_clear();
+        let v = v.map_err(fit)?;
         vector_calibrated = Some(evaluate_predictions(logits(1.0, Some(&v)), labels, k, bins, boot).map_err(&main)?);
         vector = Some(v);
     }
