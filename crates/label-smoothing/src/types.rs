@@ -43,7 +43,7 @@ impl Default for GradOutput<'_> {
 }
 
 /// The value of the loss: a scalar, or one value per row for reduction `none`. With the `serde` feature it
-/// serialises as the number or the array itself, with a non-finite value as in [`json_float`](crate::json_float).
+/// serialises as the number or the array itself, a non-finite value as the `json_float` module writes it.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(untagged))]
 pub enum Loss {
