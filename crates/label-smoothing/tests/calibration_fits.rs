@@ -27,13 +27,21 @@ fn held_out(n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
             r -= v;
         }
         labels.push(y as i64);
-        logits.extend(base.iter().enumerate().map(|(c, b)| (b * (1.0 + (c % 3) as f64)) as f32));
+        logits.extend(
+            base.iter()
+                .enumerate()
+                .map(|(c, b)| (b * (1.0 + (c % 3) as f64)) as f32),
+        );
     }
     (logits, labels)
 }
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
 #[test]
@@ -57,12 +65,18 @@ fn vector_scaling_reports_each_iteration_and_recovers_the_factors() {
     assert_eq!(fit, fit_vector_scaling(&logits, &labels, k).unwrap());
     assert_eq!(seen.len(), fit.iterations);
     assert!(seen.iter().enumerate().all(|(j, &(i, _))| i == j + 1), "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[1].1 <= w[0].1), "the NLL never rises: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[1].1 <= w[0].1),
+        "the NLL never rises: {seen:?}"
+    );
     assert_eq!(seen.last().unwrap().1, fit.nll);
     // The file's class-c logits are (1 + c % 3) times the generating ones: the fitted weights undo that.
     for (c, w) in fit.weights.iter().enumerate() {
         let want = 1.0 / (1.0 + (c % 3) as f64);
-        assert!((w - want).abs() < 0.15 * want, "class {c}: weight {w}, want about {want}");
+        assert!(
+            (w - want).abs() < 0.15 * want,
+            "class {c}: weight {w}, want about {want}"
+        );
     }
 }
 
