@@ -108,6 +108,38 @@ proptest! {
     }
 
     #[test]
+    /// Class weights times a power of two far outside `[2^-32, 2^32)` (where the kernels rescale them; near the
+    /// float32 extremes in the unit of these weights): the loss and gradient scale exactly with them, or not at
+    /// all where the weights cancel (a weighted mean over hard labels). Exact where the unscaled value is a normal
+    /// float32; within one subnormal step of the scaled value where either is subnormal.
+    fn weights_times_a_power_of_two_scale_the_results_exactly(d in draw(), up in any::<bool>()) {
+        prop_assume!(d.config.weights.is_some());
+        let factor = if up { 2f64.powi(60) } else { 2f64.powi(-60) };
+        let mut scaled = d.clone();
+        scaled.config.weights = d.config.weights.as_ref().map(|w| w.iter().map(|&u| (u as f64 * factor) as f32).collect());
+        let (loss, grad) = run_fused(&d, 2);
+        let (loss_s, grad_s) = run_fused(&scaled, 2);
+        let cancels = d.config.reduction == Reduction::Mean && !d.soft;
+        let f = if cancels { 1.0 } else { factor };
+        let check = |what: &str, base: &[f32], got: &[f32]| {
+            for (i, (&b, &g)) in base.iter().zip(got).enumerate() {
+                let want = b as f64 * f;
+                // A zero may be an underflow, and is compared as a subnormal.
+                let normal = |x: f64| x.abs() >= f32::MIN_POSITIVE as f64;
+                let ok = if normal(b as f64) && normal(want) {
+                    g as f64 == want || (g.is_nan() && b.is_nan())
+                } else {
+                    // One subnormal step of whichever side is subnormal (the base's scaled by the factor).
+                    (g as f64 - want).abs() <= 1.5e-45 * f.max(1.0) + want.abs() * 1.2e-7
+                };
+                assert!(ok, "{d:?} x {factor:e}: {what}[{i}] = {g:e}, expected {b:e} x {f:e} = {want:e}");
+            }
+        };
+        check("loss", loss.as_slice(), loss_s.as_slice());
+        check("grad", &grad, &grad_s);
+    }
+
+    #[test]
     fn others_equals_uniform_with_rescaled_eps(d in draw(), eps in 0.0f32..0.5) {
         let k = d.k as f32;
         let mut a = d.clone();
