@@ -50,9 +50,7 @@ impl RowScores {
     /// the probability of the label underflows).
     pub fn from_logits(logits: &[f32], labels: &[i64], k: usize, temperature: f64) -> Result<Self, CalibrationError> {
         let mut rows = RowScores::with_capacity(check_inputs(logits.len(), labels, k, "logits")?);
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(CalibrationError::BadTemperature(temperature));
-        }
+        super::check_temperature(temperature)?;
         // One row of probabilities at a time, as `softmax_rows` computes them.
         let mut p = vec![0.0f64; k];
         for (z, &y) in logits.chunks_exact(k).zip(labels) {

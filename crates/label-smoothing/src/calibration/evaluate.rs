@@ -58,9 +58,7 @@ pub fn evaluate(
         temperature, scaling, ..
     } = predictions
     {
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(CalibrationError::BadTemperature(temperature));
-        }
+        super::check_temperature(temperature)?;
         if let Some(v) = scaling {
             if v.weights.len() != k || v.biases.len() != k {
                 return Err(CalibrationError::Shape {

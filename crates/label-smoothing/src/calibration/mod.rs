@@ -158,6 +158,15 @@ pub struct CalibrationReport {
     pub bins: Vec<Bin>,
 }
 
+/// A temperature must be finite and positive.
+fn check_temperature(temperature: f64) -> Result<(), CalibrationError> {
+    if temperature.is_finite() && temperature > 0.0 {
+        Ok(())
+    } else {
+        Err(CalibrationError::BadTemperature(temperature))
+    }
+}
+
 fn check_shape(len: usize, k: usize, what: &'static str) -> Result<usize, CalibrationError> {
     if k < 2 {
         return Err(CalibrationError::Shape {
@@ -179,9 +188,7 @@ fn check_shape(len: usize, k: usize, what: &'static str) -> Result<usize, Calibr
 /// `softmax(z / temperature)` of every row of `[N, K]` logits, in f64.
 pub fn softmax_rows(logits: &[f32], k: usize, temperature: f64) -> Result<Vec<f64>, CalibrationError> {
     check_shape(logits.len(), k, "logits")?;
-    if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(CalibrationError::BadTemperature(temperature));
-    }
+    check_temperature(temperature)?;
     let mut out = vec![0.0; logits.len()];
     for (row, p) in logits.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
         evaluate::softmax_row(row, temperature, p);
@@ -192,9 +199,7 @@ pub fn softmax_rows(logits: &[f32], k: usize, temperature: f64) -> Result<Vec<f6
 /// Mean negative log-likelihood of `softmax(z / temperature)`, computed stably from the logits.
 pub fn nll_of_logits(logits: &[f32], labels: &[i64], k: usize, temperature: f64) -> Result<f64, CalibrationError> {
     let n = check_inputs(logits.len(), labels, k, "logits")?;
-    if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(CalibrationError::BadTemperature(temperature));
-    }
+    check_temperature(temperature)?;
     let total: f64 = logits
         .chunks_exact(k)
         .zip(labels)
