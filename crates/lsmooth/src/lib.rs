@@ -16,6 +16,7 @@ pub mod commands;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sweep;

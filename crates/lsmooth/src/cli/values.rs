@@ -13,24 +13,24 @@ pub fn usize_in<const LO: usize, const HI: usize>(s: &str) -> Result<usize, Stri
     }
 }
 
-/// A finite `f32` flag (`inf` and `NaN` are refused; the command checks its own range).
-pub fn finite_f32(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() {
+/// A finite number in the type it is used in (`inf`, `NaN`, and values that overflow the type, are refused).
+fn finite<T: std::str::FromStr + Copy + Into<f64>>(s: &str) -> Result<T, String> {
+    let v: T = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.into().is_finite() {
         Ok(v)
     } else {
         Err(format!("{s} is not finite"))
     }
 }
 
+/// A finite `f32` flag (`inf` and `NaN` are refused; the command checks its own range).
+pub fn finite_f32(s: &str) -> Result<f32, String> {
+    finite(s)
+}
+
 /// A finite `f64` flag.
 pub fn finite_f64(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{s} is not finite"))
-    }
+    finite(s)
 }
 
 /// A finite, positive `f32` flag (a temperature).

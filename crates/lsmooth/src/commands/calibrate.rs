@@ -4,6 +4,7 @@
 use crate::cli::CalibrateArgs;
 use crate::io::arrays::{read_labels, read_matrix, Matrix};
 use crate::io::atomic;
+use crate::progress::stderr_bar;
 use crate::report::png::{check_extension, encode_for};
 use crate::report::reliability::smooth_curve;
 use crate::CliError;
@@ -196,9 +197,9 @@ pub fn evaluate_predictions(
     let (report, rows) = evaluate(predictions, labels, k, bins)?;
     let intervals = boot
         .map(|config| {
-            let bar = progress_bar(
+            let bar = stderr_bar(
                 Some(config.resamples as u64),
-                "bootstrap [{bar:30}] {pos}/{len} resamples",
+                "bootstrap [{bar:30}] {pos}/{len} resamples ({elapsed})",
             );
             let b = bootstrap_with_progress(&rows, bins, config, &|| bar.inc(1));
             bar.finish_and_clear();
@@ -210,16 +211,6 @@ pub fn evaluate_predictions(
         intervals,
         rows,
     })
-}
-
-/// A progress display on stderr for the steps that can take minutes (a bootstrap of many resamples, vector
-/// scaling with many classes), with the elapsed time; indicatif hides it when stderr is not a terminal.
-fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(len, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!("{template} ({{elapsed}})")) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// What `calibrate` computed: the `--json` object and the evaluations behind it.
@@ -273,7 +264,10 @@ pub fn compute(inputs: &Inputs<'_>) -> Result<Calibrated, Failure> {
     let (mut vector, mut vector_calibrated) = (None, None);
     if let Some(held) = inputs.fit_vector {
         let fit = blame(Culprit::VectorLogits, Culprit::VectorLabels);
-        let bar = progress_bar(None, "{spinner} vector scaling: iteration {pos}, held-out NLL {msg}");
+        let bar = stderr_bar(
+            None,
+            "{spinner} vector scaling: iteration {pos}, held-out NLL {msg} ({elapsed})",
+        );
         let v = fit_vector_scaling_with_progress(held.logits, held.labels, k, &mut |i, nll| {
             bar.set_position(i as u64);
             bar.set_message(format!("{nll:.6}"));

@@ -440,13 +440,10 @@ fn progress_bar(args: &CompareArgs, runs: u64) -> indicatif::ProgressBar {
     if args.quiet || args.json {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(Some(runs), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} runs ({elapsed}, about {eta} left): {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
+    crate::progress::stderr_bar(
+        Some(runs),
+        "[{bar:30}] {pos}/{len} runs ({elapsed}, about {eta} left): {msg}",
+    )
 }
 
 /// Writes `summary.json`, `report.md` and `report.html` into `--out`.

@@ -335,13 +335,7 @@ fn progress_bar(batches: u64, verbosity: Verbosity, epoch: usize, epochs: usize)
     if verbosity == Verbosity::Quiet {
         return indicatif::ProgressBar::hidden();
     }
-    // Drawn only when stderr is a terminal; hidden otherwise.
-    let bar = indicatif::ProgressBar::with_draw_target(Some(batches), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::progress::stderr_bar(Some(batches), "epoch {msg} [{bar:30}] {pos}/{len} batches");
     bar.set_message(format!("{epoch}/{epochs}"));
     bar
 }

@@ -38,12 +38,18 @@ pub(super) fn time_warm(f: &mut impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The value of the line `key` (`VmHWM:`, `MemAvailable:`) of a `/proc` file that gives it in kB, in bytes;
+/// `None` where the file or the line is missing.
+fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The peak resident memory of the process (VmHWM), in bytes, where the OS reports it.
 pub(super) fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    proc_bytes("/proc/self/status", "VmHWM:")
 }
 
 /// Resets the peak resident memory to the current one (Linux: `clear_refs` 5); false where that is unavailable.
@@ -53,19 +59,13 @@ pub(super) fn reset_peak_rss() -> bool {
 
 /// The current resident memory (VmRSS), in bytes, where the OS reports it.
 pub(super) fn rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    proc_bytes("/proc/self/status", "VmRSS:")
 }
 
 /// The memory the system can give a new process without swapping (`MemAvailable` of `/proc/meminfo`), in bytes;
 /// `None` where it is not known.
 pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    proc_bytes("/proc/meminfo", "MemAvailable:")
 }
 
 /// Refuses a benchmark whose buffers (`bytes`) would not fit in the memory available now, naming the flag and
