@@ -69,6 +69,7 @@ fn config_of(o: &Value) -> LabelSmoothingCrossEntropyConfig {
         weights: o["weights"]
             .as_array()
             .map(|w| w.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
+        ..Default::default()
     })
 }
 
@@ -169,6 +170,7 @@ fn equals_the_core_crate_on_random_inputs() {
                         reduction,
                         ignore_index: ignore.then_some(-100),
                         weights: weights.clone(),
+                        ..Default::default()
                     };
                     let loss_fn = core.clone().init(k).unwrap();
                     let targets = if soft {

@@ -63,6 +63,7 @@ fn config_of(o: &Value) -> LabelSmoothingConfig {
         weights: o["weights"]
             .as_array()
             .map(|w| w.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
+        ..Default::default()
     }
 }
 
@@ -137,6 +138,7 @@ fn configs() -> Vec<LabelSmoothingConfig> {
                     reduction,
                     ignore_index: Some(-100),
                     weights: None,
+                    ..Default::default()
                 });
             }
         }

@@ -56,7 +56,7 @@ pub fn linear_cross_entropy<'py>(
             )))
         }
     };
-    let loss_fn = config(reduction, smoothing, spread, adaptive, weight, ignore_index)?
+    let loss_fn = config(reduction, smoothing, spread, adaptive, weight, ignore_index, 0.0, None)?
         .init(k)
         .map_err(value_error)?;
     let mut lce = LinearCrossEntropy::new(loss_fn, d).map_err(value_error)?;

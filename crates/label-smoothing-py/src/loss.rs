@@ -4,13 +4,15 @@ use crate::arrays::{readonly, slice, FloatArray, FloatArrayMut, Floats, FloatsMu
 use crate::errors::value_error;
 use crate::threads::detached;
 use label_smoothing::{
-    GradOutput, LabelSmoothingConfig, LabelSmoothingLoss, Loss, LossError, Reduction, Smoothing, Spread, Targets,
+    GradOutput, LabelSmoothingConfig, LabelSmoothingLoss, Loss, LossError, LossReport, Reduction, Smoothing, Spread,
+    Targets,
 };
 use numpy::{PyArray1, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 /// The configuration from the Python call's options (validated by `init`).
+#[allow(clippy::too_many_arguments)] // One argument per option of the loss.
 pub fn config(
     reduction: &str,
     smoothing: f32,
@@ -18,6 +20,8 @@ pub fn config(
     adaptive: Option<f32>,
     weight: Option<PyReadonlyArrayDyn<'_, f32>>,
     ignore_index: Option<i64>,
+    z_loss: f32,
+    softcap: Option<f32>,
 ) -> PyResult<LabelSmoothingConfig> {
     let reduction: Reduction = reduction
         .parse()
@@ -38,6 +42,8 @@ pub fn config(
         reduction,
         ignore_index,
         weights,
+        z_loss,
+        softcap,
     })
 }
 
@@ -66,21 +72,24 @@ impl<'py> TargetArray<'py> {
     }
 }
 
-/// The loss, and the gradient into `grad` when given, for logits and gradient of the same element type.
+/// The loss report (predictions when `predictions`), and the gradient into `grad` when given, for logits and
+/// gradient of the same element type.
 fn compute(
     loss_fn: &LabelSmoothingLoss,
     logits: Floats<'_>,
     targets: Targets<'_>,
     grad_output: GradOutput<'_>,
     grad: Option<FloatsMut<'_>>,
-) -> Result<Result<Loss, LossError>, &'static str> {
+    predictions: bool,
+) -> Result<Result<LossReport, LossError>, &'static str> {
+    let p = predictions;
     Ok(match (logits, grad) {
-        (Floats::F32(z), None) => loss_fn.loss(z, targets),
-        (Floats::F16(z), None) => loss_fn.loss(z, targets),
-        (Floats::Bf16(z), None) => loss_fn.loss(z, targets),
-        (Floats::F32(z), Some(FloatsMut::F32(g))) => loss_fn.loss_and_grad(z, targets, grad_output, g),
-        (Floats::F16(z), Some(FloatsMut::F16(g))) => loss_fn.loss_and_grad(z, targets, grad_output, g),
-        (Floats::Bf16(z), Some(FloatsMut::Bf16(g))) => loss_fn.loss_and_grad(z, targets, grad_output, g),
+        (Floats::F32(z), None) => loss_fn.report(z, targets, p),
+        (Floats::F16(z), None) => loss_fn.report(z, targets, p),
+        (Floats::Bf16(z), None) => loss_fn.report(z, targets, p),
+        (Floats::F32(z), Some(FloatsMut::F32(g))) => loss_fn.report_and_grad(z, targets, grad_output, g, p),
+        (Floats::F16(z), Some(FloatsMut::F16(g))) => loss_fn.report_and_grad(z, targets, grad_output, g, p),
+        (Floats::Bf16(z), Some(FloatsMut::Bf16(g))) => loss_fn.report_and_grad(z, targets, grad_output, g, p),
         _ => return Err("grad: the gradient buffer must have the dtype of the input"),
     })
 }
@@ -95,11 +104,13 @@ pub fn loss_to_python<'py>(py: Python<'py>, loss: Loss) -> PyResult<Bound<'py, P
 
 /// The label-smoothed cross-entropy of `input` (`[N, K]` logits, C-contiguous, of element type `dtype`), with
 /// its gradient written into `grad` (same shape and type) when given. Returns a float, or a `float32` array
-/// `[N]` for reduction `none`. `grad_rows` (`[N]`, reduction `none` only) or `grad_scale` is the upstream
-/// gradient.
+/// `[N]` for reduction `none`; with `report`, the tuple `(loss, z_loss, predicted, correct, counted)` (the z-loss
+/// term like the loss; with `predictions`, the `int64` predicted classes `[N]` and the accuracy's counts, else
+/// `None, 0, 0`). `grad_rows` (`[N]`, reduction `none` only) or `grad_scale` is the upstream gradient.
 #[pyfunction]
 #[pyo3(signature = (input, dtype, k, target, soft, *, weight=None, ignore_index=None, reduction="mean",
-    smoothing=0.0, spread="uniform", adaptive=None, grad=None, grad_scale=1.0, grad_rows=None, threads=0))]
+    smoothing=0.0, spread="uniform", adaptive=None, z_loss=0.0, softcap=None, grad=None, grad_scale=1.0,
+    grad_rows=None, threads=0, report=false, predictions=false))]
 #[allow(clippy::too_many_arguments)] // One argument per option of `F.cross_entropy`, called from Python by keyword.
 pub fn cross_entropy<'py>(
     py: Python<'py>,
@@ -114,14 +125,27 @@ pub fn cross_entropy<'py>(
     smoothing: f32,
     spread: &str,
     adaptive: Option<f32>,
+    z_loss: f32,
+    softcap: Option<f32>,
     grad: Option<&Bound<'py, PyAny>>,
     grad_scale: f32,
     grad_rows: Option<PyReadonlyArrayDyn<'py, f32>>,
     threads: usize,
+    report: bool,
+    predictions: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let loss_fn = config(reduction, smoothing, spread, adaptive, weight, ignore_index)?
-        .init(k)
-        .map_err(value_error)?;
+    let loss_fn = config(
+        reduction,
+        smoothing,
+        spread,
+        adaptive,
+        weight,
+        ignore_index,
+        z_loss,
+        softcap,
+    )?
+    .init(k)
+    .map_err(value_error)?;
     let logits = FloatArray::extract(input, dtype, "input")?;
     let targets = TargetArray::extract(target, soft)?;
     let mut grad = match grad {
@@ -142,8 +166,25 @@ pub fn cross_entropy<'py>(
         Some(r) => GradOutput::PerRow(r),
         None => GradOutput::Scalar(grad_scale),
     };
-    let loss = detached(py, threads, z.len(), || compute(&loss_fn, z, t, grad_output, g))?
-        .map_err(PyTypeError::new_err)?
-        .map_err(value_error)?;
-    loss_to_python(py, loss)
+    let out = detached(py, threads, z.len(), || {
+        compute(&loss_fn, z, t, grad_output, g, predictions)
+    })?
+    .map_err(PyTypeError::new_err)?
+    .map_err(value_error)?;
+    if !report {
+        return loss_to_python(py, out.loss);
+    }
+    let predicted = match out.predicted {
+        Some(p) => PyArray1::from_vec(py, p).into_any(),
+        None => py.None().into_bound(py),
+    };
+    let (correct, counted) = out.accuracy.map_or((0, 0), |a| (a.correct, a.counted));
+    let items = [
+        loss_to_python(py, out.loss)?,
+        loss_to_python(py, out.z_loss)?,
+        predicted,
+        correct.into_pyobject(py)?.into_any(),
+        counted.into_pyobject(py)?.into_any(),
+    ];
+    Ok(pyo3::types::PyTuple::new(py, items)?.into_any())
 }

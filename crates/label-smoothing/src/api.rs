@@ -9,7 +9,7 @@ use crate::element::Element;
 use crate::error::Result;
 use crate::kernel::CallBuffers;
 use crate::loss::LabelSmoothingLoss;
-use crate::types::{GradOutput, Loss, Targets};
+use crate::types::{GradOutput, Loss, LossReport, Targets};
 
 impl LabelSmoothingLoss {
     /// The loss alone (evaluation): reads the logits once.
@@ -18,7 +18,9 @@ impl LabelSmoothingLoss {
     /// Returns a scalar, or `[N]` values for reduction `none`.
     pub fn loss<E: Element>(&self, logits: &[E], targets: Targets<'_>) -> Result<Loss> {
         let n = self.check(logits.len(), targets, GradOutput::ONE, None)?;
-        self.run(n, targets, GradOutput::ONE, CallBuffers::Read(logits))
+        Ok(self
+            .run(n, targets, GradOutput::ONE, CallBuffers::Read(logits), false)?
+            .loss)
     }
 
     /// The loss and its gradient with respect to the logits, written into `grad` (`[N, K]`, fully overwritten,
@@ -33,7 +35,9 @@ impl LabelSmoothingLoss {
         grad: &mut [E],
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, Some(grad.len()))?;
-        self.run(n, targets, grad_output, CallBuffers::Write(logits, grad))
+        Ok(self
+            .run(n, targets, grad_output, CallBuffers::Write(logits, grad), false)?
+            .loss)
     }
 
     /// The loss, with the gradient written over the logits (no second `[N, K]` buffer).
@@ -46,7 +50,52 @@ impl LabelSmoothingLoss {
         grad_output: GradOutput<'_>,
     ) -> Result<Loss> {
         let n = self.check(logits.len(), targets, grad_output, None)?;
-        self.run(n, targets, grad_output, CallBuffers::InPlace(logits))
+        Ok(self
+            .run(n, targets, grad_output, CallBuffers::InPlace(logits), false)?
+            .loss)
+    }
+
+    /// [`loss`](Self::loss) with the z-loss term on its own and, when `predictions` is set, each row's predicted
+    /// class (its arg-max, read in an extra pass over the row) and the token accuracy: a [`LossReport`].
+    ///
+    /// ```
+    /// use label_smoothing::{LabelSmoothingConfig, Targets};
+    /// let loss_fn = LabelSmoothingConfig::pytorch(0.1).with_ignore_index(Some(-100)).init(3)?;
+    /// let logits = [2.0f32, 0.5, -1.0, /* row 2 */ 0.0, 1.0, 3.0, /* row 3 */ 1.0, 0.0, 0.0];
+    /// let out = loss_fn.report(&logits, Targets::Labels(&[0, 1, -100]), true)?;
+    /// assert_eq!(out.predicted.as_deref(), Some(&[0, 2, -1][..]));
+    /// assert_eq!(out.accuracy.unwrap().value(), 0.5);
+    /// # Ok::<(), label_smoothing::LossError>(())
+    /// ```
+    pub fn report<E: Element>(&self, logits: &[E], targets: Targets<'_>, predictions: bool) -> Result<LossReport> {
+        let n = self.check(logits.len(), targets, GradOutput::ONE, None)?;
+        self.run(n, targets, GradOutput::ONE, CallBuffers::Read(logits), predictions)
+    }
+
+    /// [`loss_and_grad`](Self::loss_and_grad) with the [`LossReport`] of [`report`](Self::report).
+    pub fn report_and_grad<E: Element>(
+        &self,
+        logits: &[E],
+        targets: Targets<'_>,
+        grad_output: GradOutput<'_>,
+        grad: &mut [E],
+        predictions: bool,
+    ) -> Result<LossReport> {
+        let n = self.check(logits.len(), targets, grad_output, Some(grad.len()))?;
+        self.run(n, targets, grad_output, CallBuffers::Write(logits, grad), predictions)
+    }
+
+    /// [`loss_and_grad_in_place`](Self::loss_and_grad_in_place) with the [`LossReport`] of [`report`](Self::report)
+    /// (the predictions are read before the gradient overwrites the logits).
+    pub fn report_and_grad_in_place<E: Element>(
+        &self,
+        logits: &mut [E],
+        targets: Targets<'_>,
+        grad_output: GradOutput<'_>,
+        predictions: bool,
+    ) -> Result<LossReport> {
+        let n = self.check(logits.len(), targets, grad_output, None)?;
+        self.run(n, targets, grad_output, CallBuffers::InPlace(logits), predictions)
     }
 
     /// Checks logits of `logits_len` elements and `targets` against the configuration without computing
@@ -85,11 +134,13 @@ impl LabelSmoothingLoss {
         targets: Targets<'_>,
         grad_output: GradOutput<'_>,
         out: CallBuffers<'_, E>,
-    ) -> Result<Loss> {
+        predictions: bool,
+    ) -> Result<LossReport> {
         let call = driver::Call {
             n,
             targets,
             grad_output,
+            predictions,
         };
         driver::run(self, call, out)
     }

@@ -219,6 +219,16 @@ pub struct LabelSmoothingConfig {
     pub ignore_index: Option<i64>,
     /// Per-class weights `w` (length `K`, finite, non-negative); `None` means all ones.
     pub weights: Option<Vec<f32>>,
+    /// The z-loss scale `s >= 0` (PaLM; Liger-Kernel's `lse_square_scale`): `s * lse_i^2` is added to the loss
+    /// of every row not ignored, `lse_i` the log-sum-exp of its (capped) logits. 0 (the default) turns it off.
+    /// SPEC.md, "z-loss", says how it is reduced.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub z_loss: f32,
+    /// Logit soft-capping (Gemma 2; Liger-Kernel's and Cut Cross-Entropy's `softcap`): the logits are replaced
+    /// by `cap * tanh(z / cap)` before everything else, the gradient taken through it. `None` (the default): no
+    /// cap.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub softcap: Option<f32>,
 }
 
 impl LabelSmoothingConfig {
@@ -247,6 +257,8 @@ impl LabelSmoothingConfig {
             reduction: Reduction::MeanNonZero,
             ignore_index: None,
             weights: None,
+            z_loss: 0.0,
+            softcap: None,
         }
     }
 
@@ -260,6 +272,8 @@ impl LabelSmoothingConfig {
             reduction: Reduction::Mean,
             ignore_index: Some(-100),
             weights: None,
+            z_loss: 0.0,
+            softcap: None,
         }
     }
 
@@ -299,12 +313,58 @@ impl LabelSmoothingConfig {
         self
     }
 
+    /// Sets the z-loss scale `s` (validated by [`init`](Self::init): finite, `s >= 0`; 0 turns it off):
+    /// `s * lse_i^2` is added to each row's loss.
+    ///
+    /// ```
+    /// use label_smoothing::{GradOutput, LabelSmoothingConfig, Targets};
+    /// // Liger-Kernel: LigerCrossEntropyLoss(lse_square_scale=1e-4)
+    /// let loss_fn = LabelSmoothingConfig::pytorch(0.0).with_z_loss(1e-4).init(3)?;
+    /// let out = loss_fn.report(&[1.0f32, 2.0, 0.5], Targets::Labels(&[1]), false)?;
+    /// let lse = (1f64.exp() + 2f64.exp() + 0.5f64.exp()).ln();
+    /// assert!((out.z_loss.scalar().unwrap() as f64 - 1e-4 * lse * lse).abs() < 1e-9);
+    /// # Ok::<(), label_smoothing::LossError>(())
+    /// ```
+    pub fn with_z_loss(mut self, scale: f32) -> Self {
+        self.z_loss = scale;
+        self
+    }
+
+    /// Sets logit soft-capping at `cap` (validated by [`init`](Self::init): finite, `cap > 0`): the loss sees
+    /// `cap * tanh(z / cap)`.
+    pub fn with_softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+
+    /// Whether the z-loss, the soft-capping or both are configured (the options the few-classes kernel leaves to
+    /// the row kernel).
+    pub(crate) fn has_logit_options(&self) -> bool {
+        self.z_loss != 0.0 || self.softcap.is_some()
+    }
+
     /// Checks the configuration for `num_classes` classes (the checks of [`init`](Self::init)).
     pub(crate) fn check(&self, num_classes: usize) -> Result<()> {
         if num_classes < 2 {
             return Err(LossError::TooFewClasses { k: num_classes });
         }
         self.smoothing.validate()?;
+        if !(self.z_loss.is_finite() && self.z_loss >= 0.0) {
+            return Err(LossError::InvalidParameter {
+                name: "z_loss",
+                value: self.z_loss as f64,
+                expected: "[0, inf) (a finite scale)",
+            });
+        }
+        if let Some(cap) = self.softcap {
+            if !(cap.is_finite() && cap > 0.0) {
+                return Err(LossError::InvalidParameter {
+                    name: "softcap",
+                    value: cap as f64,
+                    expected: "(0, inf) (a finite cap)",
+                });
+            }
+        }
         if let Some(w) = &self.weights {
             if w.len() != num_classes {
                 return Err(LossError::Length {

@@ -66,7 +66,7 @@ pub use kernel::RowStats;
 pub use loss::LabelSmoothingLoss;
 pub use related::{confidence_penalty, distillation, label_relaxation, mixup, online};
 pub use simd::instruction_set;
-pub use types::{GradOutput, Loss, Targets};
+pub use types::{GradOutput, Loss, LossReport, Targets, TokenAccuracy};
 
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]

@@ -19,8 +19,10 @@ pub enum RefTargets<'a> {
 /// Loss and gradient computed by [`loss_and_grad`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefOutput {
-    /// The per-row losses for reduction `none`; otherwise one value.
+    /// The per-row losses for reduction `none`; otherwise one value (the z-loss term included).
     pub loss: Vec<f64>,
+    /// The z-loss term alone, reduced like the loss.
+    pub z_loss: Vec<f64>,
     /// `dLoss/dlogits`, `[N, K]`.
     pub grad: Vec<f64>,
 }
@@ -49,11 +51,19 @@ pub fn loss_and_grad(
     }
 
     let mut losses = vec![0.0; n];
+    let mut zs = vec![0.0; n];
+    let mut lses = vec![0.0; n];
     let mut probs = vec![0.0; n * k];
     let mut q = vec![0.0; n * k];
     let mut kept = vec![false; n];
+    // Soft-capping: every quantity below is of `cap tanh(z / cap)`, and the gradient carries its slope.
+    let capped: Vec<f64> = match config.softcap {
+        Some(c) => logits.iter().map(|&v| c as f64 * (v / c as f64).tanh()).collect(),
+        None => logits.to_vec(),
+    };
+    let s = config.z_loss as f64;
     for i in 0..n {
-        let z = &logits[i * k..(i + 1) * k];
+        let z = &capped[i * k..(i + 1) * k];
         let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
         let logp: Vec<f64> = z.iter().map(|&v| v - lse).collect();
@@ -70,9 +80,15 @@ pub fn loss_and_grad(
         for c in 0..k {
             probs[i * k + c] = logp[c].exp();
         }
+        if s != 0.0 {
+            zs[i] = s * lse * lse;
+            lses[i] = lse;
+        }
     }
 
-    let denominator = denominator(config, targets, &losses, &kept, &w);
+    let totals: Vec<f64> = losses.iter().zip(&zs).map(|(l, z)| l + z).collect();
+    let denominator = denominator(config, targets, &totals, &kept, &w);
+    let z_denominator = z_denominator(config, targets, &kept, denominator);
     let g = |i: usize| -> f64 {
         match grad_output {
             None => 1.0,
@@ -86,16 +102,37 @@ pub fn loss_and_grad(
             let qi = &q[i * k..(i + 1) * k];
             let wq: f64 = (0..k).map(|c| w[c] * qi[c]).sum();
             for c in 0..k {
-                grad[i * k + c] = g(i) / denominator * (wq * probs[i * k + c] - w[c] * qi[c]);
+                let p = probs[i * k + c];
+                let mut d = g(i) / denominator * (wq * p - w[c] * qi[c]);
+                if s != 0.0 {
+                    d += g(i) / z_denominator * 2.0 * s * lses[i] * p;
+                }
+                if let Some(cap) = config.softcap {
+                    let t = (logits[i * k + c] / cap as f64).tanh();
+                    d *= 1.0 - t * t;
+                }
+                grad[i * k + c] = d;
             }
         }
     }
-    let loss = match config.reduction {
-        Reduction::None => losses,
-        _ if denominator == 0.0 => vec![0.0],
-        _ => vec![losses.iter().sum::<f64>() / denominator],
+    let (loss, z_loss) = match config.reduction {
+        Reduction::None => (totals, zs),
+        _ if denominator == 0.0 => (vec![0.0], vec![0.0]),
+        _ => {
+            let z = zs.iter().sum::<f64>() / z_denominator;
+            (vec![losses.iter().sum::<f64>() / denominator + z], vec![z])
+        }
     };
-    Ok(RefOutput { loss, grad })
+    Ok(RefOutput { loss, z_loss, grad })
+}
+
+/// The z-loss's denominator `D_z` (SPEC.md, "z-loss"): the reduction's, except for a weighted mean of hard
+/// labels, which counts the rows not ignored instead of summing their label weights (Liger-Kernel's rule).
+fn z_denominator(config: &LabelSmoothingConfig, targets: RefTargets<'_>, kept: &[bool], denominator: f64) -> f64 {
+    match (config.reduction, targets, &config.weights) {
+        (Reduction::Mean, RefTargets::Labels(_), Some(_)) => kept.iter().filter(|&&k| k).count().max(1) as f64,
+        _ => denominator,
+    }
 }
 
 /// Row `i`'s smoothed target `q` into `qi` (`K` values), from its label or soft target; `logp` is the row's

@@ -2,7 +2,7 @@
 
 use crate::config::{Smoothing, Spread};
 use crate::element::Element;
-use crate::kernel::{GradRow, RowIo, RowStats};
+use crate::kernel::{Cap, GradRow, RowIo, RowStats};
 use crate::loss::LabelSmoothingLoss;
 use crate::types::{GradOutput, Targets};
 
@@ -17,6 +17,34 @@ pub(crate) struct CallPlan<'a> {
     pub(crate) shifted: bool,
     /// Rows go across the SIMD lanes ([`lanes`]): hard labels and at most [`lanes::MAX_K`] classes.
     pub(crate) across_lanes: bool,
+    /// The soft-capping of the logits, if configured.
+    pub(crate) cap: Option<Cap>,
+    /// The z-loss scale `s` (0: none).
+    pub(crate) z_loss: f64,
+    /// Each row's arg-max is wanted (the predicted class, for the accuracy).
+    pub(crate) argmax: bool,
+    /// `D / D_z`: the z-loss term of a row enters the row's loss times this, so that the call's reduction
+    /// (`/ D`) divides it by its own denominator `D_z` (SPEC.md, "z-loss"). 1 except for a weighted mean.
+    pub(crate) z_ratio: f64,
+}
+
+/// A row's loss as the reduction sees it (`ce + z_ratio * z`), its z-loss term `z = s * lse^2`, and the class of
+/// its largest logit (-1 when not asked for, or for an ignored row).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RowLoss {
+    pub(crate) loss: f64,
+    pub(crate) z: f64,
+    pub(crate) pred: i64,
+}
+
+impl Default for RowLoss {
+    fn default() -> Self {
+        RowLoss {
+            loss: 0.0,
+            z: 0.0,
+            pred: -1,
+        }
+    }
 }
 
 /// The per-row quantities that the loss and the gradient need besides the statistics.
@@ -35,14 +63,25 @@ impl<'a> CallPlan<'a> {
         scale: f64,
         across_lanes: bool,
     ) -> Self {
+        let config = loss.config();
         CallPlan {
             loss,
             targets,
             grad_output,
             scale,
-            shifted: !matches!(loss.config().smoothing, Smoothing::Fixed(e) if e == 0.0),
+            shifted: !matches!(config.smoothing, Smoothing::Fixed(e) if e == 0.0),
             across_lanes,
+            cap: config.softcap.map(Cap::new),
+            z_loss: config.z_loss as f64,
+            z_ratio: 1.0,
+            argmax: false,
         }
+    }
+
+    /// The same plan with the z-loss entering each row's loss times `z_ratio` (see [`CallPlan::z_ratio`]).
+    pub(crate) fn with_z_ratio(mut self, z_ratio: f64) -> Self {
+        self.z_ratio = z_ratio;
+        self
     }
 
     /// The number of classes `K`.
@@ -101,8 +140,8 @@ impl<'a> CallPlan<'a> {
         g * self.scale * self.loss.weight_scale()
     }
 
-    /// The loss of a row and what its gradient pass needs, from its statistics.
-    pub(crate) fn finish(&self, i: usize, kind: &RowKind<'_>, st: &RowStats) -> (f64, GradRow) {
+    /// The loss of a row and what its gradient pass needs, from its statistics (of the capped logits, with a cap).
+    pub(crate) fn finish(&self, i: usize, kind: &RowKind<'_>, st: &RowStats) -> (RowLoss, GradRow) {
         let ln_s = st.sum_exp.ln();
         let mut g = GradRow {
             max: st.max,
@@ -112,12 +151,21 @@ impl<'a> CallPlan<'a> {
             t_scale: 0.0,
             off: 0.0,
             label: None,
+            cap: self.cap,
         };
         let w_all = self.weight_total();
         let loss = match *kind {
-            RowKind::Ignored => 0.0,
+            RowKind::Ignored => return (RowLoss::default(), g),
             RowKind::Hard { y, zy } => {
-                let d_y = zy as f64 - st.max as f64;
+                // With a cap, the label's capped logit in f64 (the same on every instruction set), and `d_y`
+                // at most 0 although `st.max` was capped in f32: `-log p_y` is never negative.
+                let (zy_c, d_y) = match self.cap {
+                    Some(cap) => {
+                        let zc = cap.apply_f64(zy);
+                        (zc, (zc - st.max as f64).min(0.0))
+                    }
+                    None => (zy as f64, zy as f64 - st.max as f64),
+                };
                 let e = match self.smoothing() {
                     Smoothing::Fixed(e) => e as f64,
                     Smoothing::Adaptive { alpha } => alpha as f64 * (d_y.exp() / st.sum_exp),
@@ -136,7 +184,11 @@ impl<'a> CallPlan<'a> {
                 };
                 // -log p_y as the definition computes it, `lse - z_y`: a row fit to within f64 round-off of
                 // `lse` has a loss of exactly 0, as in PyTorch and fast-reid, which matters to `mean-nonzero`.
-                let nll_y = (st.max as f64 + ln_s) - zy as f64;
+                let nll_y = if self.cap.is_some() {
+                    ln_s - d_y
+                } else {
+                    (st.max as f64 + ln_s) - zy_c
+                };
                 spread_term + (on - off) * w_y * nll_y
             }
             RowKind::Soft(_) => {
@@ -169,6 +221,29 @@ impl<'a> CallPlan<'a> {
                 target_term + spread_term
             }
         };
-        (loss * self.loss.weight_scale(), g)
+        let ce = loss * self.loss.weight_scale();
+        if self.z_loss == 0.0 {
+            return (
+                RowLoss {
+                    loss: ce,
+                    ..RowLoss::default()
+                },
+                g,
+            );
+        }
+        // z-loss: `s lse^2` on the row's loss, `2 s lse p_c` on its gradient. The gradient pass writes
+        // `coef (q_scale p_c - ...)` with `coef = g scale weight_scale`, and the z-term's gradient is
+        // `g scale z_ratio 2 s lse p_c`, so it adds `2 s lse z_ratio / weight_scale` to `q_scale`.
+        let lse = st.max as f64 + ln_s;
+        let z = self.z_loss * lse * lse;
+        g.q_scale = (g.q_scale as f64 + 2.0 * self.z_loss * lse * self.z_ratio / self.loss.weight_scale()) as f32;
+        (
+            RowLoss {
+                loss: ce + self.z_ratio * z,
+                z,
+                pred: -1,
+            },
+            g,
+        )
     }
 }

@@ -60,7 +60,7 @@
 
 use crate::checks::{check_grad_output, check_labels};
 use crate::driver::pieces::{run_shard_rows, ShardOp, ShardRows};
-use crate::driver::{reduce, reduction_scale};
+use crate::driver::{reduce, reduction_scale, z_ratio};
 use crate::error::{LossError, Result};
 use crate::kernel::{GradRow, RowStats};
 use crate::loss::LabelSmoothingLoss;
@@ -331,8 +331,16 @@ impl ShardPlan {
         Ok(n)
     }
 
-    fn plan<'a>(&'a self, labels: &'a [i64], grad_output: GradOutput<'a>, scale: f64) -> CallPlan<'a> {
-        CallPlan::new(&self.loss, Targets::Labels(labels), grad_output, scale, false)
+    /// The plan of a call on `labels`, with its reduction's `(denominator, scale)` ([`reduction_scale`]).
+    fn plan<'a>(
+        &'a self,
+        labels: &'a [i64],
+        grad_output: GradOutput<'a>,
+        (denominator, scale): (f64, f64),
+    ) -> CallPlan<'a> {
+        let targets = Targets::Labels(labels);
+        let ratio = z_ratio(self.loss.config(), targets, denominator);
+        CallPlan::new(&self.loss, targets, grad_output, scale, false).with_z_ratio(ratio)
     }
 
     fn rows_per_task(&self) -> usize {
@@ -353,7 +361,7 @@ impl ShardPlan {
         }
         let pieces = &self.pieces[self.rank];
         let (kr, offset) = (self.classes().len(), self.classes().start);
-        let plan = self.plan(labels, GradOutput::ONE, 1.0);
+        let plan = self.plan(labels, GradOutput::ONE, (1.0, 1.0));
         let mut stats = vec![RowStats::EMPTY; n * pieces.len()];
         let rt = self.rows_per_task();
         logits
@@ -417,7 +425,7 @@ impl ShardPlan {
         let config = self.loss.config();
         // As the single-process driver, with its reduction.
         let (denominator, scale) = reduction_scale(config, n, Targets::Labels(labels));
-        let plan = self.plan(labels, grad_output, scale);
+        let plan = self.plan(labels, grad_output, (denominator, scale));
         let lens: Vec<usize> = (0..records.len()).map(|r| self.record_len(r)).collect();
         let rows: Vec<(f64, Option<GradRow>)> = (0..n)
             .into_par_iter()
@@ -444,7 +452,7 @@ impl ShardPlan {
                 let owner = self.layout.owner(y as usize);
                 let zy = records[owner][i * lens[owner]] as f32;
                 let (loss, g) = plan.finish(i, &RowKind::Hard { y: y as usize, zy }, &acc);
-                (loss, Some(g))
+                (loss.loss, Some(g))
             })
             .collect();
         let (losses, rows): (Vec<f64>, Vec<Option<GradRow>>) = rows.into_iter().unzip();
@@ -519,7 +527,7 @@ impl ShardPlan {
         let pieces = &self.pieces[self.rank];
         let np = pieces.len();
         // Labels only serve the ignore test of the statistics pass; the gradient reads each row's GradRow.
-        let plan = self.plan(&[], GradOutput::ONE, 1.0);
+        let plan = self.plan(&[], GradOutput::ONE, (1.0, 1.0));
         let rt = self.rows_per_task();
         let grad_rows = &combined.rows[first_row..first_row + rows];
         // This shard's piece maxima of those rows, out of every shard's.

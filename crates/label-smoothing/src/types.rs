@@ -70,3 +70,43 @@ impl Loss {
         }
     }
 }
+
+/// Everything a loss call computes besides the gradient ([`LabelSmoothingLoss::report`](crate::LabelSmoothingLoss::report)
+/// and its `_and_grad` variants): the loss, its z-loss term, and on request the predicted class of every row and
+/// the token accuracy.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LossReport {
+    /// The loss, the z-loss term included: what [`LabelSmoothingLoss::loss`](crate::LabelSmoothingLoss::loss) returns.
+    pub loss: Loss,
+    /// The z-loss term alone (Liger-Kernel's `return_z_loss`), reduced as SPEC.md, "z-loss", says: a scalar, or
+    /// one value per row for reduction `none`. Zero without z-loss.
+    pub z_loss: Loss,
+    /// Per row, the class of its largest logit (the first of equal ones; a NaN counts as the largest), `-1` for
+    /// an ignored row; when asked for (Liger-Kernel's `return_predicted_tokens`).
+    pub predicted: Option<Vec<i64>>,
+    /// The share of hard-label rows not ignored whose predicted class is the label (Liger-Kernel's
+    /// `return_token_accuracy`); when predictions were asked for and the targets are hard labels.
+    pub accuracy: Option<TokenAccuracy>,
+}
+
+/// How many counted rows (hard labels, not ignored) predicted their label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TokenAccuracy {
+    /// Rows whose predicted class is their label.
+    pub correct: usize,
+    /// Rows counted: hard labels that are not the ignore index.
+    pub counted: usize,
+}
+
+impl TokenAccuracy {
+    /// `correct / counted`, and 0 when no row is counted (a NaN would poison a running mean).
+    pub fn value(&self) -> f64 {
+        if self.counted == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.counted as f64
+        }
+    }
+}

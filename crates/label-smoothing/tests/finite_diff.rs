@@ -125,6 +125,7 @@ fn gradient_matches_central_differences_for_every_option() {
                             reduction,
                             ignore_index: (!soft && rng.uniform() < 0.7).then_some(-100),
                             weights,
+                            ..Default::default()
                         };
                         let draw = Draw {
                             n: 1 + rng.below(5),

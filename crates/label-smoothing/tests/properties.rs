@@ -57,6 +57,7 @@ prop_compose! {
             config: LabelSmoothingConfig {
                 spread, smoothing, reduction, weights,
                 ignore_index: (ignore && !soft).then_some(-100),
+                ..Default::default()
             },
         }
     }

@@ -76,7 +76,17 @@ fn configs(k: usize) -> Vec<LabelSmoothingConfig> {
             .with_reduction(Reduction::MeanNonZero)
             .with_ignore_index(Some(-100)),
         LabelSmoothingConfig::pytorch(0.1)
+            .with_weights(Some(weights.clone()))
+            .with_reduction(Reduction::None)
+            .with_ignore_index(Some(-100)),
+        // z-loss (of the global log-sum-exp) and soft-capping.
+        LabelSmoothingConfig::pytorch(0.1).with_z_loss(1e-3).with_softcap(6.0),
+        LabelSmoothingConfig::pytorch(0.05)
             .with_weights(Some(weights))
+            .with_z_loss(0.02),
+        LabelSmoothingConfig::fast_reid(-1.0, 0.2).with_softcap(2.5),
+        LabelSmoothingConfig::new()
+            .with_z_loss(1e-4)
             .with_reduction(Reduction::None)
             .with_ignore_index(Some(-100)),
     ]

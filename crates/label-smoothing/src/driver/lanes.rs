@@ -19,7 +19,7 @@
 
 use crate::element::{as_type, Element};
 use crate::kernel::{label_grad, CallBuffers, GradRow, RowStats};
-use crate::row::{CallPlan, RowKind};
+use crate::row::{CallPlan, RowKind, RowLoss};
 use crate::simd::{exp_in_range, exp_nonpos, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
 use crate::types::Targets;
 
@@ -87,7 +87,7 @@ impl Group {
         plan: &CallPlan<'_>,
         first: usize,
         rows: usize,
-        losses: &mut [f64],
+        losses: &mut [RowLoss],
     ) -> u32 {
         let k = plan.k();
         #[cfg(feature = "test-hooks")]
@@ -159,6 +159,7 @@ impl Group {
             t_scale: 0.0,
             off: 0.0,
             label: None,
+            cap: None,
         }; LANES];
         let (mut coef, mut q_scale, mut off, mut factor) =
             ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
@@ -208,7 +209,7 @@ impl Group {
             }
             if let Some((y, _, _)) = g.label {
                 let p_y = self.e[y][l] * factor[l];
-                if let Some((y, v)) = label_grad::<S, true>(g, p_y, w) {
+                if let Some((y, v)) = label_grad::<S, true>(g, (p_y, 1.0), w) {
                     self.z[y][l] = v;
                 }
             }
@@ -246,7 +247,7 @@ struct GroupTask<'a, 'p> {
     grp: &'a mut Group,
     plan: &'a CallPlan<'p>,
     first: usize,
-    losses: &'a mut [f64],
+    losses: &'a mut [RowLoss],
     /// A gradient is wanted.
     out: bool,
 }
@@ -261,7 +262,7 @@ impl Group {
         plan: &CallPlan<'_>,
         first: usize,
         z: &[E],
-        losses: &mut [f64],
+        losses: &mut [RowLoss],
         out: bool,
     ) -> u32 {
         self.load::<S, E>(z, plan.k());
@@ -298,7 +299,7 @@ pub(super) struct LanesTask<'a, 'p, E> {
     pub(super) plan: &'a CallPlan<'p>,
     pub(super) first: usize,
     pub(super) bufs: CallBuffers<'a, E>,
-    pub(super) losses: &'a mut [f64],
+    pub(super) losses: &'a mut [RowLoss],
 }
 
 impl<E: Element> Kernel for LanesTask<'_, '_, E> {
@@ -311,7 +312,7 @@ impl<E: Element> Kernel for LanesTask<'_, '_, E> {
         let span = LANES * k;
         // A row left to the row kernel, through its own dispatched task: inlining the row kernel here would compile
         // it once more (a much longer build) for rows that are rare.
-        let by_row = |row: usize, bufs: CallBuffers<'_, E>, loss: &mut f64| {
+        let by_row = |row: usize, bufs: CallBuffers<'_, E>, loss: &mut RowLoss| {
             plan.rows_one_at_a_time(row, bufs, std::slice::from_mut(loss))
         };
         let mut bufs = bufs;

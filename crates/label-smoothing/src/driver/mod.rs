@@ -7,8 +7,8 @@ use crate::element::Element;
 use crate::error::Result;
 use crate::kernel::{CallBuffers, CHUNK};
 use crate::loss::LabelSmoothingLoss;
-use crate::row::CallPlan;
-use crate::types::{GradOutput, Loss, Targets};
+use crate::row::{CallPlan, RowLoss};
+use crate::types::{GradOutput, Loss, LossReport, Targets, TokenAccuracy};
 use rayon::prelude::*;
 
 /// Runs `$body` with the const booleans `$W`, `$T` (and `$SHIFTED`) set from the run-time values `$w`, `$t` (and
@@ -92,13 +92,19 @@ pub(crate) struct Call<'a> {
     pub(crate) n: usize,
     pub(crate) targets: Targets<'a>,
     pub(crate) grad_output: GradOutput<'a>,
+    /// Each row's predicted class is wanted (and so the accuracy).
+    pub(crate) predictions: bool,
 }
 
 /// Computes a validated call through the instance compiled for its element type: the public calls are generic,
 /// and a generic function is compiled again in every crate that calls it (and the kernels are large); these
 /// non-generic, never inlined instances are compiled once, here, and every caller links to them.
 #[inline(always)]
-pub(crate) fn run<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, out: CallBuffers<'_, E>) -> Result<Loss> {
+pub(crate) fn run<E: Element>(
+    loss: &LabelSmoothingLoss,
+    call: Call<'_>,
+    out: CallBuffers<'_, E>,
+) -> Result<LossReport> {
     let out = match out.cast::<f32>() {
         Ok(out) => return run_f32(loss, call, out),
         Err(out) => out,
@@ -116,7 +122,7 @@ pub(crate) fn run<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, out: Ca
 macro_rules! instantiate {
     ($($name:ident: $t:ty),*) => {$(
         #[inline(never)]
-        fn $name(loss: &LabelSmoothingLoss, call: Call<'_>, out: CallBuffers<'_, $t>) -> Result<Loss> {
+        fn $name(loss: &LabelSmoothingLoss, call: Call<'_>, out: CallBuffers<'_, $t>) -> Result<LossReport> {
             run_typed(loss, call, out)
         }
     )*};
@@ -134,6 +140,36 @@ pub(crate) fn mean_denominator(config: &LabelSmoothingConfig, n: usize, targets:
                 None => kept.count() as f64,
             }
         }
+    }
+}
+
+/// `D / D_z`, the factor by which a row's z-loss term enters its loss so that the reduction's `1 / D` leaves it
+/// divided by its own denominator `D_z` (SPEC.md, "z-loss"): they differ only for a weighted mean of hard labels,
+/// where `D` sums the label weights and `D_z` counts the rows (Liger-Kernel's rule). 0 when `D` is 0 (the mean
+/// and its gradient are then 0, z-loss included).
+pub(crate) fn z_ratio(config: &LabelSmoothingConfig, targets: Targets<'_>, denominator: f64) -> f64 {
+    match (config.reduction, targets, &config.weights) {
+        (Reduction::Mean, Targets::Labels(labels), Some(_)) if config.z_loss != 0.0 => {
+            let counted = labels.iter().filter(|&&y| Some(y) != config.ignore_index).count();
+            if counted == 0 {
+                1.0
+            } else {
+                denominator / counted as f64
+            }
+        }
+        _ => 1.0,
+    }
+}
+
+/// The z-loss term of a call from the rows' terms `z_i`: per row for `none`, else their sum (in row order, f64)
+/// over the call's denominator divided by `z_ratio` (`D_z = D / z_ratio`; `nonzero` rows for `mean-nonzero`).
+pub(crate) fn reduce_z(reduction: Reduction, rows: &[RowLoss], scale: f64, z_ratio: f64, nonzero: f64) -> Loss {
+    let total = || rows.iter().map(|r| r.z).sum::<f64>();
+    match reduction {
+        Reduction::None => Loss::PerRow(rows.iter().map(|r| r.z as f32).collect()),
+        Reduction::Sum => Loss::Scalar(total() as f32),
+        Reduction::Mean => Loss::Scalar((total() * scale * z_ratio) as f32),
+        Reduction::MeanNonZero => Loss::Scalar((total() / nonzero) as f32),
     }
 }
 
@@ -180,7 +216,7 @@ pub(crate) fn nonzero_rows(losses: &[f64]) -> f64 {
 }
 
 /// The computation of a validated call, for any element type (instantiated once per type by [`run`]).
-fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: CallBuffers<'_, E>) -> Result<Loss> {
+fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: CallBuffers<'_, E>) -> Result<LossReport> {
     let (
         config,
         k,
@@ -188,13 +224,22 @@ fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: Cal
             n,
             targets,
             grad_output,
+            ..
         },
     ) = (loss.config(), loss.num_classes(), call);
     let (denominator, scale) = reduction_scale(config, n, targets);
-    let across_lanes = !rows_only() && k <= lanes::MAX_K && matches!(targets, Targets::Labels(_));
-    let plan = CallPlan::new(loss, targets, grad_output, scale, across_lanes);
+    // The few-classes kernel has no soft-capping, z-loss or arg-max: the row kernel takes those calls.
+    let across_lanes = !rows_only()
+        && k <= lanes::MAX_K
+        && matches!(targets, Targets::Labels(_))
+        && !config.has_logit_options()
+        && !call.predictions;
+    let z_ratio = z_ratio(config, targets, denominator);
+    let mut plan = CallPlan::new(loss, targets, grad_output, scale, across_lanes).with_z_ratio(z_ratio);
+    plan.argmax = call.predictions;
 
-    let mut losses = vec![0.0f64; n];
+    let mut rows = vec![RowLoss::default(); n];
+    let losses = &mut rows;
     let threads = rayon::current_num_threads();
     if n < threads && k >= WIDE_MIN_CHUNKS * CHUNK {
         // Few, long rows: each row is split across threads (same chunks, same combine order, same bits).
@@ -204,13 +249,15 @@ fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: Cal
     } else {
         let rt = rows_per_task(n, k, threads, plan.across_lanes);
         if serial(n * k, plan.across_lanes) {
-            plan.rows(0, out.reborrow(), &mut losses);
+            plan.rows(0, out.reborrow(), losses);
         } else {
-            out.par_for_each_part_with(rt * k, &mut losses, rt, |ti, bufs, lc| plan.rows(ti * rt, bufs, lc));
+            out.par_for_each_part_with(rt * k, losses, rt, |ti, bufs, lc| plan.rows(ti * rt, bufs, lc));
         }
     }
 
-    let (loss, ratio) = reduce(config.reduction, &losses, denominator, scale);
+    let row_losses: Vec<f64> = rows.iter().map(|r| r.loss).collect();
+    let (loss, ratio) = reduce(config.reduction, &row_losses, denominator, scale);
+    let z_loss = reduce_z(config.reduction, &rows, scale, z_ratio, nonzero_rows(&row_losses));
     if ratio != 1.0 {
         // Some kept rows fit exactly (loss 0): the gradient was scaled by 1/kept, not 1/nonzero.
         let grad: &mut [E] = out.output_mut().unwrap_or_default();
@@ -219,7 +266,48 @@ fn run_typed<E: Element>(loss: &LabelSmoothingLoss, call: Call<'_>, mut out: Cal
                 .for_each(|v| *v = E::from_f32((v.to_f32() as f64 * ratio) as f32))
         });
     }
-    Ok(loss)
+    Ok(report(config, targets, loss, z_loss, &rows, call.predictions))
+}
+
+/// The call's [`LossReport`] from its reduced loss and z-loss and its rows (their predictions, when asked for).
+pub(crate) fn report(
+    config: &LabelSmoothingConfig,
+    targets: Targets<'_>,
+    loss: Loss,
+    z_loss: Loss,
+    rows: &[RowLoss],
+    predictions: bool,
+) -> LossReport {
+    if !predictions {
+        return LossReport {
+            loss,
+            z_loss,
+            predicted: None,
+            accuracy: None,
+        };
+    }
+    let predicted: Vec<i64> = rows.iter().map(|r| r.pred).collect();
+    let accuracy = match targets {
+        Targets::Labels(labels) => {
+            let kept = labels
+                .iter()
+                .zip(&predicted)
+                .filter(|(&y, _)| Some(y) != config.ignore_index);
+            let (mut correct, mut counted) = (0, 0);
+            for (&y, &p) in kept {
+                counted += 1;
+                correct += usize::from(y == p);
+            }
+            Some(TokenAccuracy { correct, counted })
+        }
+        Targets::Soft(_) => None,
+    };
+    LossReport {
+        loss,
+        z_loss,
+        predicted: Some(predicted),
+        accuracy,
+    }
 }
 
 #[cfg(feature = "test-hooks")]

@@ -68,7 +68,7 @@ impl ShardRows<'_, '_> {
                     }
                     let io = &mut ReadOnly(z);
                     for (s, &(a, b)) in st.iter_mut().zip(pieces) {
-                        *s = slice_stats::<S, f32, _, W, false, SHIFTED, false>(io, a, b, w, &[]);
+                        *s = slice_stats::<S, f32, _, W, false, SHIFTED, false>(io, a, b, w, &[], plan.cap);
                     }
                 }
             }

@@ -2,8 +2,8 @@
 //! scratch row for 16-bit gradients.
 
 use crate::element::Element;
-use crate::kernel::{grad_row, row_stats, CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch};
-use crate::row::{CallPlan, RowKind};
+use crate::kernel::{argmax, grad_row, row_stats, CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch};
+use crate::row::{CallPlan, RowKind, RowLoss};
 use crate::simd::{dispatch, Isa, Kernel};
 
 use super::lanes;
@@ -18,7 +18,7 @@ struct RowTask<'a, 'p, E, const W: bool, const T: bool, const SHIFTED: bool> {
     plan: &'a CallPlan<'p>,
     first_row: usize,
     bufs: CallBuffers<'a, E>,
-    losses: &'a mut [f64],
+    losses: &'a mut [RowLoss],
 }
 
 impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for RowTask<'_, '_, E, W, T, SHIFTED> {
@@ -110,7 +110,7 @@ impl ScratchRow {
 
 impl CallPlan<'_> {
     /// The rows `first_row..` of one task: across the lanes when [`CallPlan::across_lanes`] holds, else one at a time.
-    pub(crate) fn rows<E: Element>(&self, first_row: usize, bufs: CallBuffers<'_, E>, losses: &mut [f64]) {
+    pub(crate) fn rows<E: Element>(&self, first_row: usize, bufs: CallBuffers<'_, E>, losses: &mut [RowLoss]) {
         if self.across_lanes {
             dispatch(lanes::LanesTask {
                 plan: self,
@@ -128,7 +128,7 @@ impl CallPlan<'_> {
         &self,
         first_row: usize,
         bufs: CallBuffers<'_, E>,
-        losses: &mut [f64],
+        losses: &mut [RowLoss],
     ) {
         let soft = matches!(self.targets, Targets::Soft(_));
         with_variant!((self.weights().is_some(), soft, self.shifted) => |W, T, SHIFTED| dispatch(RowTask::<E, W, T, SHIFTED> {
@@ -147,7 +147,7 @@ impl CallPlan<'_> {
         i: usize,
         io: &mut IO,
         maxima: &mut Vec<f32>,
-    ) -> f64 {
+    ) -> RowLoss {
         let kind = self.row_kind::<E, IO>(i, io);
         if matches!(kind, RowKind::Ignored) {
             if IO::WRITES {
@@ -155,13 +155,20 @@ impl CallPlan<'_> {
                     io.store(c, 0.0);
                 }
             }
-            return 0.0;
+            return RowLoss::default();
         }
-        if IO::KEEPS_EXP {
+        // Before the statistics pass, which may write over the logits.
+        let pred = if self.argmax {
+            argmax::<S, E, IO>(io, 0, self.k()).1 as i64
+        } else {
+            -1
+        };
+        let out = if IO::KEEPS_EXP {
             self.row_passes::<S, E, IO, W, T, SHIFTED, true>(i, &kind, io, maxima)
         } else {
             self.row_passes::<S, E, IO, W, T, SHIFTED, false>(i, &kind, io, maxima)
-        }
+        };
+        RowLoss { pred, ..out }
     }
 
     /// Loss of row `i` and its gradient into `io`'s output, which keeps the exponentials between the passes
@@ -173,7 +180,7 @@ impl CallPlan<'_> {
         io: IO,
         scratch: &mut ScratchRow,
         maxima: &mut Vec<f32>,
-    ) -> f64 {
+    ) -> RowLoss {
         // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
         // compiled both and more than doubled the release build, docs/DESIGN.md).
         if E::STORES_EXP {
@@ -198,13 +205,13 @@ impl CallPlan<'_> {
         kind: &RowKind<'_>,
         io: &mut IO,
         maxima: &mut Vec<f32>,
-    ) -> f64 {
+    ) -> RowLoss {
         let w: &[f32] = self.weights().unwrap_or(&[]);
         let t: &[f32] = match kind {
             RowKind::Soft(t) => t,
             _ => &[],
         };
-        let st = row_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, w, t, maxima);
+        let st = row_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, w, t, self.cap, maxima);
         let (loss, g) = self.finish(i, kind, &st);
         if IO::WRITES {
             grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t);

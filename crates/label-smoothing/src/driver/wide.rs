@@ -3,10 +3,10 @@
 
 use crate::element::Element;
 use crate::kernel::{
-    label_grad, label_prob, slice_grad, slice_stats, CallBuffers, GradRow, InPlace, ReadOnly, RowIo, RowStats,
-    Separate, CHUNK,
+    argmax, combine_argmax, label_grad, label_prob, slice_grad, slice_stats, CallBuffers, GradRow, InPlace, ReadOnly,
+    RowIo, RowStats, Separate, CHUNK,
 };
-use crate::row::{CallPlan, RowKind};
+use crate::row::{CallPlan, RowKind, RowLoss};
 use crate::simd::{dispatch, Isa, Kernel};
 use crate::types::Targets;
 
@@ -15,6 +15,8 @@ use crate::types::Targets;
 enum PartOp<'a> {
     /// Statistics of each chunk of the part (and, when storing, `exp(z - chunk max)` into the output).
     Stats,
+    /// The arg-max of each chunk of the part, as the `max` of a `RowStats` and its class in `sum_exp`.
+    Argmax,
     /// The gradient, given the row's finished `GradRow` and every chunk's max.
     Grad(&'a GradRow, &'a [f32]),
 }
@@ -70,7 +72,7 @@ impl Kernel for LabelEntry<'_> {
 
 impl CallPlan<'_> {
     /// Loss of row `i` with its chunks spread over rayon's threads (rows with many classes, few rows).
-    pub(crate) fn wide_row<E: Element>(&self, i: usize, mut bufs: CallBuffers<'_, E>) -> f64 {
+    pub(crate) fn wide_row<E: Element>(&self, i: usize, mut bufs: CallBuffers<'_, E>) -> RowLoss {
         let k = self.k();
         let n_chunks = k.div_ceil(CHUNK);
         // Parts of whole chunks; how many does not change the result, only the balance.
@@ -95,11 +97,19 @@ impl CallPlan<'_> {
             if let Some(o) = bufs.output_mut() {
                 o.iter_mut().for_each(|v| *v = E::from_f32(0.0));
             }
-            return 0.0;
+            return RowLoss::default();
         }
+        // Before the statistics pass, which may write over the logits.
+        let pred = if self.argmax {
+            let parts = run_parts(&mut bufs, PartOp::Argmax);
+            combine_argmax(parts.iter().map(|p| (p.max, p.sum_exp as usize))).map_or(-1, |(_, c)| c as i64)
+        } else {
+            -1
+        };
         let chunk_stats = run_parts(&mut bufs, PartOp::Stats);
         let st = chunk_stats.iter().fold(RowStats::EMPTY, |acc, c| acc.combine(c));
         let (loss, g) = self.finish(i, &kind, &st);
+        let loss = RowLoss { pred, ..loss };
         if !bufs.writes() {
             return loss;
         }
@@ -164,9 +174,17 @@ impl CallPlan<'_> {
             match op {
                 PartOp::Stats => {
                     let st = with_variant!((has_w, has_t, self.shifted) => |W, T, SHIFTED| {
-                        slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w_all, t_all)
+                        slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w_all, t_all, self.cap)
                     });
                     out.push(st);
+                }
+                PartOp::Argmax => {
+                    let (max, c) = argmax::<S, E, IO>(io, start, end);
+                    out.push(RowStats {
+                        max,
+                        sum_exp: (offset + c) as f64,
+                        ..RowStats::EMPTY
+                    });
                 }
                 PartOp::Grad(g, maxima) => {
                     let m = maxima[(offset + start) / CHUNK];

@@ -2,13 +2,14 @@
 
 use super::io::RowIo;
 use super::stats::{lane_body, padded_weights};
-use super::CHUNK;
+use super::{Cap, CHUNK};
 use crate::element::Element;
 use crate::simd::{exp_nonpos, Isa, Kernel, Lanes, LANES};
 use std::marker::PhantomData;
 
 /// What the gradient pass writes, per class `c`: `coef * (q_scale * p_c - w_c * (t_scale * t_c + off))`, and then,
-/// for a hard label, the label's entry `coef * (q_scale * p_y - w_y * on)`.
+/// for a hard label, the label's entry `coef * (q_scale * p_y - w_y * on)`; with soft-capping, each times the
+/// slope of the cap at that class, `1 - tanh^2(z_c / cap)`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GradRow {
     pub max: f32,
@@ -19,6 +20,8 @@ pub(crate) struct GradRow {
     pub off: f32,
     /// `(label, its logit, on-label target mass)` for hard labels.
     pub label: Option<(usize, f32, f32)>,
+    /// The soft-capping of the logits, if any ([`Cap`]); `max` is then the capped max.
+    pub cap: Option<Cap>,
 }
 
 impl GradRow {
@@ -115,6 +118,9 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     // Local copies of the row's constants and slices: see `RowIo::reborrow`.
     let g = &{ *g };
     let io = &mut io.reborrow();
+    if let Some(cap) = g.cap {
+        return capped_grad_range::<S, E, _, W, T, STORE>(g, io, start, end, chunk_max, w, t, cap);
+    }
     let factor = g.prob_factor(chunk_max);
     if !STORE && chunk_max == f32::NEG_INFINITY {
         // `recomputed_exp`'s masked chunk, tested once here so that the loop below needs no select.
@@ -166,6 +172,65 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     }
 }
 
+/// [`grad_range`] with soft-capped logits: with `STORE` the statistics pass kept the capped logits `zc`, else they
+/// are capped again from the logits (the same bits); `p = exp(zc - chunk_max) * prob_factor(chunk_max)` and each
+/// entry is multiplied by the cap's slope [`Cap::slope`]. Capped logits are finite, so no chunk is masked.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn capped_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+    g: &GradRow,
+    io: &mut IO,
+    start: usize,
+    end: usize,
+    chunk_max: f32,
+    w: &[f32],
+    t: &[f32],
+    cap: Cap,
+) {
+    let factor = g.prob_factor(chunk_max);
+    let body_end = lane_body(start, end, io.len());
+    let capped = |x: f32| if STORE { x } else { cap.apply::<S>(x) };
+    let mut c = start;
+    while c < body_end {
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
+        let x = unsafe {
+            if STORE {
+                io.load_exp_lanes::<S>(c)
+            } else {
+                io.load_lanes::<S>(c)
+            }
+        };
+        let mut out: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            let wc = if W { w[c + j] } else { 1.0 };
+            let tc = if T { t[c + j] } else { 0.0 };
+            let zc = capped(x[j]);
+            let p = exp_nonpos::<S>(zc - chunk_max) * factor;
+            out[j] = grad_value::<S, W, T>(g, p, wc, tc) * cap.slope::<S>(zc);
+        }
+        // SAFETY: as for the load.
+        unsafe { io.store_lanes::<S>(c, out) };
+        c += LANES;
+    }
+    let rem = end - body_end;
+    if rem > 0 {
+        // The padding's values are computed and dropped.
+        let x = if STORE {
+            io.load_exp_tail::<S>(body_end, rem, 0.0)
+        } else {
+            io.tail::<S>(body_end, rem, 0.0)
+        };
+        let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
+        let mut out: Lanes = [0.0; LANES];
+        for j in 0..LANES {
+            let zc = capped(x[j]);
+            let p = exp_nonpos::<S>(zc - chunk_max) * factor;
+            out[j] = grad_value::<S, W, T>(g, p, wp[j], tp[j]) * cap.slope::<S>(zc);
+        }
+        io.store_tail::<S>(body_end, rem, out);
+    }
+}
+
 /// The gradient of classes `[start, end)` in a chunk whose logits are all `-inf` (every probability `p`), when the
 /// exponentials were not kept: what [`grad_range`] computes from the zeros [`all_masked_chunk`] keeps.
 #[cold]
@@ -185,29 +250,44 @@ pub(crate) fn masked_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool,
     }
 }
 
-/// The label's gradient entry, from its probability `p_y`.
+/// The label's gradient entry, from its probability and the cap's slope there, `(p_y, slope)` ([`label_prob`]).
 #[inline(always)]
-pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: f32, w: &[f32]) -> Option<(usize, f32)> {
+pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: (f32, f32), w: &[f32]) -> Option<(usize, f32)> {
     // A `match`, not `Option::map` with a closure (see `grad_row`).
     match g.label {
         Some((y, _, on)) => {
             let wy = if W { w[y] } else { 1.0 };
-            Some((y, g.coef * S::fma(g.q_scale, p_y, -(wy * on))))
+            let v = g.coef * S::fma(g.q_scale, p_y.0, -(wy * on));
+            Some((y, if g.cap.is_some() { v * p_y.1 } else { v }))
         }
         None => None,
     }
 }
 
-/// `p_y` as the gradient pass computes it: from the kept `exp(z_y - chunk max)` when given, else from `z_y`
-/// ([`recomputed_exp`]; the same bits).
+/// `p_y` as the gradient pass computes it, and the cap's slope at the label (1 without a cap): from what the
+/// statistics pass kept when given (`exp(z_y - chunk max)`, or the capped logit), else from `z_y` (the same bits).
 #[inline(always)]
-pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_label: f32) -> f32 {
-    let e = match (stored, g.label) {
-        (Some(e), _) => e,
-        (None, Some((_, zy, _))) => recomputed_exp::<S>(zy, chunk_max_of_label),
-        (None, None) => return 0.0,
+pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_label: f32) -> (f32, f32) {
+    let zy = match (stored, g.label) {
+        (Some(x), _) => x,
+        (None, Some((_, zy, _))) => zy,
+        (None, None) => return (0.0, 1.0),
     };
-    e * g.prob_factor(chunk_max_of_label)
+    let factor = g.prob_factor(chunk_max_of_label);
+    match g.cap {
+        Some(cap) => {
+            let zc = if stored.is_some() { zy } else { cap.apply::<S>(zy) };
+            (exp_nonpos::<S>(zc - chunk_max_of_label) * factor, cap.slope::<S>(zc))
+        }
+        None => {
+            let e = if stored.is_some() {
+                zy
+            } else {
+                recomputed_exp::<S>(zy, chunk_max_of_label)
+            };
+            (e * factor, 1.0)
+        }
+    }
 }
 
 /// Writes the gradient of a whole row (after [`row_stats`] with the same `STORE`), chunk maxima in `maxima`.

@@ -12,15 +12,56 @@
 
 use crate::simd::{Isa, Kernel};
 
+mod argmax;
 mod grad;
 mod io;
 mod stats;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use argmax::{argmax, combine_argmax};
 pub(crate) use grad::{grad_row, label_grad, label_prob, slice_grad, GradRow};
 pub(crate) use io::{CallBuffers, InPlace, ReadOnly, RowIo, Separate, WithScratch};
 pub(crate) use stats::{row_stats, slice_stats};
+
+/// Soft-capping of the logits, `cap * tanh(z / cap)` (SPEC.md, "Soft-capping"): the cap and its inverse.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Cap {
+    cap: f32,
+    inv: f32,
+}
+
+impl Cap {
+    /// No cap: a placeholder for the kernels' uncapped instances, which never read it.
+    pub(crate) const NONE: Cap = Cap {
+        cap: f32::INFINITY,
+        inv: 0.0,
+    };
+
+    /// The cap `cap > 0` (checked by the configuration).
+    pub(crate) fn new(cap: f32) -> Cap {
+        Cap { cap, inv: 1.0 / cap }
+    }
+
+    /// The capped logit, as the kernels compute it ([`crate::simd::soft_cap`]).
+    #[inline(always)]
+    pub(crate) fn apply<S: Isa>(self, z: f32) -> f32 {
+        crate::simd::soft_cap::<S>(z, self.cap, self.inv)
+    }
+
+    /// The chain-rule factor `d capped / dz = 1 - tanh^2(z / cap)` from the capped logit `zc`.
+    #[inline(always)]
+    pub(crate) fn slope<S: Isa>(self, zc: f32) -> f32 {
+        let t = crate::simd::capped_t(zc, self.inv);
+        S::fma(-t, t, 1.0)
+    }
+
+    /// The capped logit in f64 (for the loss's label term, which must not depend on the instruction set).
+    pub(crate) fn apply_f64(self, z: f32) -> f64 {
+        let c = self.cap as f64;
+        c * (z as f64 / c).tanh()
+    }
+}
 
 /// Classes per chunk: 8 KiB of f32 logits, which stays in L1 between the max pass and the accumulation pass.
 pub const CHUNK: usize = 2048;
@@ -132,7 +173,7 @@ impl RowStats {
             #[inline(always)]
             fn run<S: Isa>(self) -> RowStats {
                 let mut maxima = Vec::new();
-                row_stats::<S, f32, _, false, false, true, false>(&mut ReadOnly(self.0), &[], &[], &mut maxima)
+                row_stats::<S, f32, _, false, false, true, false>(&mut ReadOnly(self.0), &[], &[], None, &mut maxima)
             }
         }
         crate::simd::dispatch(Stats(z))

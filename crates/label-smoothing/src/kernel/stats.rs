@@ -1,7 +1,7 @@
 //! The statistics pass: per chunk a max pass and an accumulation pass, giving the chunk's [`RowStats`].
 
 use super::io::RowIo;
-use super::{RowStats, CHUNK};
+use super::{Cap, RowStats, CHUNK};
 use crate::element::Element;
 use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
 use std::marker::PhantomData;
@@ -21,6 +21,7 @@ pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const SHIF
     end: usize,
     w: &'a [f32],
     t: &'a [f32],
+    cap: Option<Cap>,
     elem: PhantomData<fn() -> E>,
 }
 
@@ -30,7 +31,7 @@ impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool
     type Output = RowStats;
     #[inline(always)]
     fn run<S: Isa>(self) -> RowStats {
-        chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(self.io, self.start, self.end, self.w, self.t)
+        chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(self.io, self.start, self.end, self.w, self.t, self.cap)
     }
 }
 
@@ -38,7 +39,11 @@ impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool
 /// and soft targets (indexed by class) when `W` / `T` are set.
 ///
 /// `SHIFTED`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
-/// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output.
+/// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output, or with soft-capping (`cap`) the
+/// capped logit `cap * tanh(z / cap)`, from which the gradient pass needs both the probability and `1 - tanh^2`.
+///
+/// With `cap`, every statistic is of the capped logits. The max pass still runs on the logits as they are: the cap
+/// is increasing, so it maps their max and min to the capped ones.
 #[inline(always)]
 pub(crate) fn chunk_stats<
     S: Isa,
@@ -54,6 +59,7 @@ pub(crate) fn chunk_stats<
     end: usize,
     w: &[f32],
     t: &[f32],
+    cap: Option<Cap>,
 ) -> RowStats {
     // A local copy of the slices: see `RowIo::reborrow`.
     let io = &mut io.reborrow();
@@ -109,44 +115,99 @@ pub(crate) fn chunk_stats<
         mn[0][j] = if mn[1][j] < mn[0][j] { mn[1][j] } else { mn[0][j] };
     }
     let (m, lo) = (hmax(mx[0]), hmin(mn[0]));
+    let mut acc = Accumulators::default();
+    let ahead = end - start;
+    if let Some(cap) = cap {
+        // Capped logits are never -inf (a -inf logit is capped to -cap), so no chunk is masked; NaN logits reach
+        // the sums through the accumulation pass. Their spread is under 2 cap, but `exp_nonpos` costs little next
+        // to the `tanh`.
+        let m = cap.apply::<S>(m);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, true>(
+            io,
+            &mut acc,
+            start..body_end,
+            ahead,
+            m,
+            w,
+            t,
+            cap,
+        );
+        if rem > 0 {
+            let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
+            let zc = acc.add::<S, W, T, SHIFTED, true, false, true>(tail, m, rem, &wp, &tp, cap);
+            if STORE {
+                io.store_exp_tail::<S>(body_end, rem, zc);
+            }
+        }
+        return acc.stats::<S, W, T, SHIFTED>(m, end - start);
+    }
     if m == f32::NEG_INFINITY {
         return all_masked_chunk::<E, _, W, T, STORE>(io, start, end, w, t);
     }
 
-    let mut acc = Accumulators::default();
     // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
     // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
+    let none = Cap::NONE;
     if lo - m >= EXP_RANGE_LO {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true>(io, &mut acc, start..body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true, false>(
+            io,
+            &mut acc,
+            start..body_end,
+            ahead,
+            m,
+            w,
+            t,
+            none,
+        );
     } else {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false>(io, &mut acc, start..body_end, end - start, m, w, t);
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, false>(
+            io,
+            &mut acc,
+            start..body_end,
+            ahead,
+            m,
+            w,
+            t,
+            none,
+        );
     }
     // The tail: its -inf padding adds nothing.
     if rem > 0 {
         let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
-        let e = acc.add::<S, W, T, SHIFTED, true, false>(tail, m, rem, &wp, &tp);
+        let e = acc.add::<S, W, T, SHIFTED, true, false, false>(tail, m, rem, &wp, &tp, none);
         if STORE {
             io.store_exp_tail::<S>(body_end, rem, e);
         }
     }
-    RowStats {
-        max: m,
-        sum_exp: S::hsum(acc.se),
-        mass: if !SHIFTED {
-            0.0
-        } else if W {
-            S::hsum(acc.ms)
-        } else {
-            (end - start) as f64
-        },
-        shifted: if SHIFTED { S::hsum(acc.sh) } else { 0.0 },
-        target_mass: if T { S::hsum(acc.tm) } else { 0.0 },
-        target_shifted: if T { S::hsum(acc.tsh) } else { 0.0 },
+    acc.stats::<S, W, T, SHIFTED>(m, end - start)
+}
+
+impl Accumulators {
+    /// The chunk's statistics from the accumulators (max `m`, `len` classes).
+    #[inline(always)]
+    fn stats<S: Isa, const W: bool, const T: bool, const SHIFTED: bool>(&self, m: f32, len: usize) -> RowStats {
+        let acc = self;
+        RowStats {
+            max: m,
+            sum_exp: S::hsum(acc.se),
+            mass: if !SHIFTED {
+                0.0
+            } else if W {
+                S::hsum(acc.ms)
+            } else {
+                len as f64
+            },
+            shifted: if SHIFTED { S::hsum(acc.sh) } else { 0.0 },
+            target_mass: if T { S::hsum(acc.tm) } else { 0.0 },
+            target_shifted: if T { S::hsum(acc.tsh) } else { 0.0 },
+        }
     }
 }
 
-/// The accumulation pass over the whole vectors `body` of a chunk (max `m`); `ahead` is how far to prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select.
+/// The accumulation pass over the whole vectors `body` of a chunk (max `m`); `ahead` is how far to prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select. `CAP`: the
+/// logits are soft-capped by `cap` (and `m` is the capped max).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_body<
     S: Isa,
     E: Element,
@@ -156,6 +217,7 @@ pub(crate) fn accumulate_body<
     const SHIFTED: bool,
     const STORE: bool,
     const IN_RANGE: bool,
+    const CAP: bool,
 >(
     io: &mut IO,
     acc: &mut Accumulators,
@@ -164,6 +226,7 @@ pub(crate) fn accumulate_body<
     m: f32,
     w: &[f32],
     t: &[f32],
+    cap: Cap,
 ) {
     let (start, body_end) = (body.start, body.end);
     // Once per chunk: what the unchecked loads and stores below rely on (`lane_body` gives such a `body_end`).
@@ -176,7 +239,7 @@ pub(crate) fn accumulate_body<
         io.prefetch(c + 2 * ahead);
         // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
         let z = unsafe { io.load_lanes::<S>(c) };
-        let e = acc.add::<S, W, T, SHIFTED, false, IN_RANGE>(z, m, LANES, from::<W>(w, c), from::<T>(t, c));
+        let e = acc.add::<S, W, T, SHIFTED, false, IN_RANGE, CAP>(z, m, LANES, from::<W>(w, c), from::<T>(t, c), cap);
         if STORE {
             // SAFETY: as for the load.
             unsafe { io.store_exp_lanes::<S>(c, e) };
@@ -229,20 +292,42 @@ pub(crate) struct Accumulators {
 
 impl Accumulators {
     /// Adds one vector of logits `z` (chunk max `m`), whose weights and soft targets start at `w[0]` / `t[0]`;
-    /// returns `exp(z - m)`. With `MASKED`, only the first `valid` lanes are classes (the rest hold `-inf`
-    /// logits and zero weights and targets). `IN_RANGE`: every `z - m` is at least [`EXP_RANGE_LO`].
+    /// returns `exp(z - m)`, or with `CAP` the capped logits (what the statistics pass stores). With `MASKED`, only
+    /// the first `valid` lanes are classes (the rest hold `-inf` logits and zero weights and targets). `IN_RANGE`:
+    /// every `z - m` is at least [`EXP_RANGE_LO`]. `CAP`: `z` is soft-capped by `cap` first, and `m` is the capped max.
     #[inline(always)]
-    fn add<S: Isa, const W: bool, const T: bool, const SHIFTED: bool, const MASKED: bool, const IN_RANGE: bool>(
+    #[allow(clippy::too_many_arguments)]
+    fn add<
+        S: Isa,
+        const W: bool,
+        const T: bool,
+        const SHIFTED: bool,
+        const MASKED: bool,
+        const IN_RANGE: bool,
+        const CAP: bool,
+    >(
         &mut self,
         z: Lanes,
         m: f32,
         valid: usize,
         w: &[f32],
         t: &[f32],
+        cap: Cap,
     ) -> Lanes {
         let mut e: Lanes = [0.0; LANES];
+        let mut zc: Lanes = [0.0; LANES];
         for j in 0..LANES {
-            let d = z[j] - m;
+            let d = if CAP {
+                // The padding of a tail stays -inf (a capped -inf would be -cap, a class).
+                zc[j] = if MASKED && j >= valid {
+                    f32::NEG_INFINITY
+                } else {
+                    cap.apply::<S>(z[j])
+                };
+                zc[j] - m
+            } else {
+                z[j] - m
+            };
             e[j] = if IN_RANGE {
                 exp_in_range::<S>(d)
             } else {
@@ -264,7 +349,11 @@ impl Accumulators {
                 self.tsh[j] += if v == 0.0 { 0.0 } else { v * d };
             }
         }
-        e
+        if CAP {
+            zc
+        } else {
+            e
+        }
     }
 }
 
@@ -335,6 +424,7 @@ pub(crate) fn row_stats<
     io: &mut IO,
     w: &[f32],
     t: &[f32],
+    cap: Option<Cap>,
     maxima: &mut Vec<f32>,
 ) -> RowStats {
     let k = io.len();
@@ -342,14 +432,14 @@ pub(crate) fn row_stats<
     // out-of-line copy that rows split across threads use too, once per chunk of 2048 classes. With a second
     // inlined call site, every row kernel would compile the chunk kernel twice.
     if k <= CHUNK {
-        return chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, 0, k, w, t);
+        return chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, 0, k, w, t, cap);
     }
     maxima.clear();
     let mut acc = RowStats::EMPTY;
     let mut start = 0;
     while start < k {
         let end = (start + CHUNK).min(k);
-        let st = slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w, t);
+        let st = slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w, t, cap);
         if IO::WRITES {
             maxima.push(st.max);
         }
@@ -378,6 +468,7 @@ pub(crate) fn slice_stats<
     end: usize,
     w: &[f32],
     t: &[f32],
+    cap: Option<Cap>,
 ) -> RowStats {
     S::outline(ChunkStats::<E, IO, W, T, SHIFTED, STORE> {
         io,
@@ -385,6 +476,7 @@ pub(crate) fn slice_stats<
         end,
         w,
         t,
+        cap,
         elem: PhantomData,
     })
 }

@@ -136,6 +136,18 @@ impl LinearCrossEntropy {
     /// The loss `loss` (its configuration and `K`) on top of a linear layer with `hidden` inputs (`D >= 1`).
     pub fn new(loss: LabelSmoothingLoss, hidden: usize) -> Result<Self> {
         check_positive("hidden", hidden)?;
+        let config = loss.config();
+        for (on, option) in [
+            (config.z_loss != 0.0, "z-loss"),
+            (config.softcap.is_some(), "soft-capping"),
+        ] {
+            if on {
+                return Err(LossError::Unsupported {
+                    loss: "the fused linear loss",
+                    option,
+                });
+            }
+        }
         let per_row = LabelSmoothingConfig {
             reduction: Reduction::None,
             ..loss.config().clone()

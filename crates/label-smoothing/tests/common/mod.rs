@@ -49,6 +49,7 @@ impl Case {
             reduction: o.reduction.parse::<Reduction>().unwrap(),
             ignore_index: o.ignore_index,
             weights: o.weights.as_ref().map(|w| w.iter().map(|&x| x as f32).collect()),
+            ..Default::default()
         }
     }
 
@@ -143,7 +144,7 @@ impl std::fmt::Debug for Draw {
         write!(
             f,
             "Draw {{ n: {}, k: {}, scale: {}, spread: {}, smoothing: {:?}, reduction: {}, ignore: {:?}, weights: {}, \
-             soft: {}, per_row_grad: {}, seed: {} }}",
+             z_loss: {}, softcap: {:?}, soft: {}, per_row_grad: {}, seed: {} }}",
             self.n,
             self.k,
             self.scale,
@@ -154,6 +155,8 @@ impl std::fmt::Debug for Draw {
             c.weights
                 .as_ref()
                 .map_or("none".to_string(), |w| format!("{} values", w.len())),
+            c.z_loss,
+            c.softcap,
             self.soft,
             self.per_row_grad,
             self.seed
