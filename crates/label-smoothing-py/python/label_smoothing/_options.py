@@ -55,3 +55,30 @@ def ignore_index(value) -> Optional[int]:
         except TypeError:
             raise TypeError(f"ignore_index: expected an integer or None, got {type(value).__name__}") from None
     return value
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}: expected a number, got {type(value).__name__}") from None
+    return float(value)
+
+
+def z_loss(value) -> float:
+    """The z-loss scale ``lse_square_scale``: a finite number ``>= 0`` (0 turns it off)."""
+    value = _number("lse_square_scale", value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"lse_square_scale: expected a finite number >= 0, got {value}")
+    return value
+
+
+def softcap(value) -> Optional[float]:
+    """``None`` (no soft-capping) or the cap: a finite number ``> 0``."""
+    if value is None:
+        return None
+    value = _number("softcap", value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"softcap: expected a finite number > 0 or None, got {value}")
+    return value

@@ -30,14 +30,25 @@ def cross_entropy(
     *,
     spread: str = "uniform",
     adaptive: Optional[float] = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
     return_grad: bool = False,
     grad_output=None,
 ):
     """The loss of logits ``input`` ``[N, K]`` (float32 or float16) against class indices ``[N]`` or
     probabilities ``[N, K]``; with ``return_grad=True`` also ``dLoss/dinput`` (the input's dtype), scaled by
-    ``grad_output`` (a number, or ``[N]`` values for ``reduction="none"``).
+    ``grad_output`` (a number, or ``[N]`` values for ``reduction="none"``). ``lse_square_scale`` (z-loss) and
+    ``softcap`` as in :func:`label_smoothing.torch.cross_entropy`.
 
     Returns the loss (a float, or a float32 ``[N]`` array for ``reduction="none"``), or ``(loss, grad)``.
+
+    >>> import numpy as np
+    >>> from label_smoothing.numpy import cross_entropy
+    >>> z = np.array([[2.0, 0.5, -1.0]], dtype=np.float32)
+    >>> lse = float(np.log(np.exp(z.astype(np.float64)).sum()))
+    >>> plain = cross_entropy(z, np.array([0]))
+    >>> abs(cross_entropy(z, np.array([0]), lse_square_scale=1e-2) - (plain + 1e-2 * lse**2)) < 1e-6
+    True
     """
     z = np.asarray(input)
     if z.dtype not in (np.float32, np.float16):
@@ -76,6 +87,7 @@ def cross_entropy(
         z, str(z.dtype), z.shape[1], t, soft, weight=w, ignore_index=_options.ignore_index(ignore_index),
         reduction=reduction.replace("_", "-"), smoothing=_options.unit_interval("label_smoothing", label_smoothing),
         spread=_options.spread(spread), adaptive=_options.adaptive(adaptive), grad=grad, grad_scale=scale,
-        grad_rows=rows, threads=_threads(),
+        grad_rows=rows, threads=_threads(), z_loss=_options.z_loss(lse_square_scale),
+        softcap=_options.softcap(softcap),
     )
     return (loss, grad) if return_grad else loss

@@ -7,10 +7,11 @@ tensors' own memory (the GIL released, the gradient computed in the forward's pa
 dtypes the same definition runs as torch operations, so code moves to a GPU unchanged.
 """
 from ._cache import empty_cache, set_gradient_cache_limit
-from .functional import cross_entropy, fast_reid_cross_entropy_loss, linear_cross_entropy
+from .functional import CrossEntropyOutput, cross_entropy, fast_reid_cross_entropy_loss, linear_cross_entropy
 from .modules import LabelSmoothingCrossEntropy, LinearCrossEntropyLoss
 
 __all__ = [
+    "CrossEntropyOutput",
     "cross_entropy",
     "fast_reid_cross_entropy_loss",
     "linear_cross_entropy",

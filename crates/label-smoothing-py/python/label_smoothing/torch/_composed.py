@@ -40,11 +40,17 @@ def cross_entropy(
     smoothing: float,
     spread: str,
     adaptive: Optional[float],
-) -> torch.Tensor:
-    """The loss of ``[M, K]`` logits, differentiable by autograd (adaptive smoothing held constant)."""
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+):
+    """The loss of ``[M, K]`` logits, differentiable by autograd (adaptive smoothing held constant), and its
+    z-loss term (detached), reduced alike (SPEC.md, "Options for large vocabularies")."""
     m, k = logits.shape
     dtype = _compute_dtype(logits.dtype)
-    logp = F.log_softmax(logits.to(dtype), dim=1)
+    x = logits.to(dtype)
+    if softcap is not None:
+        x = softcap * torch.tanh(x / softcap)
+    logp = F.log_softmax(x, dim=1)
     w = None if weight is None else weight.to(device=logits.device, dtype=dtype)
     if soft:
         scale, offset = _soft_target(spread, smoothing, k)
@@ -53,6 +59,7 @@ def cross_entropy(
             q = q * w
         rows = -(q * logp).sum(dim=1)
         counted = torch.full((), m, dtype=dtype, device=logits.device)
+        valid = torch.ones(m, dtype=torch.bool, device=logits.device)
     else:
         valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
         y = torch.where(valid, target, torch.zeros_like(target))
@@ -71,18 +78,27 @@ def cross_entropy(
         rows = -(off * all_classes + (on - off) * w_y * logp_y)
         rows = torch.where(valid, rows, torch.zeros_like(rows))
         counted = (w_y * valid).sum() if w is not None else valid.sum().to(dtype)
+    if z_loss != 0.0:
+        lse = torch.logsumexp(x, dim=1)
+        zs = torch.where(valid, z_loss * lse * lse, torch.zeros_like(lse))
+    else:
+        zs = torch.zeros_like(rows)
     if reduction == "none":
-        return rows.to(logits.dtype)
-    total = rows.sum()
+        return (rows + zs).to(logits.dtype), zs.detach().to(logits.dtype)
+    total, z_total = rows.sum(), zs.sum()
     if reduction == "sum":
-        out = total
+        out, z_out = total + z_total, z_total
     elif reduction == "mean":
-        # A mean over no counted rows is 0 with a zero gradient (SPEC.md), where PyTorch gives NaN.
-        out = torch.where(counted > 0, total / torch.clamp(counted, min=torch.finfo(dtype).tiny), total * 0)
+        # A mean over no counted rows is 0 with a zero gradient (SPEC.md), where PyTorch gives NaN. The z-loss is
+        # over the rows counted, not their weights (Liger-Kernel's rule).
+        z_count = valid.sum().to(dtype) if (w is not None and not soft) else counted
+        tiny = torch.finfo(dtype).tiny
+        z_out = torch.where(counted > 0, z_total / torch.clamp(z_count, min=tiny), z_total * 0)
+        out = torch.where(counted > 0, total / torch.clamp(counted, min=tiny), total * 0) + z_out
     else:  # mean_nonzero: fast-reid's count of non-zero rows, a constant for the gradient
-        nonzero = (rows.detach() != 0).sum().clamp(min=1)
-        out = total / nonzero
-    return out.to(logits.dtype)
+        nonzero = ((rows + zs).detach() != 0).sum().clamp(min=1)
+        out, z_out = (total + z_total) / nonzero, z_total / nonzero
+    return out.to(logits.dtype), z_out.detach().to(logits.dtype)
 
 
 def linear_logits(input: torch.Tensor, linear_weight: torch.Tensor, linear_bias: Optional[torch.Tensor]):

@@ -1,7 +1,7 @@
 """The functional API: ``cross_entropy``, ``fast_reid_cross_entropy_loss`` and ``linear_cross_entropy``."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -11,7 +11,23 @@ from .. import _native, _options
 from .. import _threads as _explicit_threads
 from . import _cache, _composed
 
-__all__ = ["cross_entropy", "fast_reid_cross_entropy_loss", "linear_cross_entropy"]
+__all__ = ["CrossEntropyOutput", "cross_entropy", "fast_reid_cross_entropy_loss", "linear_cross_entropy"]
+
+
+class CrossEntropyOutput(NamedTuple):
+    """What :func:`cross_entropy` returns when any of its ``return_*`` flags is set (Liger-Kernel's
+    ``CrossEntropyOutput``); the fields not asked for are ``None``."""
+
+    #: The loss, the z-loss term included (differentiable).
+    loss: torch.Tensor
+    #: The z-loss term alone, reduced like the loss (detached, for logging).
+    z_loss: Optional[torch.Tensor]
+    #: The share of class-index rows not ignored whose arg-max is their label (a float32 scalar; 0 when there are
+    #: none; ``None`` for probability targets).
+    token_accuracy: Optional[torch.Tensor]
+    #: Per row, the class of its largest logit (the first of equal ones), -1 for an ignored row (int64, in the
+    #: target's shape).
+    predicted_tokens: Optional[torch.Tensor]
 
 _KERNEL_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _BACKENDS = (None, "auto", "kernel", "torch")
@@ -67,9 +83,10 @@ class _Options:
     """The options of one loss call, as the native function takes them."""
 
     __slots__ = ("k", "soft", "weight", "ignore_index", "reduction", "smoothing", "spread", "adaptive", "threads",
-                 "grad_enabled")
+                 "grad_enabled", "z_loss", "softcap", "report", "predictions", "extras")
 
-    def __init__(self, k, soft, weight, ignore_index, reduction, smoothing, spread, adaptive):
+    def __init__(self, k, soft, weight, ignore_index, reduction, smoothing, spread, adaptive, z_loss=0.0,
+                 softcap=None, report=False, predictions=False):
         self.k = k
         self.soft = soft
         # The class weights as a float32 numpy array (a copy of K values; the kernel reads them in f32).
@@ -83,6 +100,13 @@ class _Options:
         # Read here, at the call: inside an autograd function's forward grad mode is always off, and
         # ctx.needs_input_grad says True under torch.no_grad() too.
         self.grad_enabled = torch.is_grad_enabled()
+        self.z_loss = z_loss
+        self.softcap = softcap
+        # The forward's z-loss term and predictions are wanted: the forward call keeps them in `extras`,
+        # `(z_loss, predicted, correct, counted)`.
+        self.report = report
+        self.predictions = predictions
+        self.extras = None
 
     def kwargs(self):
         return dict(
@@ -96,9 +120,11 @@ class _Options:
         )
 
 
-def _kernel_loss(logits, target, opts: _Options, grad=None, grad_scale=1.0, grad_rows=None):
-    """Calls the fused kernel on contiguous CPU tensors; returns the loss as a tensor in the logits' dtype."""
-    loss = _native.cross_entropy(
+def _kernel_loss(logits, target, opts: _Options, grad=None, grad_scale=1.0, grad_rows=None, forward=False):
+    """Calls the fused kernel on contiguous CPU tensors; returns the loss as a tensor in the logits' dtype. The
+    forward call (``forward``) keeps the z-loss term and the predictions in ``opts.extras`` when asked for."""
+    report = forward and opts.report
+    out = _native.cross_entropy(
         _numpy(logits),
         _KERNEL_DTYPES[logits.dtype],
         opts.k,
@@ -107,11 +133,24 @@ def _kernel_loss(logits, target, opts: _Options, grad=None, grad_scale=1.0, grad
         grad=None if grad is None else _numpy(grad),
         grad_scale=grad_scale,
         grad_rows=None if grad_rows is None else _numpy(grad_rows),
+        report=report,
+        predictions=report and opts.predictions,
+        z_loss=opts.z_loss,
+        softcap=opts.softcap,
         **opts.kwargs(),
     )
-    if opts.reduction == "none":
-        return torch.from_numpy(loss).to(logits.dtype)
-    return torch.tensor(loss, dtype=logits.dtype)
+    if not report:
+        return _as_tensor(out, logits.dtype)
+    loss, z_loss, predicted, correct, counted = out
+    opts.extras = (_as_tensor(z_loss, logits.dtype), predicted, correct, counted)
+    return _as_tensor(loss, logits.dtype)
+
+
+def _as_tensor(loss, dtype):
+    """A loss from the native call (a float, or a float32 array for ``none``) as a tensor of ``dtype``."""
+    if isinstance(loss, np.ndarray):
+        return torch.from_numpy(loss).to(dtype)
+    return torch.tensor(loss, dtype=dtype)
 
 
 class _KernelCrossEntropy(torch.autograd.Function):
@@ -132,10 +171,10 @@ class _KernelCrossEntropy(torch.autograd.Function):
             ctx.save_for_backward(logits, target)
         if needs_grad and opts.reduction != "none":
             grad = _empty_like(logits)
-            loss = _kernel_loss(logits, target, opts, grad=grad)
+            loss = _kernel_loss(logits, target, opts, grad=grad, forward=True)
             ctx.precomputed = grad
             return loss
-        return _kernel_loss(logits, target, opts)
+        return _kernel_loss(logits, target, opts, forward=True)
 
     @staticmethod
     @once_differentiable
@@ -221,10 +260,16 @@ def cross_entropy(
     *,
     spread: str = "uniform",
     adaptive: Optional[float] = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_z_loss: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
     backend: Optional[str] = None,
-) -> torch.Tensor:
+):
     """The label-smoothed cross-entropy between logits and targets: ``torch.nn.functional.cross_entropy`` with
-    the same arguments, defaults and results, on the fused Rust kernel for CPU tensors.
+    the same arguments, defaults and results, on the fused Rust kernel for CPU tensors; and Liger-Kernel's
+    large-vocabulary options (``LigerCrossEntropyLoss``'s names and results).
 
     Args:
         input: logits ``[N, K]``, ``[K]`` or ``[N, K, d1, ...]``.
@@ -242,12 +287,20 @@ def cross_entropy(
             (fast-reid's: the label ``1-e``, every other class ``e/(K-1)``).
         adaptive: fast-reid's adaptive smoothing: ``e_i = adaptive * p_i[label]`` per row, held constant for
             the gradient (``label_smoothing`` is then unused). Class indices only.
+        lse_square_scale: the z-loss scale ``s >= 0`` (PaLM): ``s * logsumexp(row)^2`` is added to every row
+            not ignored; for ``"mean"`` it is averaged over those rows (not over their class weights).
+        softcap: soft-capping (Gemma 2): the logits become ``softcap * tanh(input / softcap)`` first; ``None``
+            for none.
+        return_z_loss, return_token_accuracy, return_predicted_tokens: return a :class:`CrossEntropyOutput`
+            with the z-loss term, the token accuracy and the predicted classes (the arg-max of each row, read in
+            one more pass over the logits) instead of the loss alone.
         backend: ``None``/``"auto"`` runs the kernel where it can (contiguous or not, float32, bfloat16 or
             float16 CPU tensors outside ``torch.compile``) and the torch composition elsewhere; ``"kernel"``
             insists on the kernel; ``"torch"`` forces the composition.
 
     Returns:
-        A scalar tensor, or for ``reduction="none"`` one value per row, in the input's dtype.
+        A scalar tensor, or for ``reduction="none"`` one value per row, in the input's dtype; a
+        :class:`CrossEntropyOutput` when a ``return_*`` flag is set.
 
     Differences from PyTorch: a mean over no counted rows (every row ignored, an empty batch) is 0 with a zero
     gradient, where PyTorch gives NaN; probability rows must sum to 1.
@@ -260,6 +313,9 @@ def cross_entropy(
     >>> torch.allclose(loss, F.cross_entropy(logits, target, label_smoothing=0.1))
     True
     >>> loss.backward()
+    >>> out = cross_entropy(logits, target, lse_square_scale=1e-4, return_z_loss=True, return_token_accuracy=True)
+    >>> float(out.token_accuracy)
+    1.0
     """
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input: expected a torch.Tensor, got {type(input).__name__}")
@@ -272,6 +328,10 @@ def cross_entropy(
     smoothing = _options.unit_interval("label_smoothing", label_smoothing)
     alpha = _options.adaptive(adaptive)
     ignore_index = _options.ignore_index(ignore_index)
+    z_loss = _options.z_loss(lse_square_scale)
+    cap = _options.softcap(softcap)
+    want_z, want_acc, want_pred = bool(return_z_loss), bool(return_token_accuracy), bool(return_predicted_tokens)
+    report = want_z or want_acc or want_pred
     if input.dim() == 0:
         raise ValueError("input: expected logits of shape [N, K], [K] or [N, K, d1, ...], got a scalar")
     if not (input.is_floating_point()):
@@ -302,8 +362,13 @@ def cross_entropy(
             flat_target = flat_target.detach().to(torch.float32).contiguous()
         else:
             flat_target = flat_target.detach().to(torch.int64).contiguous()
-        opts = _Options(k, soft, weight, ignore_index, reduction, smoothing, spread, alpha)
+        opts = _Options(k, soft, weight, ignore_index, reduction, smoothing, spread, alpha, z_loss, cap, report,
+                        want_acc or want_pred)
         loss = _KernelCrossEntropy.apply(logits, flat_target, opts)
+        if report:
+            z_value, predicted, correct, counted = opts.extras
+            if predicted is not None:
+                predicted = torch.from_numpy(predicted)
     else:
         if not soft:
             _check_labels_composed(flat_target, k, ignore_index)
@@ -317,10 +382,40 @@ def cross_entropy(
             smoothing=smoothing,
             spread=spread,
             adaptive=alpha,
+            z_loss=z_loss,
+            softcap=cap,
         )
+        loss, z_value = loss
+        predicted = correct = counted = None
+        if want_acc or want_pred:
+            predicted, correct, counted = _predictions(logits.detach(), flat_target, soft, ignore_index)
     if reduction == "none":
         loss = loss.reshape(out_shape)
-    return loss
+    if not report:
+        return loss
+    if reduction == "none":
+        z_value = z_value.reshape(out_shape)
+    accuracy = None
+    if want_acc and not soft:
+        accuracy = torch.tensor(correct / counted if counted else 0.0, dtype=torch.float32)
+    return CrossEntropyOutput(
+        loss=loss,
+        z_loss=z_value if want_z else None,
+        token_accuracy=accuracy,
+        predicted_tokens=predicted.reshape(out_shape).to(input.device) if want_pred else None,
+    )
+
+
+def _predictions(logits: torch.Tensor, target: torch.Tensor, soft: bool, ignore_index: Optional[int]):
+    """The composition's predictions: each row's first arg-max (``torch.argmax``), -1 for ignored rows, and the
+    accuracy's counts."""
+    predicted = logits.argmax(dim=1)
+    if soft:
+        return predicted, 0, 0
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    predicted = torch.where(valid, predicted, torch.full_like(predicted, -1))
+    correct = int(((predicted == target) & valid).sum())
+    return predicted, correct, int(valid.sum())
 
 
 def _check_labels_composed(labels: torch.Tensor, k: int, ignore_index: Optional[int]) -> None:

@@ -15,7 +15,8 @@ __all__ = ["LabelSmoothingCrossEntropy", "LinearCrossEntropyLoss"]
 
 class LabelSmoothingCrossEntropy(nn.Module):
     """``nn.CrossEntropyLoss`` on the fused kernel, with the project's options: ``spread="others"``,
-    ``adaptive=alpha`` and ``reduction="mean_nonzero"``. The options are checked here, at construction.
+    ``adaptive=alpha`` and ``reduction="mean_nonzero"``, and Liger-Kernel's ``lse_square_scale`` (z-loss) and
+    ``softcap``. The options are checked here, at construction.
 
     >>> import torch
     >>> from label_smoothing.torch import LabelSmoothingCrossEntropy
@@ -24,7 +25,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
     >>> loss.backward()
     """
 
-    __constants__ = ["ignore_index", "reduction", "label_smoothing", "spread", "adaptive"]
+    __constants__ = ["ignore_index", "reduction", "label_smoothing", "spread", "adaptive", "lse_square_scale",
+                     "softcap"]
 
     def __init__(
         self,
@@ -37,6 +39,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
         *,
         spread: str = "uniform",
         adaptive: Optional[float] = None,
+        lse_square_scale: float = 0.0,
+        softcap: Optional[float] = None,
     ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
@@ -48,6 +52,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
         self.label_smoothing = _options.unit_interval("label_smoothing", label_smoothing)
         self.spread = _options.spread(spread)
         self.adaptive = _options.adaptive(adaptive)
+        self.lse_square_scale = _options.z_loss(lse_square_scale)
+        self.softcap = _options.softcap(softcap)
         if weight is not None and (not isinstance(weight, torch.Tensor) or weight.dim() != 1):
             raise ValueError("weight: expected a 1-D tensor of class weights or None")
         self.register_buffer("weight", weight)
@@ -58,12 +64,15 @@ class LabelSmoothingCrossEntropy(nn.Module):
         return cross_entropy(
             input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
             label_smoothing=self.label_smoothing, spread=self.spread, adaptive=self.adaptive,
+            lse_square_scale=self.lse_square_scale, softcap=self.softcap,
         )
 
     def extra_repr(self) -> str:
         adaptive = f", adaptive={self.adaptive}" if self.adaptive is not None else ""
+        z_loss = f", lse_square_scale={self.lse_square_scale}" if self.lse_square_scale else ""
+        softcap = f", softcap={self.softcap}" if self.softcap is not None else ""
         return (f"reduction={self.reduction}, ignore_index={self.ignore_index}, "
-                f"label_smoothing={self.label_smoothing}, spread={self.spread}{adaptive}")
+                f"label_smoothing={self.label_smoothing}, spread={self.spread}{adaptive}{z_loss}{softcap}")
 
 
 class LinearCrossEntropyLoss(nn.Module):
