@@ -97,6 +97,8 @@ impl LabelSmoothingCrossEntropyConfig {
         with_reduction(reduction: Reduction),
         with_ignore_index(ignore_index: Option<i64>),
         with_weights(weights: Option<Vec<f32>>),
+        with_z_loss(scale: f32),
+        with_softcap(cap: f32),
     );
 
     /// Validates the configuration for `num_classes` classes (the core crate's [`LabelSmoothingConfig::init`])
@@ -244,7 +246,8 @@ impl LabelSmoothingCrossEntropy {
         let safe = Tensor::<1, Int>::from_ints(safe.as_slice(), &device);
         let one_hot: Tensor<2> = safe.clone().one_hot::<2>(self.k).float();
 
-        let log_p = log_softmax(logits, 1);
+        let logits = self.capped(logits);
+        let log_p = log_softmax(logits.clone(), 1);
         let e: Tensor<2> = match self.config.loss.smoothing {
             Smoothing::Fixed(eps) => Tensor::<2>::ones([n, 1], &device).mul_scalar(eps),
             Smoothing::Adaptive { alpha } => {
@@ -270,7 +273,46 @@ impl LabelSmoothingCrossEntropy {
                 None => kept.clone().sum(),
             }
         };
-        Ok(self.reduce(per_row, denominator))
+        if self.config.loss.z_loss == 0.0 {
+            return Ok(self.reduce(per_row, denominator));
+        }
+        let z = self.z_rows(logits) * kept.clone();
+        let rows = kept.clone().sum();
+        Ok(self.reduce_with_z(per_row, z.reshape([n]), denominator, || rows))
+    }
+
+    /// The soft-capped logits `cap * tanh(z / cap)` (SPEC.md), or the logits without a cap.
+    fn capped(&self, logits: Tensor<2>) -> Tensor<2> {
+        match self.config.loss.softcap {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
+    }
+
+    /// `s * lse^2` per row `[N, 1]` of (capped) logits, the max held constant (its gradient cancels exactly).
+    fn z_rows(&self, logits: Tensor<2>) -> Tensor<2> {
+        let m = logits.clone().max_dim(1).detach();
+        let lse = (logits - m.clone()).exp().sum_dim(1).log() + m;
+        lse.powf_scalar(2.0).mul_scalar(self.config.loss.z_loss)
+    }
+
+    /// The reduction of the cross-entropy rows `per_row` plus the z-loss rows `z` (SPEC.md, "z-loss"): a mean
+    /// divides the z-loss by the rows counted (`rows`), the cross-entropy by `denominator`; both are 0 when the
+    /// latter is.
+    fn reduce_with_z(
+        &self,
+        per_row: Tensor<1>,
+        z: Tensor<1>,
+        denominator: impl FnOnce() -> Tensor<1>,
+        rows: impl FnOnce() -> Tensor<1>,
+    ) -> Tensor<1> {
+        if self.config.loss.reduction != Reduction::Mean {
+            return self.reduce(per_row + z, denominator);
+        }
+        let d = denominator().detach();
+        let on = d.clone().greater_elem(0.0).float();
+        let ce = per_row.sum() / d.clamp_min(f32::MIN_POSITIVE);
+        ce + z.sum() * on / rows().detach().clamp_min(1.0)
     }
 
     /// The loss for soft targets `[N, K]` (probability rows, read back to the host to check them), smoothed with
@@ -324,9 +366,15 @@ impl LabelSmoothingCrossEntropy {
             Some(w) => q * w.clone(),
             None => q,
         };
+        let logits = self.capped(logits);
         let per_row: Tensor<1> = (q * log_softmax(logits.clone(), 1)).sum_dim(1).neg().reshape([n]);
         let device = logits.device();
-        Ok(self.reduce(per_row, || Tensor::<1>::from_floats([n as f32], &device)))
+        let rows = || Tensor::<1>::from_floats([n as f32], &device);
+        if self.config.loss.z_loss == 0.0 {
+            return Ok(self.reduce(per_row, rows));
+        }
+        let z = self.z_rows(logits).reshape([n]);
+        Ok(self.reduce_with_z(per_row, z, rows, rows))
     }
 
     fn reduce(&self, per_row: Tensor<1>, denominator: impl FnOnce() -> Tensor<1>) -> Tensor<1> {

@@ -35,7 +35,11 @@ pub(crate) fn forward(
     let config = loss.config();
     let k = loss.num_classes();
     let dtype = logits.dtype();
-    let x = logits.to_dtype(DType::F32)?;
+    let mut x = logits.to_dtype(DType::F32)?;
+    if let Some(cap) = config.softcap {
+        // Soft-capping: `cap * tanh(z / cap)`, differentiated by autograd.
+        x = ((x / cap as f64)?.tanh()? * cap as f64)?;
+    }
     let log_p = log_softmax(&x)?;
     let (q, kept, denominator) = match kind {
         TargetKind::Labels => hard_targets(loss, &log_p, targets)?,
@@ -49,10 +53,35 @@ pub(crate) fn forward(
     let terms = (&q * &log_p)?;
     let terms = q.ne(0.0)?.where_cond(&terms, &terms.zeros_like()?)?;
     let mut per_row = terms.sum(D::Minus1)?.neg()?;
-    if let Some(kept) = kept {
+    if let Some(kept) = &kept {
         per_row = (per_row * kept)?;
     }
-    Ok(reduce(per_row, config.reduction, denominator)?.to_dtype(dtype)?)
+    if config.z_loss == 0.0 {
+        return Ok(reduce(per_row, config.reduction, denominator)?.to_dtype(dtype)?);
+    }
+    // z-loss: `s * lse^2` on the rows kept (the max held constant: its gradient cancels exactly).
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let lse = (x.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + m)?.squeeze(D::Minus1)?;
+    let mut z = (lse.sqr()? * config.z_loss as f64)?;
+    if let Some(kept) = &kept {
+        z = (z * kept)?;
+    }
+    let total = match config.reduction {
+        Reduction::Mean => {
+            // SPEC.md: the z-loss's mean is over the rows kept, the cross-entropy's over their label weights.
+            let rows = kept.as_ref().map_or(Ok(per_row.dims1()? as f64), |k| {
+                k.sum_all()?.to_scalar::<f32>().map(|v| v as f64)
+            })?;
+            let z_mean = if denominator == 0.0 {
+                (z.sum_all()? * 0.0)?
+            } else {
+                (z.sum_all()? / rows.max(1.0))?
+            };
+            (reduce(per_row, Reduction::Mean, denominator)? + z_mean)?
+        }
+        r => reduce((per_row + z)?, r, denominator)?,
+    };
+    Ok(total.to_dtype(dtype)?)
 }
 
 /// The smoothed targets `q` `[N, K]` of hard labels, the rows kept (1, or 0 where ignored) and the mean's

@@ -63,20 +63,26 @@ fn config_of(o: &Value) -> LabelSmoothingConfig {
         weights: o["weights"]
             .as_array()
             .map(|w| w.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
-        ..Default::default()
+        z_loss: o["z_loss"].as_f64().unwrap_or(0.0) as f32,
+        softcap: o["softcap"].as_f64().map(|c| c as f32),
     }
+}
+
+fn golden_cases(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(format!("{}/testdata/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    file["cases"].as_array().unwrap().clone()
 }
 
 #[test]
 fn golden_cases_values_and_gradients_on_both_paths() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/cross_entropy_cases.json"
-    ))
-    .unwrap();
-    let file: Value = serde_json::from_str(&text).unwrap();
-    let cases = file["cases"].as_array().unwrap();
+    let mut cases = golden_cases("cross_entropy_cases.json");
     assert!(cases.len() > 100);
+    // z-loss and soft-capping (scripts/gen_logit_option_cases.py: Liger-Kernel's formulas and SPEC.md).
+    let logit_options = golden_cases("logit_option_cases.json");
+    assert_eq!(logit_options.len(), 66);
+    cases.extend(logit_options);
+    let cases = &cases;
     for path in [Path::Fused, Path::Composed] {
         for case in cases {
             let name = case["name"].as_str().unwrap();
@@ -143,7 +149,25 @@ fn configs() -> Vec<LabelSmoothingConfig> {
             }
         }
     }
-    out.push(LabelSmoothingConfig::pytorch(0.1).with_weights(Some(vec![0.5, 1.0, 2.0, 1.5, 0.25, 1.0, 3.0])));
+    let weights = vec![0.5, 1.0, 2.0, 1.5, 0.25, 1.0, 3.0];
+    out.push(LabelSmoothingConfig::pytorch(0.1).with_weights(Some(weights.clone())));
+    // z-loss and soft-capping, alone and with weights, adaptive smoothing and every reduction.
+    out.push(LabelSmoothingConfig::pytorch(0.1).with_z_loss(0.01).with_softcap(3.0));
+    out.push(
+        LabelSmoothingConfig::pytorch(0.1)
+            .with_weights(Some(weights))
+            .with_z_loss(0.02),
+    );
+    for reduction in [Reduction::None, Reduction::Sum, Reduction::MeanNonZero] {
+        out.push(
+            LabelSmoothingConfig::new()
+                .with_adaptive(0.2)
+                .with_softcap(2.0)
+                .with_z_loss(1e-3)
+                .with_reduction(reduction)
+                .with_ignore_index(Some(-100)),
+        );
+    }
     out
 }
 

@@ -130,6 +130,61 @@ fn golden_cases_end_to_end() {
 }
 
 #[test]
+fn z_loss_softcap_and_accuracy_end_to_end() {
+    // The golden cases of scripts/gen_logit_option_cases.py (float64, Liger-Kernel's formulas and SPEC.md) of
+    // at most 40 classes, through `lsmooth loss --z-loss S --softcap C --accuracy`.
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/logit_option_cases.json")).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    let mut ran = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let o = &case["options"];
+        let d = Dir::new();
+        let mut args = golden_call(&d, case);
+        args.extend(["--z-loss".into(), o["z_loss"].as_f64().unwrap().to_string()]);
+        if let Some(c) = o["softcap"].as_f64() {
+            args.extend(["--softcap".into(), c.to_string()]);
+        }
+        let hard = case["targets"].is_array();
+        if hard {
+            args.push("--accuracy".into());
+        }
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = lsmooth(&argv);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        check_golden(&d, case, &out);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want_z: Vec<f64> = match &case["expected_z_loss"] {
+            Value::Array(_) => f64s(&case["expected_z_loss"]),
+            v => vec![v.as_f64().unwrap()],
+        };
+        if o["z_loss"].as_f64().unwrap() != 0.0 {
+            let got_z: Vec<f64> = match &report["z_loss"] {
+                Value::Array(a) => a.iter().map(|x| x.as_f64().unwrap()).collect(),
+                v => vec![v.as_f64().expect("z_loss in the report")],
+            };
+            for (&g, &w) in got_z.iter().zip(&want_z) {
+                assert!(
+                    (g - w).abs() <= 1e-6_f64.max(1e-5 * w.abs()),
+                    "{name}: z-loss {g} want {w}"
+                );
+            }
+        } else {
+            assert!(report.get("z_loss").is_none(), "{name}");
+        }
+        assert_eq!(report["softcap"].as_f64(), o["softcap"].as_f64(), "{name}");
+        if hard {
+            assert_eq!(report["correct"], case["expected_correct"], "{name}");
+            assert_eq!(report["counted"], case["expected_counted"], "{name}");
+        }
+        ran += 1;
+    }
+    assert_eq!(ran, 39, "every case of at most 40 classes");
+}
+
+#[test]
 fn targets_prints_the_seed_example() {
     let out = lsmooth(&["targets", "--classes", "6", "--smoothing", "0.1"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -264,6 +319,10 @@ fn bad_flag_calls(d: &Dir) -> Vec<Refused<'static>> {
         ),
         (base(&["--spread", "sideways"]), vec!["sideways", "others"]),
         (base(&["--reduction", "median"]), vec!["median", "mean-nonzero"]),
+        (base(&["--z-loss", "-0.5"]), vec!["--z-loss -0.5", ">= 0"]),
+        (base(&["--z-loss", "inf"]), vec!["--z-loss", "inf"]),
+        (base(&["--softcap", "0"]), vec!["--softcap 0", "> 0"]),
+        (base(&["--softcap", "-3"]), vec!["--softcap -3"]),
         (base(&["--grad-output", &d.s("go2.npy")]), vec!["go2.npy", "scalar"]),
         (
             vec![

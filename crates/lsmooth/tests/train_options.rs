@@ -13,6 +13,12 @@ fn bad_training_options_are_usage_errors() {
         (vec!["train", "--train-size", "0"], "--train-size 0"),
         (vec!["train", "--label-noise", "1.5"], "--label-noise 1.5"),
         (vec!["train", "--smoothing", "2"], "smoothing"),
+        (vec!["train", "--z-loss", "-1"], "--z-loss -1"),
+        (vec!["train", "--softcap", "0"], "--softcap 0"),
+        (
+            vec!["train", "--z-loss", "1e-4", "--mixup", "0.2"],
+            "--z-loss and --softcap",
+        ),
         (vec!["train", "--lr", "-1"], "--lr"),
         (
             vec!["train", "--resume", "/nonexistent/run"],
@@ -48,6 +54,36 @@ fn mixup_with_adaptive_smoothing_is_refused_before_the_run() {
         assert!(!e.contains("checkpoint"), "{e}");
         assert!(!out.exists(), "nothing written");
     }
+}
+
+/// `--z-loss` and `--softcap` reach the loss of a run and its `run.json` (and so its resume and its name).
+#[test]
+fn z_loss_and_softcap_train_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--z-loss",
+        "0.001",
+        "--softcap",
+        "30",
+        "--smoothing",
+        "0.1",
+        "--out",
+    ];
+    let o = lsmooth(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let text = run.to_string();
+    assert!(
+        text.contains("\"z_loss\":0.001") && text.contains("\"softcap\":30.0"),
+        "{text}"
+    );
 }
 
 #[test]

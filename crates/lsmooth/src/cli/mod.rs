@@ -246,6 +246,13 @@ pub struct SmoothingFlags {
     /// none, sum, mean, or mean-nonzero (fast-reid).
     #[arg(long, default_value = "mean", value_parser = parse_reduction)]
     pub reduction: Reduction,
+    /// z-loss scale S >= 0 (PaLM; Liger-Kernel's lse_square_scale): S * logsumexp(row)^2 is added to the loss of
+    /// every row not ignored (0: off).
+    #[arg(long = "z-loss", value_name = "S", default_value_t = 0.0, allow_negative_numbers = true, value_parser = finite_f32)]
+    pub z_loss: f32,
+    /// Soft-cap the logits at C > 0 (Gemma 2): the loss sees C * tanh(logit / C).
+    #[arg(long, value_name = "C", allow_negative_numbers = true, value_parser = finite_f32)]
+    pub softcap: Option<f32>,
 }
 
 impl SmoothingFlags {
@@ -269,11 +276,30 @@ impl SmoothingFlags {
         })
     }
 
+    /// `--z-loss` and `--softcap`, checked (a usage error naming the flag otherwise).
+    pub fn logit_options(&self) -> Result<(f32, Option<f32>), crate::CliError> {
+        if self.z_loss < 0.0 {
+            return Err(crate::CliError::Usage(format!(
+                "--z-loss {} is negative; the z-loss scale is a number >= 0 (0 turns it off), e.g. --z-loss 1e-4",
+                self.z_loss
+            )));
+        }
+        if let Some(c) = self.softcap.filter(|&c| c <= 0.0) {
+            return Err(crate::CliError::Usage(format!(
+                "--softcap {c} is not positive; the cap is a number > 0, e.g. --softcap 30"
+            )));
+        }
+        Ok((self.z_loss, self.softcap))
+    }
+
     /// The core configuration of these flags (no weights, no ignore index), smoothing as [`Self::smoothing`].
     pub fn config(&self, default_eps: f32) -> Result<LabelSmoothingConfig, crate::CliError> {
+        let (z_loss, softcap) = self.logit_options()?;
         let mut c = LabelSmoothingConfig::new()
             .with_spread(self.spread)
-            .with_reduction(self.reduction);
+            .with_reduction(self.reduction)
+            .with_z_loss(z_loss);
+        c.softcap = softcap;
         c.smoothing = self.smoothing(default_eps)?;
         Ok(c)
     }
@@ -312,6 +338,10 @@ pub struct LossArgs {
     /// Write the loss here: shape [] or [N] (reduction none), float32.
     #[arg(long, value_name = "LOSS.npy")]
     pub loss_out: Option<PathBuf>,
+    /// Also report the token accuracy: the share of the rows not ignored whose largest logit is their label
+    /// (hard labels only; one more read of the logits).
+    #[arg(long)]
+    pub accuracy: bool,
 }
 
 /// Arguments of `lsmooth targets`.

@@ -6,7 +6,9 @@ use crate::io::atomic::{self, Outputs};
 use crate::io::npy;
 use crate::io::values::Want;
 use crate::CliError;
-use label_smoothing::{GradOutput, LabelSmoothingLoss, Loss, LossError, Reduction, Smoothing, Targets};
+use label_smoothing::{
+    GradOutput, LabelSmoothingLoss, Loss, LossError, LossReport, Reduction, Smoothing, Targets, TokenAccuracy,
+};
 use serde::Serialize;
 use std::path::Path;
 
@@ -27,6 +29,21 @@ pub struct Report {
     pub smoothing: Option<f32>,
     /// Adaptive alpha, when used.
     pub adaptive: Option<f32>,
+    /// The z-loss term alone (reduced like the loss), when `--z-loss` is set; it is included in `loss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z_loss: Option<Loss>,
+    /// The soft-cap, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub softcap: Option<f32>,
+    /// With `--accuracy`: the token accuracy (0 when no row is counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// With `--accuracy`: the rows whose largest logit is their label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correct: Option<usize>,
+    /// With `--accuracy`: the rows counted (hard labels not ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted: Option<usize>,
     /// Where the gradient was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grad_out: Option<String>,
@@ -167,7 +184,7 @@ fn compute(
     logits: &mut [f32],
     (targets, target_path): (&TargetValues, &Path),
     upstream: &Upstream,
-) -> Result<Loss, CliError> {
+) -> Result<LossReport, CliError> {
     let grad_output = upstream.grad_output();
     let with_file = |e: LossError| -> CliError {
         match e {
@@ -180,12 +197,20 @@ fn compute(
             other => CliError::Loss(other),
         }
     };
+    let predictions = args.accuracy;
+    if predictions && matches!(targets, TargetValues::Soft(_)) {
+        return Err(CliError::Usage(
+            "--accuracy needs hard labels (--targets), not --soft-targets".into(),
+        ));
+    }
     if args.grad_out.is_some() {
         loss_fn
-            .loss_and_grad_in_place(logits, targets.targets(), grad_output)
+            .report_and_grad_in_place(logits, targets.targets(), grad_output, predictions)
             .map_err(with_file)
     } else {
-        loss_fn.loss(logits, targets.targets()).map_err(with_file)
+        loss_fn
+            .report(logits, targets.targets(), predictions)
+            .map_err(with_file)
     }
 }
 
@@ -217,7 +242,9 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
     let loss_fn = loss_fn(args, n, k)?;
     let (targets, target_path) = read_targets(args, n, k)?;
     let upstream = read_grad_output(args, n)?;
-    let loss = compute(args, &loss_fn, &mut logits, (&targets, target_path), &upstream)?;
+    let LossReport {
+        loss, z_loss, accuracy, ..
+    } = compute(args, &loss_fn, &mut logits, (&targets, target_path), &upstream)?;
     let outputs = stage_outputs(args, (n, k), &logits, &loss)?;
 
     let (smoothing, adaptive) = match loss_fn.config().smoothing {
@@ -232,6 +259,11 @@ pub fn run(args: &LossArgs, out: &mut dyn std::io::Write) -> Result<(), CliError
         reduction: args.loss.reduction.name(),
         smoothing,
         adaptive,
+        z_loss: (loss_fn.config().z_loss != 0.0).then_some(z_loss),
+        softcap: loss_fn.config().softcap,
+        accuracy: accuracy.map(|a: TokenAccuracy| a.value()),
+        correct: accuracy.map(|a| a.correct),
+        counted: accuracy.map(|a| a.counted),
         grad_out: args.grad_out.as_ref().map(|p| p.display().to_string()),
         loss_out: args.loss_out.as_ref().map(|p| p.display().to_string()),
     };

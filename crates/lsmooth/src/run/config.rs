@@ -25,6 +25,16 @@ pub struct LossSpec {
     /// Rows with this label are ignored (the PyTorch preset's `-100`; never a label of the data sets here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_index: Option<i64>,
+    /// The z-loss scale (`--z-loss`; 0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub z_loss: f32,
+    /// The soft-cap of the logits (`--softcap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softcap: Option<f32>,
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 /// [`LossSpec`] as `run.json` and `summary.json` hold it: `"smoothing": {"fixed": 0.1}` or `{"adaptive":
@@ -39,6 +49,10 @@ struct LossSpecFile {
     reduction: Reduction,
     #[serde(default)]
     ignore_index: Option<i64>,
+    #[serde(default)]
+    z_loss: f32,
+    #[serde(default)]
+    softcap: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +74,8 @@ impl From<LossSpecFile> for LossSpec {
             spread: f.spread,
             reduction: f.reduction,
             ignore_index: f.ignore_index,
+            z_loss: f.z_loss,
+            softcap: f.softcap,
         }
     }
 }
@@ -72,6 +88,8 @@ impl From<LabelSmoothingConfig> for LossSpec {
             spread: c.spread,
             reduction: c.reduction,
             ignore_index: c.ignore_index,
+            z_loss: c.z_loss,
+            softcap: c.softcap,
         }
     }
 }
@@ -84,6 +102,8 @@ impl LossSpec {
             spread,
             reduction: Reduction::Mean,
             ignore_index: None,
+            z_loss: 0.0,
+            softcap: None,
         }
     }
 
@@ -97,18 +117,28 @@ impl LossSpec {
         let mut c = LabelSmoothingConfig::new()
             .with_spread(self.spread)
             .with_reduction(self.reduction)
-            .with_ignore_index(self.ignore_index);
+            .with_ignore_index(self.ignore_index)
+            .with_z_loss(self.z_loss);
         c.smoothing = self.smoothing;
+        c.softcap = self.softcap;
         Ok(c)
     }
 
-    /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`.
+    /// A short name: `plain`, `others-0.1`, `uniform-0.1`, `adaptive-0.2`, followed by `-z1e-4` and `-cap30` for
+    /// a z-loss and a soft-cap.
     pub fn describe(&self) -> String {
-        match self.smoothing {
+        let mut name = match self.smoothing {
             Smoothing::Adaptive { alpha } => format!("adaptive-{}", short(alpha)),
             Smoothing::Fixed(0.0) => "plain".into(),
             Smoothing::Fixed(e) => format!("{}-{}", self.spread, short(e)),
+        };
+        if self.z_loss != 0.0 {
+            name += &format!("-z{}", short(self.z_loss));
         }
+        if let Some(c) = self.softcap {
+            name += &format!("-cap{}", short(c));
+        }
+        name
     }
 }
 

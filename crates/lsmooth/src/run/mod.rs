@@ -157,6 +157,14 @@ impl Run {
                     .into(),
             ));
         }
+        if (config.loss.z_loss != 0.0 || config.loss.softcap.is_some()) && config.objective.is_some() {
+            // The related objectives compute their own loss of the logits, without these options.
+            return Err(CliError::Usage(
+                "--z-loss and --softcap apply to the (smoothed) cross-entropy alone, not with --mixup, --cutmix, \
+                 --ols, --confidence-penalty, --label-relaxation or --distill-from"
+                    .into(),
+            ));
+        }
         let data = load_data(config)?;
         let loss = LabelSmoothingCrossEntropy::new(config.loss.config()?, data.classes)
             .map_err(|e| CliError::Train(e.to_string()))?;

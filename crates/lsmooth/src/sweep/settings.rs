@@ -21,14 +21,22 @@ pub fn preset(p: Preset) -> LossSpec {
 
 /// The loss given by the loss flags (a usage error naming the flag for a smoothing outside `[0, 1]`).
 pub fn loss_spec(flags: &LossFlags) -> Result<LossSpec, CliError> {
-    Ok(match flags.preset {
+    let (z_loss, softcap) = flags.loss.logit_options()?;
+    let base = match flags.preset {
         Some(p) => preset(p),
         None => LossSpec {
             smoothing: flags.loss.smoothing(0.0)?,
             spread: flags.loss.spread,
             reduction: flags.loss.reduction,
             ignore_index: None,
+            z_loss: 0.0,
+            softcap: None,
         },
+    };
+    Ok(LossSpec {
+        z_loss,
+        softcap,
+        ..base
     })
 }
 
