@@ -341,43 +341,41 @@ pub(crate) fn exp_in_range<S: Isa>(x: f32) -> f32 {
     S::fma(r * s, p, s)
 }
 
-/// `tanh(x)` in f32, within 2 ulp of the correctly rounded result (unit tests), for every `x`: `tanh(+-inf)` is
-/// `+-1` and NaN stays NaN. For `|x| < 0.55` the odd Taylor polynomial to `x^19` (its truncation error is below
-/// `1e-9` relative there); above, `(1 - e) / (1 + e)` with `e = exp(-2|x|)` ([`exp_nonpos`]: 0 beyond
-/// `|x| = 43.7`, where `tanh` rounds to 1), where `1 - e` loses at most one bit (`e <= exp(-1.1) = 0.33`). Both
-/// are computed and one selected, so the loop over a row has no branch: about 30 vector instructions per 8 or 16
-/// values, one of them a division.
+/// `tanh(x)` in f32 for every `x` (NaN stays NaN), within 7.5 ulp of the correctly rounded result (unit tests; at
+/// most `4.2e-7` absolute, `tanh(+-inf)` included): the odd/even rational minimax fit `x P(x^2) / Q(x^2)` of
+/// degrees 13 and 6 that Eigen and XNNPACK use, on `x` clamped to `[-7.99881, 7.99881]` (beyond which `tanh`
+/// is 1 in f32 up to that error). Eleven FMAs, a multiply and one division per 8 or 16 values, and no
+/// exponential: the soft-capped kernels compute one per logit.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // The fit's coefficients as published.
 pub(crate) fn tanh<S: Isa>(x: f32) -> f32 {
-    // The Maclaurin series of tanh (its coefficients are 2^2n (2^2n - 1) B_2n / (2n)!).
-    const T3: f32 = -1.0 / 3.0;
-    const T5: f32 = 2.0 / 15.0;
-    const T7: f32 = -17.0 / 315.0;
-    const T9: f32 = 62.0 / 2835.0;
-    const T11: f32 = -1382.0 / 155_925.0;
-    const T13: f32 = 21_844.0 / 6_081_075.0;
-    const T15: f32 = -929_569.0 / 638_512_875.0;
-    const T17: f32 = 6_404_582.0 / 10_854_718_875.0;
-    const T19: f32 = -443_861_162.0 / 1_856_156_927_625.0;
-    let a = x.abs();
+    const CLAMP: f32 = 7.998_811_7;
+    const A1: f32 = 4.893_524_6e-3;
+    const A3: f32 = 6.372_619_3e-4;
+    const A5: f32 = 1.485_722_4e-5;
+    const A7: f32 = 5.122_297e-8;
+    const A9: f32 = -8.604_672e-11;
+    const A11: f32 = 2.000_188e-13;
+    const A13: f32 = -2.760_768_5e-16;
+    const B0: f32 = 4.893_525_2e-3;
+    const B2: f32 = 2.268_434_6e-3;
+    const B4: f32 = 1.185_347_1e-4;
+    const B6: f32 = 1.198_258_4e-6;
+    // NaN stays NaN.
+    let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
-    let mut p = T19;
-    p = S::fma(p, x2, T17);
-    p = S::fma(p, x2, T15);
-    p = S::fma(p, x2, T13);
-    p = S::fma(p, x2, T11);
-    p = S::fma(p, x2, T9);
-    p = S::fma(p, x2, T7);
-    p = S::fma(p, x2, T5);
-    p = S::fma(p, x2, T3);
-    let small = S::fma(p * x2, x, x);
-    let e = exp_nonpos::<S>(-2.0 * a);
-    let big = ((1.0 - e) / (1.0 + e)).copysign(x);
-    if a < 0.55 {
-        small
-    } else {
-        big
-    }
+    let mut p = A13;
+    p = S::fma(p, x2, A11);
+    p = S::fma(p, x2, A9);
+    p = S::fma(p, x2, A7);
+    p = S::fma(p, x2, A5);
+    p = S::fma(p, x2, A3);
+    p = S::fma(p, x2, A1);
+    let mut q = B6;
+    q = S::fma(q, x2, B4);
+    q = S::fma(q, x2, B2);
+    q = S::fma(q, x2, B0);
+    (x * p) / q
 }
 
 /// Soft-capping of one logit, `cap * tanh(z / cap)`, as `(cap * t, t)` with `t = tanh(z * inv_cap)`
@@ -590,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn tanh_matches_f64_within_2_ulp() {
+    fn tanh_matches_f64_within_7_5_ulp() {
         for fma in [false, true] {
             let f = |x: f32| if fma { tanh::<WithFma>(x) } else { tanh::<Portable>(x) };
             let mut worst = 0.0f64;
@@ -604,13 +602,13 @@ mod tests {
                     worst = worst.max(ulp_err(got.abs(), want.abs()));
                 }
             }
-            assert!(worst <= 2.0, "fma {fma}: worst error {worst} ulp");
-            assert_eq!(f(f32::INFINITY), 1.0);
-            assert_eq!(f(f32::NEG_INFINITY), -1.0);
-            assert_eq!(f(1e30), 1.0);
+            assert!(worst <= 7.5, "fma {fma}: worst error {worst} ulp");
+            assert!((f(f32::INFINITY) - 1.0).abs() <= 4.2e-7 && f(f32::INFINITY) <= 1.0);
+            assert!((f(f32::NEG_INFINITY) + 1.0).abs() <= 4.2e-7);
+            assert!((f(1e30) - 1.0).abs() <= 4.2e-7);
             assert_eq!(f(0.0), 0.0);
             assert!(f(f32::NAN).is_nan());
-            assert_eq!(f(1e-30), 1e-30);
+            assert!((f(1e-30) - 1e-30).abs() <= 1e-36);
         }
     }
 

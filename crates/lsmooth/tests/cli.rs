@@ -433,6 +433,7 @@ fn bench_reports_json_with_the_copy_bandwidth() {
         &["--forward-only"][..],
         &["--in-place", "--dtype", "bf16"][..],
         &["--adaptive", "0.2"][..],
+        &["--z-loss", "1e-4", "--softcap", "30", "--versus-plain"][..],
     ] {
         let mut args = vec![
             "bench",
@@ -465,6 +466,12 @@ fn bench_reports_json_with_the_copy_bandwidth() {
         let elem = if extra.contains(&"bf16") { 2 } else { 4 };
         let per = if extra.contains(&"--forward-only") { 1 } else { 2 };
         assert_eq!(r["bytes"].as_u64(), Some(per * elem * 3 * 5000));
+        if extra.contains(&"--versus-plain") {
+            assert!(r["plain_median_s"].as_f64().unwrap() > 0.0 && r["ratio_to_plain"].as_f64().unwrap() > 0.0);
+            assert_eq!(r["options"], serde_json::json!([1e-4, 30.0]), "{r}");
+        } else {
+            assert!(r.get("ratio_to_plain").is_none(), "{r}");
+        }
     }
     let human = lsmooth(&["bench", "--shape", "64x751", "--repeat", "2"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("GB/s"));

@@ -4,7 +4,7 @@ use super::io::RowIo;
 use super::stats::{lane_body, padded_weights};
 use super::{Cap, CHUNK};
 use crate::element::Element;
-use crate::simd::{exp_nonpos, Isa, Kernel, Lanes, LANES};
+use crate::simd::{exp_in_range, exp_nonpos, Isa, Kernel, Lanes, LANES};
 use std::marker::PhantomData;
 
 /// What the gradient pass writes, per class `c`: `coef * (q_scale * p_c - w_c * (t_scale * t_c + off))`, and then,
@@ -119,7 +119,11 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     let g = &{ *g };
     let io = &mut io.reborrow();
     if let Some(cap) = g.cap {
-        return capped_grad_range::<S, E, _, W, T, STORE>(g, io, start, end, chunk_max, w, t, cap);
+        return if cap.in_range {
+            capped_grad_range::<S, E, _, W, T, STORE, true>(g, io, start, end, chunk_max, w, t, cap)
+        } else {
+            capped_grad_range::<S, E, _, W, T, STORE, false>(g, io, start, end, chunk_max, w, t, cap)
+        };
     }
     let factor = g.prob_factor(chunk_max);
     if !STORE && chunk_max == f32::NEG_INFINITY {
@@ -175,9 +179,18 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
 /// [`grad_range`] with soft-capped logits: with `STORE` the statistics pass kept the capped logits `zc`, else they
 /// are capped again from the logits (the same bits); `p = exp(zc - chunk_max) * prob_factor(chunk_max)` and each
 /// entry is multiplied by the cap's slope [`Cap::slope`]. Capped logits are finite, so no chunk is masked.
+/// `IN_RANGE`: [`Cap::in_range`], so the exponentials of the body need no select (the tail's padding does).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn capped_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
+fn capped_grad_range<
+    S: Isa,
+    E: Element,
+    IO: RowIo<E>,
+    const W: bool,
+    const T: bool,
+    const STORE: bool,
+    const IN_RANGE: bool,
+>(
     g: &GradRow,
     io: &mut IO,
     start: usize,
@@ -205,8 +218,12 @@ fn capped_grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: b
             let wc = if W { w[c + j] } else { 1.0 };
             let tc = if T { t[c + j] } else { 0.0 };
             let zc = capped(x[j]);
-            let p = exp_nonpos::<S>(zc - chunk_max) * factor;
-            out[j] = grad_value::<S, W, T>(g, p, wc, tc) * cap.slope::<S>(zc);
+            let e = if IN_RANGE {
+                exp_in_range::<S>(zc - chunk_max)
+            } else {
+                exp_nonpos::<S>(zc - chunk_max)
+            };
+            out[j] = grad_value::<S, W, T>(g, e * factor, wc, tc) * cap.slope::<S>(zc);
         }
         // SAFETY: as for the load.
         unsafe { io.store_lanes::<S>(c, out) };

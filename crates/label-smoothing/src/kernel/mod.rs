@@ -29,6 +29,9 @@ pub(crate) use stats::{row_stats, slice_stats};
 pub(crate) struct Cap {
     cap: f32,
     inv: f32,
+    /// `2 cap` is within `exp`'s range: capped logits lie in `[-cap, cap]`, so every `zc - max` does too and the
+    /// exponentials need no select.
+    pub(crate) in_range: bool,
 }
 
 impl Cap {
@@ -36,11 +39,16 @@ impl Cap {
     pub(crate) const NONE: Cap = Cap {
         cap: f32::INFINITY,
         inv: 0.0,
+        in_range: false,
     };
 
     /// The cap `cap > 0` (checked by the configuration).
     pub(crate) fn new(cap: f32) -> Cap {
-        Cap { cap, inv: 1.0 / cap }
+        Cap {
+            cap,
+            inv: 1.0 / cap,
+            in_range: -2.0 * cap >= crate::simd::EXP_RANGE_LO,
+        }
     }
 
     /// The capped logit, as the kernels compute it ([`crate::simd::soft_cap`]).

@@ -216,6 +216,10 @@ pub struct BenchArgs {
     /// Write the gradient over the logits instead of into a second buffer.
     #[arg(long)]
     pub in_place: bool,
+    /// Also time, in the same rounds, the loss without --z-loss and --softcap (otherwise the same), and report
+    /// the ratio of the two: what the options cost.
+    #[arg(long)]
+    pub versus_plain: bool,
     /// Logit type.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DType,

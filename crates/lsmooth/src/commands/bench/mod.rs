@@ -54,6 +54,16 @@ pub struct BenchReport {
     pub ns_per_row: f64,
     /// Peak resident memory of the process (VmHWM), in bytes, where the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// With `--versus-plain`: the z-loss scale and the soft-cap timed (null: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<(f32, Option<f32>)>,
+    /// With `--versus-plain`: median seconds per call of the same loss without z-loss and soft-capping, timed in
+    /// the same rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_median_s: Option<f64>,
+    /// With `--versus-plain`: the median over rounds of the loss's time over the plain loss's in the same round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_plain: Option<f64>,
 }
 
 /// Per-round times of the three measurements, taken in turn: round `i` times one call of the loss, then one
@@ -64,12 +74,15 @@ struct Rounds {
     loss: Vec<f64>,
     copy: Vec<f64>,
     read: Vec<f64>,
+    /// With `--versus-plain`: the loss without z-loss and soft-capping, timed right after the loss.
+    plain: Vec<f64>,
 }
 
 fn interleaved<B>(
     repeat: usize,
     buf: &mut B,
     mut loss: impl FnMut(&mut B),
+    mut plain: Option<&mut dyn FnMut(&mut B)>,
     mut copy: impl FnMut(&mut B),
     mut read: impl FnMut(),
 ) -> Rounds {
@@ -77,14 +90,21 @@ fn interleaved<B>(
         loss: Vec::with_capacity(repeat),
         copy: Vec::with_capacity(repeat),
         read: Vec::with_capacity(repeat),
+        plain: Vec::new(),
     };
     for _ in 0..repeat {
         r.loss.push(time_warm(&mut || loss(buf)));
+        if let Some(p) = plain.as_mut() {
+            r.plain.push(time_warm(&mut || p(buf)));
+        }
         r.copy.push(time_warm(&mut || copy(buf)));
         r.read.push(time_warm(&mut read));
     }
     r
 }
+
+/// The plain loss's call of `--versus-plain`.
+type PlainCall<'a, E> = dyn FnMut(&mut Vec<E>) + 'a;
 
 fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
     let err = || {
@@ -113,7 +133,14 @@ fn parse_shape(s: &str) -> Result<(usize, usize), CliError> {
 }
 
 fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -> Result<BenchReport, CliError> {
-    let loss_fn = args.loss.config(0.1)?.init(k)?;
+    let config = args.loss.config(0.1)?;
+    let loss_fn = config.clone().init(k)?;
+    let plain_fn = config.with_z_loss(0.0);
+    let plain_fn = label_smoothing::LabelSmoothingConfig {
+        softcap: None,
+        ..plain_fn
+    }
+    .init(k)?;
     let (logits32, labels) = label_smoothing::rng::benchmark_problem(n, k, args.seed);
     let logits: Vec<E> = logits32.iter().map(|&x| E::from_f32(x)).collect();
     drop(logits32);
@@ -146,23 +173,30 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
     } else {
         vec![E::from_f32(0.0); n * k]
     };
-    let loss_call = |out: &mut Vec<E>| {
+    let call = |f: &label_smoothing::LabelSmoothingLoss, out: &mut Vec<E>| {
         let r = if args.forward_only {
-            loss_fn.loss(&logits, targets)
+            f.loss(&logits, targets)
         } else if args.in_place {
-            loss_fn.loss_and_grad_in_place(out, targets, GradOutput::ONE)
+            f.loss_and_grad_in_place(out, targets, GradOutput::ONE)
         } else {
-            loss_fn.loss_and_grad(&logits, targets, GradOutput::ONE, out)
+            f.loss_and_grad(&logits, targets, GradOutput::ONE, out)
         };
         std::hint::black_box(r.ok());
     };
+    let loss_call = |out: &mut Vec<E>| call(&loss_fn, out);
+    let mut plain_call = |out: &mut Vec<E>| call(&plain_fn, out);
+    let plain: Option<&mut PlainCall<'_, E>> = if args.versus_plain { Some(&mut plain_call) } else { None };
 
     let copy_call = |dst: &mut Vec<E>| copy_into(dst, &logits);
     let read_call = || {
         std::hint::black_box(read_sum(&logits));
     };
-    let rounds = interleaved(repeat, &mut out, loss_call, copy_call, read_call);
+    let rounds = interleaved(repeat, &mut out, loss_call, plain, copy_call, read_call);
     drop(out);
+    let versus = args.versus_plain.then(|| {
+        let ratios: Vec<f64> = rounds.loss.iter().zip(&rounds.plain).map(|(l, p)| l / p).collect();
+        (median(rounds.plain.clone()), median(ratios))
+    });
 
     let stats = Stats::of(&rounds, bytes, 2 * bytes_in);
     Ok(BenchReport {
@@ -184,6 +218,11 @@ fn run_typed<E: Element>(args: &BenchArgs, n: usize, k: usize, threads: usize) -
         ratio_to_read: stats.ratio_to_read,
         ns_per_row: stats.median_s * 1e9 / n as f64,
         peak_rss_bytes: peak_rss(),
+        options: args
+            .versus_plain
+            .then_some((loss_fn.config().z_loss, loss_fn.config().softcap)),
+        plain_median_s: versus.map(|v| v.0),
+        ratio_to_plain: versus.map(|v| v.1),
     })
 }
 
@@ -321,6 +360,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn std::io::Write) -> Result<(), CliErro
             )),
         )
         .map_err(w)?;
+        if let (Some(p), Some(ratio)) = (r.plain_median_s, r.ratio_to_plain) {
+            writeln!(
+                out,
+                "plain    median {:>10.3} ms  (the same loss without --z-loss and --softcap, in the same rounds): \
+                 loss/plain time {ratio:.3}x",
+                p * 1e3
+            )
+            .map_err(w)?;
+        }
     }
     Ok(())
 }
