@@ -83,6 +83,13 @@ fn matches_candles_matmul_followed_by_the_loss() {
         LabelSmoothingConfig::new()
             .with_smoothing(0.1)
             .with_reduction(Reduction::None),
+        // z-loss and soft-capping (the candle path: the composed loss on candle's matmul).
+        LabelSmoothingConfig::pytorch(0.1).with_z_loss(1e-3).with_softcap(3.0),
+        LabelSmoothingConfig::fast_reid(-1.0, 0.2).with_softcap(2.0),
+        LabelSmoothingConfig::new()
+            .with_smoothing(0.1)
+            .with_z_loss(0.01)
+            .with_reduction(Reduction::None),
     ] {
         for bias in [true, false] {
             let per_row = cfg.reduction == Reduction::None;

@@ -3,7 +3,7 @@
 
 use crate::arrays::{readonly, readwrite, slice, slice_mut};
 use crate::errors::value_error;
-use crate::loss::{config, loss_to_python};
+use crate::loss::{config, report_to_python};
 use crate::threads::detached;
 use label_smoothing::linear::{LinearCrossEntropy, LinearGrads, LinearInputs};
 use label_smoothing::GradOutput;
@@ -16,11 +16,13 @@ fn writable<'py>(obj: Option<&Bound<'py, PyAny>>, what: &str) -> PyResult<Option
 
 /// The label-smoothed cross-entropy of `input [N, D] @ linear_weight[K, D]^T (+ linear_bias [K])` against
 /// `int64` labels `[N]`, all `float32` and C-contiguous; the gradients are written into `grad_input`,
-/// `grad_weight` and `grad_bias` when given. Returns a float, or a `float32` array `[N]` for reduction `none`.
+/// `grad_weight` and `grad_bias` when given. Returns a float, or a `float32` array `[N]` for reduction `none`;
+/// with `report`, the tuple of `cross_entropy` (`(loss, z_loss, predicted, correct, counted)`).
 #[pyfunction]
 #[pyo3(signature = (input, linear_weight, target, *, linear_bias=None, weight=None, ignore_index=None,
-    reduction="mean", smoothing=0.0, spread="uniform", adaptive=None, grad_input=None, grad_weight=None,
-    grad_bias=None, grad_scale=1.0, grad_rows=None, block_rows=None, threads=0))]
+    reduction="mean", smoothing=0.0, spread="uniform", adaptive=None, z_loss=0.0, softcap=None, grad_input=None,
+    grad_weight=None, grad_bias=None, grad_scale=1.0, grad_rows=None, block_rows=None, threads=0, report=false,
+    predictions=false))]
 #[allow(clippy::too_many_arguments)] // One argument per option of `F.linear_cross_entropy`, called by keyword.
 pub fn linear_cross_entropy<'py>(
     py: Python<'py>,
@@ -34,6 +36,8 @@ pub fn linear_cross_entropy<'py>(
     smoothing: f32,
     spread: &str,
     adaptive: Option<f32>,
+    z_loss: f32,
+    softcap: Option<f32>,
     grad_input: Option<&Bound<'py, PyAny>>,
     grad_weight: Option<&Bound<'py, PyAny>>,
     grad_bias: Option<&Bound<'py, PyAny>>,
@@ -41,6 +45,8 @@ pub fn linear_cross_entropy<'py>(
     grad_rows: Option<PyReadonlyArrayDyn<'py, f32>>,
     block_rows: Option<usize>,
     threads: usize,
+    report: bool,
+    predictions: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let x = readonly::<f32>(input, "input", "float32")?;
     let w = readonly::<f32>(linear_weight, "linear_weight", "float32")?;
@@ -56,9 +62,18 @@ pub fn linear_cross_entropy<'py>(
             )))
         }
     };
-    let loss_fn = config(reduction, smoothing, spread, adaptive, weight, ignore_index, 0.0, None)?
-        .init(k)
-        .map_err(value_error)?;
+    let loss_fn = config(
+        reduction,
+        smoothing,
+        spread,
+        adaptive,
+        weight,
+        ignore_index,
+        z_loss,
+        softcap,
+    )?
+    .init(k)
+    .map_err(value_error)?;
     let mut lce = LinearCrossEntropy::new(loss_fn, d).map_err(value_error)?;
     if let Some(rows) = block_rows {
         lce = lce.with_block_rows(rows).map_err(value_error)?;
@@ -83,13 +98,13 @@ pub fn linear_cross_entropy<'py>(
     };
     let wants_grad = grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some();
     let work = inputs.x.len().saturating_mul(k);
-    let loss = detached(py, threads, work, || {
+    let out = detached(py, threads, work, || {
         if wants_grad {
-            lce.loss_and_grad(inputs, labels, grad_output, grads)
+            lce.report_and_grad(inputs, labels, grad_output, grads, predictions)
         } else {
-            lce.loss(inputs, labels)
+            lce.report(inputs, labels, predictions)
         }
     })?
     .map_err(value_error)?;
-    loss_to_python(py, loss)
+    report_to_python(py, out, report)
 }

@@ -171,6 +171,12 @@ pub fn cross_entropy<'py>(
     })?
     .map_err(PyTypeError::new_err)?
     .map_err(value_error)?;
+    report_to_python(py, out, report)
+}
+
+/// A call's outputs for Python: the loss alone, or with `report` the tuple `(loss, z_loss, predicted, correct,
+/// counted)` (`predicted` an `int64` array `[N]` when predictions were computed, else `None`, with counts 0).
+pub fn report_to_python(py: Python<'_>, out: LossReport, report: bool) -> PyResult<Bound<'_, PyAny>> {
     if !report {
         return loss_to_python(py, out.loss);
     }

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from conftest import REPO, assert_grad_close, assert_loss_close
-from label_smoothing.torch import CrossEntropyOutput, LabelSmoothingCrossEntropy, cross_entropy
+from label_smoothing.torch import (
+    CrossEntropyOutput, LabelSmoothingCrossEntropy, LinearCrossEntropyLoss, cross_entropy, linear_cross_entropy,
+)
 
 CASES = json.loads((REPO / "crates/label-smoothing/testdata/logit_option_cases.json").read_text())["cases"]
 
@@ -108,3 +110,54 @@ def test_bad_values_name_the_argument(kwargs, message):
             cross_entropy(torch.randn(3, 5), torch.tensor([0, 1, 2]), backend=backend, **kwargs)
     with pytest.raises(ValueError, match=message):
         LabelSmoothingCrossEntropy(**kwargs)
+
+
+HARD = [c for c in CASES if c["soft_targets"] is None]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+@pytest.mark.parametrize("case", HARD, ids=[c["name"] for c in HARD])
+def test_linear_case(case, backend):
+    # The linear loss with the identity as classifier: its logits are the case's (x @ I^T is exact in f32), and
+    # the gradient of x is the gradient of the logits.
+    n, k = case["n"], case["k"]
+    x = torch.tensor(case["logits"], dtype=torch.float32).reshape(n, k).requires_grad_()
+    o = case["options"]
+    weight = None if o["weights"] is None else torch.tensor(o["weights"], dtype=torch.float32)
+    out = linear_cross_entropy(
+        x, torch.eye(k), torch.tensor(case["targets"]), weight=weight, ignore_index=o["ignore_index"],
+        reduction=o["reduction"].replace("-", "_"), label_smoothing=o["eps"], spread=o["spread"],
+        adaptive=o["alpha"], lse_square_scale=o["z_loss"], softcap=o["softcap"], return_z_loss=True,
+        return_token_accuracy=True, return_predicted_tokens=True, backend=backend,
+    )
+    assert isinstance(out, CrossEntropyOutput)
+    assert_loss_close(out.loss.detach(), case["expected_loss"])
+    assert_loss_close(out.z_loss, case["expected_z_loss"])
+    out.loss.backward(torch.ones_like(out.loss))
+    assert_grad_close(x.grad.reshape(-1), torch.tensor(case["expected_grad"]), rtol=1e-6)
+    assert out.predicted_tokens.tolist() == case["expected_predicted"]
+    counted = case["expected_counted"]
+    want = case["expected_correct"] / counted if counted else 0.0
+    assert abs(float(out.token_accuracy) - want) < 1e-7
+
+
+def test_linear_module_and_leading_shapes():
+    head = LinearCrossEntropyLoss(8, 50, bias=True, label_smoothing=0.1, lse_square_scale=1e-3, softcap=5.0)
+    x, target = torch.randn(2, 3, 8), torch.randint(0, 50, (2, 3))
+    logits = head.linear(x)
+    want = cross_entropy(logits.reshape(6, 50), target.reshape(6), label_smoothing=0.1, lse_square_scale=1e-3,
+                         softcap=5.0)
+    assert_loss_close(head(x, target).detach(), want.detach())
+    assert "lse_square_scale=0.001" in repr(head) and "softcap=5.0" in repr(head)
+    for backend in ["kernel", "torch"]:
+        per_row = linear_cross_entropy(
+            x, head.linear.weight, target, linear_bias=head.linear.bias, reduction="none", softcap=5.0,
+            return_z_loss=True, return_token_accuracy=True, return_predicted_tokens=True, backend=backend,
+        )
+        assert per_row.loss.shape == per_row.z_loss.shape == per_row.predicted_tokens.shape == (2, 3)
+        assert per_row.predicted_tokens.tolist() == logits.argmax(-1).tolist()
+        assert per_row.token_accuracy.dim() == 0
+    with pytest.raises(ValueError, match="softcap"):
+        linear_cross_entropy(x, head.linear.weight, target, softcap=0.0)
+    with pytest.raises(ValueError, match="lse_square_scale"):
+        LinearCrossEntropyLoss(8, 50, lse_square_scale=-1.0)

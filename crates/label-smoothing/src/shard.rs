@@ -60,11 +60,11 @@
 
 use crate::checks::{check_grad_output, check_labels};
 use crate::driver::pieces::{run_shard_rows, ShardOp, ShardRows};
-use crate::driver::{reduce, reduction_scale, z_ratio};
+use crate::driver::{nonzero_rows, reduce, reduce_z, reduction_scale, z_ratio};
 use crate::error::{LossError, Result};
 use crate::kernel::{GradRow, RowStats};
 use crate::loss::LabelSmoothingLoss;
-use crate::row::{CallPlan, RowKind};
+use crate::row::{CallPlan, RowKind, RowLoss};
 use crate::types::{GradOutput, Loss, Targets};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -217,6 +217,10 @@ pub struct ShardPlan {
 pub struct ShardCombined {
     loss: Loss,
     losses: Vec<f64>,
+    /// Each row's z-loss term `s lse^2` (0 for an ignored row).
+    z: Vec<f64>,
+    /// The z-loss term alone, reduced like the loss.
+    z_loss: Loss,
     rows: Vec<Option<GradRow>>,
     /// Every piece's max, `[N, all pieces]` in class order: what each shard's gradient pass reads its own from.
     maxima: Vec<f32>,
@@ -233,6 +237,17 @@ impl ShardCombined {
     /// Each row's loss in f64, before the reduction.
     pub fn row_losses(&self) -> &[f64] {
         &self.losses
+    }
+
+    /// The z-loss term alone (SPEC.md, "z-loss"), reduced like the loss: a scalar, or `[N]` values for
+    /// reduction `none`; zero without z-loss.
+    pub fn z_loss(&self) -> &Loss {
+        &self.z_loss
+    }
+
+    /// Each row's z-loss term `s lse_i^2` in f64 (0 for an ignored row).
+    pub(crate) fn row_z(&self) -> &[f64] {
+        &self.z
     }
 
     /// The number of rows `N`.
@@ -427,13 +442,13 @@ impl ShardPlan {
         let (denominator, scale) = reduction_scale(config, n, Targets::Labels(labels));
         let plan = self.plan(labels, grad_output, (denominator, scale));
         let lens: Vec<usize> = (0..records.len()).map(|r| self.record_len(r)).collect();
-        let rows: Vec<(f64, Option<GradRow>)> = (0..n)
+        let rows: Vec<(RowLoss, Option<GradRow>)> = (0..n)
             .into_par_iter()
             .with_min_len(64)
             .map(|i| {
                 let y = labels[i];
                 if Some(y) == config.ignore_index {
-                    return (0.0, None);
+                    return (RowLoss::default(), None);
                 }
                 let mut acc = RowStats::EMPTY;
                 for (rec, &len) in records.iter().zip(&lens) {
@@ -452,10 +467,12 @@ impl ShardPlan {
                 let owner = self.layout.owner(y as usize);
                 let zy = records[owner][i * lens[owner]] as f32;
                 let (loss, g) = plan.finish(i, &RowKind::Hard { y: y as usize, zy }, &acc);
-                (loss.loss, Some(g))
+                (loss, Some(g))
             })
             .collect();
-        let (losses, rows): (Vec<f64>, Vec<Option<GradRow>>) = rows.into_iter().unzip();
+        let (row_losses, rows): (Vec<RowLoss>, Vec<Option<GradRow>>) = rows.into_iter().unzip();
+        let losses: Vec<f64> = row_losses.iter().map(|r| r.loss).collect();
+        let z: Vec<f64> = row_losses.iter().map(|r| r.z).collect();
         let maxima: Vec<f32> = (0..n)
             .flat_map(|i| {
                 records.iter().zip(&lens).flat_map(move |(rec, &len)| {
@@ -466,9 +483,13 @@ impl ShardPlan {
             })
             .collect();
         let (loss, ratio) = reduce(config.reduction, &losses, denominator, scale);
+        let z_ratio = z_ratio(config, Targets::Labels(labels), denominator);
+        let z_loss = reduce_z(config.reduction, &row_losses, scale, z_ratio, nonzero_rows(&losses));
         Ok(ShardCombined {
             loss,
             losses,
+            z,
+            z_loss,
             rows,
             maxima,
             ratio,

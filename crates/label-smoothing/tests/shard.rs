@@ -11,15 +11,15 @@ fn logits(n: usize, k: usize, seed: u64) -> Vec<f32> {
     (0..n * k).map(|_| g.uniform(-6.0, 6.0) as f32).collect()
 }
 
-/// Runs the three steps for every shard in this process; returns the loss of shard 0 and the gradient
-/// concatenated back to `[N, K]` (asserting that every shard got the same loss).
+/// Runs the three steps for every shard in this process; returns the loss of shard 0, the gradient
+/// concatenated back to `[N, K]` and the z-loss term (asserting that every shard got the same loss and z-loss).
 fn sharded(
     loss_fn: &LabelSmoothingLoss,
     layout: &ShardLayout,
     z: &[f32],
     labels: &[i64],
     go: GradOutput<'_>,
-) -> Result<(Loss, Vec<f32>), LossError> {
+) -> Result<(Loss, Vec<f32>, Loss), LossError> {
     let (n, k) = (labels.len(), loss_fn.num_classes());
     let plans: Vec<ShardPlan> = (0..layout.parts())
         .map(|r| ShardPlan::new(loss_fn.clone(), layout.clone(), r))
@@ -33,7 +33,7 @@ fn sharded(
     }
     let gathered: Vec<&[f64]> = records.iter().map(|r| r.as_slice()).collect();
     let mut grad = vec![0.0f32; n * k];
-    let mut first: Option<Loss> = None;
+    let mut first: Option<(Loss, Loss)> = None;
     for (r, p) in plans.iter().enumerate() {
         let c = p.combine(labels, go, &gathered)?;
         let zr = part(r);
@@ -44,11 +44,15 @@ fn sharded(
             row[range.clone()].copy_from_slice(gr);
         }
         match &first {
-            None => first = Some(c.loss().clone()),
-            Some(l) => assert_eq!(l, c.loss(), "shard {r} disagrees on the loss"),
+            None => first = Some((c.loss().clone(), c.z_loss().clone())),
+            Some((l, zl)) => {
+                assert_eq!(l, c.loss(), "shard {r} disagrees on the loss");
+                assert_eq!(zl, c.z_loss(), "shard {r} disagrees on the z-loss");
+            }
         }
     }
-    Ok((first.unwrap(), grad))
+    let (loss, z_loss) = first.unwrap();
+    Ok((loss, grad, z_loss))
 }
 
 fn whole(loss_fn: &LabelSmoothingLoss, z: &[f32], labels: &[i64], go: GradOutput<'_>) -> (Loss, Vec<f32>) {
@@ -121,8 +125,10 @@ fn chunk_aligned_shards_are_bit_identical_to_one_process() {
         let (l1, g1) = whole(&loss_fn, &z, &labels, go);
         for layout in &layouts {
             assert!(layout.chunk_aligned());
-            let (l, g) = sharded(&loss_fn, layout, &z, &labels, go).unwrap();
+            let (l, g, zl) = sharded(&loss_fn, layout, &z, &labels, go).unwrap();
             assert_eq!(l, l1, "{config:?} {layout:?}");
+            let z1 = loss_fn.report(&z, Targets::Labels(&labels), false).unwrap().z_loss;
+            assert_eq!(zl, z1, "z-loss: {config:?} {layout:?}");
             let same = g.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "gradient bits differ: {config:?} {layout:?}");
         }
@@ -144,7 +150,7 @@ fn unaligned_shards_agree_within_tolerance() {
             let loss_fn = config.clone().init(k).unwrap();
             let (l1, g1) = whole(&loss_fn, &z, &labels, go);
             let layout = ShardLayout::even(k, parts).unwrap();
-            let (l, g) = sharded(&loss_fn, &layout, &z, &labels, go).unwrap();
+            let (l, g, _) = sharded(&loss_fn, &layout, &z, &labels, go).unwrap();
             for (a, b) in l.as_slice().iter().zip(l1.as_slice()) {
                 assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{config:?} loss {a} vs {b}");
             }
@@ -165,10 +171,10 @@ fn all_rows_ignored_and_no_rows() {
     let layout = ShardLayout::even(k, 2).unwrap();
     let z = logits(3, k, 5);
     let labels = vec![-1i64; 3];
-    let (l, g) = sharded(&loss_fn, &layout, &z, &labels, GradOutput::ONE).unwrap();
+    let (l, g, _) = sharded(&loss_fn, &layout, &z, &labels, GradOutput::ONE).unwrap();
     assert_eq!(l, whole(&loss_fn, &z, &labels, GradOutput::ONE).0);
     assert!(g.iter().all(|&v| v == 0.0));
-    let (l, g) = sharded(&loss_fn, &layout, &[], &[], GradOutput::ONE).unwrap();
+    let (l, g, _) = sharded(&loss_fn, &layout, &[], &[], GradOutput::ONE).unwrap();
     assert_eq!(l, whole(&loss_fn, &[], &[], GradOutput::ONE).0);
     assert!(g.is_empty());
 }
@@ -238,7 +244,7 @@ fn one_shard_is_bit_identical_for_few_classes_too() {
             };
             let loss_fn = config.clone().init(k).unwrap();
             let (l1, g1) = whole(&loss_fn, &z, &labels, go);
-            let (l, g) = sharded(&loss_fn, &ShardLayout::from_lens(&[k]).unwrap(), &z, &labels, go).unwrap();
+            let (l, g, _) = sharded(&loss_fn, &ShardLayout::from_lens(&[k]).unwrap(), &z, &labels, go).unwrap();
             assert_eq!(l, l1, "K = {k} {config:?}");
             assert!(
                 g.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits()),
@@ -259,9 +265,9 @@ fn unaligned_shards_give_the_same_bits_for_any_number_of_threads() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| sharded(&loss_fn, &layout, &z, &labels, GradOutput::ONE).unwrap())
     };
-    let (l1, g1) = run(1);
+    let (l1, g1, _) = run(1);
     for threads in [2, 3] {
-        let (l, g) = run(threads);
+        let (l, g, _) = run(threads);
         assert_eq!(l, l1, "{threads} threads");
         assert!(
             g.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits()),

@@ -539,6 +539,19 @@ fn bench_linear_times_fused_unfused_and_products_on_the_same_loss() {
     assert_eq!(b["block_classes"].as_u64(), Some(128), "{b}");
     let blocked = b["loss"].as_f64().unwrap();
     assert!((blocked - unfused).abs() <= 1e-5 * unfused.abs(), "{b}");
+    // z-loss and soft-capping: the fused loss (rows, and blocks of classes) equals the unfused composition's
+    // (the fused kernel on the materialised logits) and differs from the loss without them.
+    for extra in [&[][..], &["--block-classes", "128"][..]] {
+        let mut option_args = args.to_vec();
+        option_args.extend(["--z-loss", "1e-2", "--softcap", "2"]);
+        option_args.extend(extra);
+        let out = lsmooth(&option_args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let o: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (fused, unfused_o) = (o["loss"].as_f64().unwrap(), o["unfused_loss"].as_f64().unwrap());
+        assert!((fused - unfused_o).abs() <= 1e-5 * unfused_o.abs(), "{o}");
+        assert!((fused - unfused).abs() > 1e-3, "the options change the loss: {o}");
+    }
     // The gradient filter on peaked logits: timed in the same rounds, the same loss, grad_x barely changed.
     let mut filtered_args = args.to_vec();
     filtered_args.extend(["--filter", "1e-7", "--peaked", "20"]);

@@ -61,9 +61,29 @@ fn configs(k: usize) -> Vec<(&'static str, LabelSmoothingConfig)> {
             "others 0.2 none, weighted, ignore",
             LabelSmoothingConfig::new()
                 .with_smoothing(0.2)
-                .with_weights(Some(w))
+                .with_weights(Some(w.clone()))
                 .with_reduction(Reduction::None)
                 .with_ignore_index(Some(-100)),
+        ),
+        // z-loss (of the global log-sum-exp; over the rows, not the weights, for the weighted mean) and
+        // soft-capping.
+        (
+            "pytorch 0.1, z-loss 1e-3, softcap 6",
+            LabelSmoothingConfig::pytorch(0.1).with_z_loss(1e-3).with_softcap(6.0),
+        ),
+        (
+            "weighted mean, ignore, z-loss 0.02",
+            LabelSmoothingConfig::pytorch(0.05)
+                .with_weights(Some(w))
+                .with_ignore_index(Some(-100))
+                .with_z_loss(0.02),
+        ),
+        (
+            "adaptive 0.2 none, softcap 2.5",
+            LabelSmoothingConfig::new()
+                .with_adaptive(0.2)
+                .with_reduction(Reduction::None)
+                .with_softcap(2.5),
         ),
     ]
 }

@@ -7,7 +7,10 @@
 //!
 //! - a rank-one part `R[i, c] = r_i w_c` with `r_i = -coef_i off` (the spread of the target),
 //! - a sparse part, one entry per row at the label, `L_i = G[i, y_i] - R[i, y_i]`,
-//! - the rest, `F = G - R - L`, which is `coef_i Q_i p_ic` off the label: small wherever `p` is.
+//! - the rest, `F = G - R - L`, which is `coef_i Q_i p_ic` off the label: small wherever `p` is. With
+//!   soft-capping each entry of `G` carries the cap's slope `1 - t_ic^2` (`t = tanh(z / c)`), and `F` off the
+//!   label is `coef_i ((1 - t_ic^2) Q_i p_ic + w_c off t_ic^2)`: small where `p` is and the logit is well inside
+//!   the cap. The split is exact whatever `G` holds, so the bound below holds with every option.
 //!
 //! `F` goes through the dense products, skipping every tile of [`CLASS_BLOCK`] classes (all the block's rows)
 //! whose entries are all at most the threshold `t` in absolute value; `R` and `L` are added in closed form:

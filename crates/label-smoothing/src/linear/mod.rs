@@ -28,7 +28,8 @@
 //! on the error: it pays on the peaked softmax of a confident classifier.
 //!
 //! The whole family of SPEC.md for hard labels: both spreads, fixed and adaptive smoothing, class weights, the
-//! ignore index, every reduction and an upstream gradient. Soft targets are not supported (a `[N, K]` target
+//! ignore index, every reduction and an upstream gradient, z-loss and soft-capping (on the logits `x W^T + b`),
+//! and each row's predicted class ([`LinearCrossEntropy::report`]). Soft targets are not supported (a `[N, K]` target
 //! would be the very tensor this avoids); compose [`LabelSmoothingLoss::loss_and_grad`] with your own products
 //! for them.
 
@@ -45,11 +46,14 @@ pub use class_shard::LinearShard;
 
 use crate::checks::{check_grad_output, check_labels, check_positive};
 use crate::config::{LabelSmoothingConfig, Reduction};
-use crate::driver::{reduce, reduction_scale};
+use crate::driver::{self, nonzero_rows, reduce, reduce_z, reduction_scale};
 use crate::error::{LossError, Result};
+use crate::kernel::combine_argmax;
 use crate::loss::LabelSmoothingLoss;
+use crate::row::RowLoss;
 use crate::shard::{ShardLayout, ShardPlan};
-use crate::types::{GradOutput, Loss, Targets};
+use crate::types::{GradOutput, Loss, LossReport, Targets};
+use std::borrow::Cow;
 
 /// The scratch budget that chooses the default block of rows: the `[B, K]` logits block in f32.
 pub const BLOCK_BYTES: usize = 128 << 20;
@@ -136,18 +140,6 @@ impl LinearCrossEntropy {
     /// The loss `loss` (its configuration and `K`) on top of a linear layer with `hidden` inputs (`D >= 1`).
     pub fn new(loss: LabelSmoothingLoss, hidden: usize) -> Result<Self> {
         check_positive("hidden", hidden)?;
-        let config = loss.config();
-        for (on, option) in [
-            (config.z_loss != 0.0, "z-loss"),
-            (config.softcap.is_some(), "soft-capping"),
-        ] {
-            if on {
-                return Err(LossError::Unsupported {
-                    loss: "the fused linear loss",
-                    option,
-                });
-            }
-        }
         let per_row = LabelSmoothingConfig {
             reduction: Reduction::None,
             ..loss.config().clone()
@@ -244,7 +236,21 @@ impl LinearCrossEntropy {
     /// `inputs`: `x [N, D]`, `W [K, D]`, bias `[K]`; `labels`: `[N]`. Returns a scalar, or `[N]` values for
     /// reduction `none`.
     pub fn loss(&self, inputs: LinearInputs<'_>, labels: &[i64]) -> Result<Loss> {
-        self.run(inputs, labels, GradOutput::ONE, LinearGrads::default(), false)
+        Ok(self.report(inputs, labels, false)?.loss)
+    }
+
+    /// The loss with its z-loss term alone and, when `predictions` is set, each row's predicted class (the
+    /// arg-max of its logits `x W^T + b`) and the token accuracy: the [`LossReport`] of
+    /// [`LabelSmoothingLoss::report`] on the logits this never holds.
+    pub fn report(&self, inputs: LinearInputs<'_>, labels: &[i64], predictions: bool) -> Result<LossReport> {
+        self.run(
+            inputs,
+            labels,
+            GradOutput::ONE,
+            LinearGrads::default(),
+            false,
+            predictions,
+        )
     }
 
     /// The loss and the gradients asked for in `grads`, scaled by the upstream gradient `grad_output` (per row
@@ -256,7 +262,19 @@ impl LinearCrossEntropy {
         grad_output: GradOutput<'_>,
         grads: LinearGrads<'_>,
     ) -> Result<Loss> {
-        self.run(inputs, labels, grad_output, grads, true)
+        Ok(self.run(inputs, labels, grad_output, grads, true, false)?.loss)
+    }
+
+    /// [`loss_and_grad`](Self::loss_and_grad) with the [`LossReport`] of [`report`](Self::report).
+    pub fn report_and_grad(
+        &self,
+        inputs: LinearInputs<'_>,
+        labels: &[i64],
+        grad_output: GradOutput<'_>,
+        grads: LinearGrads<'_>,
+        predictions: bool,
+    ) -> Result<LossReport> {
+        self.run(inputs, labels, grad_output, grads, true, predictions)
     }
 
     /// Validates the shapes and labels; returns `N`.
@@ -299,23 +317,26 @@ impl LinearCrossEntropy {
         Ok(n)
     }
 
-    /// The blocks of rows with the classes in blocks too (see the [module](self) documentation): the per-row
-    /// losses into `losses`, and with `backward` the gradients (before the `mean-nonzero` correction) into
-    /// `grads` and `bias_acc`.
+    /// The blocks of rows with the classes in blocks too (see the [module](self) documentation), with the loss
+    /// `per_row` (reduction `none`): each row's loss and z-loss term into `rows` (and its predicted class with
+    /// `predictions`), and with `backward` the gradients (before the `mean-nonzero` correction) into `grads` and
+    /// `bias_acc`.
+    #[allow(clippy::too_many_arguments)] // the call's inputs, its two outputs and the per-row loss it runs
     fn class_blocks(
         &self,
+        per_row: &LabelSmoothingLoss,
         inputs: &LinearInputs<'_>,
         labels: &[i64],
         backward: Option<&Backward<'_>>,
         grads: &mut LinearGrads<'_>,
         mut bias_acc: Option<&mut [f64]>,
-        losses: &mut Vec<f32>,
+        (rows_out, predictions): (&mut Vec<RowLoss>, bool),
     ) -> Result<()> {
         let (k, d, n) = (self.loss.num_classes(), self.hidden, labels.len());
         let kc = self.block_classes();
         let lens: Vec<usize> = (0..k.div_ceil(kc)).map(|j| kc.min(k - j * kc)).collect();
         let layout = ShardLayout::from_lens(&lens)?;
-        let first = ShardPlan::new(self.per_row.clone(), layout.clone(), 0)?;
+        let first = ShardPlan::new(per_row.clone(), layout.clone(), 0)?;
         let plans: Vec<ShardPlan> = (0..lens.len()).map(|j| first.for_rank(j)).collect::<Result<_>>()?;
         let rows = self.block_rows(n);
         let mut block = vec![0.0f32; rows.min(n) * kc];
@@ -323,6 +344,7 @@ impl LinearCrossEntropy {
             .map(|j| vec![0.0; rows.min(n) * plans[j].record_len(j)])
             .collect();
         let mut upstream: Vec<f32> = Vec::with_capacity(rows);
+        let mut best: Vec<Option<(f32, usize)>> = Vec::with_capacity(rows);
         let weight_of = |j: usize| {
             let r = layout.range(j);
             (&inputs.weight[r.start * d..r.end * d], inputs.bias.map(|b| &b[r]))
@@ -330,11 +352,16 @@ impl LinearCrossEntropy {
         for start in (0..n).step_by(rows.max(1)) {
             let end = (start + rows).min(n);
             let (x, y, nb) = (&inputs.x[start * d..end * d], &labels[start..end], end - start);
-            // Pass 1: every class block's statistics.
+            best.clear();
+            best.resize(nb, None);
+            // Pass 1: every class block's statistics (and its arg-max per row).
             for (j, plan) in plans.iter().enumerate() {
                 let (w, b) = weight_of(j);
                 let z = &mut block[..nb * lens[j]];
                 products::logits(x, w, b, d, lens[j], z);
+                if predictions {
+                    fold_argmax(z, lens[j], layout.range(j).start, &mut best);
+                }
                 plan.local_stats(z, y, &mut records[j][..nb * plan.record_len(j)])?;
             }
             let recs: Vec<&[f64]> = records
@@ -342,14 +369,26 @@ impl LinearCrossEntropy {
                 .enumerate()
                 .map(|(j, r)| &r[..nb * plans[j].record_len(j)])
                 .collect();
-            let Some(backward) = backward else {
-                losses.extend_from_slice(plans[0].combine(y, GradOutput::ONE, &recs)?.loss().as_slice());
+            let coef = match backward {
+                Some(backward) => {
+                    backward.upstream(start, end, &mut upstream);
+                    GradOutput::PerRow(&upstream)
+                }
+                None => GradOutput::ONE,
+            };
+            let combined = plans[0].combine(y, coef, &recs)?;
+            rows_out.extend((0..nb).map(|i| RowLoss {
+                loss: combined.row_losses()[i],
+                z: combined.row_z()[i],
+                pred: match best[i] {
+                    Some((_, c)) if predictions && Some(y[i]) != per_row.config().ignore_index => c as i64,
+                    _ => -1,
+                },
+            }));
+            let (Some(backward), GradOutput::PerRow(coef)) = (backward, coef) else {
                 continue;
             };
-            backward.upstream(start, end, &mut upstream);
-            // Pass 2: the rows' statistics, then each class block's gradient and its products.
-            let combined = plans[0].combine(y, GradOutput::PerRow(&upstream), &recs)?;
-            losses.extend_from_slice(combined.loss().as_slice());
+            // Pass 2: each class block's gradient from the rows' statistics, and its products.
             for (j, plan) in plans.iter().enumerate() {
                 let (w, b) = weight_of(j);
                 let z = &mut block[..nb * lens[j]];
@@ -362,7 +401,7 @@ impl LinearCrossEntropy {
                 };
                 self.block_backward(
                     z,
-                    &self.block(x, w, r, y, &upstream),
+                    &self.block(x, w, r, y, coef),
                     (backward.off, (j == 0).then_some(backward.u)),
                     (j > 0, start > 0),
                     grads.x.as_deref_mut().map(|g| &mut g[start * d..end * d]),
@@ -421,6 +460,21 @@ impl LinearCrossEntropy {
         }
     }
 
+    /// The loss `per_row` (reduction `none`) of this call: the configured one, with the z-loss scale times
+    /// `z_ratio` where that is not 1 (a weighted mean: see [`driver::z_ratio`]), so that the rows' losses and
+    /// gradients carry the z-loss term already weighted for the call's reduction.
+    fn per_row_for(&self, z_ratio: f64) -> Result<Cow<'_, LabelSmoothingLoss>> {
+        if z_ratio == 1.0 {
+            return Ok(Cow::Borrowed(&self.per_row));
+        }
+        let config = self.per_row.config();
+        let scaled = LabelSmoothingConfig {
+            z_loss: (config.z_loss as f64 * z_ratio) as f32,
+            ..config.clone()
+        };
+        Ok(Cow::Owned(scaled.init(self.loss.num_classes())?))
+    }
+
     fn run(
         &self,
         inputs: LinearInputs<'_>,
@@ -428,17 +482,20 @@ impl LinearCrossEntropy {
         grad_output: GradOutput<'_>,
         mut grads: LinearGrads<'_>,
         backward: bool,
-    ) -> Result<Loss> {
+        predictions: bool,
+    ) -> Result<LossReport> {
         let n = self.check(&inputs, labels, &grad_output, &grads)?;
         let config = self.loss.config();
         let (k, d) = (self.loss.num_classes(), self.hidden);
         // As in the fused loss, with its reduction; mean-nonzero's correction is applied at the end.
-        let (denominator, scale) = reduction_scale(config, n, Targets::Labels(labels));
+        let targets = Targets::Labels(labels);
+        let (denominator, scale) = reduction_scale(config, n, targets);
+        let per_row = self.per_row_for(driver::z_ratio(config, targets, denominator))?;
         let backward = backward && (grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some());
 
         let rows = self.block_rows(n);
         let mut bias_acc = grads.bias.as_ref().map(|_| vec![0.0f64; k]);
-        let mut losses: Vec<f32> = Vec::with_capacity(n);
+        let mut row_losses: Vec<RowLoss> = Vec::with_capacity(n);
         // The filter's constants: the spread of the target, and u = sum_c w_c W_c for grad_x.
         let off = match config.smoothing {
             crate::config::Smoothing::Fixed(e) => config.spread.hard_target(e as f64, k).0,
@@ -456,7 +513,16 @@ impl LinearCrossEntropy {
         };
         let pass = backward.then_some(&pass);
         if self.block_classes() < k {
-            self.class_blocks(&inputs, labels, pass, &mut grads, bias_acc.as_deref_mut(), &mut losses)?;
+            let out = (&mut row_losses, predictions);
+            self.class_blocks(
+                &per_row,
+                &inputs,
+                labels,
+                pass,
+                &mut grads,
+                bias_acc.as_deref_mut(),
+                out,
+            )?;
         } else {
             let mut block = vec![0.0f32; rows.min(n) * k];
             let mut upstream: Vec<f32> = Vec::with_capacity(rows);
@@ -466,14 +532,17 @@ impl LinearCrossEntropy {
                 let z = &mut block[..(end - start) * k];
                 products::logits(x, inputs.weight, inputs.bias, d, k, z);
                 let Some(pass) = pass else {
-                    losses.extend_from_slice(self.per_row.loss(z, Targets::Labels(y))?.as_slice());
+                    push_rows(&mut row_losses, per_row.report(z, Targets::Labels(y), predictions)?);
                     continue;
                 };
                 pass.upstream(start, end, &mut upstream);
-                let l = self
-                    .per_row
-                    .loss_and_grad_in_place(z, Targets::Labels(y), GradOutput::PerRow(&upstream))?;
-                losses.extend_from_slice(l.as_slice());
+                let report = per_row.report_and_grad_in_place(
+                    z,
+                    Targets::Labels(y),
+                    GradOutput::PerRow(&upstream),
+                    predictions,
+                )?;
+                push_rows(&mut row_losses, report);
                 let out = ClassGrads {
                     weight: grads.weight.as_deref_mut(),
                     bias: bias_acc.as_deref_mut(),
@@ -494,10 +563,11 @@ impl LinearCrossEntropy {
             }
         }
 
-        // The per-row losses in row order, in f64: the same bits for any number of threads.
-        // The per-row losses are f32 here (the per-row loss's output), reduced in f64 in row order.
-        let losses64: Vec<f64> = losses.iter().map(|&l| l as f64).collect();
+        // The per-row losses reduced in f64 in row order: the same bits for any number of threads. The rows'
+        // z-loss terms are already weighted by `z_ratio`, so they reduce over the call's denominator.
+        let losses64: Vec<f64> = row_losses.iter().map(|r| r.loss).collect();
         let (loss, ratio) = reduce(config.reduction, &losses64, denominator, scale);
+        let z_loss = reduce_z(config.reduction, &row_losses, scale, 1.0, nonzero_rows(&losses64));
         if let (Some(gb), Some(acc)) = (grads.bias.as_deref_mut(), &bias_acc) {
             gb.iter_mut().zip(acc).for_each(|(g, &a)| *g = (a * ratio) as f32);
         }
@@ -506,7 +576,27 @@ impl LinearCrossEntropy {
             grads.x.as_deref_mut().map(rescale);
             grads.weight.as_deref_mut().map(rescale);
         }
-        Ok(loss)
+        Ok(driver::report(config, targets, loss, z_loss, &row_losses, predictions))
+    }
+}
+
+/// Appends a block's rows (losses, z-loss terms, predicted classes) from its per-row report.
+fn push_rows(rows: &mut Vec<RowLoss>, report: LossReport) {
+    let (loss, z) = (report.loss.as_slice(), report.z_loss.as_slice());
+    let pred = report.predicted.unwrap_or_default();
+    rows.extend((0..loss.len()).map(|i| RowLoss {
+        loss: loss[i] as f64,
+        z: z[i] as f64,
+        pred: pred.get(i).copied().unwrap_or(-1),
+    }));
+}
+
+/// Folds each row's arg-max over a block of classes `offset..offset + kc` (its logits `z [rows, kc]`) into
+/// `best`, in class order: the first of equal values, a NaN the largest (as the fused kernel's).
+fn fold_argmax(z: &[f32], kc: usize, offset: usize, best: &mut [Option<(f32, usize)>]) {
+    for (row, b) in z.chunks_exact(kc).zip(best) {
+        let local = combine_argmax(row.iter().enumerate().map(|(c, &v)| (v, offset + c)));
+        *b = combine_argmax(b.iter().copied().chain(local));
     }
 }
 

@@ -393,6 +393,14 @@ def cross_entropy(
         loss = loss.reshape(out_shape)
     if not report:
         return loss
+    return _output(loss, z_value, (predicted, correct, counted), (want_z, want_acc, want_pred), soft, reduction,
+                   out_shape, input.device)
+
+
+def _output(loss, z_value, predictions, wanted, soft, reduction, out_shape, device) -> CrossEntropyOutput:
+    """The :class:`CrossEntropyOutput` of a call: ``predictions`` is ``(predicted, correct, counted)`` and
+    ``wanted`` the ``return_*`` flags; per-row values in ``out_shape``."""
+    (predicted, correct, counted), (want_z, want_acc, want_pred) = predictions, wanted
     if reduction == "none":
         z_value = z_value.reshape(out_shape)
     accuracy = None
@@ -402,7 +410,7 @@ def cross_entropy(
         loss=loss,
         z_loss=z_value if want_z else None,
         token_accuracy=accuracy,
-        predicted_tokens=predicted.reshape(out_shape).to(input.device) if want_pred else None,
+        predicted_tokens=predicted.reshape(out_shape).to(device) if want_pred else None,
     )
 
 
@@ -475,10 +483,10 @@ class _KernelLinearCrossEntropy(torch.autograd.Function):
             ctx.save_for_backward(x, w, b, target)
         if any(needs) and opts.reduction != "none":
             grads = _linear_grads(x, w, b, needs)
-            loss = _linear_kernel(x, w, b, target, opts, grads)
+            loss = _linear_kernel(x, w, b, target, opts, grads, forward=True)
             ctx.precomputed = grads
             return loss
-        return _linear_kernel(x, w, b, target, opts, (None, None, None))
+        return _linear_kernel(x, w, b, target, opts, (None, None, None), forward=True)
 
     @staticmethod
     @once_differentiable
@@ -508,9 +516,12 @@ def _linear_grads(x, w, b, needs):
     )
 
 
-def _linear_kernel(x, w, b, target, opts: _Options, grads, grad_scale=1.0, grad_rows=None):
+def _linear_kernel(x, w, b, target, opts: _Options, grads, grad_scale=1.0, grad_rows=None, forward=False):
+    """Calls the fused linear loss; the forward call (``forward``) keeps the z-loss term and the predictions in
+    ``opts.extras`` when asked for, as :func:`_kernel_loss` does."""
     gx, gw, gb = grads
-    loss = _native.linear_cross_entropy(
+    report = forward and opts.report
+    out = _native.linear_cross_entropy(
         _numpy(x),
         _numpy(w),
         _numpy(target),
@@ -520,11 +531,17 @@ def _linear_kernel(x, w, b, target, opts: _Options, grads, grad_scale=1.0, grad_
         grad_bias=None if gb is None else _numpy(gb),
         grad_scale=grad_scale,
         grad_rows=None if grad_rows is None else _numpy(grad_rows),
+        z_loss=opts.z_loss,
+        softcap=opts.softcap,
+        report=report,
+        predictions=report and opts.predictions,
         **opts.kwargs(),
     )
-    if opts.reduction == "none":
-        return torch.from_numpy(loss)
-    return torch.tensor(loss, dtype=torch.float32)
+    if not report:
+        return _as_tensor(out, torch.float32)
+    loss, z_loss, predicted, correct, counted = out
+    opts.extras = (_as_tensor(z_loss, torch.float32), predicted, correct, counted)
+    return _as_tensor(loss, torch.float32)
 
 
 def linear_cross_entropy(
@@ -539,8 +556,13 @@ def linear_cross_entropy(
     label_smoothing: float = 0.0,
     spread: str = "uniform",
     adaptive: Optional[float] = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_z_loss: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
     backend: Optional[str] = None,
-) -> torch.Tensor:
+):
     """The label-smoothed cross-entropy of a linear classifier, ``cross_entropy(F.linear(input, linear_weight,
     linear_bias), target, ...)``, with the argument names of ``torch.nn.functional.linear_cross_entropy``.
 
@@ -555,8 +577,24 @@ def linear_cross_entropy(
         target: class indices ``[N]`` (or of ``input``'s leading shape), or probabilities ``[N, K]``.
         linear_bias: the classifier's bias ``[K]``, or ``None``.
         weight, reduction, label_smoothing, spread, adaptive, backend: as for :func:`cross_entropy`.
+        lse_square_scale, softcap, return_z_loss, return_token_accuracy, return_predicted_tokens: as for
+            :func:`cross_entropy` (Liger-Kernel's ``LigerFusedLinearCrossEntropyLoss`` options), on the logits
+            ``F.linear(input, linear_weight, linear_bias)``; the fused loss finds the predicted classes in the
+            same blocks.
         ignore_index: as for :func:`cross_entropy`; ``None`` (the default, as in PyTorch) means ``-100`` for
             class indices.
+
+    Returns:
+        As :func:`cross_entropy`: the loss, or a :class:`CrossEntropyOutput` when a ``return_*`` flag is set.
+
+    >>> import torch
+    >>> from label_smoothing.torch import linear_cross_entropy
+    >>> x, w = torch.randn(4, 8), torch.randn(100, 8, requires_grad=True)
+    >>> out = linear_cross_entropy(x, w, torch.tensor([3, 1, 4, 1]), label_smoothing=0.1, softcap=30.0,
+    ...                            lse_square_scale=1e-4, return_z_loss=True, return_predicted_tokens=True)
+    >>> out.loss.backward()
+    >>> out.predicted_tokens.shape
+    torch.Size([4])
     """
     for name, t in (("input", input), ("linear_weight", linear_weight), ("target", target)):
         if not isinstance(t, torch.Tensor):
@@ -573,6 +611,8 @@ def linear_cross_entropy(
         raise ValueError(f"linear_bias: expected shape ({k},), got {tuple(linear_bias.shape)}")
     if ignore_index is None:
         ignore_index = -100
+    z_loss, cap = _options.z_loss(lse_square_scale), _options.softcap(softcap)
+    wanted = (bool(return_z_loss), bool(return_token_accuracy), bool(return_predicted_tokens))
     soft = target.is_floating_point()
     lead = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
@@ -590,15 +630,20 @@ def linear_cross_entropy(
         flat = target.reshape(-1, k) if soft else target.reshape(-1)
         out = cross_entropy(
             logits, flat, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            spread=spread, adaptive=adaptive, backend="torch",
+            spread=spread, adaptive=adaptive, lse_square_scale=z_loss, softcap=cap, return_z_loss=wanted[0],
+            return_token_accuracy=wanted[1], return_predicted_tokens=wanted[2], backend="torch",
         )
-        return out.reshape(lead) if _options.reduction(reduction) == "none" else out
+        if _options.reduction(reduction) != "none":
+            return out
+        if not any(wanted):
+            return out.reshape(lead)
+        return CrossEntropyOutput(*(v if v is None or v.dim() == 0 else v.reshape(lead) for v in out))
 
     reduction = _options.reduction(reduction)
     opts = _Options(
         k, False, _check_weight(weight, k), _options.ignore_index(ignore_index), reduction,
         _options.unit_interval("label_smoothing", label_smoothing), _options.spread(spread),
-        _options.adaptive(adaptive),
+        _options.adaptive(adaptive), z_loss, cap, any(wanted), wanted[1] or wanted[2],
     )
     if target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target: expected class indices (an integer dtype), got {target.dtype}")
@@ -608,4 +653,10 @@ def linear_cross_entropy(
     labels = target.detach().reshape(-1).to(torch.int64).contiguous()
     bias = None if linear_bias is None else linear_bias.contiguous()
     loss = _KernelLinearCrossEntropy.apply(x2.contiguous(), linear_weight.contiguous(), bias, labels, opts)
-    return loss.reshape(lead) if reduction == "none" else loss
+    if reduction == "none":
+        loss = loss.reshape(lead)
+    if not any(wanted):
+        return loss
+    z_value, predicted, correct, counted = opts.extras
+    predicted = None if predicted is None else torch.from_numpy(predicted)
+    return _output(loss, z_value, (predicted, correct, counted), wanted, False, reduction, lead, input.device)

@@ -78,7 +78,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
 class LinearCrossEntropyLoss(nn.Module):
     """A linear classifier and its label-smoothed cross-entropy, as ``nn.LinearCrossEntropyLoss``: holds
     ``self.linear`` (an ``nn.Linear(in_features, num_classes, bias=bias)``) and computes
-    :func:`linear_cross_entropy` of its input without the ``[N, K]`` logits.
+    :func:`linear_cross_entropy` of its input without the ``[N, K]`` logits, with the options of
+    :class:`LabelSmoothingCrossEntropy` (``lse_square_scale`` and ``softcap`` included).
 
     >>> import torch
     >>> from label_smoothing.torch import LinearCrossEntropyLoss
@@ -103,6 +104,8 @@ class LinearCrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
         spread: str = "uniform",
         adaptive: Optional[float] = None,
+        lse_square_scale: float = 0.0,
+        softcap: Optional[float] = None,
     ) -> None:
         super().__init__()
         if weight is not None and (not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (num_classes,)):
@@ -113,6 +116,8 @@ class LinearCrossEntropyLoss(nn.Module):
         self.label_smoothing = _options.unit_interval("label_smoothing", label_smoothing)
         self.spread = _options.spread(spread)
         self.adaptive = _options.adaptive(adaptive)
+        self.lse_square_scale = _options.z_loss(lse_square_scale)
+        self.softcap = _options.softcap(softcap)
         self.register_buffer("weight", weight)
         self.weight: Optional[torch.Tensor]
         self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
@@ -122,10 +127,13 @@ class LinearCrossEntropyLoss(nn.Module):
         return linear_cross_entropy(
             input, self.linear.weight, target, linear_bias=self.linear.bias, weight=self.weight,
             reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
-            spread=self.spread, adaptive=self.adaptive,
+            spread=self.spread, adaptive=self.adaptive, lse_square_scale=self.lse_square_scale, softcap=self.softcap,
         )
 
     def extra_repr(self) -> str:
+        z_loss = f", lse_square_scale={self.lse_square_scale}" if self.lse_square_scale else ""
+        softcap = f", softcap={self.softcap}" if self.softcap is not None else ""
         return (f"in_features={self.linear.in_features}, num_classes={self.num_classes}, "
                 f"bias={self.linear.bias is not None}, reduction={self.reduction}, "
-                f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, spread={self.spread}")
+                f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, spread={self.spread}"
+                f"{z_loss}{softcap}")
