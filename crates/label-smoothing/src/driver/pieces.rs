@@ -68,7 +68,7 @@ impl ShardRows<'_, '_> {
                     }
                     let io = &mut ReadOnly(z);
                     for (s, &(a, b)) in st.iter_mut().zip(pieces) {
-                        *s = slice_stats::<S, f32, _, W, false, SHIFTED, false>(io, a, b, w, &[], plan.cap);
+                        *s = slice_stats::<S, f32, _, W, false, SHIFTED, false>(io, a, b, w, &[], plan.cap, &mut []);
                     }
                 }
             }
@@ -116,12 +116,12 @@ fn grad_row<S: Isa, IO: RowIo<f32>, const W: bool>(
     let label = match g.label {
         Some((y, _, _)) if (offset..offset + len).contains(&y) => {
             let piece = pieces.iter().position(|&(_, b)| y - offset < b).unwrap_or(0);
-            Some(label_prob::<S>(g, None, maxima[piece]))
+            Some(label_prob::<S>(g, None, None, maxima[piece]))
         }
         _ => None,
     };
     for (&m, &(a, b)) in maxima.iter().zip(pieces) {
-        slice_grad::<S, f32, _, W, false, false>(g, io, a, b, m, w, &[]);
+        slice_grad::<S, f32, _, W, false, false>(g, io, a, b, m, w, &[], &[]);
     }
     if let Some(p) = label {
         if let Some((y, v)) = label_grad::<S, W>(g, p, full_w) {

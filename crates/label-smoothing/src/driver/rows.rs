@@ -26,8 +26,7 @@ impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for R
     #[inline(always)]
     fn run<S: Isa>(self) {
         let (k, first, plan) = (self.plan.k(), self.first_row, self.plan);
-        // Chunk maxima of the current row (rows longer than one chunk only).
-        let mut maxima = Vec::new();
+        let mut maxima = RowBufs::default();
         match self.bufs {
             CallBuffers::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
@@ -146,7 +145,7 @@ impl CallPlan<'_> {
         &self,
         i: usize,
         io: &mut IO,
-        maxima: &mut Vec<f32>,
+        maxima: &mut RowBufs,
     ) -> RowLoss {
         let kind = self.row_kind::<E, IO>(i, io);
         if matches!(kind, RowKind::Ignored) {
@@ -179,7 +178,7 @@ impl CallPlan<'_> {
         i: usize,
         io: IO,
         scratch: &mut ScratchRow,
-        maxima: &mut Vec<f32>,
+        maxima: &mut RowBufs,
     ) -> RowLoss {
         // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
         // compiled both and more than doubled the release build, docs/DESIGN.md).
@@ -204,18 +203,35 @@ impl CallPlan<'_> {
         i: usize,
         kind: &RowKind<'_>,
         io: &mut IO,
-        maxima: &mut Vec<f32>,
+        bufs: &mut RowBufs,
     ) -> RowLoss {
         let w: &[f32] = self.weights().unwrap_or(&[]);
         let t: &[f32] = match kind {
             RowKind::Soft(t) => t,
             _ => &[],
         };
-        let st = row_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, w, t, self.cap, maxima);
+        let RowBufs { maxima, capped } = bufs;
+        // With soft-capping and a gradient, the capped logits are kept beside the exponentials (no `exp` or `tanh`
+        // in the gradient pass).
+        let aux: &mut [f32] = if STORE && self.cap.is_some() {
+            capped.resize(self.k(), 0.0);
+            capped
+        } else {
+            &mut []
+        };
+        let st = row_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, w, t, self.cap, maxima, aux);
         let (loss, g) = self.finish(i, kind, &st);
         if IO::WRITES {
-            grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t);
+            grad_row::<S, E, IO, W, T, STORE>(&g, io, maxima, w, t, aux);
         }
         loss
     }
+}
+
+/// A task's buffers for its rows, reused from row to row: the chunk maxima of the current row (rows longer than
+/// one chunk only), and its capped logits (soft-capping with a gradient only).
+#[derive(Default)]
+struct RowBufs {
+    maxima: Vec<f32>,
+    capped: Vec<f32>,
 }

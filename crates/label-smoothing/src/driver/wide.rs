@@ -62,7 +62,7 @@ impl Kernel for LabelEntry<'_> {
     type Output = Option<(usize, f32)>;
     #[inline(always)]
     fn run<S: Isa>(self) -> Option<(usize, f32)> {
-        let p = label_prob::<S>(self.g, self.stored, self.chunk_max);
+        let p = label_prob::<S>(self.g, self.stored, None, self.chunk_max);
         match self.weights {
             Some(w) => label_grad::<S, true>(self.g, p, w),
             None => label_grad::<S, false>(self.g, p, &[]),
@@ -174,7 +174,7 @@ impl CallPlan<'_> {
             match op {
                 PartOp::Stats => {
                     let st = with_variant!((has_w, has_t, self.shifted) => |W, T, SHIFTED| {
-                        slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w_all, t_all, self.cap)
+                        slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w_all, t_all, self.cap, &mut [])
                     });
                     out.push(st);
                 }
@@ -189,7 +189,7 @@ impl CallPlan<'_> {
                 PartOp::Grad(g, maxima) => {
                     let m = maxima[(offset + start) / CHUNK];
                     with_variant!((has_w, has_t) => |W, T| {
-                        slice_grad::<S, E, IO, W, T, STORE>(g, io, start, end, m, w_all, t_all)
+                        slice_grad::<S, E, IO, W, T, STORE>(g, io, start, end, m, w_all, t_all, &[])
                     })
                 }
             }

@@ -1,6 +1,6 @@
 //! The gradient pass: `coef * (Q p_c - w_c q_c)` from the kept (or recomputed) `exp(z - chunk max)`.
 
-use super::io::RowIo;
+use super::io::{lanes_of, partial_of, RowIo};
 use super::stats::{lane_body, padded_weights};
 use super::{Cap, CHUNK};
 use crate::element::Element;
@@ -59,6 +59,7 @@ pub(crate) fn grad_value<S: Isa, const W: bool, const T: bool>(g: &GradRow, p: f
 /// The gradient of classes `[start, end)` of a row, one chunk, for callers that split a row across threads:
 /// [`grad_range`], out of line ([`Isa::outline`]) like [`slice_stats`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // grad_range's arguments
 pub(crate) fn slice_grad<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     g: &GradRow,
     io: &mut IO,
@@ -67,6 +68,7 @@ pub(crate) fn slice_grad<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     chunk_max: f32,
     w: &[f32],
     t: &[f32],
+    aux: &[f32],
 ) {
     S::outline(GradRange::<E, IO, W, T, STORE> {
         g,
@@ -76,6 +78,7 @@ pub(crate) fn slice_grad<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
         chunk_max,
         w,
         t,
+        aux,
         elem: PhantomData,
     })
 }
@@ -89,6 +92,7 @@ pub(crate) struct GradRange<'a, E, IO, const W: bool, const T: bool, const STORE
     chunk_max: f32,
     w: &'a [f32],
     t: &'a [f32],
+    aux: &'a [f32],
     elem: PhantomData<fn() -> E>,
 }
 
@@ -98,14 +102,17 @@ impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool> 
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self) {
-        grad_range::<S, E, IO, W, T, STORE>(self.g, self.io, self.start, self.end, self.chunk_max, self.w, self.t)
+        let (g, io, m) = (self.g, self.io, self.chunk_max);
+        grad_range::<S, E, IO, W, T, STORE>(g, io, self.start, self.end, m, self.w, self.t, self.aux)
     }
 }
 
 /// The gradient of classes `[start, end)` of a row, in one chunk (max `chunk_max`). With `STORE` the statistics
 /// pass kept `exp(z - chunk_max)` ([`RowIo::KEEPS_EXP`]); without, it is recomputed from the logits
-/// ([`recomputed_exp`]). Either way `p = exp(z - chunk_max) * prob_factor(chunk_max)`.
+/// ([`recomputed_exp`]). Either way `p = exp(z - chunk_max) * prob_factor(chunk_max)`. `aux`: the capped logits
+/// the statistics pass kept with soft-capping, when not empty (see [`chunk_stats`](super::stats::chunk_stats)).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the row, its buffers, the range and what the statistics pass kept
 pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     g: &GradRow,
     io: &mut IO,
@@ -114,15 +121,19 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     chunk_max: f32,
     w: &[f32],
     t: &[f32],
+    aux: &[f32],
 ) {
     // Local copies of the row's constants and slices: see `RowIo::reborrow`.
     let g = &{ *g };
     let io = &mut io.reborrow();
     if let Some(cap) = g.cap {
-        return if cap.in_range {
-            capped_grad_range::<S, E, _, W, T, STORE, true>(g, io, start, end, chunk_max, w, t, cap)
+        let range = (start, end, chunk_max);
+        return if STORE && !aux.is_empty() {
+            capped_grad_range::<S, E, _, W, T, STORE, false, true>(g, io, range, w, t, (cap, aux))
+        } else if cap.in_range {
+            capped_grad_range::<S, E, _, W, T, STORE, true, false>(g, io, range, w, t, (cap, aux))
         } else {
-            capped_grad_range::<S, E, _, W, T, STORE, false>(g, io, start, end, chunk_max, w, t, cap)
+            capped_grad_range::<S, E, _, W, T, STORE, false, false>(g, io, range, w, t, (cap, aux))
         };
     }
     let factor = g.prob_factor(chunk_max);
@@ -176,12 +187,13 @@ pub(crate) fn grad_range<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const 
     }
 }
 
-/// [`grad_range`] with soft-capped logits: with `STORE` the statistics pass kept the capped logits `zc`, else they
-/// are capped again from the logits (the same bits); `p = exp(zc - chunk_max) * prob_factor(chunk_max)` and each
-/// entry is multiplied by the cap's slope [`Cap::slope`]. Capped logits are finite, so no chunk is masked.
-/// `IN_RANGE`: [`Cap::in_range`], so the exponentials of the body need no select (the tail's padding does).
+/// [`grad_range`] with soft-capped logits: `p = exp(zc - chunk_max) * prob_factor(chunk_max)` of the capped
+/// logits `zc`, and each entry times the cap's slope [`Cap::slope`]. With `AUX` (and `STORE`) the statistics pass
+/// kept the exponentials and the capped logits in `aux`, so nothing is computed again; without, it kept the
+/// capped logits (`STORE`) or nothing, and they are capped again from the logits (the same bits) and the
+/// exponentials computed again. Capped logits are finite, so no chunk is masked. `IN_RANGE`: [`Cap::in_range`],
+/// so the exponentials of the body need no select (the tail's padding does).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn capped_grad_range<
     S: Isa,
     E: Element,
@@ -190,38 +202,47 @@ fn capped_grad_range<
     const T: bool,
     const STORE: bool,
     const IN_RANGE: bool,
+    const AUX: bool,
 >(
     g: &GradRow,
     io: &mut IO,
-    start: usize,
-    end: usize,
-    chunk_max: f32,
+    (start, end, chunk_max): (usize, usize, f32),
     w: &[f32],
     t: &[f32],
-    cap: Cap,
+    (cap, aux): (Cap, &[f32]),
 ) {
     let factor = g.prob_factor(chunk_max);
     let body_end = lane_body(start, end, io.len());
+    assert!(!AUX || aux.len() == io.len());
     let capped = |x: f32| if STORE { x } else { cap.apply::<S>(x) };
+    let exp = |zc: f32| {
+        if IN_RANGE {
+            exp_in_range::<S>(zc - chunk_max)
+        } else {
+            exp_nonpos::<S>(zc - chunk_max)
+        }
+    };
     let mut c = start;
     while c < body_end {
-        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`).
-        let x = unsafe {
-            if STORE {
-                io.load_exp_lanes::<S>(c)
+        // SAFETY: c + LANES <= body_end <= len (checked by `lane_body`), and `aux` has the row's length.
+        let (x, zcs) = unsafe {
+            if AUX {
+                (io.load_exp_lanes::<S>(c), lanes_of::<S, f32>(aux, c))
+            } else if STORE {
+                (io.load_exp_lanes::<S>(c), [0.0; LANES])
             } else {
-                io.load_lanes::<S>(c)
+                (io.load_lanes::<S>(c), [0.0; LANES])
             }
         };
         let mut out: Lanes = [0.0; LANES];
         for j in 0..LANES {
             let wc = if W { w[c + j] } else { 1.0 };
             let tc = if T { t[c + j] } else { 0.0 };
-            let zc = capped(x[j]);
-            let e = if IN_RANGE {
-                exp_in_range::<S>(zc - chunk_max)
+            let (e, zc) = if AUX {
+                (x[j], zcs[j])
             } else {
-                exp_nonpos::<S>(zc - chunk_max)
+                let zc = capped(x[j]);
+                (exp(zc), zc)
             };
             out[j] = grad_value::<S, W, T>(g, e * factor, wc, tc) * cap.slope::<S>(zc);
         }
@@ -232,17 +253,26 @@ fn capped_grad_range<
     let rem = end - body_end;
     if rem > 0 {
         // The padding's values are computed and dropped.
-        let x = if STORE {
-            io.load_exp_tail::<S>(body_end, rem, 0.0)
+        let (x, zcs) = if AUX {
+            (
+                io.load_exp_tail::<S>(body_end, rem, 0.0),
+                partial_of::<S, f32>(&aux[body_end..end], 0.0),
+            )
+        } else if STORE {
+            (io.load_exp_tail::<S>(body_end, rem, 0.0), [0.0; LANES])
         } else {
-            io.tail::<S>(body_end, rem, 0.0)
+            (io.tail::<S>(body_end, rem, 0.0), [0.0; LANES])
         };
         let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
         let mut out: Lanes = [0.0; LANES];
         for j in 0..LANES {
-            let zc = capped(x[j]);
-            let p = exp_nonpos::<S>(zc - chunk_max) * factor;
-            out[j] = grad_value::<S, W, T>(g, p, wp[j], tp[j]) * cap.slope::<S>(zc);
+            let (e, zc) = if AUX {
+                (x[j], zcs[j])
+            } else {
+                let zc = capped(x[j]);
+                (exp_nonpos::<S>(zc - chunk_max), zc)
+            };
+            out[j] = grad_value::<S, W, T>(g, e * factor, wp[j], tp[j]) * cap.slope::<S>(zc);
         }
         io.store_tail::<S>(body_end, rem, out);
     }
@@ -282,9 +312,15 @@ pub(crate) fn label_grad<S: Isa, const W: bool>(g: &GradRow, p_y: (f32, f32), w:
 }
 
 /// `p_y` as the gradient pass computes it, and the cap's slope at the label (1 without a cap): from what the
-/// statistics pass kept when given (`exp(z_y - chunk max)`, or the capped logit), else from `z_y` (the same bits).
+/// statistics pass kept when given (`exp(z_y - chunk max)`, or the capped logit; with `aux_zc`, the exponential
+/// and the capped logit), else from `z_y` (the same bits).
 #[inline(always)]
-pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_label: f32) -> (f32, f32) {
+pub(crate) fn label_prob<S: Isa>(
+    g: &GradRow,
+    stored: Option<f32>,
+    aux_zc: Option<f32>,
+    chunk_max_of_label: f32,
+) -> (f32, f32) {
     let zy = match (stored, g.label) {
         (Some(x), _) => x,
         (None, Some((_, zy, _))) => zy,
@@ -292,6 +328,7 @@ pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_
     };
     let factor = g.prob_factor(chunk_max_of_label);
     match g.cap {
+        Some(cap) if aux_zc.is_some() => (zy * factor, cap.slope::<S>(aux_zc.unwrap_or(0.0))),
         Some(cap) => {
             let zc = if stored.is_some() { zy } else { cap.apply::<S>(zy) };
             (exp_nonpos::<S>(zc - chunk_max_of_label) * factor, cap.slope::<S>(zc))
@@ -307,7 +344,8 @@ pub(crate) fn label_prob<S: Isa>(g: &GradRow, stored: Option<f32>, chunk_max_of_
     }
 }
 
-/// Writes the gradient of a whole row (after [`row_stats`] with the same `STORE`), chunk maxima in `maxima`.
+/// Writes the gradient of a whole row (after [`row_stats`] with the same `STORE` and `aux`), chunk maxima in
+/// `maxima`.
 #[inline(always)]
 pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T: bool, const STORE: bool>(
     g: &GradRow,
@@ -315,6 +353,7 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     maxima: &[f32],
     w: &[f32],
     t: &[f32],
+    aux: &[f32],
 ) {
     let k = io.len();
     // No closures here: LLVM may leave a closure out of line, and then it is neither inlined nor compiled for
@@ -323,8 +362,9 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     let p_y = match g.label {
         Some((y, _, _)) => {
             let stored = if STORE { Some(io.load_exp(y)) } else { None };
+            let aux_zc = if STORE && !aux.is_empty() { Some(aux[y]) } else { None };
             let chunk_max = if one_chunk { g.max } else { maxima[y / CHUNK] };
-            Some(label_prob::<S>(g, stored, chunk_max))
+            Some(label_prob::<S>(g, stored, aux_zc, chunk_max))
         }
         None => None,
     };
@@ -333,7 +373,7 @@ pub(crate) fn grad_row<S: Isa, E: Element, IO: RowIo<E>, const W: bool, const T:
     while start < k {
         let end = (start + CHUNK).min(k);
         let chunk_max = if one_chunk { g.max } else { maxima[ci] };
-        grad_range::<S, E, IO, W, T, STORE>(g, io, start, end, chunk_max, w, t);
+        grad_range::<S, E, IO, W, T, STORE>(g, io, start, end, chunk_max, w, t, aux);
         start = end;
         ci += 1;
     }

@@ -181,7 +181,14 @@ impl RowStats {
             #[inline(always)]
             fn run<S: Isa>(self) -> RowStats {
                 let mut maxima = Vec::new();
-                row_stats::<S, f32, _, false, false, true, false>(&mut ReadOnly(self.0), &[], &[], None, &mut maxima)
+                row_stats::<S, f32, _, false, false, true, false>(
+                    &mut ReadOnly(self.0),
+                    &[],
+                    &[],
+                    None,
+                    &mut maxima,
+                    &mut [],
+                )
             }
         }
         crate::simd::dispatch(Stats(z))

@@ -1,6 +1,6 @@
 //! The statistics pass: per chunk a max pass and an accumulation pass, giving the chunk's [`RowStats`].
 
-use super::io::RowIo;
+use super::io::{put_lanes, put_partial, RowIo};
 use super::{Cap, RowStats, CHUNK};
 use crate::element::Element;
 use crate::simd::{exp_in_range, exp_nonpos, hmax, hmin, Isa, Kernel, Lanes, EXP_RANGE_LO, LANES};
@@ -22,6 +22,7 @@ pub(crate) struct ChunkStats<'a, E, IO, const W: bool, const T: bool, const SHIF
     w: &'a [f32],
     t: &'a [f32],
     cap: Option<Cap>,
+    aux: &'a mut [f32],
     elem: PhantomData<fn() -> E>,
 }
 
@@ -31,7 +32,7 @@ impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool
     type Output = RowStats;
     #[inline(always)]
     fn run<S: Isa>(self) -> RowStats {
-        chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(self.io, self.start, self.end, self.w, self.t, self.cap)
+        chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(self.io, self.start, self.end, self.w, self.t, self.cap, self.aux)
     }
 }
 
@@ -39,8 +40,10 @@ impl<E: Element, IO: RowIo<E>, const W: bool, const T: bool, const SHIFTED: bool
 /// and soft targets (indexed by class) when `W` / `T` are set.
 ///
 /// `SHIFTED`: the `shifted` sums are needed (skipped when the loss does not use them, which also keeps `0 * -inf` out
-/// of rows with masked classes). `STORE`: write `exp(z - chunk max)` to the output, or with soft-capping (`cap`) the
-/// capped logit `cap * tanh(z / cap)`, from which the gradient pass needs both the probability and `1 - tanh^2`.
+/// of rows with masked classes). `STORE`: keep `exp(z - chunk max)` for the gradient pass ([`RowIo::store_exp`]).
+/// With soft-capping (`cap`) the gradient pass needs the capped logit `cap * tanh(z / cap)` too (for the slope
+/// `1 - tanh^2`): it goes to `aux` (the row's length, indexed by class) when that is not empty, else it is kept
+/// instead of the exponential, which the gradient pass then computes again.
 ///
 /// With `cap`, every statistic is of the capped logits. The max pass still runs on the logits as they are: the cap
 /// is increasing, so it maps their max and min to the capped ones.
@@ -60,6 +63,7 @@ pub(crate) fn chunk_stats<
     w: &[f32],
     t: &[f32],
     cap: Option<Cap>,
+    aux: &mut [f32],
 ) -> RowStats {
     // A local copy of the slices: see `RowIo::reborrow`.
     let io = &mut io.reborrow();
@@ -119,23 +123,32 @@ pub(crate) fn chunk_stats<
     let ahead = end - start;
     if let Some(cap) = cap {
         // Capped logits are never -inf (a -inf logit is capped to -cap), so no chunk is masked; NaN logits reach
-        // the sums through the accumulation pass. Their spread is under 2 cap, but `exp_nonpos` costs little next
-        // to the `tanh`.
+        // the sums through the accumulation pass. Their spread is under 2 cap: within `exp`'s range unless the
+        // cap is above 43 ([`Cap::in_range`]).
         let m = cap.apply::<S>(m);
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, true>(
-            io,
-            &mut acc,
-            start..body_end,
-            ahead,
-            m,
-            w,
-            t,
-            cap,
-        );
+        let body = (start..body_end, ahead);
+        let capping = (cap, &mut *aux);
+        match (STORE && !capping.1.is_empty(), cap.in_range) {
+            (true, true) => {
+                accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true, true, true>(io, &mut acc, body, m, w, t, capping)
+            }
+            (true, false) => accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, true, true>(
+                io, &mut acc, body, m, w, t, capping,
+            ),
+            (false, true) => accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true, true, false>(
+                io, &mut acc, body, m, w, t, capping,
+            ),
+            (false, false) => accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, true, false>(
+                io, &mut acc, body, m, w, t, capping,
+            ),
+        }
         if rem > 0 {
             let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
-            let zc = acc.add::<S, W, T, SHIFTED, true, false, true>(tail, m, rem, &wp, &tp, cap);
-            if STORE {
+            let (e, zc) = acc.add::<S, W, T, SHIFTED, true, false, true>(tail, m, rem, &wp, &tp, cap);
+            if STORE && !aux.is_empty() {
+                io.store_exp_tail::<S>(body_end, rem, e);
+                put_partial::<S, f32>(&mut aux[body_end..end], zc);
+            } else if STORE {
                 io.store_exp_tail::<S>(body_end, rem, zc);
             }
         }
@@ -148,33 +161,16 @@ pub(crate) fn chunk_stats<
     // Every `z - m` of the body is at least `lo - m`: when that is within `exp`'s range (a spread under 87, the
     // common case; not with `-inf` logits), the exponentials need no select (2 of 13 instructions per vector).
     let none = Cap::NONE;
+    let body = (start..body_end, ahead);
     if lo - m >= EXP_RANGE_LO {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true, false>(
-            io,
-            &mut acc,
-            start..body_end,
-            ahead,
-            m,
-            w,
-            t,
-            none,
-        );
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, true, false, false>(io, &mut acc, body, m, w, t, (none, aux));
     } else {
-        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, false>(
-            io,
-            &mut acc,
-            start..body_end,
-            ahead,
-            m,
-            w,
-            t,
-            none,
-        );
+        accumulate_body::<S, E, _, W, T, SHIFTED, STORE, false, false, false>(io, &mut acc, body, m, w, t, (none, aux));
     }
     // The tail: its -inf padding adds nothing.
     if rem > 0 {
         let (wp, tp) = padded_weights::<S, W, T>(body_end, rem, w, t);
-        let e = acc.add::<S, W, T, SHIFTED, true, false, false>(tail, m, rem, &wp, &tp, none);
+        let (e, _) = acc.add::<S, W, T, SHIFTED, true, false, false>(tail, m, rem, &wp, &tp, none);
         if STORE {
             io.store_exp_tail::<S>(body_end, rem, e);
         }
@@ -204,8 +200,10 @@ impl Accumulators {
     }
 }
 
-/// The accumulation pass over the whole vectors `body` of a chunk (max `m`); `ahead` is how far to prefetch. `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select. `CAP`: the
-/// logits are soft-capped by `cap` (and `m` is the capped max).
+/// The accumulation pass over the whole vectors `body` of a chunk (max `m`), prefetching `ahead` classes on.
+/// `IN_RANGE`: every `z - m` is known to be at least [`EXP_RANGE_LO`], so `exp` needs no select. `CAP`: the
+/// logits are soft-capped by `cap` (and `m` is the capped max); with `STORE`, `AUX` keeps the capped logits in
+/// `aux` beside the exponentials, else they are kept instead of them (see [`chunk_stats`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_body<
@@ -218,17 +216,18 @@ pub(crate) fn accumulate_body<
     const STORE: bool,
     const IN_RANGE: bool,
     const CAP: bool,
+    const AUX: bool,
 >(
     io: &mut IO,
     acc: &mut Accumulators,
-    body: std::ops::Range<usize>,
-    ahead: usize,
+    (body, ahead): (std::ops::Range<usize>, usize),
     m: f32,
     w: &[f32],
     t: &[f32],
-    cap: Cap,
+    (cap, aux): (Cap, &mut [f32]),
 ) {
     let (start, body_end) = (body.start, body.end);
+    assert!(!AUX || aux.len() == io.len());
     // Once per chunk: what the unchecked loads and stores below rely on (`lane_body` gives such a `body_end`).
     assert!(start <= body_end && body_end <= io.len() && (body_end - start).is_multiple_of(LANES));
     // While this chunk is in L1, bring the one after the next (chunks of the row, or the rows that follow) in
@@ -239,10 +238,17 @@ pub(crate) fn accumulate_body<
         io.prefetch(c + 2 * ahead);
         // SAFETY: c + LANES <= body_end <= len (c steps by LANES from start, and the assert above).
         let z = unsafe { io.load_lanes::<S>(c) };
-        let e = acc.add::<S, W, T, SHIFTED, false, IN_RANGE, CAP>(z, m, LANES, from::<W>(w, c), from::<T>(t, c), cap);
+        let (e, zc) =
+            acc.add::<S, W, T, SHIFTED, false, IN_RANGE, CAP>(z, m, LANES, from::<W>(w, c), from::<T>(t, c), cap);
         if STORE {
-            // SAFETY: as for the load.
-            unsafe { io.store_exp_lanes::<S>(c, e) };
+            let kept = if CAP && !AUX { zc } else { e };
+            // SAFETY: as for the load; `aux` has the row's length (asserted above).
+            unsafe {
+                io.store_exp_lanes::<S>(c, kept);
+                if AUX {
+                    put_lanes::<S, f32>(aux, c, zc);
+                }
+            }
         }
         c += LANES;
     }
@@ -292,7 +298,7 @@ pub(crate) struct Accumulators {
 
 impl Accumulators {
     /// Adds one vector of logits `z` (chunk max `m`), whose weights and soft targets start at `w[0]` / `t[0]`;
-    /// returns `exp(z - m)`, or with `CAP` the capped logits (what the statistics pass stores). With `MASKED`, only
+    /// returns `exp(z - m)` and, with `CAP`, the capped logits (zeros without). With `MASKED`, only
     /// the first `valid` lanes are classes (the rest hold `-inf` logits and zero weights and targets). `IN_RANGE`:
     /// every `z - m` is at least [`EXP_RANGE_LO`]. `CAP`: `z` is soft-capped by `cap` first, and `m` is the capped max.
     #[inline(always)]
@@ -313,7 +319,7 @@ impl Accumulators {
         w: &[f32],
         t: &[f32],
         cap: Cap,
-    ) -> Lanes {
+    ) -> (Lanes, Lanes) {
         let mut e: Lanes = [0.0; LANES];
         let mut zc: Lanes = [0.0; LANES];
         for j in 0..LANES {
@@ -349,11 +355,7 @@ impl Accumulators {
                 self.tsh[j] += if v == 0.0 { 0.0 } else { v * d };
             }
         }
-        if CAP {
-            zc
-        } else {
-            e
-        }
+        (e, zc)
     }
 }
 
@@ -411,6 +413,7 @@ pub(crate) fn all_masked_chunk<E: Element, IO: RowIo<E>, const W: bool, const T:
 
 /// Statistics of a whole row: chunk by chunk, combined left to right. Each chunk's max is pushed to `maxima`
 /// (cleared first) when the row has more than one chunk and a gradient is wanted: the gradient pass needs them.
+/// `aux`: the row's capped logits with soft-capping, when not empty (see [`chunk_stats`]).
 #[inline(always)]
 pub(crate) fn row_stats<
     S: Isa,
@@ -426,20 +429,21 @@ pub(crate) fn row_stats<
     t: &[f32],
     cap: Option<Cap>,
     maxima: &mut Vec<f32>,
+    aux: &mut [f32],
 ) -> RowStats {
     let k = io.len();
     // A row of one chunk inlines the chunk kernel (a call would show on short rows); longer rows call the
     // out-of-line copy that rows split across threads use too, once per chunk of 2048 classes. With a second
     // inlined call site, every row kernel would compile the chunk kernel twice.
     if k <= CHUNK {
-        return chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, 0, k, w, t, cap);
+        return chunk_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, 0, k, w, t, cap, aux);
     }
     maxima.clear();
     let mut acc = RowStats::EMPTY;
     let mut start = 0;
     while start < k {
         let end = (start + CHUNK).min(k);
-        let st = slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w, t, cap);
+        let st = slice_stats::<S, E, IO, W, T, SHIFTED, STORE>(io, start, end, w, t, cap, &mut *aux);
         if IO::WRITES {
             maxima.push(st.max);
         }
@@ -469,6 +473,7 @@ pub(crate) fn slice_stats<
     w: &[f32],
     t: &[f32],
     cap: Option<Cap>,
+    aux: &mut [f32],
 ) -> RowStats {
     S::outline(ChunkStats::<E, IO, W, T, SHIFTED, STORE> {
         io,
@@ -477,6 +482,7 @@ pub(crate) fn slice_stats<
         w,
         t,
         cap,
+        aux,
         elem: PhantomData,
     })
 }

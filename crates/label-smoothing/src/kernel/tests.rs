@@ -71,19 +71,19 @@ impl Kernel for KeptAndRecomputed<'_> {
         // Kept in the gradient buffer (f32's own path).
         let mut kept = vec![0.0f32; k];
         let mut io = Separate::new(self.z, &mut kept);
-        let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], None, &mut maxima);
-        grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[]);
+        let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], None, &mut maxima, &mut []);
+        grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[], &[]);
         // Kept in a scratch row (bf16's and f16's path, here on f32 logits).
         let mut scratch_out = vec![0.0f32; k];
         let mut scratch = vec![f32::NAN; k];
         let mut io = WithScratch::new(Separate::new(self.z, &mut scratch_out), &mut scratch);
-        let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], None, &mut maxima);
-        grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[]);
+        let st = row_stats::<S, f32, _, false, false, true, true>(&mut io, &[], &[], None, &mut maxima, &mut []);
+        grad_row::<S, f32, _, false, false, true>(&finish(&st), &mut io, &maxima, &[], &[], &[]);
         // Recomputed by the gradient pass.
         let mut recomputed = vec![0.0f32; k];
         let mut io = Separate::new(self.z, &mut recomputed);
-        let st = row_stats::<S, f32, _, false, false, true, false>(&mut io, &[], &[], None, &mut maxima);
-        grad_row::<S, f32, _, false, false, false>(&finish(&st), &mut io, &maxima, &[], &[]);
+        let st = row_stats::<S, f32, _, false, false, true, false>(&mut io, &[], &[], None, &mut maxima, &mut []);
+        grad_row::<S, f32, _, false, false, false>(&finish(&st), &mut io, &maxima, &[], &[], &[]);
         [kept, scratch_out, recomputed]
     }
 }
