@@ -11,6 +11,7 @@ mod calibration;
 mod errors;
 mod linear;
 mod loss;
+mod shard;
 mod threads;
 
 use pyo3::prelude::*;
@@ -23,6 +24,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loss::cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(threads::default_num_threads, m)?)?;
+    m.add_class::<shard::VocabShard>()?;
+    m.add_class::<shard::ShardState>()?;
     calibration::register(m)?;
     Ok(())
 }

@@ -1,0 +1,349 @@
+"""Vocabulary-parallel label smoothing over ``torch.distributed``: each rank holds the logits of a contiguous range
+of the classes (tensor parallelism of the output layer, as in Megatron-LM), and every rank gets the loss of the
+whole row and the gradient of its own slice.
+
+The exact mode runs the core's class-sharded protocol (``label_smoothing::shard`` in Rust): each rank reduces its
+slice of every row to a record of per-piece softmax statistics (a few ``float64`` values per row and per chunk of
+2048 classes), the records are exchanged with one ``all_gather``, and every rank folds them in class order: the
+loss is the same on every rank, and where the slices start at multiples of 2048 classes the loss and every
+gradient entry are bit-identical to :func:`label_smoothing.torch.cross_entropy` on the concatenated logits in one
+process. ``mode="megatron"`` reproduces Megatron-LM's formula instead, which is wrong (see
+:func:`vocab_parallel_cross_entropy`).
+
+Every rank must call with the same ``target``, options and ``vocab_size``; before any exchange of statistics the
+ranks agree on their inputs (one ``all_gather_object``), so a bad input on one rank raises the same
+``ValueError`` on every rank instead of leaving the others waiting.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.autograd.function import once_differentiable
+
+from .. import _native, _options
+from .functional import _numpy, _threads
+
+__all__ = ["vocab_parallel_cross_entropy"]
+
+_MODES = ("exact", "megatron")
+
+
+def vocab_parallel_cross_entropy(
+    logits_shard: torch.Tensor,
+    target: torch.Tensor,
+    group=None,
+    *,
+    vocab_start: int,
+    vocab_size: int,
+    label_smoothing: float = 0.0,
+    spread: str = "uniform",
+    weight: Optional[torch.Tensor] = None,
+    ignore_index: Optional[int] = -100,
+    reduction: str = "mean",
+    adaptive: Optional[float] = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    mode: str = "exact",
+) -> torch.Tensor:
+    """The label-smoothed cross-entropy of logits split by classes across the ranks of ``group``.
+
+    Args:
+        logits_shard: this rank's logits ``[N, K_r]`` (or ``[..., K_r]``): classes ``vocab_start`` to
+            ``vocab_start + K_r`` of every row, float32 on the CPU. The ranks' slices, in rank order, must tile
+            ``[0, vocab_size)``.
+        target: class indices ``[N]`` (or the logits' leading shape) in ``[0, vocab_size)`` or ``ignore_index``,
+            the same on every rank.
+        group: the process group (``None``: the default group).
+        vocab_start, vocab_size: where this rank's classes start, and the number of classes ``K`` of the whole
+            row.
+        label_smoothing, spread, weight, ignore_index, reduction, adaptive, lse_square_scale, softcap: as for
+            :func:`label_smoothing.torch.cross_entropy`, over all ``K`` classes (``weight`` is the ``[K]`` class
+            weights, the same on every rank).
+        mode: ``"exact"`` (the definition) or ``"megatron"``: Megatron-LM's ``vocab_parallel_cross_entropy``,
+            which smooths with the rank's class count ``K_r`` (``smoothing = label_smoothing * K_r / (K_r - 1)``)
+            and the mean of the log-probabilities over the rank's classes only, so its loss and gradients differ
+            from rank to rank and from the definition whenever there is more than one rank (Megatron-LM issues
+            #737 and #7464). Use it only to match an existing run. It takes ``label_smoothing``, ``reduction``
+            (``"none"``, ``"sum"`` or ``"mean"`` over the rows) and nothing else.
+
+    Returns:
+        The loss: a scalar, or one value per row for ``reduction="none"``; the same on every rank in exact mode.
+        Its gradient flows to ``logits_shard`` (this rank's slice).
+
+    Rank ``r`` of ``P`` with ``K = 100_000`` classes typically holds ``vocab_start = r * K // P``; slices that
+    start at multiples of 2048 make the result bit-identical to one process.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode: {mode!r} is not a valid value; expected 'exact' or 'megatron'")
+    group_size = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    local = _LocalCall(logits_shard, target, vocab_start, vocab_size, weight, mode)
+    opts = None
+    if local.error is None:
+        try:
+            opts = _ShardOptions(
+                reduction=_options.reduction(reduction),
+                smoothing=_options.unit_interval("label_smoothing", label_smoothing),
+                spread=_options.spread(spread),
+                adaptive=_options.adaptive(adaptive),
+                ignore_index=_options.ignore_index(ignore_index),
+                z_loss=_options.z_loss(lse_square_scale),
+                softcap=_options.softcap(softcap),
+                weight=local.weight,
+                mode=mode,
+            )
+            if mode == "megatron":
+                opts.check_megatron()
+            local.check_labels(opts.ignore_index if mode == "exact" else None)
+        except (TypeError, ValueError) as e:
+            local.error = str(e)
+    # Agree on the inputs before exchanging statistics: every rank raises the same error, or none does.
+    infos = [None] * group_size
+    dist.all_gather_object(infos, local.info(opts), group=group)
+    ranges = _agree(infos, rank)
+    if mode == "megatron":
+        loss = _Megatron.apply(local.logits, local.labels, opts, group, ranges[rank][0])
+    else:
+        shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
+        loss = _Exact.apply(local.logits, local.labels, shard, opts, group, group_size)
+    return loss.reshape(local.lead) if opts.reduction == "none" else loss
+
+
+class _ShardOptions:
+    """The options of one call, checked."""
+
+    def __init__(self, reduction, smoothing, spread, adaptive, ignore_index, z_loss, softcap, weight, mode):
+        self.reduction, self.smoothing, self.spread, self.adaptive = reduction, smoothing, spread, adaptive
+        self.ignore_index, self.z_loss, self.softcap, self.weight, self.mode = (
+            ignore_index, z_loss, softcap, weight, mode)
+        self.threads = _threads()
+        self.grad_enabled = torch.is_grad_enabled()
+
+    def check_megatron(self):
+        unsupported = [
+            name for name, on in [
+                ("weight", self.weight is not None), ("adaptive", self.adaptive is not None),
+                ("lse_square_scale", self.z_loss != 0.0), ("softcap", self.softcap is not None),
+                ("reduction='mean_nonzero'", self.reduction == "mean_nonzero"),
+            ] if on
+        ]
+        if unsupported:
+            raise ValueError(f"mode: 'megatron' reproduces Megatron-LM's formula, which has no {unsupported[0]}")
+
+    def kwargs(self):
+        return dict(
+            weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction.replace("_", "-"),
+            smoothing=self.smoothing, spread=self.spread, adaptive=self.adaptive, z_loss=self.z_loss,
+            softcap=self.softcap,
+        )
+
+    def fingerprint(self):
+        w = None if self.weight is None else zlib.crc32(self.weight.tobytes())
+        return (self.reduction, self.smoothing, self.spread, self.adaptive, self.ignore_index, self.z_loss,
+                self.softcap, w, self.mode)
+
+
+class _LocalCall:
+    """This rank's inputs, checked without any exchange; ``error`` is the first problem found, if any."""
+
+    def __init__(self, logits, target, vocab_start, vocab_size, weight, mode):
+        self.error = None
+        self.logits = self.labels = self.weight = None
+        self.lead = ()
+        self.vocab_start, self.vocab_size, self.width, self.rows, self.crc = vocab_start, vocab_size, 0, 0, 0
+        try:
+            self._check(logits, target, weight, mode)
+        except (TypeError, ValueError) as e:
+            self.error = str(e)
+
+    def _check(self, logits, target, weight, mode):
+        for name, value in (("vocab_start", self.vocab_start), ("vocab_size", self.vocab_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size: expected at least 2 classes, got {self.vocab_size}")
+        if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+            raise TypeError("logits_shard and target: expected torch.Tensor")
+        if logits.dim() == 0:
+            raise ValueError("logits_shard: expected [N, K_r] logits, got a scalar")
+        if logits.device.type != "cpu" or logits.dtype != torch.float32:
+            raise ValueError(f"logits_shard: expected float32 CPU logits, got {logits.dtype} on {logits.device}")
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target: expected class indices (an integer dtype), got {target.dtype}")
+        self.lead = tuple(logits.shape[:-1])
+        if tuple(target.shape) != self.lead:
+            raise ValueError(f"target: expected class indices of shape {self.lead} for logits_shard "
+                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        self.width = logits.shape[-1]
+        if self.width == 0 or self.vocab_start + self.width > self.vocab_size:
+            raise ValueError(f"logits_shard: classes [{self.vocab_start}, {self.vocab_start + self.width}) are not "
+                             f"a non-empty part of [0, {self.vocab_size})")
+        if mode == "megatron" and self.width < 2:
+            raise ValueError("logits_shard: Megatron's formula needs at least 2 classes on every rank")
+        self.logits = logits.reshape(-1, self.width)
+        self.labels = target.detach().reshape(-1).to(torch.int64).contiguous()
+        self.rows = self.labels.numel()
+        self.crc = zlib.crc32(self.labels.numpy().tobytes())
+        if weight is not None:
+            if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (self.vocab_size,):
+                raise ValueError(f"weight: expected a tensor of shape ({self.vocab_size},) or None")
+            self.weight = weight.detach().to("cpu", torch.float32).contiguous().numpy()
+            if not (np.isfinite(self.weight).all() and (self.weight >= 0).all()):
+                raise ValueError("weight: expected finite, non-negative class weights")
+
+    def check_labels(self, ignore: Optional[int]):
+        y = self.labels.numpy()
+        bad = (y < 0) | (y >= self.vocab_size)
+        if ignore is not None:
+            bad &= y != ignore
+        if bad.any():
+            row = int(np.argmax(bad))
+            also = f" and is not the ignore index {ignore}" if ignore is not None else ""
+            raise ValueError(f"target: label {int(y[row])} at row {row} is out of range [0, {self.vocab_size}){also}")
+
+    def info(self, opts):
+        """What the ranks compare before the exchange."""
+        fingerprint = None if opts is None else opts.fingerprint()
+        return (self.error, self.vocab_start, self.width, self.vocab_size, self.rows, self.crc, fingerprint)
+
+
+def _agree(infos, rank):
+    """Every rank's ``(start, len)``, after checking that the ranks' inputs fit together; raises the same
+    ``ValueError`` on every rank otherwise."""
+    for r, info in enumerate(infos):
+        if info[0] is not None:
+            raise ValueError(f"rank {r}: {info[0]}")
+    first = infos[0]
+    for r, info in enumerate(infos):
+        for what, i in (("vocab_size", 3), ("the number of rows", 4), ("target", 5), ("the options", 6)):
+            if info[i] != first[i]:
+                raise ValueError(f"rank {r}: {what} differs from rank 0's (every rank must pass the same)")
+    expect = 0
+    for r, info in enumerate(infos):
+        if info[1] != expect:
+            raise ValueError(f"rank {r}: vocab_start is {info[1]}, but the ranks before it end at class {expect}: "
+                             f"the slices must tile [0, {first[3]}) in rank order")
+        expect = info[1] + info[2]
+    if expect != first[3]:
+        raise ValueError(f"the ranks' slices cover [0, {expect}), not [0, {first[3]}) (vocab_size)")
+    return [(info[1], info[2]) for info in infos]
+
+
+def _all_gather_records(record: np.ndarray, lens, group, group_size):
+    """Every rank's record (``float64``, ``lens[r]`` values), gathered on every rank."""
+    width = max(lens)
+    mine = torch.zeros(width, dtype=torch.float64)
+    mine[: record.size] = torch.from_numpy(record)
+    out = [torch.empty(width, dtype=torch.float64) for _ in range(group_size)]
+    dist.all_gather(out, mine, group=group)
+    return [out[r][: lens[r]].numpy() for r in range(group_size)]
+
+
+class _Exact(torch.autograd.Function):
+    """The sharded loss: forward exchanges the records once; reduced losses compute the rank's gradient in the
+    forward (upstream gradient 1) and the backward scales it, as the single-process kernel does; reduction
+    ``none`` combines the gathered records again with the per-row upstream gradient in the backward (no
+    further exchange)."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, shard, opts, group, group_size):
+        z = logits.contiguous()
+        n = labels.numel()
+        lens = [n * shard.record_len(r) for r in range(group_size)]
+        record = np.empty(lens[dist.get_rank(group)], dtype=np.float64)
+        shard.local_stats(_numpy(z), _numpy(labels), record, threads=opts.threads)
+        records = _all_gather_records(record, lens, group, group_size)
+        state = shard.combine(_numpy(labels), records, threads=opts.threads)
+        needs = ctx.needs_input_grad[0] and opts.grad_enabled
+        ctx.precomputed = None
+        if needs:
+            ctx.save_for_backward(z, labels)
+            ctx.shard, ctx.records, ctx.opts = shard, records, opts
+            if opts.reduction != "none":
+                grad = torch.empty_like(z)
+                shard.local_grad(state, _numpy(z), _numpy(grad), threads=opts.threads)
+                ctx.precomputed = grad
+        loss = state.loss()
+        if isinstance(loss, np.ndarray):
+            return torch.from_numpy(loss)
+        return torch.tensor(loss, dtype=torch.float32)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        z, labels = ctx.saved_tensors
+        shard, opts = ctx.shard, ctx.opts
+        if opts.reduction == "none":
+            rows = grad_loss.detach().to("cpu", torch.float32).contiguous()
+            state = shard.combine(_numpy(labels), ctx.records, grad_rows=_numpy(rows), threads=opts.threads)
+            grad = torch.empty_like(z)
+            shard.local_grad(state, _numpy(z), _numpy(grad), threads=opts.threads)
+            return grad, None, None, None, None, None
+        scale = float(grad_loss)
+        grad, ctx.precomputed = ctx.precomputed, None
+        if grad is None:  # a second backward (retain_graph)
+            state = shard.combine(_numpy(labels), ctx.records, grad_scale=scale, threads=opts.threads)
+            grad = torch.empty_like(z)
+            shard.local_grad(state, _numpy(z), _numpy(grad), threads=opts.threads)
+        elif scale != 1.0:
+            grad = grad.mul_(scale)
+        return grad, None, None, None, None, None
+
+
+class _Megatron(torch.autograd.Function):
+    """Megatron-LM's ``_VocabParallelCrossEntropy`` with label smoothing, written out: the global log-sum-exp
+    (two all-reduces) and the label's logit (one all-reduce), then ``smoothing = a K_r / (K_r - 1)`` and the mean
+    of the log-probabilities over this rank's ``K_r`` classes; its backward is Megatron's: ``softmax -
+    (1 - smoothing) onehot - smoothing / K_r`` on this rank's classes, times the upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, opts, group, vocab_start):
+        z = logits.detach()
+        kr = z.shape[-1]
+        m = z.max(dim=-1).values
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+        shifted = z - m.unsqueeze(-1)
+        exp = shifted.exp()
+        sum_exp = exp.sum(dim=-1)
+        dist.all_reduce(sum_exp, group=group)
+        local = (labels >= vocab_start) & (labels < vocab_start + kr)
+        idx = (labels - vocab_start).clamp(0, kr - 1)
+        picked = torch.where(local, shifted.gather(-1, idx.unsqueeze(-1)).squeeze(-1), torch.zeros_like(m))
+        dist.all_reduce(picked, group=group)
+        nll = sum_exp.log() - picked
+        softmax = exp / sum_exp.unsqueeze(-1)
+        a = opts.smoothing
+        smoothing = a * kr / (kr - 1)
+        if a > 0:
+            mean_log_probs = softmax.log().mean(dim=-1)
+            loss = (1.0 - smoothing) * nll - smoothing * mean_log_probs
+        else:
+            loss = nll
+        ctx.save_for_backward(softmax, idx, local)
+        ctx.smoothing, ctx.kr, ctx.reduction, ctx.rows = (smoothing if a > 0 else 0.0), kr, opts.reduction, z.shape[0]
+        if opts.reduction == "sum":
+            return loss.sum()
+        if opts.reduction == "mean":
+            return loss.mean() if loss.numel() else loss.sum()
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        softmax, idx, local = ctx.saved_tensors
+        grad = softmax.clone()
+        rows = torch.arange(grad.shape[0])
+        grad[rows, idx] -= (1.0 - ctx.smoothing) * local.to(grad.dtype)
+        if ctx.smoothing:
+            grad -= ctx.smoothing / ctx.kr
+        if ctx.reduction == "none":
+            grad *= grad_loss.unsqueeze(-1)
+        elif ctx.reduction == "mean":
+            grad *= grad_loss / max(ctx.rows, 1)
+        else:
+            grad *= grad_loss
+        return grad, None, None, None, None
