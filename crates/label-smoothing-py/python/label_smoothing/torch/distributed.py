@@ -2,6 +2,9 @@
 of the classes (tensor parallelism of the output layer, as in Megatron-LM), and every rank gets the loss of the
 whole row and the gradient of its own slice.
 
+On float32 CPU logits the exact mode runs the Rust kernel; on other devices and dtypes (CUDA with NCCL) the same
+definition runs as torch operations with the same single exchange (see ``backend``).
+
 The exact mode runs the core's class-sharded protocol (``label_smoothing::shard`` in Rust): each rank reduces its
 slice of every row to a record of per-piece softmax statistics (a few ``float64`` values per row and per chunk of
 2048 classes), the records are exchanged with one ``all_gather``, and every rank folds them in class order: the
@@ -25,7 +28,8 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from .. import _native, _options
-from .functional import _numpy, _threads
+from ._composed import hard_rows, reduce
+from .functional import _choose_backend, _numpy, _threads
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -48,6 +52,7 @@ def vocab_parallel_cross_entropy(
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
     mode: str = "exact",
+    backend: Optional[str] = None,
 ) -> torch.Tensor:
     """The label-smoothed cross-entropy of logits split by classes across the ranks of ``group``.
 
@@ -69,6 +74,11 @@ def vocab_parallel_cross_entropy(
             from rank to rank and from the definition whenever there is more than one rank (Megatron-LM issues
             #737 and #7464). Use it only to match an existing run. It takes ``label_smoothing``, ``reduction``
             (``"none"``, ``"sum"`` or ``"mean"`` over the rows) and nothing else.
+        backend: ``None``/``"auto"`` runs the Rust kernel on float32 CPU logits and torch operations elsewhere
+            (CUDA with NCCL, float64, 16-bit); ``"kernel"`` insists on the kernel; ``"torch"`` forces the torch
+            operations. Both exchange once; the torch operations exchange each rank's statistics of its whole
+            slice (its log-sum-exp, the weighted sum of its logits, the label's logit and weight) rather than the
+            kernel's per-chunk pieces, and agree with one process within SPEC.md's tolerances.
 
     Returns:
         The loss: a scalar, or one value per row for ``reduction="none"``; the same on every rank in exact mode.
@@ -82,6 +92,11 @@ def vocab_parallel_cross_entropy(
     group_size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     local = _LocalCall(logits_shard, target, vocab_start, vocab_size, weight, mode)
+    if local.error is None and mode == "exact":
+        try:
+            local.use_kernel = _choose_backend(backend, local.kernel_why)
+        except ValueError as e:
+            local.error = str(e)
     opts = None
     if local.error is None:
         try:
@@ -107,6 +122,8 @@ def vocab_parallel_cross_entropy(
     ranges = _agree(infos, rank)
     if mode == "megatron":
         loss = _Megatron.apply(local.logits, local.labels, opts, group, ranges[rank][0])
+    elif not local.use_kernel:
+        loss = _composed_loss(local.logits, local.labels, opts, group, ranges[rank], vocab_size)
     else:
         shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
         loss = _Exact.apply(local.logits, local.labels, shard, opts, group, group_size)
@@ -153,6 +170,7 @@ class _LocalCall:
     def __init__(self, logits, target, vocab_start, vocab_size, weight, mode):
         self.error = None
         self.logits = self.labels = self.weight = None
+        self.use_kernel, self.kernel_why = True, ""
         self.lead = ()
         self.vocab_start, self.vocab_size, self.width, self.rows, self.crc = vocab_start, vocab_size, 0, 0, 0
         try:
@@ -170,8 +188,10 @@ class _LocalCall:
             raise TypeError("logits_shard and target: expected torch.Tensor")
         if logits.dim() == 0:
             raise ValueError("logits_shard: expected [N, K_r] logits, got a scalar")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits_shard: expected floating-point logits, got {logits.dtype}")
         if logits.device.type != "cpu" or logits.dtype != torch.float32:
-            raise ValueError(f"logits_shard: expected float32 CPU logits, got {logits.dtype} on {logits.device}")
+            self.kernel_why = f"the logits are {logits.dtype} on {logits.device} (the kernel takes float32 CPU logits)"
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target: expected class indices (an integer dtype), got {target.dtype}")
         self.lead = tuple(logits.shape[:-1])
@@ -187,7 +207,7 @@ class _LocalCall:
         self.logits = logits.reshape(-1, self.width)
         self.labels = target.detach().reshape(-1).to(torch.int64).contiguous()
         self.rows = self.labels.numel()
-        self.crc = zlib.crc32(self.labels.numpy().tobytes())
+        self.crc = zlib.crc32(self.labels.cpu().numpy().tobytes())
         if weight is not None:
             if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (self.vocab_size,):
                 raise ValueError(f"weight: expected a tensor of shape ({self.vocab_size},) or None")
@@ -196,7 +216,7 @@ class _LocalCall:
                 raise ValueError("weight: expected finite, non-negative class weights")
 
     def check_labels(self, ignore: Optional[int]):
-        y = self.labels.numpy()
+        y = self.labels.cpu().numpy()
         bad = (y < 0) | (y >= self.vocab_size)
         if ignore is not None:
             bad &= y != ignore
@@ -294,6 +314,49 @@ class _Exact(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
+def _composed_loss(logits, labels, opts, group, slice_range, vocab_size):
+    """The exact loss of torch operations on any device: each rank's statistics of its slice, gathered once
+    (detached), folded in rank order into every row's log-sum-exp, weighted sum of logits and label logit, the
+    same on every rank; then the loss of ``_composed`` from them. The rank's own statistics enter through
+    ``global + (local - local.detach())`` terms, whose value is exactly the global one and whose gradient is the
+    true one for this rank's logits (``p_c`` of the whole row through the log-sum-exp), so autograd writes the
+    rank's slice of the gradient without a second exchange."""
+    start, width = slice_range
+    dtype = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
+    x = logits.to(dtype)
+    if opts.softcap is not None:
+        x = opts.softcap * torch.tanh(x / opts.softcap)
+    labels = labels.to(x.device)
+    valid = labels != opts.ignore_index if opts.ignore_index is not None else torch.ones_like(labels, dtype=torch.bool)
+    y = torch.where(valid, labels, torch.zeros_like(labels))
+    here = valid & (y >= start) & (y < start + width)
+    at = (y - start).clamp(0, width - 1).unsqueeze(1)
+    w_all = None if opts.weight is None else torch.from_numpy(opts.weight).to(device=x.device, dtype=dtype)
+    w = None if w_all is None else w_all[start:start + width]
+    lse_r = torch.logsumexp(x, dim=1)
+    sum_r = (x * w).sum(dim=1) if w is not None else x.sum(dim=1)
+    y_r = torch.where(here, x.gather(1, at).squeeze(1), torch.zeros_like(lse_r))
+    wy_r = torch.where(here, w[at.squeeze(1)], torch.zeros_like(lse_r)) if w is not None else here.to(dtype)
+    mine = torch.stack([lse_r, sum_r, y_r, wy_r]).detach().contiguous()
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    every = torch.stack(gathered)  # [ranks, 4, N], folded in rank order below
+    lse_g = torch.logsumexp(every[:, 0], dim=0)
+    lse = lse_g + torch.exp(lse_r.detach() - lse_g) * (lse_r - lse_r.detach())
+    weighted = every[:, 1].sum(dim=0) + (sum_r - sum_r.detach())
+    logit_y = every[:, 2].sum(dim=0) + (y_r - y_r.detach())
+    w_y = every[:, 3].sum(dim=0) if w is not None else torch.ones_like(lse_g)
+    total_weight = w_all.sum() if w_all is not None else float(vocab_size)
+    rows = hard_rows(logit_y - lse, weighted - lse * total_weight, w_y, valid, spread=opts.spread,
+                     smoothing=opts.smoothing, adaptive=opts.adaptive, k=vocab_size)
+    counted = (w_y * valid).sum() if w is not None else valid.sum().to(dtype)
+    z_count = valid.sum().to(dtype) if w is not None else counted
+    z_lse = lse if opts.z_loss != 0.0 else None
+    loss, _ = reduce(rows, z_lse, valid, (counted, z_count), z_loss=opts.z_loss, reduction=opts.reduction,
+                     out_dtype=logits.dtype)
+    return loss
+
+
 class _Megatron(torch.autograd.Function):
     """Megatron-LM's ``_VocabParallelCrossEntropy`` with label smoothing, written out: the global log-sum-exp
     (two all-reduces) and the label's logit (one all-reduce), then ``smoothing = a K_r / (K_r - 1)`` and the mean
@@ -336,7 +399,7 @@ class _Megatron(torch.autograd.Function):
     def backward(ctx, grad_loss):
         softmax, idx, local = ctx.saved_tensors
         grad = softmax.clone()
-        rows = torch.arange(grad.shape[0])
+        rows = torch.arange(grad.shape[0], device=grad.device)
         grad[rows, idx] -= (1.0 - ctx.smoothing) * local.to(grad.dtype)
         if ctx.smoothing:
             grad -= ctx.smoothing / ctx.kr
