@@ -4,8 +4,10 @@
 
 use crate::arrays::{readonly, readwrite, slice, slice_mut};
 use crate::errors::value_error;
+use crate::linear::writable;
 use crate::loss::{config, loss_to_python};
 use crate::threads::detached;
+use label_smoothing::linear::{LinearGrads, LinearInputs, LinearShard};
 use label_smoothing::shard::{ShardCombined, ShardLayout, ShardPlan};
 use label_smoothing::GradOutput;
 use numpy::PyReadonlyArrayDyn;
@@ -157,5 +159,98 @@ impl VocabShard {
         let mut g = readwrite::<f32>(grad, "grad", "float32")?;
         let (z, g) = (slice(&z, "input")?, slice_mut(&mut g, "grad")?);
         detached(py, threads, z.len(), || self.plan.local_grad(&state.combined, z, g))?.map_err(value_error)
+    }
+
+    /// Step 1 of the linear loss: the rank's record from the hidden states `x` (`float32` `[N, D]`), the rank's
+    /// rows of the classifier `w` (`[K_r, D]`) and bias `b` (`[K_r]` or `None`), without holding its logits.
+    #[pyo3(signature = (x, w, b, target, record, threads=0))]
+    #[allow(clippy::too_many_arguments)] // the linear inputs, the labels, the output and the threads
+    fn linear_local_stats(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        w: &Bound<'_, PyAny>,
+        b: Option<&Bound<'_, PyAny>>,
+        target: &Bound<'_, PyAny>,
+        record: &Bound<'_, PyAny>,
+        threads: usize,
+    ) -> PyResult<()> {
+        let (xa, wa) = (
+            readonly::<f32>(x, "input", "float32")?,
+            readonly::<f32>(w, "weight_shard", "float32")?,
+        );
+        let ba = b.map(|b| readonly::<f32>(b, "bias_shard", "float32")).transpose()?;
+        let y = readonly::<i64>(target, "target", "int64")?;
+        let mut rec = readwrite::<f64>(record, "record", "float64")?;
+        let inputs = LinearInputs {
+            x: slice(&xa, "input")?,
+            weight: slice(&wa, "weight_shard")?,
+            bias: ba.as_ref().map(|b| slice(b, "bias_shard")).transpose()?,
+        };
+        let shard = self.linear(inputs)?;
+        let (y, rec) = (slice(&y, "target")?, slice_mut(&mut rec, "record")?);
+        let work = inputs.x.len().saturating_mul(self.plan.classes().len());
+        detached(py, threads, work, || shard.local_stats(inputs, y, rec))?.map_err(value_error)
+    }
+
+    /// Step 3b of the linear loss: this rank's `grad_input` part (`[N, D]`, to be summed over the ranks), and its
+    /// `grad_weight` (`[K_r, D]`) and `grad_bias` (`[K_r]`) when given.
+    #[pyo3(signature = (state, x, w, b, target, grad_input, grad_weight=None, grad_bias=None, threads=0))]
+    #[allow(clippy::too_many_arguments)] // the combined state, the linear inputs, the labels and the outputs
+    fn linear_local_grads(
+        &self,
+        py: Python<'_>,
+        state: &ShardState,
+        x: &Bound<'_, PyAny>,
+        w: &Bound<'_, PyAny>,
+        b: Option<&Bound<'_, PyAny>>,
+        target: &Bound<'_, PyAny>,
+        grad_input: Option<&Bound<'_, PyAny>>,
+        grad_weight: Option<&Bound<'_, PyAny>>,
+        grad_bias: Option<&Bound<'_, PyAny>>,
+        threads: usize,
+    ) -> PyResult<()> {
+        let (xa, wa) = (
+            readonly::<f32>(x, "input", "float32")?,
+            readonly::<f32>(w, "weight_shard", "float32")?,
+        );
+        let ba = b.map(|b| readonly::<f32>(b, "bias_shard", "float32")).transpose()?;
+        let y = readonly::<i64>(target, "target", "int64")?;
+        let (mut gx, mut gw, mut gb) = (
+            writable(grad_input, "grad_input")?,
+            writable(grad_weight, "grad_weight")?,
+            writable(grad_bias, "grad_bias")?,
+        );
+        let inputs = LinearInputs {
+            x: slice(&xa, "input")?,
+            weight: slice(&wa, "weight_shard")?,
+            bias: ba.as_ref().map(|b| slice(b, "bias_shard")).transpose()?,
+        };
+        let shard = self.linear(inputs)?;
+        let grads = LinearGrads {
+            x: gx.as_mut().map(|g| slice_mut(g, "grad_input")).transpose()?,
+            weight: gw.as_mut().map(|g| slice_mut(g, "grad_weight")).transpose()?,
+            bias: gb.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
+        };
+        let y = slice(&y, "target")?;
+        let work = inputs.x.len().saturating_mul(self.plan.classes().len());
+        detached(py, threads, work, || {
+            shard.local_grads(&state.combined, inputs, y, grads)
+        })?
+        .map_err(value_error)
+    }
+}
+
+impl VocabShard {
+    /// The linear loss of this shard for hidden states of the inputs' width (`D` from the weight's length).
+    fn linear(&self, inputs: LinearInputs<'_>) -> PyResult<LinearShard> {
+        let kr = self.plan.classes().len();
+        if kr == 0 || !inputs.weight.len().is_multiple_of(kr) || inputs.weight.is_empty() {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "weight_shard: expected [K_r, D] with K_r = {kr}, got {} values",
+                inputs.weight.len()
+            )));
+        }
+        LinearShard::new(self.plan.clone(), inputs.weight.len() / kr).map_err(value_error)
     }
 }

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from label_smoothing.torch import cross_entropy
-from label_smoothing.torch.distributed import vocab_parallel_cross_entropy
+from label_smoothing.torch.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 TIMEOUT = 120.0
 
@@ -247,7 +247,11 @@ def _bad(rank, world, what):
         target = target.clone()
         target[0] = (int(target[0]) + 1) % 100
     try:
-        vocab_parallel_cross_entropy(shard, target, **kwargs)
+        if what == "linear":
+            x, w = torch.randn(4, 8), torch.randn(50, 8 if rank == 0 else 9)
+            vocab_parallel_linear_cross_entropy(x, w, target, **kwargs)
+        else:
+            vocab_parallel_cross_entropy(shard, target, **kwargs)
     except ValueError as e:
         return str(e)
     return None
@@ -258,6 +262,7 @@ def _bad(rank, world, what):
     ("start", "rank 1: vocab_start is 40, but the ranks before it end at class 50"),
     ("option", "rank 0: label_smoothing: expected a number in [0, 1], got 1.5"),
     ("target", "rank 1: target differs from rank 0's"),
+    ("linear", "rank 1: input: expected hidden states [..., 9] for weight_shard of shape [50, 9], got (4, 8)"),
 ])
 def test_a_bad_input_on_one_rank_is_the_same_error_on_every_rank(what, message):
     results = run(2, _bad, what)
@@ -280,3 +285,47 @@ def test_the_example_prints_the_same_losses_as_one_process():
                          text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert "identical: True" in out.stdout, out.stdout
+
+
+def _linear(rank, world, k, slices, backend):
+    from label_smoothing.torch import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(7, 16, generator=g)
+    w = torch.randn(k, 16, generator=g) * 0.3
+    b = torch.randn(k, generator=g) * 0.1
+    target = torch.randint(0, k, (7,), generator=g)
+    target[2] = -100
+    start, end = slices[rank], slices[rank + 1]
+    got = []
+    for cfg in [dict(label_smoothing=0.1), dict(label_smoothing=0.1, reduction="none", softcap=5.0),
+                dict(adaptive=0.2, spread="others", reduction="sum", lse_square_scale=1e-3)]:
+        xs, ws, bs = x.clone().requires_grad_(), w[start:end].clone().requires_grad_(), b[start:end].clone()
+        bs.requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(xs, ws, target, bias_shard=bs, vocab_start=start, vocab_size=k,
+                                                   backend=backend, **cfg)
+        up = torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape) if loss.dim() else torch.tensor(0.7)
+        loss.backward(up)
+        xw, ww, bw = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+        want = linear_cross_entropy(xw, ww, target, linear_bias=bw, **cfg)
+        want.backward(up)
+        got.append((loss.detach(), want.detach(), (xs.grad, xw.grad), (ws.grad, ww.grad[start:end]),
+                    (bs.grad, bw.grad[start:end])))
+    return got
+
+
+@pytest.mark.parametrize("world, backend", [(1, None), (3, None), (2, "torch")])
+def test_the_linear_variant_agrees_with_one_process(world, backend):
+    k = 2 * 2048 + 77
+    bounds = {1: [0, k], 2: [0, 2048, k], 3: [0, 2048, 4096, k]}[world]
+    results = run(world, _linear, k, bounds, backend)
+    for status, value in results:
+        assert status == "ok", value
+        for i, (loss, want, *pairs) in enumerate(value):
+            torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6, msg=f"config {i}")
+            for got, expected in pairs:
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"config {i}")
+    for status, value in results[1:]:
+        for a, b in zip(value, results[0][1]):
+            assert torch.equal(a[0], b[0]), "the same loss on every rank"
+            assert torch.equal(a[2][0], b[2][0]), "the same input gradient on every rank"

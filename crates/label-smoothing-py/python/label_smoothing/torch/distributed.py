@@ -25,13 +25,14 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .. import _native, _options
 from ._composed import hard_rows, reduce
 from .functional import _choose_backend, _numpy, _threads
 
-__all__ = ["vocab_parallel_cross_entropy"]
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
 _MODES = ("exact", "megatron")
 
@@ -87,11 +88,110 @@ def vocab_parallel_cross_entropy(
     Rank ``r`` of ``P`` with ``K = 100_000`` classes typically holds ``vocab_start = r * K // P``; slices that
     start at multiples of 2048 make the result bit-identical to one process.
     """
+    local = _LocalCall(logits_shard, target, vocab_start, vocab_size, weight, mode)
+    local.logits = None if local.error else logits_shard.reshape(-1, local.width)
+    opts, ranges, rank, group_size = _agree_on_inputs(local, group, backend, mode, dict(
+        reduction=reduction, label_smoothing=label_smoothing, spread=spread, adaptive=adaptive,
+        ignore_index=ignore_index, lse_square_scale=lse_square_scale, softcap=softcap))
+    if mode == "megatron":
+        loss = _Megatron.apply(local.logits, local.labels, opts, group, ranges[rank][0])
+    elif not local.use_kernel:
+        loss = _composed_loss(local.logits, local.labels, opts, group, ranges[rank], vocab_size)
+    else:
+        shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
+        loss = _Exact.apply(local.logits, local.labels, shard, opts, group, group_size)
+    return loss.reshape(local.lead) if opts.reduction == "none" else loss
+
+
+def vocab_parallel_linear_cross_entropy(
+    input: torch.Tensor,
+    weight_shard: torch.Tensor,
+    target: torch.Tensor,
+    group=None,
+    *,
+    bias_shard: Optional[torch.Tensor] = None,
+    vocab_start: int,
+    vocab_size: int,
+    label_smoothing: float = 0.0,
+    spread: str = "uniform",
+    weight: Optional[torch.Tensor] = None,
+    ignore_index: Optional[int] = -100,
+    reduction: str = "mean",
+    adaptive: Optional[float] = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    """:func:`vocab_parallel_cross_entropy` of a linear classifier whose rows are split across the ranks: the
+    loss of ``F.linear(input, W, b)`` where this rank holds ``weight_shard = W[vocab_start:vocab_start + K_r]``
+    and ``bias_shard``, and every rank the same hidden states ``input``.
+
+    Args:
+        input: hidden states ``[N, D]`` (or ``[..., D]``), the same on every rank.
+        weight_shard: this rank's rows of the classifier weight, ``[K_r, D]``.
+        target, group, vocab_start, vocab_size, label_smoothing, spread, weight, ignore_index, reduction,
+            adaptive, lse_square_scale, softcap, backend: as for :func:`vocab_parallel_cross_entropy`.
+        bias_shard: this rank's part of the bias, ``[K_r]``, or ``None``.
+
+    Returns:
+        The loss, the same on every rank. The gradients: ``weight_shard``'s and ``bias_shard``'s for this rank's
+        classes, and ``input``'s summed over the ranks (in rank order, the same on every rank). Every rank must
+        call ``backward``: the backward pass sums ``input``'s gradient with one more ``all_gather``.
+
+    On float32 CPU tensors it runs the core's fused linear loss per rank (the rank's ``[N, K_r]`` logits are
+    never held, a block of rows at a time), within SPEC.md's tolerances of the single-process
+    :func:`label_smoothing.torch.linear_cross_entropy`; elsewhere it composes ``F.linear`` with the torch
+    operations of :func:`vocab_parallel_cross_entropy`.
+    """
+    try:
+        local = _linear_call(input, weight_shard, bias_shard, target, vocab_start, vocab_size, weight)
+    except (TypeError, ValueError) as e:
+        local = _LocalCall.failed(str(e))
+    opts, ranges, rank, group_size = _agree_on_inputs(local, group, backend, "exact", dict(
+        reduction=reduction, label_smoothing=label_smoothing, spread=spread, adaptive=adaptive,
+        ignore_index=ignore_index, lse_square_scale=lse_square_scale, softcap=softcap))
+    x = input.reshape(-1, input.shape[-1])
+    if not local.use_kernel:
+        logits = F.linear(_SumOverRanks.apply(x, group), weight_shard, bias_shard)
+        loss = _composed_loss(logits, local.labels, opts, group, ranges[rank], vocab_size)
+    else:
+        shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
+        b = None if bias_shard is None else bias_shard.contiguous()
+        loss = _ExactLinear.apply(x.contiguous(), weight_shard.contiguous(), b, local.labels, shard, opts, group)
+    return loss.reshape(local.lead) if opts.reduction == "none" else loss
+
+
+def _linear_call(input, weight_shard, bias_shard, target, vocab_start, vocab_size, weight):
+    """The checks of the linear variant: shapes, then :class:`_LocalCall`'s on the logits' shape."""
+    for name, t in (("input", input), ("weight_shard", weight_shard)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if weight_shard.dim() != 2:
+        raise ValueError(f"weight_shard: expected shape [K_r, D], got {tuple(weight_shard.shape)}")
+    k_r, d = weight_shard.shape
+    if input.dim() == 0 or input.shape[-1] != d:
+        raise ValueError(f"input: expected hidden states [..., {d}] for weight_shard of shape [{k_r}, {d}], "
+                         f"got {tuple(input.shape)}")
+    if bias_shard is not None and (not isinstance(bias_shard, torch.Tensor) or tuple(bias_shard.shape) != (k_r,)):
+        raise ValueError(f"bias_shard: expected shape ({k_r},) or None")
+    shape = torch.empty(tuple(input.shape[:-1]) + (k_r,), device="meta", dtype=weight_shard.dtype)
+    local = _LocalCall(shape, target, vocab_start, vocab_size, weight, "exact", what="weight_shard")
+    tensors = [input, weight_shard] + ([bias_shard] if bias_shard is not None else [])
+    local.kernel_why = next((f"{t.dtype} on {t.device} (the kernel takes float32 CPU tensors)" for t in tensors
+                             if t.device.type != "cpu" or t.dtype != torch.float32), "")
+    # Whether input's gradient is summed in the backward pass: every rank must agree, or one would wait.
+    local.extra = bool(torch.is_grad_enabled() and input.requires_grad)
+    return local
+
+
+def _agree_on_inputs(local, group, backend, mode, options):
+    """Checks the options, then agrees with the other ranks on everyone's inputs (one ``all_gather_object``):
+    returns ``(options, every rank's (start, len), rank, ranks)``, or raises the same ``ValueError`` on every
+    rank when any rank's inputs are wrong or do not fit together."""
     if mode not in _MODES:
         raise ValueError(f"mode: {mode!r} is not a valid value; expected 'exact' or 'megatron'")
     group_size = dist.get_world_size(group)
     rank = dist.get_rank(group)
-    local = _LocalCall(logits_shard, target, vocab_start, vocab_size, weight, mode)
     if local.error is None and mode == "exact":
         try:
             local.use_kernel = _choose_backend(backend, local.kernel_why)
@@ -101,13 +201,13 @@ def vocab_parallel_cross_entropy(
     if local.error is None:
         try:
             opts = _ShardOptions(
-                reduction=_options.reduction(reduction),
-                smoothing=_options.unit_interval("label_smoothing", label_smoothing),
-                spread=_options.spread(spread),
-                adaptive=_options.adaptive(adaptive),
-                ignore_index=_options.ignore_index(ignore_index),
-                z_loss=_options.z_loss(lse_square_scale),
-                softcap=_options.softcap(softcap),
+                reduction=_options.reduction(options["reduction"]),
+                smoothing=_options.unit_interval("label_smoothing", options["label_smoothing"]),
+                spread=_options.spread(options["spread"]),
+                adaptive=_options.adaptive(options["adaptive"]),
+                ignore_index=_options.ignore_index(options["ignore_index"]),
+                z_loss=_options.z_loss(options["lse_square_scale"]),
+                softcap=_options.softcap(options["softcap"]),
                 weight=local.weight,
                 mode=mode,
             )
@@ -119,15 +219,7 @@ def vocab_parallel_cross_entropy(
     # Agree on the inputs before exchanging statistics: every rank raises the same error, or none does.
     infos = [None] * group_size
     dist.all_gather_object(infos, local.info(opts), group=group)
-    ranges = _agree(infos, rank)
-    if mode == "megatron":
-        loss = _Megatron.apply(local.logits, local.labels, opts, group, ranges[rank][0])
-    elif not local.use_kernel:
-        loss = _composed_loss(local.logits, local.labels, opts, group, ranges[rank], vocab_size)
-    else:
-        shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
-        loss = _Exact.apply(local.logits, local.labels, shard, opts, group, group_size)
-    return loss.reshape(local.lead) if opts.reduction == "none" else loss
+    return opts, _agree(infos, rank), rank, group_size
 
 
 class _ShardOptions:
@@ -167,16 +259,27 @@ class _ShardOptions:
 class _LocalCall:
     """This rank's inputs, checked without any exchange; ``error`` is the first problem found, if any."""
 
-    def __init__(self, logits, target, vocab_start, vocab_size, weight, mode):
-        self.error = None
-        self.logits = self.labels = self.weight = None
-        self.use_kernel, self.kernel_why = True, ""
-        self.lead = ()
-        self.vocab_start, self.vocab_size, self.width, self.rows, self.crc = vocab_start, vocab_size, 0, 0, 0
+    def __init__(self, logits, target, vocab_start, vocab_size, weight, mode, what="logits_shard"):
+        self._defaults(vocab_start, vocab_size, what)
         try:
             self._check(logits, target, weight, mode)
         except (TypeError, ValueError) as e:
             self.error = str(e)
+
+    def _defaults(self, vocab_start, vocab_size, what):
+        self.what, self.error, self.extra = what, None, None
+        self.logits = self.labels = self.weight = None
+        self.use_kernel, self.kernel_why = True, ""
+        self.lead = ()
+        self.vocab_start, self.vocab_size, self.width, self.rows, self.crc = vocab_start, vocab_size, 0, 0, 0
+
+    @classmethod
+    def failed(cls, error: str):
+        """A rank whose inputs failed a check before this class's own."""
+        local = cls.__new__(cls)
+        local._defaults(None, None, "input")
+        local.error = error
+        return local
 
     def _check(self, logits, target, weight, mode):
         for name, value in (("vocab_start", self.vocab_start), ("vocab_size", self.vocab_size)):
@@ -185,26 +288,25 @@ class _LocalCall:
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size: expected at least 2 classes, got {self.vocab_size}")
         if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise TypeError("logits_shard and target: expected torch.Tensor")
+            raise TypeError(f"{self.what} and target: expected torch.Tensor")
         if logits.dim() == 0:
-            raise ValueError("logits_shard: expected [N, K_r] logits, got a scalar")
+            raise ValueError(f"{self.what}: expected [N, K_r] logits, got a scalar")
         if not logits.is_floating_point():
-            raise TypeError(f"logits_shard: expected floating-point logits, got {logits.dtype}")
+            raise TypeError(f"{self.what}: expected floating-point values, got {logits.dtype}")
         if logits.device.type != "cpu" or logits.dtype != torch.float32:
             self.kernel_why = f"the logits are {logits.dtype} on {logits.device} (the kernel takes float32 CPU logits)"
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target: expected class indices (an integer dtype), got {target.dtype}")
         self.lead = tuple(logits.shape[:-1])
         if tuple(target.shape) != self.lead:
-            raise ValueError(f"target: expected class indices of shape {self.lead} for logits_shard "
+            raise ValueError(f"target: expected class indices of shape {self.lead} for logits "
                              f"{tuple(logits.shape)}, got {tuple(target.shape)}")
         self.width = logits.shape[-1]
         if self.width == 0 or self.vocab_start + self.width > self.vocab_size:
-            raise ValueError(f"logits_shard: classes [{self.vocab_start}, {self.vocab_start + self.width}) are not "
+            raise ValueError(f"{self.what}: classes [{self.vocab_start}, {self.vocab_start + self.width}) are not "
                              f"a non-empty part of [0, {self.vocab_size})")
         if mode == "megatron" and self.width < 2:
-            raise ValueError("logits_shard: Megatron's formula needs at least 2 classes on every rank")
-        self.logits = logits.reshape(-1, self.width)
+            raise ValueError(f"{self.what}: Megatron's formula needs at least 2 classes on every rank")
         self.labels = target.detach().reshape(-1).to(torch.int64).contiguous()
         self.rows = self.labels.numel()
         self.crc = zlib.crc32(self.labels.cpu().numpy().tobytes())
@@ -227,7 +329,7 @@ class _LocalCall:
 
     def info(self, opts):
         """What the ranks compare before the exchange."""
-        fingerprint = None if opts is None else opts.fingerprint()
+        fingerprint = None if opts is None else opts.fingerprint() + (self.extra,)
         return (self.error, self.vocab_start, self.width, self.vocab_size, self.rows, self.crc, fingerprint)
 
 
@@ -355,6 +457,83 @@ def _composed_loss(logits, labels, opts, group, slice_range, vocab_size):
     loss, _ = reduce(rows, z_lse, valid, (counted, z_count), z_loss=opts.z_loss, reduction=opts.reduction,
                      out_dtype=logits.dtype)
     return loss
+
+
+def _sum_over_ranks(t: torch.Tensor, group) -> torch.Tensor:
+    """The sum of every rank's ``t``, added in rank order in float64: the same bits on every rank."""
+    gathered = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, t.contiguous(), group=group)
+    total = gathered[0].double()
+    for g in gathered[1:]:
+        total += g.double()
+    return total.to(t.dtype)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The identity, whose backward sums the gradient over the ranks (hidden states replicated on every rank)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _sum_over_ranks(grad, ctx.group), None
+
+
+class _ExactLinear(torch.autograd.Function):
+    """The sharded fused linear loss: one exchange of the records in the forward, and one of ``input``'s
+    gradient parts (summed in rank order) wherever that gradient is computed; otherwise as :class:`_Exact`."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, labels, shard, opts, group):
+        n, ranks = labels.numel(), dist.get_world_size(group)
+        lens = [n * shard.record_len(r) for r in range(ranks)]
+        record = np.empty(lens[dist.get_rank(group)], dtype=np.float64)
+        arrays = (_numpy(x), _numpy(w), None if b is None else _numpy(b), _numpy(labels))
+        shard.linear_local_stats(*arrays, record, threads=opts.threads)
+        records = _all_gather_records(record, lens, group, ranks)
+        state = shard.combine(_numpy(labels), records, threads=opts.threads)
+        needs = tuple(bool(f) and opts.grad_enabled for f in ctx.needs_input_grad[:3])
+        ctx.precomputed = None
+        if any(needs):
+            ctx.save_for_backward(x, w, b, labels)
+            ctx.shard, ctx.records, ctx.opts, ctx.group, ctx.needs = shard, records, opts, group, needs
+            if opts.reduction != "none":
+                ctx.precomputed = _ExactLinear.grads(ctx, state, x, w, b, labels)
+        loss = state.loss()
+        return torch.from_numpy(loss) if isinstance(loss, np.ndarray) else torch.tensor(loss, dtype=torch.float32)
+
+    @staticmethod
+    def grads(ctx, state, x, w, b, labels):
+        gx, gw, gb = (torch.empty_like(t) if (t is not None and need) else None
+                      for t, need in zip((x, w, b), ctx.needs))
+        out = [None if g is None else _numpy(g) for g in (gx, gw, gb)]
+        shard = ctx.shard
+        shard.linear_local_grads(state, _numpy(x), _numpy(w), None if b is None else _numpy(b), _numpy(labels),
+                                 *out, threads=ctx.opts.threads)
+        if gx is not None:
+            gx = _sum_over_ranks(gx, ctx.group)
+        return gx, gw, gb
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        x, w, b, labels = ctx.saved_tensors
+        none = (None, None, None, None)
+        if ctx.opts.reduction == "none":
+            rows = grad_loss.detach().to("cpu", torch.float32).contiguous()
+            state = ctx.shard.combine(_numpy(labels), ctx.records, grad_rows=_numpy(rows), threads=ctx.opts.threads)
+            return _ExactLinear.grads(ctx, state, x, w, b, labels) + none
+        scale = float(grad_loss)
+        grads, ctx.precomputed = ctx.precomputed, None
+        if grads is None:  # a second backward (retain_graph)
+            state = ctx.shard.combine(_numpy(labels), ctx.records, grad_scale=scale, threads=ctx.opts.threads)
+            return _ExactLinear.grads(ctx, state, x, w, b, labels) + none
+        if scale != 1.0:
+            grads = tuple(None if g is None else g.mul_(scale) for g in grads)
+        return tuple(grads) + none
 
 
 class _Megatron(torch.autograd.Function):
