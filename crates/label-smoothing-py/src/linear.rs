@@ -10,6 +10,7 @@ use label_smoothing::GradOutput;
 use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+/// A writable float32 view of `obj`, if given (`what` names it in errors).
 pub fn writable<'py>(obj: Option<&Bound<'py, PyAny>>, what: &str) -> PyResult<Option<PyReadwriteArrayDyn<'py, f32>>> {
     obj.map(|o| readwrite(o, what, "float32")).transpose()
 }

@@ -329,3 +329,30 @@ def test_the_linear_variant_agrees_with_one_process(world, backend):
         for a, b in zip(value, results[0][1]):
             assert torch.equal(a[0], b[0]), "the same loss on every rank"
             assert torch.equal(a[2][0], b[2][0]), "the same input gradient on every rank"
+
+
+def test_torchrun_launches_the_example_with_the_losses_of_one_process():
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "vocab_parallel.py"
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    out = subprocess.run([torchrun, "--nproc-per-node", "2", str(example), "--steps", "2"], capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    printed = [float(line.split()[1]) for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
+    spec = importlib.util.spec_from_file_location("vocab_parallel", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single, _ = module.train(0, 1, 2)
+    finally:
+        torch.set_num_threads(threads)
+    assert printed == [float(f"{v:.9f}") for v in single], (printed, single)
