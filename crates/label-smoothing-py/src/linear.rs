@@ -10,9 +10,76 @@ use label_smoothing::GradOutput;
 use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-/// A writable float32 view of `obj`, if given (`what` names it in errors).
-pub fn writable<'py>(obj: Option<&Bound<'py, PyAny>>, what: &str) -> PyResult<Option<PyReadwriteArrayDyn<'py, f32>>> {
+fn writable<'py>(obj: Option<&Bound<'py, PyAny>>, what: &str) -> PyResult<Option<PyReadwriteArrayDyn<'py, f32>>> {
     obj.map(|o| readwrite(o, what, "float32")).transpose()
+}
+
+/// A linear layer's inputs as `float32` numpy arrays: hidden states, classifier weight and bias, with the
+/// names of the Python call's arguments for the weight and the bias (for errors).
+pub struct LinearArrays<'py> {
+    x: PyReadonlyArrayDyn<'py, f32>,
+    w: PyReadonlyArrayDyn<'py, f32>,
+    b: Option<PyReadonlyArrayDyn<'py, f32>>,
+    names: (&'static str, &'static str),
+}
+
+impl<'py> LinearArrays<'py> {
+    /// Reads `x` (named `input`), `w` and `b` (named by `names`).
+    pub fn extract(
+        x: &Bound<'py, PyAny>,
+        w: &Bound<'py, PyAny>,
+        b: Option<&Bound<'py, PyAny>>,
+        names: (&'static str, &'static str),
+    ) -> PyResult<Self> {
+        Ok(Self {
+            x: readonly(x, "input", "float32")?,
+            w: readonly(w, names.0, "float32")?,
+            b: b.map(|b| readonly(b, names.1, "float32")).transpose()?,
+            names,
+        })
+    }
+
+    /// The weight's shape.
+    pub fn weight_shape(&self) -> &[usize] {
+        self.w.shape()
+    }
+
+    /// The core's view of the arrays.
+    pub fn inputs(&self) -> PyResult<LinearInputs<'_>> {
+        Ok(LinearInputs {
+            x: slice(&self.x, "input")?,
+            weight: slice(&self.w, self.names.0)?,
+            bias: self.b.as_ref().map(|b| slice(b, self.names.1)).transpose()?,
+        })
+    }
+}
+
+/// The gradient buffers of a linear layer's call, each given or not: `grad_input`, `grad_weight`, `grad_bias`.
+pub struct GradArrays<'py>([Option<PyReadwriteArrayDyn<'py, f32>>; 3]);
+
+impl<'py> GradArrays<'py> {
+    /// Reads the buffers given.
+    pub fn extract(
+        x: Option<&Bound<'py, PyAny>>,
+        w: Option<&Bound<'py, PyAny>>,
+        b: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Self([
+            writable(x, "grad_input")?,
+            writable(w, "grad_weight")?,
+            writable(b, "grad_bias")?,
+        ]))
+    }
+
+    /// The core's view of the buffers.
+    pub fn grads(&mut self) -> PyResult<LinearGrads<'_>> {
+        let [x, w, b] = &mut self.0;
+        Ok(LinearGrads {
+            x: x.as_mut().map(|g| slice_mut(g, "grad_input")).transpose()?,
+            weight: w.as_mut().map(|g| slice_mut(g, "grad_weight")).transpose()?,
+            bias: b.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
+        })
+    }
 }
 
 /// The label-smoothed cross-entropy of `input [N, D] @ linear_weight[K, D]^T (+ linear_bias [K])` against
@@ -49,13 +116,9 @@ pub fn linear_cross_entropy<'py>(
     report: bool,
     predictions: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let x = readonly::<f32>(input, "input", "float32")?;
-    let w = readonly::<f32>(linear_weight, "linear_weight", "float32")?;
-    let b = linear_bias
-        .map(|o| readonly::<f32>(o, "linear_bias", "float32"))
-        .transpose()?;
+    let arrays = LinearArrays::extract(input, linear_weight, linear_bias, ("linear_weight", "linear_bias"))?;
     let labels = readonly::<i64>(target, "target", "int64")?;
-    let (k, d) = match w.shape() {
+    let (k, d) = match arrays.weight_shape() {
         [k, d] => (*k, *d),
         s => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -79,24 +142,12 @@ pub fn linear_cross_entropy<'py>(
     if let Some(rows) = block_rows {
         lce = lce.with_block_rows(rows).map_err(value_error)?;
     }
-    let (mut gx, mut gw, mut gb) = (
-        writable(grad_input, "grad_input")?,
-        writable(grad_weight, "grad_weight")?,
-        writable(grad_bias, "grad_bias")?,
-    );
-    let inputs = LinearInputs {
-        x: slice(&x, "input")?,
-        weight: slice(&w, "linear_weight")?,
-        bias: b.as_ref().map(|b| slice(b, "linear_bias")).transpose()?,
-    };
+    let mut grad_arrays = GradArrays::extract(grad_input, grad_weight, grad_bias)?;
+    let inputs = arrays.inputs()?;
     let labels = slice(&labels, "target")?;
     let rows = grad_rows.as_ref().map(|r| slice(r, "grad_output")).transpose()?;
     let grad_output = rows.map_or(GradOutput::Scalar(grad_scale), GradOutput::PerRow);
-    let grads = LinearGrads {
-        x: gx.as_mut().map(|g| slice_mut(g, "grad_input")).transpose()?,
-        weight: gw.as_mut().map(|g| slice_mut(g, "grad_weight")).transpose()?,
-        bias: gb.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
-    };
+    let grads = grad_arrays.grads()?;
     let wants_grad = grads.x.is_some() || grads.weight.is_some() || grads.bias.is_some();
     let work = inputs.x.len().saturating_mul(k);
     let out = detached(py, threads, work, || {

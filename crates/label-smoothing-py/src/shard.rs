@@ -4,14 +4,17 @@
 
 use crate::arrays::{readonly, readwrite, slice, slice_mut};
 use crate::errors::value_error;
-use crate::linear::writable;
+use crate::linear::{GradArrays, LinearArrays};
 use crate::loss::{config, loss_to_python};
 use crate::threads::detached;
-use label_smoothing::linear::{LinearGrads, LinearInputs, LinearShard};
+use label_smoothing::linear::{LinearInputs, LinearShard};
 use label_smoothing::shard::{ShardCombined, ShardLayout, ShardPlan};
 use label_smoothing::GradOutput;
 use numpy::PyReadonlyArrayDyn;
 use pyo3::prelude::*;
+
+/// The Python names of the linear variant's weight and bias.
+const NAMES: (&str, &str) = ("weight_shard", "bias_shard");
 
 /// One rank of a vocabulary-parallel loss: the classes `ranges[rank]` of `k`, every rank's `(start, len)` given
 /// in rank order (they must tile `[0, k)`), and the loss's options as for `cross_entropy` (`weight` over all `k`
@@ -175,18 +178,10 @@ impl VocabShard {
         record: &Bound<'_, PyAny>,
         threads: usize,
     ) -> PyResult<()> {
-        let (xa, wa) = (
-            readonly::<f32>(x, "input", "float32")?,
-            readonly::<f32>(w, "weight_shard", "float32")?,
-        );
-        let ba = b.map(|b| readonly::<f32>(b, "bias_shard", "float32")).transpose()?;
+        let arrays = LinearArrays::extract(x, w, b, NAMES)?;
         let y = readonly::<i64>(target, "target", "int64")?;
         let mut rec = readwrite::<f64>(record, "record", "float64")?;
-        let inputs = LinearInputs {
-            x: slice(&xa, "input")?,
-            weight: slice(&wa, "weight_shard")?,
-            bias: ba.as_ref().map(|b| slice(b, "bias_shard")).transpose()?,
-        };
+        let inputs = arrays.inputs()?;
         let shard = self.linear(inputs)?;
         let (y, rec) = (slice(&y, "target")?, slice_mut(&mut rec, "record")?);
         let work = inputs.x.len().saturating_mul(self.plan.classes().len());
@@ -210,28 +205,12 @@ impl VocabShard {
         grad_bias: Option<&Bound<'_, PyAny>>,
         threads: usize,
     ) -> PyResult<()> {
-        let (xa, wa) = (
-            readonly::<f32>(x, "input", "float32")?,
-            readonly::<f32>(w, "weight_shard", "float32")?,
-        );
-        let ba = b.map(|b| readonly::<f32>(b, "bias_shard", "float32")).transpose()?;
+        let arrays = LinearArrays::extract(x, w, b, NAMES)?;
         let y = readonly::<i64>(target, "target", "int64")?;
-        let (mut gx, mut gw, mut gb) = (
-            writable(grad_input, "grad_input")?,
-            writable(grad_weight, "grad_weight")?,
-            writable(grad_bias, "grad_bias")?,
-        );
-        let inputs = LinearInputs {
-            x: slice(&xa, "input")?,
-            weight: slice(&wa, "weight_shard")?,
-            bias: ba.as_ref().map(|b| slice(b, "bias_shard")).transpose()?,
-        };
+        let mut grad_arrays = GradArrays::extract(grad_input, grad_weight, grad_bias)?;
+        let inputs = arrays.inputs()?;
         let shard = self.linear(inputs)?;
-        let grads = LinearGrads {
-            x: gx.as_mut().map(|g| slice_mut(g, "grad_input")).transpose()?,
-            weight: gw.as_mut().map(|g| slice_mut(g, "grad_weight")).transpose()?,
-            bias: gb.as_mut().map(|g| slice_mut(g, "grad_bias")).transpose()?,
-        };
+        let grads = grad_arrays.grads()?;
         let y = slice(&y, "target")?;
         let work = inputs.x.len().saturating_mul(self.plan.classes().len());
         detached(py, threads, work, || {

@@ -10,7 +10,7 @@ use label_smoothing::reference::{self, RefTargets};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Loss, LossError, Reduction, Spread};
 
 mod common;
-use common::linear::{close, expected, fused, problem, Problem};
+use common::linear::{assert_matches, expected, fused, problem, Problem};
 
 fn check(p: &Problem, config: LabelSmoothingConfig, bias: bool, block: usize, per_row_go: bool) {
     check_blocks(p, config, bias, block, None, per_row_go)
@@ -42,15 +42,7 @@ fn check_blocks(
     let want = expected(p, &config, bias, go_ref);
     let got = fused(&lce, p, bias, grad_output);
     let name = format!("{config:?} bias {bias} block {block} classes {classes:?}");
-    for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
-        assert!(
-            (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
-            "{name}: loss[{i}] {g} vs {w}"
-        );
-    }
-    close(&format!("{name}: grad x"), &got.gx, &want.gx, Some(&want.gx_mag), p.k);
-    close(&format!("{name}: grad W"), &got.gw, &want.gw, Some(&want.gw_mag), p.n);
-    close(&format!("{name}: grad b"), &got.gb, &want.gb, None, p.n);
+    assert_matches(&name, &got, &want, p);
 }
 
 #[test]

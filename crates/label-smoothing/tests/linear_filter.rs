@@ -6,7 +6,7 @@ use label_smoothing::rng::SplitMix64 as Rng;
 use label_smoothing::{GradOutput, LabelSmoothingConfig, LossError, Reduction, Spread};
 
 mod common;
-use common::linear::{close, expected, fused, problem, Problem};
+use common::linear::{assert_matches, expected, fused, problem, Problem};
 
 /// A problem whose softmax is peaked, as a trained classifier's: each row is its label's weight row, scaled so
 /// that its own logit is about `margin`, plus noise.
@@ -55,15 +55,7 @@ fn gradient_filter_at_zero_gives_the_exact_gradients() {
                 for lce in [lce.clone(), lce.with_block_classes(512).unwrap()] {
                     let got = fused(&lce, &p, true, GradOutput::ONE);
                     let name = format!("{config:?} filter 0, {} classes per block", lce.block_classes());
-                    for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
-                        assert!(
-                            (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
-                            "{name}: loss[{i}] {g} vs {w}"
-                        );
-                    }
-                    close(&format!("{name}: grad x"), &got.gx, &want.gx, Some(&want.gx_mag), p.k);
-                    close(&format!("{name}: grad W"), &got.gw, &want.gw, Some(&want.gw_mag), p.n);
-                    close(&format!("{name}: grad b"), &got.gb, &want.gb, None, p.n);
+                    assert_matches(&name, &got, &want, &p);
                 }
             }
         }

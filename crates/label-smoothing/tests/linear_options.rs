@@ -12,7 +12,7 @@ use label_smoothing::reference::{self, RefTargets};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, LossReport, Reduction, Spread};
 
 mod common;
-use common::linear::{close, expected, fused, problem, Problem};
+use common::linear::{assert_matches, expected, fused, problem, Problem};
 
 fn lce(p: &Problem, config: &LabelSmoothingConfig, classes: Option<usize>) -> LinearCrossEntropy {
     let lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
@@ -44,15 +44,7 @@ fn check(p: &Problem, config: &LabelSmoothingConfig, classes: Option<usize>, per
         config.z_loss,
         config.softcap
     );
-    for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
-        assert!(
-            (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
-            "{name}: loss[{i}] {g} vs {w}"
-        );
-    }
-    close(&format!("{name}: grad x"), &got.gx, &want.gx, Some(&want.gx_mag), p.k);
-    close(&format!("{name}: grad W"), &got.gw, &want.gw, Some(&want.gw_mag), p.n);
-    close(&format!("{name}: grad b"), &got.gb, &want.gb, None, p.n);
+    assert_matches(&name, &got, &want, p);
 }
 
 /// Every reduction and spread, fixed and adaptive smoothing, class weights with the ignore index (where the

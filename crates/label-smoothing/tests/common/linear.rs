@@ -142,6 +142,20 @@ pub fn fused(lce: &LinearCrossEntropy, p: &Problem, bias: bool, grad_output: Gra
     }
 }
 
+/// Asserts that the fused loss's outputs `got` match the f64 composition's `want` on problem `p`: the losses
+/// within SPEC.md's `1e-5` relative, the gradients within [`close`]'s bound.
+pub fn assert_matches(name: &str, got: &Got, want: &Expected, p: &Problem) {
+    for (i, (&g, &w)) in got.loss.iter().zip(&want.loss).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
+            "{name}: loss[{i}] {g} vs {w}"
+        );
+    }
+    close(&format!("{name}: grad x"), &got.gx, &want.gx, Some(&want.gx_mag), p.k);
+    close(&format!("{name}: grad W"), &got.gw, &want.gw, Some(&want.gw_mag), p.n);
+    close(&format!("{name}: grad b"), &got.gb, &want.gb, None, p.n);
+}
+
 /// f32 products over `K` (or `N`) terms: the error of an entry is bounded by a small multiple of the unit
 /// roundoff times the number of terms times the sum of the terms' magnitudes; 1e-6 absolute as SPEC.md.
 pub fn close(what: &str, got: &[f32], want: &[f64], mag: Option<&[f64]>, terms: usize) {
