@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("INSTRUCTION_SET", label_smoothing::instruction_set())?;
+    m.add("CHUNK", label_smoothing::shard::CHUNK)?;
     m.add_function(wrap_pyfunction!(loss::cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(threads::default_num_threads, m)?)?;

@@ -35,6 +35,8 @@ from .functional import _choose_backend, _numpy, _threads
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
 _MODES = ("exact", "megatron")
+# The kernel's chunk of classes: the pieces of the records.
+_CHUNK = _native.CHUNK
 
 
 def vocab_parallel_cross_entropy(
@@ -77,9 +79,8 @@ def vocab_parallel_cross_entropy(
             (``"none"``, ``"sum"`` or ``"mean"`` over the rows) and nothing else.
         backend: ``None``/``"auto"`` runs the Rust kernel on float32 CPU logits and torch operations elsewhere
             (CUDA with NCCL, float64, 16-bit); ``"kernel"`` insists on the kernel; ``"torch"`` forces the torch
-            operations. Both exchange once; the torch operations exchange each rank's statistics of its whole
-            slice (its log-sum-exp, the weighted sum of its logits, the label's logit and weight) rather than the
-            kernel's per-chunk pieces, and agree with one process within SPEC.md's tolerances.
+            operations. Both exchange per-piece statistics once and fold them in class order; the torch operations
+            agree with one process within SPEC.md's tolerances.
 
     Returns:
         The loss: a scalar, or one value per row for ``reduction="none"``; the same on every rank in exact mode.
@@ -96,7 +97,7 @@ def vocab_parallel_cross_entropy(
     if mode == "megatron":
         loss = _Megatron.apply(local.logits, local.labels, opts, group, ranges[rank][0])
     elif not local.use_kernel:
-        loss = _composed_loss(local.logits, local.labels, opts, group, ranges[rank], vocab_size)
+        loss = _composed_loss(local.logits, local.labels, opts, group, ranges, rank, vocab_size)
     else:
         shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
         loss = _Exact.apply(local.logits, local.labels, shard, opts, group, group_size)
@@ -153,7 +154,7 @@ def vocab_parallel_linear_cross_entropy(
     x = input.reshape(-1, input.shape[-1])
     if not local.use_kernel:
         logits = F.linear(_SumOverRanks.apply(x, group), weight_shard, bias_shard)
-        loss = _composed_loss(logits, local.labels, opts, group, ranges[rank], vocab_size)
+        loss = _composed_loss(logits, local.labels, opts, group, ranges, rank, vocab_size)
     else:
         shard = _native.VocabShard(ranges, rank, vocab_size, **opts.kwargs())
         b = None if bias_shard is None else bias_shard.contiguous()
@@ -416,14 +417,22 @@ class _Exact(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
-def _composed_loss(logits, labels, opts, group, slice_range, vocab_size):
-    """The exact loss of torch operations on any device: each rank's statistics of its slice, gathered once
-    (detached), folded in rank order into every row's log-sum-exp, weighted sum of logits and label logit, the
-    same on every rank; then the loss of ``_composed`` from them. The rank's own statistics enter through
-    ``global + (local - local.detach())`` terms, whose value is exactly the global one and whose gradient is the
-    true one for this rank's logits (``p_c`` of the whole row through the log-sum-exp), so autograd writes the
-    rank's slice of the gradient without a second exchange."""
-    start, width = slice_range
+def _pieces(start: int, width: int):
+    """A slice's pieces, ``(begin, end)`` offsets in the slice: its parts of the chunks of 2048 classes of the
+    whole row (the pieces of the kernel's records)."""
+    cuts = [start] + list(range((start // _CHUNK + 1) * _CHUNK, start + width, _CHUNK)) + [start + width]
+    return [(a - start, b - start) for a, b in zip(cuts, cuts[1:])]
+
+
+def _composed_loss(logits, labels, opts, group, ranges, rank, vocab_size):
+    """The exact loss of torch operations on any device, by the kernel's protocol: each rank's per-piece
+    statistics (the log-sum-exp and the weighted sum of the logits of its part of each chunk of 2048 classes) and
+    its label statistics, gathered once (detached) and folded in class order into every row's log-sum-exp,
+    weighted sum and label logit, the same on every rank; then the loss of ``_composed`` from them. The rank's own
+    statistics enter through ``global + (local - local.detach())`` terms, whose value is exactly the global one
+    and whose gradient is the true one for this rank's logits (``p_c`` of the whole row through the
+    log-sum-exp), so autograd writes the rank's slice of the gradient without a second exchange."""
+    start, width = ranges[rank]
     dtype = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
     x = logits.to(dtype)
     if opts.softcap is not None:
@@ -435,19 +444,28 @@ def _composed_loss(logits, labels, opts, group, slice_range, vocab_size):
     at = (y - start).clamp(0, width - 1).unsqueeze(1)
     w_all = None if opts.weight is None else torch.from_numpy(opts.weight).to(device=x.device, dtype=dtype)
     w = None if w_all is None else w_all[start:start + width]
-    lse_r = torch.logsumexp(x, dim=1)
-    sum_r = (x * w).sum(dim=1) if w is not None else x.sum(dim=1)
-    y_r = torch.where(here, x.gather(1, at).squeeze(1), torch.zeros_like(lse_r))
-    wy_r = torch.where(here, w[at.squeeze(1)], torch.zeros_like(lse_r)) if w is not None else here.to(dtype)
-    mine = torch.stack([lse_r, sum_r, y_r, wy_r]).detach().contiguous()
-    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    pieces = _pieces(start, width)
+    lse_p = torch.stack([torch.logsumexp(x[:, a:b], dim=1) for a, b in pieces], dim=1)  # [N, pieces]
+    xw = x * w if w is not None else x
+    sum_p = torch.stack([xw[:, a:b].sum(dim=1) for a, b in pieces], dim=1)
+    y_r = torch.where(here, x.gather(1, at).squeeze(1), torch.zeros_like(lse_p[:, 0]))
+    wy_r = torch.where(here, w[at.squeeze(1)], torch.zeros_like(y_r)) if w is not None else here.to(dtype)
+    # One record per rank, padded to the most pieces of any rank (-inf and 0 add nothing).
+    most = max(len(_pieces(a, n)) for a, n in ranges)
+    pad = most - len(pieces)
+    mine = torch.cat([
+        F.pad(lse_p.detach(), (0, pad), value=float("-inf")), F.pad(sum_p.detach(), (0, pad)),
+        y_r.detach().unsqueeze(1), wy_r.detach().unsqueeze(1),
+    ], dim=1).contiguous()
+    gathered = [torch.empty_like(mine) for _ in range(len(ranges))]
     dist.all_gather(gathered, mine, group=group)
-    every = torch.stack(gathered)  # [ranks, 4, N], folded in rank order below
-    lse_g = torch.logsumexp(every[:, 0], dim=0)
-    lse = lse_g + torch.exp(lse_r.detach() - lse_g) * (lse_r - lse_r.detach())
-    weighted = every[:, 1].sum(dim=0) + (sum_r - sum_r.detach())
-    logit_y = every[:, 2].sum(dim=0) + (y_r - y_r.detach())
-    w_y = every[:, 3].sum(dim=0) if w is not None else torch.ones_like(lse_g)
+    every = torch.stack(gathered, dim=1)  # [N, ranks, 2 most + 2]: ranks, then pieces, in class order
+    n = every.shape[0]
+    lse_g = torch.logsumexp(every[:, :, :most].reshape(n, -1), dim=1)
+    lse = lse_g + (torch.exp(lse_p.detach() - lse_g.unsqueeze(1)) * (lse_p - lse_p.detach())).sum(dim=1)
+    weighted = every[:, :, most:2 * most].reshape(n, -1).sum(dim=1) + (sum_p - sum_p.detach()).sum(dim=1)
+    logit_y = every[:, :, 2 * most].sum(dim=1) + (y_r - y_r.detach())
+    w_y = every[:, :, 2 * most + 1].sum(dim=1) if w is not None else torch.ones_like(lse_g)
     total_weight = w_all.sum() if w_all is not None else float(vocab_size)
     rows = hard_rows(logit_y - lse, weighted - lse * total_weight, w_y, valid, spread=opts.spread,
                      smoothing=opts.smoothing, adaptive=opts.adaptive, k=vocab_size)
