@@ -243,6 +243,8 @@ def _bad(rank, world, what):
         kwargs["vocab_start"] = 40
     if what == "option" and rank == 0:
         kwargs["label_smoothing"] = 1.5
+    if what == "mode" and rank == 1:
+        kwargs["mode"] = "megatronn"
     if what == "target" and rank == 0:
         target = target.clone()
         target[0] = (int(target[0]) + 1) % 100
@@ -262,6 +264,7 @@ def _bad(rank, world, what):
     ("start", "rank 1: vocab_start is 40, but the ranks before it end at class 50"),
     ("option", "rank 0: label_smoothing: expected a number in [0, 1], got 1.5"),
     ("target", "rank 1: target differs from rank 0's"),
+    ("mode", "rank 1: mode: 'megatronn' is not a valid value"),
     ("linear", "rank 1: input: expected hidden states [..., 9] for weight_shard of shape [50, 9], got (4, 8)"),
 ])
 def test_a_bad_input_on_one_rank_is_the_same_error_on_every_rank(what, message):

@@ -189,8 +189,8 @@ def _agree_on_inputs(local, group, backend, mode, options):
     """Checks the options, then agrees with the other ranks on everyone's inputs (one ``all_gather_object``):
     returns ``(options, every rank's (start, len), rank, ranks)``, or raises the same ``ValueError`` on every
     rank when any rank's inputs are wrong or do not fit together."""
-    if mode not in _MODES:
-        raise ValueError(f"mode: {mode!r} is not a valid value; expected 'exact' or 'megatron'")
+    if mode not in _MODES and local.error is None:
+        local.error = f"mode: {mode!r} is not a valid value; expected 'exact' or 'megatron'"
     group_size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     if local.error is None and mode == "exact":
@@ -199,7 +199,7 @@ def _agree_on_inputs(local, group, backend, mode, options):
         except ValueError as e:
             local.error = str(e)
     opts = None
-    if local.error is None:
+    if local.error is None and mode in _MODES:
         try:
             opts = _ShardOptions(
                 reduction=_options.reduction(options["reduction"]),
