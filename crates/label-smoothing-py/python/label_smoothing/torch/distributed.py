@@ -61,8 +61,8 @@ def vocab_parallel_cross_entropy(
 
     Args:
         logits_shard: this rank's logits ``[N, K_r]`` (or ``[..., K_r]``): classes ``vocab_start`` to
-            ``vocab_start + K_r`` of every row, float32 on the CPU. The ranks' slices, in rank order, must tile
-            ``[0, vocab_size)``.
+            ``vocab_start + K_r`` of every row, floating point on any device (see ``backend``). The ranks'
+            slices, in rank order, must tile ``[0, vocab_size)``.
         target: class indices ``[N]`` (or the logits' leading shape) in ``[0, vocab_size)`` or ``ignore_index``,
             the same on every rank.
         group: the process group (``None``: the default group).
