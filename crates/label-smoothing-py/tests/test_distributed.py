@@ -100,21 +100,25 @@ CONFIGS = [
 ]
 
 
-def _exact(rank, world, k, slices, seed):
+def _versus_one_process(rank, world, k, slices, seed, backend, dtypes):
+    """Every configuration's loss and this rank's gradient, sharded and in one process, on ``backend`` (both
+    sides) for each of ``dtypes``."""
     logits, target = _problem(6, k, seed)
     weight = torch.rand(k, generator=torch.Generator().manual_seed(5)) + 0.5
     start, end = slices[rank], slices[rank + 1]
     got = []
     for cfg in CONFIGS:
         cfg = {key: (weight if v == "w" else v) for key, v in cfg.items()}
-        shard = logits[:, start:end].clone().requires_grad_()
-        loss = vocab_parallel_cross_entropy(shard, target, vocab_start=start, vocab_size=k, **cfg)
-        upstream = torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape) if loss.dim() else torch.tensor(0.7)
-        loss.backward(upstream)
-        whole = logits.clone().requires_grad_()
-        want = cross_entropy(whole, target, backend="kernel", **cfg)
-        want.backward(upstream)
-        got.append((loss.detach(), want.detach(), shard.grad, whole.grad[:, start:end]))
+        for dtype in dtypes:
+            shard = logits[:, start:end].to(dtype).clone().requires_grad_()
+            loss = vocab_parallel_cross_entropy(shard, target, vocab_start=start, vocab_size=k, backend=backend,
+                                                **cfg)
+            upstream = torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape) if loss.dim() else torch.tensor(0.7)
+            loss.backward(upstream.to(dtype))
+            whole = logits.to(dtype).clone().requires_grad_()
+            want = cross_entropy(whole, target, backend=backend, **cfg)
+            want.backward(upstream.to(dtype))
+            got.append((loss.detach(), want.detach(), shard.grad, whole.grad[:, start:end]))
     return got
 
 
@@ -124,7 +128,7 @@ def test_chunk_aligned_slices_are_bit_identical_to_one_process(world):
     # Slices at multiples of 2048: the four whole chunks shared out, the last rank also taking the partial one.
     bounds = [0] + [4 * r // world * 2048 for r in range(1, world)] + [k]
     assert len(bounds) == world + 1
-    for status, value in run(world, _exact, k, bounds, 1):
+    for status, value in run(world, _versus_one_process, k, bounds, 1, "kernel", (torch.float32,)):
         assert status == "ok", value
         for i, (loss, want, grad, want_grad) in enumerate(value):
             assert torch.equal(loss, want), (i, loss, want)
@@ -135,30 +139,11 @@ def test_chunk_aligned_slices_are_bit_identical_to_one_process(world):
 def test_unaligned_slices_agree_within_tolerance(world):
     k = 3001
     bounds = [r * k // world for r in range(world)] + [k]
-    for status, value in run(world, _exact, k, bounds, 2):
+    for status, value in run(world, _versus_one_process, k, bounds, 2, "kernel", (torch.float32,)):
         assert status == "ok", value
         for i, (loss, want, grad, want_grad) in enumerate(value):
             torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6, msg=f"config {i}")
             torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-6, msg=f"config {i}")
-
-
-def _composed(rank, world, k, slices, seed):
-    logits, target = _problem(6, k, seed)
-    weight = torch.rand(k, generator=torch.Generator().manual_seed(5)) + 0.5
-    start, end = slices[rank], slices[rank + 1]
-    got = []
-    for cfg in CONFIGS:
-        cfg = {key: (weight if v == "w" else v) for key, v in cfg.items()}
-        for dtype in (torch.float32, torch.float64):
-            shard = logits[:, start:end].to(dtype).clone().requires_grad_()
-            loss = vocab_parallel_cross_entropy(shard, target, vocab_start=start, vocab_size=k, backend="torch", **cfg)
-            upstream = torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape) if loss.dim() else torch.tensor(0.7)
-            loss.backward(upstream.to(dtype))
-            whole = logits.to(dtype).clone().requires_grad_()
-            want = cross_entropy(whole, target, backend="torch", **cfg)
-            want.backward(upstream.to(dtype))
-            got.append((loss.detach(), want.detach(), shard.grad, whole.grad[:, start:end]))
-    return got
 
 
 @pytest.mark.parametrize("world", [1, 3])
@@ -167,7 +152,7 @@ def test_the_torch_operations_agree_with_one_process(world):
     # every rank.
     k = 3001
     bounds = [r * k // world for r in range(world)] + [k]
-    results = run(world, _composed, k, bounds, 6)
+    results = run(world, _versus_one_process, k, bounds, 6, "torch", (torch.float32, torch.float64))
     for status, value in results:
         assert status == "ok", value
         for i, (loss, want, grad, want_grad) in enumerate(value):

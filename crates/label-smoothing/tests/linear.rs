@@ -10,39 +10,10 @@ use label_smoothing::reference::{self, RefTargets};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, Loss, LossError, Reduction, Spread};
 
 mod common;
-use common::linear::{assert_matches, expected, fused, problem, Problem};
+use common::linear::{check_blocks, fused, problem, Problem};
 
 fn check(p: &Problem, config: LabelSmoothingConfig, bias: bool, block: usize, per_row_go: bool) {
     check_blocks(p, config, bias, block, None, per_row_go)
-}
-
-/// [`check`] with blocks of `classes` classes too.
-fn check_blocks(
-    p: &Problem,
-    config: LabelSmoothingConfig,
-    bias: bool,
-    block: usize,
-    classes: Option<usize>,
-    per_row_go: bool,
-) {
-    let mut lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
-        .unwrap()
-        .with_block_rows(block)
-        .unwrap();
-    if let Some(c) = classes {
-        lce = lce.with_block_classes(c).unwrap();
-    }
-    let go: Vec<f32> = (0..p.n).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
-    let go64: Vec<f64> = go.iter().map(|&v| v as f64).collect();
-    let (grad_output, go_ref) = if per_row_go {
-        (GradOutput::PerRow(&go), Some(&go64[..]))
-    } else {
-        (GradOutput::ONE, None)
-    };
-    let want = expected(p, &config, bias, go_ref);
-    let got = fused(&lce, p, bias, grad_output);
-    let name = format!("{config:?} bias {bias} block {block} classes {classes:?}");
-    assert_matches(&name, &got, &want, p);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use label_smoothing::reference::{self, RefTargets};
 use label_smoothing::{GradOutput, LabelSmoothingConfig, LossReport, Reduction, Spread};
 
 mod common;
-use common::linear::{assert_matches, expected, fused, problem, Problem};
+use common::linear::{check_blocks, fused, problem, Problem};
 
 fn lce(p: &Problem, config: &LabelSmoothingConfig, classes: Option<usize>) -> LinearCrossEntropy {
     let lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
@@ -23,28 +23,6 @@ fn lce(p: &Problem, config: &LabelSmoothingConfig, classes: Option<usize>) -> Li
         Some(c) => lce.with_block_classes(c).unwrap(),
         None => lce,
     }
-}
-
-fn check(p: &Problem, config: &LabelSmoothingConfig, classes: Option<usize>, per_row_go: bool) {
-    let go: Vec<f32> = (0..p.n).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
-    let go64: Vec<f64> = go.iter().map(|&v| v as f64).collect();
-    let (grad_output, go_ref) = if per_row_go {
-        (GradOutput::PerRow(&go), Some(&go64[..]))
-    } else {
-        (GradOutput::ONE, None)
-    };
-    let want = expected(p, config, true, go_ref);
-    let got = fused(&lce(p, config, classes), p, true, grad_output);
-    let name = format!(
-        "{:?} {:?} {:?} weights {} z-loss {} softcap {:?} classes {classes:?}",
-        config.smoothing,
-        config.spread,
-        config.reduction,
-        config.weights.is_some(),
-        config.z_loss,
-        config.softcap
-    );
-    assert_matches(&name, &got, &want, p);
 }
 
 /// Every reduction and spread, fixed and adaptive smoothing, class weights with the ignore index (where the
@@ -73,7 +51,7 @@ fn options_match_the_f64_composition() {
         ];
         for config in configs {
             for classes in [None, Some(2048), Some(700)] {
-                check(&p, &config, classes, reduction == Reduction::None);
+                check_blocks(&p, config.clone(), true, 16, classes, reduction == Reduction::None);
             }
         }
     }

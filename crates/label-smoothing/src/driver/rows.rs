@@ -26,11 +26,11 @@ impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for R
     #[inline(always)]
     fn run<S: Isa>(self) {
         let (k, first, plan) = (self.plan.k(), self.first_row, self.plan);
-        let mut maxima = RowBufs::default();
+        let mut row_bufs = RowBufs::default();
         match self.bufs {
             CallBuffers::Read(zc) => {
                 for (r, (z, l)) in zc.chunks_exact(k).zip(self.losses.iter_mut()).enumerate() {
-                    *l = plan.row::<S, E, _, W, T, SHIFTED>(first + r, &mut ReadOnly(z), &mut maxima);
+                    *l = plan.row::<S, E, _, W, T, SHIFTED>(first + r, &mut ReadOnly(z), &mut row_bufs);
                 }
             }
             CallBuffers::Write(zc, gc) => {
@@ -44,7 +44,7 @@ impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for R
                         first + r,
                         Separate::new(z, g),
                         &mut scratch,
-                        &mut maxima,
+                        &mut row_bufs,
                     );
                 }
                 scratch.give_back();
@@ -56,7 +56,7 @@ impl<E: Element, const W: bool, const T: bool, const SHIFTED: bool> Kernel for R
                         first + r,
                         InPlace(z),
                         &mut scratch,
-                        &mut maxima,
+                        &mut row_bufs,
                     );
                 }
                 scratch.give_back();
@@ -145,7 +145,7 @@ impl CallPlan<'_> {
         &self,
         i: usize,
         io: &mut IO,
-        maxima: &mut RowBufs,
+        bufs: &mut RowBufs,
     ) -> RowLoss {
         let kind = self.row_kind::<E, IO>(i, io);
         if matches!(kind, RowKind::Ignored) {
@@ -163,9 +163,9 @@ impl CallPlan<'_> {
             -1
         };
         let out = if IO::KEEPS_EXP {
-            self.row_passes::<S, E, IO, W, T, SHIFTED, true>(i, &kind, io, maxima)
+            self.row_passes::<S, E, IO, W, T, SHIFTED, true>(i, &kind, io, bufs)
         } else {
-            self.row_passes::<S, E, IO, W, T, SHIFTED, false>(i, &kind, io, maxima)
+            self.row_passes::<S, E, IO, W, T, SHIFTED, false>(i, &kind, io, bufs)
         };
         RowLoss { pred, ..out }
     }
@@ -178,14 +178,14 @@ impl CallPlan<'_> {
         i: usize,
         io: IO,
         scratch: &mut ScratchRow,
-        maxima: &mut RowBufs,
+        bufs: &mut RowBufs,
     ) -> RowLoss {
         // A constant condition: only one of the two is compiled for each `E` (a choice made at run time
         // compiled both and more than doubled the release build, docs/DESIGN.md).
         if E::STORES_EXP {
-            self.row::<S, E, _, W, T, SHIFTED>(i, &mut { io }, maxima)
+            self.row::<S, E, _, W, T, SHIFTED>(i, &mut { io }, bufs)
         } else {
-            self.row::<S, E, _, W, T, SHIFTED>(i, &mut WithScratch::new(io, scratch.row()), maxima)
+            self.row::<S, E, _, W, T, SHIFTED>(i, &mut WithScratch::new(io, scratch.row()), bufs)
         }
     }
 

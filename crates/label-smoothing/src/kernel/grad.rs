@@ -327,13 +327,13 @@ pub(crate) fn label_prob<S: Isa>(
         (None, None) => return (0.0, 1.0),
     };
     let factor = g.prob_factor(chunk_max_of_label);
-    match g.cap {
-        Some(cap) if aux_zc.is_some() => (zy * factor, cap.slope::<S>(aux_zc.unwrap_or(0.0))),
-        Some(cap) => {
+    match (g.cap, aux_zc) {
+        (Some(cap), Some(zc)) => (zy * factor, cap.slope::<S>(zc)),
+        (Some(cap), None) => {
             let zc = if stored.is_some() { zy } else { cap.apply::<S>(zy) };
             (exp_nonpos::<S>(zc - chunk_max_of_label) * factor, cap.slope::<S>(zc))
         }
-        None => {
+        (None, _) => {
             let e = if stored.is_some() {
                 zy
             } else {

@@ -381,7 +381,7 @@ impl LinearCrossEntropy {
                 loss: combined.row_losses()[i],
                 z: combined.row_z()[i],
                 pred: match best[i] {
-                    Some((_, c)) if predictions && Some(y[i]) != per_row.config().ignore_index => c as i64,
+                    Some((_, c)) if Some(y[i]) != per_row.config().ignore_index => c as i64,
                     _ => -1,
                 },
             }));

@@ -142,6 +142,47 @@ pub fn fused(lce: &LinearCrossEntropy, p: &Problem, bias: bool, grad_output: Gra
     }
 }
 
+/// The fused linear loss of `config` in blocks of `block` rows (and of `classes` classes when given) against the
+/// f64 composition on `p`, with or without the bias, at upstream gradient 1 or (`per_row_go`, reduction `none`)
+/// a different one per row.
+pub fn check_blocks(
+    p: &Problem,
+    config: LabelSmoothingConfig,
+    bias: bool,
+    block: usize,
+    classes: Option<usize>,
+    per_row_go: bool,
+) {
+    let mut lce = LinearCrossEntropy::new(config.clone().init(p.k).unwrap(), p.d)
+        .unwrap()
+        .with_block_rows(block)
+        .unwrap();
+    if let Some(c) = classes {
+        lce = lce.with_block_classes(c).unwrap();
+    }
+    let go: Vec<f32> = (0..p.n).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
+    let go64: Vec<f64> = go.iter().map(|&v| v as f64).collect();
+    let (grad_output, go_ref) = if per_row_go {
+        (GradOutput::PerRow(&go), Some(&go64[..]))
+    } else {
+        (GradOutput::ONE, None)
+    };
+    let want = expected(p, &config, bias, go_ref);
+    let got = fused(&lce, p, bias, grad_output);
+    // The configuration without its weights (a vector of K values), which would drown the message.
+    let name = format!(
+        "{:?} {:?} {:?} {:?} weights {} z-loss {} softcap {:?} bias {bias} block {block} classes {classes:?}",
+        config.smoothing,
+        config.spread,
+        config.reduction,
+        config.ignore_index,
+        config.weights.is_some(),
+        config.z_loss,
+        config.softcap
+    );
+    assert_matches(&name, &got, &want, p);
+}
+
 /// Asserts that the fused loss's outputs `got` match the f64 composition's `want` on problem `p`: the losses
 /// within SPEC.md's `1e-5` relative, the gradients within [`close`]'s bound.
 pub fn assert_matches(name: &str, got: &Got, want: &Expected, p: &Problem) {
